@@ -1,0 +1,413 @@
+"""WaveformDataAdapter: waveforms from any source -> ``(spectrogram, label_index)``.
+
+Per item, in this order: read (reader / Stream conversion), DROP_NAN, resampling to the config's
+rate, TRIMMING, then ZSCORE and SPECTROGRAM through :func:`spectrogram_batch`.
+
+Checks happen once, at construction, in a streaming pass over all items: every item is read,
+checked and trimmed, and either kept or listed in ``dropped`` with its reason. Memory stays flat
+for lazy (HDF5 / miniSEED) sets, because windows of a dataset are not cached by default; they are
+read again on access (``cache_windows=True`` keeps them). In-memory inputs (arrays, Streams) keep
+their trimmed windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from obspy import Stream, UTCDateTime
+from torch.utils.data import Dataset
+
+from quake.classes import ClassNames
+from quake.data.components import stream_to_array_info
+from quake.data.config import PreprocessConfig, TransformOP
+from quake.data.readers.base import LABEL_COLUMN, WaveformDataset
+from quake.data.transforms import (
+    SkipTrace,
+    check_finite,
+    flat_channels,
+    resample_waveform,
+    spectrogram_batch,
+    trim_window,
+)
+
+logger = logging.getLogger(__name__)
+
+UNLABELLED = -1
+
+
+def anchor_sample_from_metadata(meta: dict[str, Any], sampling_rate_hz: float) -> float | None:
+    """The TRIMMING anchor of one item, in samples of its own rate.
+
+    ``trace_p_arrival_sample`` when present; else the origin time
+    (``source_origin_time - trace_start_time``) when both are known; else None (trace start).
+    """
+    p = meta.get("trace_p_arrival_sample")
+    if p is not None and _finite(p):
+        return float(p)
+    origin, start = meta.get("source_origin_time"), meta.get("trace_start_time")
+    if _present(origin) and _present(start):
+        try:
+            return (UTCDateTime(origin) - UTCDateTime(start)) * sampling_rate_hz
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def prepare_window(
+    raw: np.ndarray, meta: dict[str, Any], config: PreprocessConfig
+) -> tuple[np.ndarray, bool, str]:
+    """One raw item -> ``(window (3, window_samples) float32, padded, flat channel letters)``.
+
+    DROP_NAN, resampling and TRIMMING as ``config.transforms`` says. Raises SkipTrace with the
+    reason: ``bad shape``, ``nan``, ``too short``, ``wrong length`` (no TRIMMING and the item is
+    not ``window_samples`` long) or ``dead`` (all three channels flat).
+    """
+    raw = np.asarray(raw)
+    if raw.ndim != 2 or raw.shape[0] != 3 or raw.shape[1] == 0:
+        raise SkipTrace("bad shape", f"waveform shape {raw.shape}; expected (3, samples)")
+    raw = raw.astype(np.float32, copy=False)
+    if TransformOP.DROP_NAN in config.transforms:
+        check_finite(raw)
+    rate = meta.get("trace_sampling_rate_hz")
+    rate = float(rate) if rate is not None and _finite(rate) else config.sampling_rate_hz
+    anchor = anchor_sample_from_metadata(meta, rate)
+    if not math.isclose(rate, config.sampling_rate_hz, rel_tol=1e-9):
+        raw = resample_waveform(raw, rate, config.sampling_rate_hz)
+        if anchor is not None:
+            anchor = anchor * config.sampling_rate_hz / rate
+    if TransformOP.TRIMMING in config.transforms:
+        window, padded = trim_window(raw, config, anchor)
+    elif raw.shape[1] == config.window_samples:
+        window, padded = np.ascontiguousarray(raw), False
+    else:
+        raise SkipTrace(
+            "wrong length",
+            f"{raw.shape[1]} samples without TRIMMING; expected {config.window_samples}",
+        )
+    flat = flat_channels(window)
+    if flat.all():
+        raise SkipTrace("dead", "all three channels are flat")
+    return window, padded, "".join(c for c, f in zip("ZNE", flat, strict=True) if f)
+
+
+class WaveformDataAdapter(Dataset):
+    """A torch Dataset of ``(spectrogram (3, F, T) float32, label index)``.
+
+    ``events``: a list of obspy Streams (one station each), a list or array of ``(3, n)`` Z, N, E
+    arrays (at ``config.sampling_rate_hz``), or a :class:`WaveformDataset` (then ``labels=None``
+    uses its ``source_type``). ``stft_nperseg``, ``stft_hop`` and ``transforms`` override the
+    config's fields when given. ``class_names`` given: labels are encoded with it (an unknown
+    label is a ValueError); otherwise the sorted set of labels. Without any labels every item
+    gets label index -1 (for classification).
+    """
+
+    def __init__(
+        self,
+        events: Any,
+        labels: Sequence[Any] | np.ndarray | None = None,
+        stft_nperseg: int | None = None,
+        stft_hop: int | None = None,
+        transforms: TransformOP | None = None,
+        config: PreprocessConfig | None = None,
+        class_names: ClassNames | Sequence[str] | None = None,
+        progress: bool = False,
+        cache_windows: bool | None = None,
+    ):
+        config = config or PreprocessConfig()
+        overrides = {
+            k: v
+            for k, v in (
+                ("stft_nperseg", stft_nperseg),
+                ("stft_hop", stft_hop),
+                ("transforms", transforms),
+            )
+            if v is not None
+        }
+        self.config = config.replace(**overrides) if overrides else config
+        self._source = _make_source(events, self.config)
+        n_items = len(self._source)
+
+        raw_labels = self._source.labels() if labels is None else list(labels)
+        if raw_labels is not None and len(raw_labels) != n_items:
+            raise ValueError(
+                f"got {len(raw_labels)} labels for {n_items} events; expected one per event"
+            )
+        self.class_names, encoded = _encode_labels(raw_labels, class_names, self._source)
+
+        cache = self._source.in_memory if cache_windows is None else bool(cache_windows)
+        self.dropped: list[tuple[str, str]] = list(self._source.skipped)
+        kept: list[int] = []
+        padded: list[bool] = []
+        flat: list[str] = []
+        windows: list[np.ndarray] = []
+        iterator = range(n_items)
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(iterator, desc="checking waveforms", unit="item")
+        for i in iterator:
+            try:
+                raw, meta = self._source.load(i)
+                window, was_padded, flat_letters = prepare_window(raw, meta, self.config)
+            except SkipTrace as exc:
+                self.dropped.append((self._source.item_id(i), str(exc)))
+                continue
+            kept.append(i)
+            padded.append(was_padded)
+            flat.append(flat_letters)
+            if cache:
+                windows.append(window)
+
+        self._kept = np.asarray(kept, dtype=np.int64)
+        self._windows: np.ndarray | None = np.stack(windows) if cache and windows else None
+        if cache and not windows:
+            self._windows = np.zeros((0, 3, self.config.window_samples), dtype=np.float32)
+        self.labels = encoded[self._kept] if len(encoded) else np.zeros(0, dtype=np.int64)
+        meta = self._source.metadata(self._kept)
+        meta["trace_padded"] = padded
+        meta["trace_flat_channels"] = flat
+        if raw_labels is not None and self.class_names is not None:
+            meta[LABEL_COLUMN] = self.class_names.decode(self.labels)
+        self.metadata = meta.reset_index(drop=True)
+        self.output_shape: tuple[int, ...] = self.config.output_shape
+
+        if self.dropped:
+            logger.warning(
+                "dropped %d of %d items: %s",
+                len(self.dropped),
+                n_items,
+                ", ".join(f"{r} x{c}" for r, c in self.drop_counts().items()),
+            )
+
+    # --- Dataset protocol -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        window = torch.from_numpy(self.get_waveform(i))[None]
+        return spectrogram_batch(window, self.config)[0], int(self.labels[i])
+
+    # --- access ------------------------------------------------------------------------------
+    def get_waveform(self, i: int) -> np.ndarray:
+        """``(3, window_samples)`` float32 after DROP_NAN / components / resampling / TRIMMING,
+        before ZSCORE and SPECTROGRAM (what waveform augmentation works on)."""
+        i = self._check_index(i)
+        if self._windows is not None:
+            return self._windows[i]
+        raw, meta = self._source.load(int(self._kept[i]))
+        window, _, _ = prepare_window(raw, meta, self.config)
+        return window
+
+    def load_waveforms(self, progress: bool = False) -> np.ndarray:
+        """All kept windows as one ``(N, 3, window_samples)`` float32 array."""
+        if self._windows is not None:
+            return self._windows
+        out = np.empty((len(self), 3, self.config.window_samples), dtype=np.float32)
+        iterator = range(len(self))
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(iterator, desc="loading waveforms", unit="item")
+        for i in iterator:
+            out[i] = self.get_waveform(i)
+        return out
+
+    def spectrograms(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """Spectrograms of several items in one batched call: ``(len(indices), 3, F, T)``."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if self._windows is not None:
+            batch = self._windows[idx]
+        else:
+            batch = np.stack([self.get_waveform(int(i)) for i in idx]) if len(idx) else None
+        if batch is None:
+            return torch.zeros((0, *self.output_shape), dtype=torch.float32)
+        return spectrogram_batch(torch.from_numpy(np.ascontiguousarray(batch)), self.config)
+
+    def drop_counts(self) -> dict[str, int]:
+        """Reason category -> number of dropped items (for reports)."""
+        return dict(Counter(reason.split(":", 1)[0] for _, reason in self.dropped))
+
+    def __repr__(self) -> str:
+        classes = self.class_names.to_list() if self.class_names else None
+        return (
+            f"WaveformDataAdapter({len(self)} items, {len(self.dropped)} dropped, "
+            f"classes={classes}, output_shape={self.output_shape})"
+        )
+
+    def _check_index(self, i: int) -> int:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"item index {i} out of range for {n} items")
+        return i % n if n else i
+
+
+# --- sources -------------------------------------------------------------------------------
+class _Source:
+    in_memory = True
+    skipped: Sequence[tuple[str, str]] = ()
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        raise NotImplementedError
+
+    def item_id(self, i: int) -> str:
+        return f"item{i}"
+
+    def labels(self) -> list[Any] | None:
+        return None
+
+    def metadata(self, kept: np.ndarray) -> pd.DataFrame:
+        raise NotImplementedError
+
+
+class _ArraySource(_Source):
+    def __init__(self, arrays: Sequence[Any], config: PreprocessConfig):
+        self.arrays = arrays
+        self.rate = config.sampling_rate_hz
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def load(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        return np.asarray(self.arrays[i]), {"trace_sampling_rate_hz": self.rate}
+
+    def metadata(self, kept: np.ndarray) -> pd.DataFrame:
+        names = [self.item_id(int(i)) for i in kept]
+        return pd.DataFrame(
+            {
+                "trace_name": names,
+                "source_id": names,
+                "trace_sampling_rate_hz": [self.rate] * len(names),
+            }
+        )
+
+
+class _StreamSource(_Source):
+    def __init__(self, streams: Sequence[Stream], config: PreprocessConfig):
+        self.streams = streams
+        self.config = config
+        self._rows: dict[int, dict[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self.streams)
+
+    def load(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        info = stream_to_array_info(self.streams[i], self.config)
+        net, sta, loc = info.station.split(".")
+        channel = next(iter(info.channels.values()), "")
+        row = {
+            "trace_name": f"{info.station}.{channel[:-1]}.{info.starttime.isoformat()}",
+            "source_id": self.item_id(i),
+            "station_network_code": net,
+            "station_code": sta,
+            "station_location_code": loc,
+            "trace_channel": channel[:-1],
+            "trace_components": "".join(c for c in "ZNE" if c in info.channels),
+            "trace_start_time": str(info.starttime),
+            "trace_sampling_rate_hz": info.sampling_rate_hz,
+            "trace_original_sampling_rate_hz": info.original_sampling_rate_hz,
+        }
+        self._rows[i] = row
+        return info.data, {"trace_sampling_rate_hz": info.sampling_rate_hz}
+
+    def metadata(self, kept: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame([self._rows[int(i)] for i in kept])
+
+
+class _DatasetSource(_Source):
+    in_memory = False
+
+    def __init__(self, dataset: WaveformDataset):
+        self.dataset = dataset
+        self.skipped = dataset.skipped
+        self._names = dataset.metadata["trace_name"].astype(str).to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def load(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        return self.dataset.get_sample(i)
+
+    def item_id(self, i: int) -> str:
+        return str(self._names[i])
+
+    def labels(self) -> list[Any] | None:
+        labels = self.dataset.labels
+        return None if labels is None else list(labels)
+
+    def metadata(self, kept: np.ndarray) -> pd.DataFrame:
+        meta = self.dataset.metadata.iloc[kept].reset_index(drop=True).copy()
+        if "source_id" not in meta.columns:
+            meta["source_id"] = meta["trace_name"]
+        return meta
+
+
+def _make_source(events: Any, config: PreprocessConfig) -> _Source:
+    if isinstance(events, WaveformDataset):
+        return _DatasetSource(events)
+    if isinstance(events, Stream):
+        raise ValueError("events is one obspy Stream; expected a list of Streams (one per station)")
+    if isinstance(events, np.ndarray):
+        if events.ndim != 3 or events.shape[1] != 3:
+            raise ValueError(
+                f"events array must have shape (items, 3, samples), got {events.shape}"
+            )
+        return _ArraySource(events, config)
+    if isinstance(events, (list, tuple)):
+        if events and all(isinstance(e, Stream) for e in events):
+            return _StreamSource(events, config)
+        if any(isinstance(e, Stream) for e in events):
+            raise ValueError("events mixes obspy Streams and arrays; expected one kind")
+        return _ArraySource(events, config)
+    raise ValueError(
+        f"events of type {type(events).__name__}; expected a list of obspy Streams, a list/array "
+        "of (3, n) arrays, or a dataset from quake.data.open_dataset"
+    )
+
+
+def _encode_labels(
+    raw_labels: list[Any] | None,
+    class_names: ClassNames | Sequence[str] | None,
+    source: _Source,
+) -> tuple[ClassNames | None, np.ndarray]:
+    names = None
+    if class_names is not None:
+        names = class_names if isinstance(class_names, ClassNames) else ClassNames(class_names)
+    if raw_labels is None:
+        return names, np.full(len(source), UNLABELLED, dtype=np.int64)
+    if names is None and isinstance(source, _DatasetSource) and source.dataset.class_names:
+        names = source.dataset.class_names
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in raw_labels):
+        if names is None:
+            raise ValueError("integer labels need class_names to say what each index means")
+        bad = [v for v in raw_labels if not 0 <= int(v) < len(names)]
+        if bad:
+            raise ValueError(f"label index {bad[0]!r} out of range; expected 0..{len(names) - 1}")
+        return names, np.asarray(raw_labels, dtype=np.int64)
+    if names is None:
+        names = ClassNames.from_labels(str(v) for v in raw_labels)
+    return names, np.asarray(names.encode(str(v) for v in raw_labels), dtype=np.int64)
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _present(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return str(value).strip() not in ("", "nan", "NaT", "None")

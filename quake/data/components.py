@@ -1,0 +1,231 @@
+"""obspy Stream of one station -> ``(3, n)`` float32 array in Z, N, E order.
+
+Used by the catalog reader, the adapter (lists of Streams) and batch classification of
+continuous archives, so every path maps components, merges gaps and resamples the same way.
+
+- The component is the last letter of the channel code: ``Z``/``N``/``E``; ``1``/``2`` are
+  taken as N/E with a warning (orientation is not checked). Any other letter: ``SkipTrace``.
+- A station may have several channel bands (``BHZ`` 40 Hz, ``LHZ`` 1 Hz, ``VHZ`` 0.1 Hz): the
+  band with the highest sampling rate >= ``min_sampling_rate_hz`` is used; the others are
+  ignored (logged at debug level). No band fast enough: ``SkipTrace("low sampling rate")``.
+- Gaps within a component are merged with ``config.gap_fill``: ``"interpolate"`` (straight
+  line between the samples around the gap) or ``"zeros"``; overlaps keep the first trace's data.
+- Each component is resampled to ``config.sampling_rate_hz`` (polyphase, anti-aliased).
+- Components are aligned on a common time grid starting at the earliest start; a component
+  that starts later or ends earlier is zero-filled there.
+- A missing horizontal follows ``config.missing_component``: ``"zeros"`` or ``"copy_z"``;
+  a missing vertical is zeros (logged). No usable component at all: ``SkipTrace``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from obspy import Stream, UTCDateTime
+
+from quake.data.config import PreprocessConfig
+from quake.data.transforms import SkipTrace, resample_waveform, trim_window
+
+logger = logging.getLogger(__name__)
+
+COMPONENTS = "ZNE"
+_ALIASES = {"Z": "Z", "N": "N", "E": "E", "1": "N", "2": "E"}
+
+
+def component_of(channel: str) -> str:
+    """``"HHZ"`` -> ``"Z"``; ``"HH1"``/``"HH2"`` -> ``"N"``/``"E"`` with a warning.
+
+    Raises ``SkipTrace("unknown channel")`` naming the code for anything else.
+    """
+    code = str(channel or "").strip().upper()
+    letter = code[-1:] if code else ""
+    if letter not in _ALIASES:
+        raise SkipTrace(
+            "unknown channel",
+            f"channel code {channel!r}: expected its last letter to be Z, N, E, 1 or 2",
+        )
+    if letter in "12":
+        logger.warning(
+            "channel %s: component %s taken as %s (orientation not checked)",
+            code,
+            letter,
+            _ALIASES[letter],
+        )
+    return _ALIASES[letter]
+
+
+def station_key(stats) -> str:
+    """``NET.STA.LOC`` of a trace's stats: one sample per station and event."""
+    return f"{stats.network}.{stats.station}.{stats.location}"
+
+
+def select_band(stream: Stream, config: PreprocessConfig) -> Stream:
+    """Keep the traces of the band (channel code minus its last letter) with the highest
+    sampling rate >= ``config.min_sampling_rate_hz``; SkipTrace when there is none."""
+    if len(stream) == 0:
+        raise SkipTrace("empty", "stream holds no trace")
+    rates: dict[str, float] = {}
+    for tr in stream:
+        band = tr.stats.channel[:-1]
+        rates[band] = max(rates.get(band, 0.0), float(tr.stats.sampling_rate))
+    usable = {b: r for b, r in rates.items() if r >= config.min_sampling_rate_hz}
+    if not usable:
+        found = ", ".join(f"{b}?={r:g} Hz" for b, r in sorted(rates.items()))
+        raise SkipTrace(
+            "low sampling rate",
+            f"no channel at >= {config.min_sampling_rate_hz:g} Hz (found {found})",
+        )
+    best = max(usable, key=lambda b: (usable[b], b))
+    rejected = sorted(b for b in rates if b != best)
+    if rejected:
+        logger.debug("using band %s?; ignoring %s", best, ", ".join(f"{b}?" for b in rejected))
+    return Stream([tr for tr in stream if tr.stats.channel[:-1] == best])
+
+
+@dataclass
+class StreamArray:
+    """A stream converted to an array, with where it sits in time."""
+
+    data: np.ndarray  # (3, n) float32, Z, N, E
+    starttime: UTCDateTime  # time of sample 0
+    sampling_rate_hz: float
+    channels: dict[str, str] = field(default_factory=dict)  # component -> channel code used
+    original_sampling_rate_hz: float = 0.0
+    station: str = ""
+
+    @property
+    def missing(self) -> str:
+        return "".join(c for c in COMPONENTS if c not in self.channels)
+
+
+def stream_to_array_info(
+    stream: Stream,
+    config: PreprocessConfig,
+    *,
+    start: UTCDateTime | None = None,
+    end: UTCDateTime | None = None,
+) -> StreamArray:
+    """Like :func:`stream_to_array`, also returning the start time and channels used."""
+    if not isinstance(stream, Stream):
+        raise ValueError(f"expected an obspy Stream, got {type(stream).__name__}")
+    stations = sorted({station_key(tr.stats) for tr in stream})
+    if len(stations) > 1:
+        raise SkipTrace("several stations", f"one stream must hold one station, got {stations}")
+    stream = select_band(stream, config)
+    by_component: dict[str, Stream] = {}
+    for tr in stream:
+        comp = component_of(tr.stats.channel)
+        by_component.setdefault(comp, Stream()).append(tr)
+
+    sr = float(config.sampling_rate_hz)
+    pieces: dict[str, tuple[UTCDateTime, np.ndarray, str, float]] = {}
+    for comp, traces in by_component.items():
+        channels = sorted({tr.stats.channel for tr in traces})
+        if len(channels) > 1:  # e.g. both HHN and HH1: prefer the letter that names the axis
+            preferred = [c for c in channels if c.endswith(comp)] or channels[:1]
+            traces = Stream([tr for tr in traces if tr.stats.channel == preferred[0]])
+        merged = _merge(traces, config.gap_fill)
+        rate = float(merged.stats.sampling_rate)
+        data = np.asarray(merged.data, dtype=np.float64)
+        data = resample_waveform(data, rate, sr)
+        pieces[comp] = (merged.stats.starttime, data, merged.stats.channel, rate)
+
+    t0 = start if start is not None else min(p[0] for p in pieces.values())
+    if end is not None:
+        n = int(round((end - t0) * sr))
+    else:
+        n = max(int(round((p[0] - t0) * sr)) + p[1].shape[0] for p in pieces.values())
+    if n <= 0:
+        raise SkipTrace("empty", f"requested span from {t0} to {end} holds no sample")
+    out = np.zeros((3, n), dtype=np.float32)
+    for comp, (tstart, data, _, _) in pieces.items():
+        offset = int(round((tstart - t0) * sr))
+        lo, hi = max(offset, 0), min(offset + data.shape[0], n)
+        if hi > lo:
+            out[COMPONENTS.index(comp), lo:hi] = data[lo - offset : hi - offset]
+
+    info = StreamArray(
+        data=out,
+        starttime=t0,
+        sampling_rate_hz=sr,
+        channels={c: p[2] for c, p in pieces.items()},
+        original_sampling_rate_hz=max(p[3] for p in pieces.values()),
+        station=stations[0],
+    )
+    _fill_missing(out, info, config)
+    return info
+
+
+def stream_to_array(
+    stream: Stream,
+    config: PreprocessConfig,
+    *,
+    start: UTCDateTime | None = None,
+    end: UTCDateTime | None = None,
+) -> np.ndarray:
+    """obspy Stream of ONE station -> ``(3, n)`` float32, Z, N, E at ``config.sampling_rate_hz``.
+
+    ``start``/``end`` cut (and zero-pad) to that span; by default the array spans all traces.
+    Raises :class:`SkipTrace` for unusable input (unknown channel code, several stations,
+    no channel at or above ``min_sampling_rate_hz``, empty stream).
+    """
+    return stream_to_array_info(stream, config, start=start, end=end).data
+
+
+def window_from_stream(
+    stream: Stream,
+    config: PreprocessConfig,
+    *,
+    origin_time: UTCDateTime | None = None,
+    p_time: UTCDateTime | None = None,
+) -> np.ndarray:
+    """Stream of one station -> the model's ``(3, window_samples)`` window, as training cut it.
+
+    The anchor is the P arrival when given, else the origin time (``anchor="p_arrival"``; the
+    window starts ``pre_arrival_s`` earlier); ``"start"``/``"offset"`` count from the first
+    sample. Raises SkipTrace("too short") when less than half the window holds data.
+    """
+    arr = stream_to_array_info(stream, config)
+    anchor_time = p_time if p_time is not None else origin_time
+    anchor_sample = None
+    if anchor_time is not None:
+        anchor_sample = (UTCDateTime(anchor_time) - arr.starttime) * arr.sampling_rate_hz
+    window, _ = trim_window(arr.data, config, anchor_sample)
+    return window
+
+
+def _merge(traces: Stream, gap_fill: str):
+    """One trace per component: gaps filled per ``gap_fill``, overlaps resolved by obspy."""
+    traces = traces.copy()
+    rates = {float(tr.stats.sampling_rate) for tr in traces}
+    if len(rates) > 1:  # same channel, different rates: keep the most common rate
+        best = max(rates, key=lambda r: sum(float(t.stats.sampling_rate) == r for t in traces))
+        traces = Stream([tr for tr in traces if float(tr.stats.sampling_rate) == best])
+    for tr in traces:
+        tr.data = np.asarray(tr.data, dtype=np.float64)
+    if len(traces) > 1:
+        fill = "interpolate" if gap_fill == "interpolate" else 0.0
+        traces.merge(method=1, fill_value=fill)
+    tr = traces[0]
+    if np.ma.isMaskedArray(tr.data):
+        tr.data = tr.data.filled(0.0)
+    return tr
+
+
+def _fill_missing(out: np.ndarray, info: StreamArray, config: PreprocessConfig) -> None:
+    missing = info.missing
+    if not missing:
+        return
+    if "Z" in missing:
+        logger.info("%s: no vertical component; Z is zeros", info.station)
+    for comp in missing.replace("Z", ""):
+        row = COMPONENTS.index(comp)
+        if config.missing_component == "copy_z" and "Z" not in missing:
+            out[row] = out[0]
+        else:
+            out[row] = 0.0
+    logger.debug(
+        "%s: missing %s filled by policy %r", info.station, missing, config.missing_component
+    )

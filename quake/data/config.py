@@ -1,0 +1,171 @@
+"""Preprocessing configuration: everything classification must repeat exactly.
+
+A :class:`PreprocessConfig` is saved with every model, so a catalog is classified with the
+same sampling rate, window, normalisation and spectrogram as the training data. Seconds are
+converted to samples in one place (:attr:`PreprocessConfig.window_samples`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TransformOP(enum.Flag):
+    """Steps the adapter applies, in this order.
+
+    - ``DROP_NAN``: an item whose waveform holds any NaN or inf is dropped (reason ``nan``);
+      the adapter lists every dropped item with its reason in ``adapter.dropped``.
+    - ``TRIMMING``: every item is cut to ``window_s`` seconds, starting ``pre_arrival_s`` before
+      the P arrival (or origin time), at the trace start, or at ``offset_s``; a window that runs
+      past the data is zero-padded and flagged (``trace_padded``); one with less than half of the
+      window inside the data is dropped (reason ``too short``).
+    - ``ZSCORE``: per item and channel, ``(x - mean) / std``; a flat (dead) channel becomes zeros.
+    - ``SPECTROGRAM``: STFT magnitude per channel (Hann window of ``stft_nperseg`` samples, hop
+      ``stft_hop``, no centre padding), ``log1p`` when ``log_spectrogram``: float32 ``(3, F, T)``
+      with ``F = stft_nperseg // 2 + 1``.
+    """
+
+    DROP_NAN = enum.auto()
+    TRIMMING = enum.auto()
+    ZSCORE = enum.auto()
+    SPECTROGRAM = enum.auto()
+
+
+DEFAULT_TRANSFORMS = (
+    TransformOP.DROP_NAN | TransformOP.TRIMMING | TransformOP.ZSCORE | TransformOP.SPECTROGRAM
+)
+
+ANCHORS = ("p_arrival", "start", "offset")
+MISSING_COMPONENT_POLICIES = ("zeros", "copy_z")
+GAP_FILLS = ("interpolate", "zeros")
+
+
+def transforms_to_names(transforms: TransformOP) -> list[str]:
+    """Flag -> list of member names, in declaration order (JSON-safe)."""
+    return [op.name for op in TransformOP if op in transforms and op.name is not None]
+
+
+def transforms_from_names(names: Any) -> TransformOP:
+    """List of names (or a ``"A|B"`` string, or a TransformOP) -> flag; ValueError on unknown names."""
+    if isinstance(names, TransformOP):
+        return names
+    if isinstance(names, str):
+        names = [n for n in names.replace(",", "|").split("|") if n.strip()]
+    result = TransformOP(0)
+    allowed = [op.name for op in TransformOP]
+    for name in names:
+        key = str(name).strip().upper()
+        if key not in allowed:
+            raise ValueError(f"unknown transform {name!r}; expected one of {allowed}")
+        result |= TransformOP[key]
+    return result
+
+
+@dataclass
+class PreprocessConfig:
+    """How a waveform becomes a model input. Validated on creation."""
+
+    sampling_rate_hz: float = 100.0
+    window_s: float = 20.48
+    anchor: str = "p_arrival"
+    pre_arrival_s: float = 2.0
+    offset_s: float = 0.0
+    missing_component: str = "zeros"
+    gap_fill: str = "interpolate"
+    min_sampling_rate_hz: float = 20.0
+    stft_nperseg: int = 64
+    stft_hop: int = 32
+    log_spectrogram: bool = True
+    transforms: TransformOP = field(default=DEFAULT_TRANSFORMS)
+
+    def __post_init__(self) -> None:
+        self.transforms = transforms_from_names(self.transforms)
+        _check_positive("sampling_rate_hz", self.sampling_rate_hz)
+        _check_positive("window_s", self.window_s)
+        _check_positive("min_sampling_rate_hz", self.min_sampling_rate_hz)
+        for name in ("pre_arrival_s", "offset_s"):
+            value = getattr(self, name)
+            if not _is_number(value) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        _check_choice("anchor", self.anchor, ANCHORS)
+        _check_choice("missing_component", self.missing_component, MISSING_COMPONENT_POLICIES)
+        _check_choice("gap_fill", self.gap_fill, GAP_FILLS)
+        for name in ("stft_nperseg", "stft_hop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.stft_nperseg < 2:
+            raise ValueError(f"stft_nperseg must be >= 2, got {self.stft_nperseg!r}")
+        if not isinstance(self.log_spectrogram, bool):
+            raise ValueError(f"log_spectrogram must be True or False, got {self.log_spectrogram!r}")
+        if TransformOP.SPECTROGRAM in self.transforms and self.stft_nperseg > self.window_samples:
+            raise ValueError(
+                f"stft_nperseg={self.stft_nperseg} is longer than the window "
+                f"({self.window_samples} samples = {self.window_s} s at {self.sampling_rate_hz} Hz); "
+                "expected stft_nperseg <= window_samples"
+            )
+
+    @property
+    def window_samples(self) -> int:
+        """The TRIMMING window in samples: the one place seconds become samples."""
+        return int(round(self.window_s * self.sampling_rate_hz))
+
+    @property
+    def n_frequencies(self) -> int:
+        return self.stft_nperseg // 2 + 1
+
+    @property
+    def n_frames(self) -> int:
+        """STFT frames of one window (no centre padding)."""
+        return 1 + (self.window_samples - self.stft_nperseg) // self.stft_hop
+
+    @property
+    def spectrogram_shape(self) -> tuple[int, int, int]:
+        """``(3, F, T)`` of one spectrogram, ``F = stft_nperseg // 2 + 1``."""
+        return (3, self.n_frequencies, self.n_frames)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """What the adapter yields per item: the spectrogram shape, or ``(3, window_samples)``
+        when SPECTROGRAM is not among the transforms."""
+        if TransformOP.SPECTROGRAM in self.transforms:
+            return self.spectrogram_shape
+        return (3, self.window_samples)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (transforms as a list of names); inverse of :meth:`from_dict`."""
+        d = dataclasses.asdict(self)
+        d["transforms"] = transforms_to_names(self.transforms)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown PreprocessConfig keys {unknown}; expected some of {sorted(known)}"
+            )
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> PreprocessConfig:
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_positive(name: str, value: object) -> None:
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:  # type: ignore[arg-type]
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")

@@ -1,0 +1,126 @@
+"""The dataset object every reader returns: one metadata table drives everything.
+
+Like SeisBench's ``WaveformDataset``: ``metadata`` (SeisBench column names, one row per sample),
+``get_sample(i) -> (waveforms, metadata)``, ``filter(mask)`` for subsets. Waveforms are read on
+``get_sample``, never all at once, so a set far larger than memory can be used.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quake.classes import ClassNames, validate_class_name
+from quake.data.config import PreprocessConfig
+
+logger = logging.getLogger(__name__)
+
+LABEL_COLUMN = "source_type"
+
+
+class WaveformDataset:
+    """A set of three-component samples with a metadata table.
+
+    Subclasses implement :meth:`_load`, returning the raw ``(3, n)`` float32 Z, N, E array of one
+    metadata row at that row's ``trace_sampling_rate_hz`` (not trimmed, not normalised).
+    ``skipped`` lists ``(item id, reason)`` for items dropped while opening.
+    """
+
+    def __init__(
+        self,
+        metadata: pd.DataFrame,
+        *,
+        path: str | os.PathLike | None = None,
+        config: PreprocessConfig | None = None,
+        skipped: Iterable[tuple[str, str]] = (),
+    ):
+        self.path = Path(path) if path is not None else None
+        self.config = config or PreprocessConfig()
+        self.metadata = metadata.reset_index(drop=True)
+        self.skipped: list[tuple[str, str]] = list(skipped)
+        self.class_names: ClassNames | None = None
+        if LABEL_COLUMN in self.metadata.columns and len(self.metadata):
+            self.class_names = ClassNames.from_labels(self.metadata[LABEL_COLUMN])
+        for item, reason in self.skipped:
+            logger.warning("%s: skipped %s (%s)", self.name, item, reason)
+        if self.skipped:
+            logger.info("%s: %d samples, %d skipped", self.name, len(self), len(self.skipped))
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path is not None else type(self).__name__
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """Label (class name) per sample, or None for an unlabelled set."""
+        if LABEL_COLUMN not in self.metadata.columns:
+            return None
+        return self.metadata[LABEL_COLUMN].to_numpy(dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.metadata)
+
+    def __repr__(self) -> str:
+        classes = self.class_names.to_list() if self.class_names else None
+        return f"{type(self).__name__}({self.name!r}, {len(self)} samples, classes={classes})"
+
+    def get_sample(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """``((3, n) float32 Z, N, E raw waveform, metadata row as dict)``.
+
+        Raises :class:`quake.data.SkipTrace` when the item cannot be read.
+        """
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sample index {i} out of range for {len(self)} samples")
+        row = self.metadata.iloc[i].to_dict()
+        return self._load(row), row
+
+    def _load(self, row: dict[str, Any]) -> np.ndarray:
+        raise NotImplementedError
+
+    def filter(self, mask: Any) -> WaveformDataset:
+        """A subset view: ``mask`` is a boolean array/Series over samples (or an index array)."""
+        mask = np.asarray(mask)
+        if mask.dtype == bool:
+            if mask.shape != (len(self),):
+                raise ValueError(f"mask must have shape ({len(self)},), got {mask.shape}")
+            subset = self.metadata[mask]
+        else:
+            subset = self.metadata.iloc[mask]
+        view = copy.copy(self)
+        view.metadata = subset.reset_index(drop=True)
+        return view
+
+
+def normalize_labels(
+    metadata: pd.DataFrame, item_column: str = "trace_name", aliases: dict[str, str] | None = None
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Validate ``source_type`` (after ``aliases``); rows with an unknown label are skipped."""
+    if LABEL_COLUMN not in metadata.columns:
+        return metadata, []
+    aliases = aliases or {}
+    normalized: list[str | None] = []
+    skipped: list[tuple[str, str]] = []
+    cache: dict[Any, str | None] = {}
+    for item, label in zip(metadata[item_column], metadata[LABEL_COLUMN], strict=True):
+        if label not in cache:
+            try:
+                key = str(label).strip().lower()
+                cache[label] = validate_class_name(aliases.get(key, key))
+            except ValueError:
+                cache[label] = None
+        if cache[label] is None:
+            skipped.append(
+                (str(item), f"unknown label: {label!r} is not a QuakeML event type or 'noise'")
+            )
+        normalized.append(cache[label])
+    keep = np.array([n is not None for n in normalized], dtype=bool)
+    out = metadata.copy()
+    out[LABEL_COLUMN] = normalized
+    return out[keep].reset_index(drop=True), skipped

@@ -1,0 +1,170 @@
+"""Per-item checks and trimming (numpy) and the batched z-score + spectrogram (torch).
+
+The adapter, training (after waveform augmentation) and batch classification all call
+:func:`spectrogram_batch`, so they apply identical preprocessing.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from functools import lru_cache
+
+import numpy as np
+import torch
+from scipy.signal import resample_poly
+
+from quake.data.config import PreprocessConfig, TransformOP
+
+# A channel whose standard deviation (computed in float64) is below this fraction of its mean
+# absolute level, or zero, counts as flat: z-scoring it would only amplify rounding noise.
+# float32 data that varies at all varies by more than ~1e-8 of its level, so this is safe.
+FLAT_RELATIVE_TOLERANCE = 1e-10
+# A window with less than this fraction of its samples inside the data is dropped ("too short");
+# from this fraction up it is zero-padded and flagged.
+MIN_WINDOW_COVERAGE = 0.5
+
+
+class SkipTrace(ValueError):
+    """A trace or item that cannot be used, with a short reason category and a detail.
+
+    ``reason`` is the category used for counts (``"nan"``, ``"too short"``, ``"unknown channel"``,
+    ...); ``str(exc)`` is ``"<reason>: <detail>"``.
+    """
+
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+def check_finite(waveform: np.ndarray) -> None:
+    """DROP_NAN: raise SkipTrace("nan") when any value is NaN or inf."""
+    finite = np.isfinite(waveform)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise SkipTrace("nan", f"{bad} NaN/inf values of {waveform.size}")
+
+
+def flat_channels(waveform: np.ndarray) -> np.ndarray:
+    """Boolean per channel of a ``(C, n)`` array: True where the channel is constant (dead)."""
+    x = np.asarray(waveform, dtype=np.float64)
+    std = x.std(axis=-1)
+    level = np.abs(x.mean(axis=-1))
+    return std <= FLAT_RELATIVE_TOLERANCE * level + 1e-30
+
+
+def resample_waveform(waveform: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
+    """Resample ``(..., n)`` along the last axis with a polyphase anti-alias filter.
+
+    The ratio is approximated by a fraction with denominator <= 1000 (exact for the usual
+    40/50/100/125/200/500 Hz rates). Output length is ``ceil(n * to_hz / from_hz)``.
+    """
+    if from_hz <= 0 or to_hz <= 0:
+        raise ValueError(f"sampling rates must be > 0, got from_hz={from_hz!r}, to_hz={to_hz!r}")
+    if math.isclose(from_hz, to_hz, rel_tol=1e-9):
+        return np.asarray(waveform, dtype=np.float32)
+    ratio = Fraction(to_hz / from_hz).limit_denominator(1000)
+    x = np.asarray(waveform, dtype=np.float64)
+    y = resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
+    return y.astype(np.float32)
+
+
+def window_start_sample(
+    config: PreprocessConfig, n_samples: int, anchor_sample: float | None = None
+) -> int:
+    """First sample of the TRIMMING window (may be negative, then the window is front-padded).
+
+    ``anchor="p_arrival"``: ``pre_arrival_s`` before ``anchor_sample`` (the P arrival, or the
+    origin time when there is no P); without an anchor sample it falls back to the trace start.
+    ``"start"``: the trace start. ``"offset"``: ``offset_s`` after the trace start.
+    """
+    del n_samples  # the start never depends on the length; kept for a uniform signature
+    if config.anchor == "p_arrival":
+        if anchor_sample is None or not np.isfinite(anchor_sample):
+            return 0
+        return int(round(anchor_sample - config.pre_arrival_s * config.sampling_rate_hz))
+    if config.anchor == "offset":
+        return int(round(config.offset_s * config.sampling_rate_hz))
+    return 0
+
+
+def trim_window(
+    waveform: np.ndarray, config: PreprocessConfig, anchor_sample: float | None = None
+) -> tuple[np.ndarray, bool]:
+    """TRIMMING: cut ``(3, n)`` to ``(3, window_samples)``; returns ``(window, padded)``.
+
+    Samples of the window outside the data are zeros and ``padded`` is True. When less than
+    half of the window (:data:`MIN_WINDOW_COVERAGE`) lies inside the data, raise
+    ``SkipTrace("too short")``.
+    """
+    n = waveform.shape[-1]
+    size = config.window_samples
+    start = window_start_sample(config, n, anchor_sample)
+    lo, hi = max(start, 0), min(start + size, n)
+    covered = max(hi - lo, 0)
+    if covered < MIN_WINDOW_COVERAGE * size:
+        raise SkipTrace(
+            "too short",
+            f"{covered} of {size} window samples inside a {n}-sample trace "
+            f"(window starts at sample {start}; need at least {MIN_WINDOW_COVERAGE:.0%})",
+        )
+    if lo == start and hi == start + size:
+        return np.ascontiguousarray(waveform[:, lo:hi], dtype=np.float32), False
+    window = np.zeros((waveform.shape[0], size), dtype=np.float32)
+    window[:, lo - start : hi - start] = waveform[:, lo:hi]
+    return window, True
+
+
+def zscore_batch(waveforms: torch.Tensor) -> torch.Tensor:
+    """ZSCORE per item and channel along the last axis; flat channels become zeros (never NaN)."""
+    x = waveforms.to(torch.float32)
+    x64 = x.to(torch.float64)
+    mean = x64.mean(dim=-1, keepdim=True)
+    centered = x64 - mean
+    std = centered.square().mean(dim=-1, keepdim=True).sqrt()
+    flat = std <= FLAT_RELATIVE_TOLERANCE * mean.abs() + 1e-30
+    scaled = torch.where(flat, torch.zeros_like(centered), centered / torch.where(flat, 1.0, std))
+    return scaled.to(torch.float32)
+
+
+@lru_cache(maxsize=8)
+def _hann(nperseg: int, device: str) -> torch.Tensor:
+    return torch.hann_window(nperseg, periodic=True, dtype=torch.float32, device=device)
+
+
+def spectrogram_batch(waveforms: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
+    """``(B, 3, n)`` window-trimmed waveforms -> ``(B, 3, F, T)`` float32, fully batched.
+
+    Applies ZSCORE (per trace and channel, flat channel -> zeros) and SPECTROGRAM (``torch.stft``
+    magnitude, Hann window, no centre padding, ``log1p`` when ``config.log_spectrogram``) as
+    ``config.transforms`` says. Without SPECTROGRAM the (z-scored) waveforms are returned as is.
+    """
+    if not isinstance(waveforms, torch.Tensor):
+        waveforms = torch.as_tensor(np.asarray(waveforms))
+    if waveforms.ndim != 3 or waveforms.shape[1] != 3:
+        raise ValueError(
+            f"waveforms must have shape (batch, 3, samples), got {tuple(waveforms.shape)}"
+        )
+    x = waveforms.to(torch.float32)
+    if TransformOP.ZSCORE in config.transforms:
+        x = zscore_batch(x)
+    if TransformOP.SPECTROGRAM not in config.transforms:
+        return x
+    batch, channels, n = x.shape
+    if n < config.stft_nperseg:
+        raise ValueError(
+            f"waveforms have {n} samples, fewer than stft_nperseg={config.stft_nperseg}; "
+            "expected window-trimmed waveforms"
+        )
+    spec = torch.stft(
+        x.reshape(batch * channels, n),
+        n_fft=config.stft_nperseg,
+        hop_length=config.stft_hop,
+        window=_hann(config.stft_nperseg, str(x.device)),
+        center=False,
+        return_complex=True,
+    ).abs()
+    if config.log_spectrogram:
+        spec = torch.log1p(spec)
+    return spec.reshape(batch, channels, spec.shape[-2], spec.shape[-1]).contiguous()
