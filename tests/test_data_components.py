@@ -1,0 +1,171 @@
+"""Component mapping, band choice, gap merging and resampling of obspy Streams."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import obspy
+import pytest
+from obspy import Stream, Trace, UTCDateTime
+
+from quake.data import (
+    PreprocessConfig,
+    SkipTrace,
+    component_of,
+    stream_to_array,
+    stream_to_array_info,
+    window_from_stream,
+)
+
+T0 = UTCDateTime("2020-01-01T00:00:00")
+
+
+def _trace(channel, data, rate=100.0, start=T0, station="STA", network="XX", location=""):
+    return Trace(
+        data=np.asarray(data, dtype=np.float64),
+        header={
+            "network": network,
+            "station": station,
+            "location": location,
+            "channel": channel,
+            "sampling_rate": rate,
+            "starttime": start,
+        },
+    )
+
+
+def _constant(value, n=500):
+    return np.full(n, float(value))
+
+
+@pytest.fixture
+def cfg():
+    return PreprocessConfig()
+
+
+def test_components_come_from_the_channel_letter_not_trace_order(cfg):
+    stream = Stream(
+        [_trace("HHE", _constant(3)), _trace("HHZ", _constant(1)), _trace("HHN", _constant(2))]
+    )
+    out = stream_to_array(stream, cfg)
+    assert out.shape == (3, 500) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, 0], [1, 2, 3])
+
+
+def test_numbered_horizontals_map_to_n_e_with_a_warning(cfg, caplog):
+    stream = Stream(
+        [_trace("HH2", _constant(3)), _trace("HH1", _constant(2)), _trace("HHZ", _constant(1))]
+    )
+    with caplog.at_level(logging.WARNING, logger="quake.data.components"):
+        out = stream_to_array(stream, cfg)
+    np.testing.assert_array_equal(out[:, 0], [1, 2, 3])
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "HH1: component 1 taken as N" in messages
+    assert "HH2: component 2 taken as E" in messages
+
+
+@pytest.mark.parametrize("code", ["HHX", "BH3", "SHU", ""])
+def test_unknown_channel_code_is_skipped_with_the_code(code, cfg):
+    with pytest.raises(SkipTrace, match=rf"unknown channel: channel code '{code}'") as info:
+        component_of(code)
+    assert info.value.reason == "unknown channel"
+    if code:
+        with pytest.raises(SkipTrace, match=code):
+            stream_to_array(Stream([_trace(code, _constant(1))]), cfg)
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("zeros", [5, 0, 0]), ("copy_z", [5, 5, 5])])
+def test_missing_horizontals_follow_policy(policy, expected):
+    cfg = PreprocessConfig(missing_component=policy)
+    out = stream_to_array(Stream([_trace("EHZ", _constant(5))]), cfg)
+    np.testing.assert_array_equal(out[:, 10], expected)
+
+
+def test_missing_vertical_is_zeros_under_both_policies():
+    stream = Stream([_trace("HHN", _constant(2)), _trace("HHE", _constant(3))])
+    for policy in ("zeros", "copy_z"):
+        out = stream_to_array(stream, PreprocessConfig(missing_component=policy))
+        np.testing.assert_array_equal(out[:, 0], [0, 2, 3])
+
+
+def test_mixed_sampling_rates_are_resampled_to_config_rate(cfg):
+    seconds = 30.0
+    z = _trace("HHZ", np.sin(np.arange(int(seconds * 200)) / 200 * 2 * np.pi), rate=200.0)
+    n = _trace("HHN", np.ones(int(seconds * 40)), rate=40.0)
+    e = _trace("HHE", np.ones(int(seconds * 50)), rate=50.0)
+    info = stream_to_array_info(Stream([z, n, e]), cfg)
+    assert info.sampling_rate_hz == 100.0
+    assert info.data.shape == (3, int(seconds * 100))
+    assert info.original_sampling_rate_hz == 200.0
+    t = np.arange(info.data.shape[1]) / 100.0
+    inner = slice(100, -100)
+    np.testing.assert_allclose(info.data[0, inner], np.sin(2 * np.pi * t[inner]), atol=2e-2)
+    np.testing.assert_allclose(info.data[1, inner], 1.0, atol=1e-3)
+
+
+def test_fastest_band_above_minimum_is_used(cfg, caplog):
+    stream = Stream(
+        [
+            _trace("LHZ", _constant(7, 30), rate=1.0),
+            _trace("VHZ", _constant(8, 3), rate=0.1),
+            _trace("BHZ", _constant(9, 1200), rate=40.0),
+        ]
+    )
+    info = stream_to_array_info(stream, cfg)
+    assert info.channels == {"Z": "BHZ"}
+    assert info.data.shape == (3, 3000)
+    with pytest.raises(
+        SkipTrace, match=r"low sampling rate: no channel at >= 20 Hz \(found LH\?=1 Hz"
+    ):
+        stream_to_array(Stream([_trace("LHZ", _constant(1, 30), rate=1.0)]), cfg)
+
+
+@pytest.mark.parametrize("fill", ["interpolate", "zeros"])
+def test_gaps_are_merged_with_the_configured_fill(fill):
+    cfg = PreprocessConfig(gap_fill=fill)
+    first = _trace("HHZ", np.full(100, 10.0))
+    second = _trace("HHZ", np.full(100, 20.0), start=T0 + 2.0)  # 1 s gap (100 samples)
+    out = stream_to_array(Stream([first, second]), cfg)
+    assert out.shape == (3, 300)
+    gap = out[0, 100:200]
+    if fill == "zeros":
+        assert not gap.any()
+    else:
+        assert np.all(np.diff(out[0, 99:201]) > 0)  # a straight line from 10 up to 20
+        np.testing.assert_allclose(gap[49], 15.0, atol=0.2)
+
+
+def test_components_are_aligned_in_time(cfg):
+    z = _trace("HHZ", _constant(1, 500))
+    n = _trace("HHN", _constant(2, 300), start=T0 + 1.0)
+    out = stream_to_array(Stream([z, n]), cfg)
+    assert not out[1, :100].any() and (out[1, 100:400] == 2).all() and not out[1, 400:].any()
+
+
+def test_several_stations_in_one_stream_are_refused(cfg):
+    stream = Stream([_trace("HHZ", _constant(1)), _trace("HHZ", _constant(1), station="OTHER")])
+    with pytest.raises(SkipTrace, match=r"several stations.*XX\.OTHER\..*XX\.STA\."):
+        stream_to_array(stream, cfg)
+
+
+def test_obspy_example_stream(cfg):
+    stream = obspy.read()  # BW.RJOB..EHZ/EHN/EHE, 100 Hz, 3000 samples
+    out = stream_to_array(stream, cfg)
+    assert out.shape == (3, 3000)
+    by_letter = {tr.stats.channel[-1]: tr.data for tr in stream}
+    for row, letter in enumerate("ZNE"):
+        np.testing.assert_allclose(out[row], by_letter[letter], rtol=1e-6)
+
+
+def test_window_from_stream_is_anchored_before_p_or_origin(cfg):
+    data = np.zeros(6000)
+    data[3000] = 1.0  # an impulse 30 s after the start
+    stream = Stream([_trace("HHZ", data)])
+    window = window_from_stream(stream, cfg, p_time=T0 + 30.0)
+    assert window.shape == (3, cfg.window_samples)
+    assert int(np.argmax(window[0])) == round(cfg.pre_arrival_s * cfg.sampling_rate_hz)
+    window = window_from_stream(stream, cfg, origin_time=T0 + 25.0)
+    assert int(np.argmax(window[0])) == 700
+    with pytest.raises(SkipTrace, match="too short"):
+        window_from_stream(stream, cfg, origin_time=T0 + 55.0)
