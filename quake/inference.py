@@ -1,0 +1,255 @@
+"""The deployable classifier: fold models + the exact preprocessing they were trained with.
+
+A cross-validated run leaves ``<run>/model/``, an :class:`EventClassifier` holding the K fold
+models (an ensemble: probabilities averaged over the members) and the
+:class:`~quake.data.PreprocessConfig` of training. Batch classification feeds it trimmed windows
+(what ``WaveformDataAdapter.get_waveform`` gives); it then applies ``spectrogram_batch`` with the
+saved config, so training and classification preprocess identically.
+
+Files: ``classifier.json`` (format, class names, preprocessing, member folders, model id) and
+``members/member_<k>/`` (``HybridViT.save``: safetensors + JSON, no pickle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from quake.classes import ClassNames
+from quake.data import PreprocessConfig, spectrogram_batch
+from quake.models import HybridViT
+
+logger = logging.getLogger(__name__)
+
+CLASSIFIER_FILE = "classifier.json"
+MEMBERS_DIR = "members"
+_FORMAT = "quake.EventClassifier"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' was asked for, but torch sees no CUDA device; use 'cpu' or 'auto'"
+        )
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu' or 'cuda'")
+    return torch.device(device)
+
+
+def _as_windows(waveforms: np.ndarray | torch.Tensor, window_samples: int) -> torch.Tensor:
+    x = waveforms if isinstance(waveforms, torch.Tensor) else torch.as_tensor(np.asarray(waveforms))
+    if x.ndim != 3 or x.shape[1] != 3 or x.shape[2] != window_samples:
+        raise ValueError(
+            f"waveforms have shape {tuple(x.shape)}; expected (batch, 3, {window_samples}) "
+            "trimmed Z, N, E windows (as WaveformDataAdapter.get_waveform gives)"
+        )
+    x = x.to(torch.float32)
+    if not torch.isfinite(x).all():
+        raise ValueError("waveforms hold NaN or inf values; drop or repair those windows first")
+    return x
+
+
+def model_probabilities(
+    model: torch.nn.Module,
+    waveforms: torch.Tensor,
+    config: PreprocessConfig,
+    *,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Softmax probabilities ``(B, C)`` of one model for trimmed windows ``(B, 3, n)``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(waveforms), batch_size):
+            batch = waveforms[start : start + batch_size].to(device, non_blocking=True)
+            logits = model(spectrogram_batch(batch, config))
+            out.append(torch.softmax(logits.float(), dim=1).cpu())
+    model.train(was_training)
+    if not out:
+        n_classes = getattr(model, "num_classes", 0)
+        return np.zeros((0, n_classes), dtype=np.float64)
+    return torch.cat(out).double().numpy()
+
+
+def weights_digest(models: Sequence[torch.nn.Module]) -> str:
+    """Short SHA-256 of all member weights: the same weights always give the same id."""
+    digest = hashlib.sha256()
+    for model in models:
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+class EventClassifier:
+    """One or several HybridViT (averaged) plus the preprocessing they expect.
+
+    Args:
+        models: the members; all must share class names and input shape.
+        config: the preprocessing used in training (applied again by :meth:`predict_proba`).
+        class_names: defaults to the members' class names.
+        model_id: short id for provenance; defaults to ``quake-<digest of the weights>``.
+        info: free JSON-safe details kept with the model (run name, CV metrics, ...).
+    """
+
+    def __init__(
+        self,
+        models: Sequence[HybridViT],
+        config: PreprocessConfig,
+        class_names: ClassNames | Sequence[str] | None = None,
+        *,
+        model_id: str | None = None,
+        info: dict | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        self.models = list(models)
+        if not self.models:
+            raise ValueError("EventClassifier needs at least one model, got none")
+        if class_names is None:
+            class_names = self.models[0].class_names
+        if class_names is None:
+            raise ValueError("class_names are needed: the models carry none")
+        self.class_names = ClassNames(class_names)
+        self.config = config
+        expected = tuple(config.spectrogram_shape[1:])
+        for k, model in enumerate(self.models):
+            if model.num_classes != len(self.class_names):
+                raise ValueError(
+                    f"member {k} has {model.num_classes} outputs; expected {len(self.class_names)} "
+                    f"for classes {self.class_names.to_list()}"
+                )
+            if model.class_names is not None and model.class_names != self.class_names:
+                raise ValueError(
+                    f"member {k} has classes {model.class_names.to_list()}; "
+                    f"expected {self.class_names.to_list()}"
+                )
+            if tuple(model.img_size) != expected:
+                raise ValueError(
+                    f"member {k} takes {tuple(model.img_size)} spectrograms; the preprocessing "
+                    f"makes {expected}"
+                )
+        self.model_id = model_id or f"quake-{weights_digest(self.models)}"
+        self.info = dict(info or {})
+        self.device = resolve_device(device)
+        for model in self.models:
+            model.to(self.device).eval()
+
+    @property
+    def window_samples(self) -> int:
+        return self.config.window_samples
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """``(3, window_samples)``: what one item of :meth:`predict_proba` must look like."""
+        return (3, self.config.window_samples)
+
+    def to(self, device: str | torch.device) -> EventClassifier:
+        self.device = resolve_device(device)
+        for model in self.models:
+            model.to(self.device)
+        return self
+
+    def predict_proba(
+        self, waveforms: np.ndarray | torch.Tensor, batch_size: int = 128
+    ) -> np.ndarray:
+        """``(B, 3, window_samples)`` trimmed windows -> ``(B, C)`` probabilities (member mean)."""
+        x = _as_windows(waveforms, self.window_samples)
+        total = None
+        for model in self.models:
+            probs = model_probabilities(
+                model, x, self.config, batch_size=batch_size, device=self.device
+            )
+            total = probs if total is None else total + probs
+        return total / len(self.models)
+
+    def predict(self, waveforms: np.ndarray | torch.Tensor, batch_size: int = 128) -> list[str]:
+        """Class name of the highest probability per window."""
+        probs = self.predict_proba(waveforms, batch_size)
+        return self.class_names.decode(probs.argmax(axis=1))
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the classifier folder; built under a temporary name, then moved into place."""
+        import quake
+
+        directory = Path(directory)
+        staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        members = []
+        for k, model in enumerate(self.models):
+            name = f"{MEMBERS_DIR}/member_{k}"
+            model.save(staging / name)
+            members.append(name)
+        manifest = {
+            "format": _FORMAT,
+            "quake_version": quake.__version__,
+            "model_id": self.model_id,
+            "class_names": self.class_names.to_list(),
+            "preprocess": self.config.to_dict(),
+            "members": members,
+            "combine": "mean of member probabilities",
+            "info": self.info,
+        }
+        (staging / CLASSIFIER_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+        logger.info(
+            "saved EventClassifier %s (%d members) to %s", self.model_id, len(members), directory
+        )
+        return directory
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], device: str | torch.device = "cpu"
+    ) -> EventClassifier:
+        """Load from a run folder (its ``model/``) or from the classifier folder itself."""
+        path = Path(path)
+        for candidate in (path, path / "model"):
+            if (candidate / CLASSIFIER_FILE).is_file():
+                folder = candidate
+                break
+        else:
+            raise FileNotFoundError(
+                f"no {CLASSIFIER_FILE} in {str(path)!r} or {str(path / 'model')!r}; expected a run "
+                "folder written by scripts/train.py or a folder written by EventClassifier.save"
+            )
+        manifest = json.loads((folder / CLASSIFIER_FILE).read_text())
+        if manifest.get("format") != _FORMAT:
+            raise ValueError(
+                f"{str(folder / CLASSIFIER_FILE)!r} has format {manifest.get('format')!r}; "
+                f"expected {_FORMAT!r}"
+            )
+        models = [HybridViT.load(folder / member) for member in manifest["members"]]
+        return cls(
+            models,
+            PreprocessConfig.from_dict(manifest["preprocess"]),
+            manifest["class_names"],
+            model_id=manifest["model_id"],
+            info=manifest.get("info", {}),
+            device=device,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"EventClassifier({self.model_id!r}, {len(self.models)} member(s), "
+            f"classes={self.class_names.to_list()}, input={self.input_shape})"
+        )

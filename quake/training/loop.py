@@ -1,0 +1,335 @@
+"""Training of one fold: AdamW, warm-up + cosine, label smoothing, clipping, early stopping.
+
+All training windows sit in one ``(N, 3, n)`` tensor; each batch is augmented as a whole
+(waveform steps, then ``spectrogram_batch``, then masking), so no per-sample Python runs in the
+inner loop. The checkpoint is chosen on the fold's grouped validation split; the test fold is
+never seen here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score, f1_score, log_loss
+from torch import nn
+
+from quake.classes import ClassNames
+from quake.data import PreprocessConfig, spectrogram_batch
+from quake.inference import model_probabilities
+from quake.models import HybridViT, PretrainedUnavailableError
+from quake.training.augment import Augmenter
+from quake.training.config import ModelConfig, OptimConfig
+
+logger = logging.getLogger(__name__)
+
+
+class PretrainedResolver:
+    """Turns ``model.pretrained`` (auto | none | PATH) into HybridViT's argument, once per run.
+
+    ``auto`` tries timm's ImageNet weights (cache or hub); when they cannot be had it warns
+    loudly, once, and every fold trains from random init. What happened is in :attr:`status`.
+    """
+
+    def __init__(self, requested: str):
+        self.requested = requested
+        self._resolved: bool | str | None = None
+        self.status: dict = {"requested": requested}
+
+    def resolve(self, build) -> bool | str:
+        """``build(pretrained)`` constructs a model; it is tried once for ``auto``."""
+        if self._resolved is not None:
+            return self._resolved
+        if self.requested == "none":
+            self._resolved = False
+            self.status["note"] = "random initialisation, as configured (pretrained: none)"
+        elif self.requested == "auto":
+            try:
+                build(True)
+                self._resolved = True
+                self.status["note"] = "timm ImageNet weights"
+            except PretrainedUnavailableError as error:
+                logger.warning(
+                    "=" * 20 + " PRETRAINED WEIGHTS UNAVAILABLE " + "=" * 20 + "\n"
+                    "pretrained=auto: timm's ImageNet weights are neither cached nor downloadable "
+                    "(%s).\nTraining from RANDOM INITIALISATION; the report records this.",
+                    error,
+                )
+                self._resolved = False
+                self.status["note"] = f"unavailable, random initialisation ({error})"
+        else:
+            self._resolved = self.requested
+            self.status["note"] = f"weights file {self.requested}"
+        return self._resolved
+
+
+def build_model(
+    model_config: ModelConfig,
+    *,
+    pretrained: bool | str,
+    class_names: ClassNames,
+    img_size: tuple[int, int],
+) -> HybridViT:
+    return HybridViT(
+        backbone=model_config.backbone,
+        depth=model_config.depth,
+        in_channels=3,
+        num_classes=len(class_names),
+        img_size=tuple(img_size),
+        dropout=model_config.dropout,
+        freeze_backbone=model_config.freeze_backbone,
+        pretrained=pretrained,
+        drop_path_rate=model_config.drop_path_rate,
+        class_names=class_names,
+    )
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights ``n / (C * count)``; a class absent from training gets 1."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 1.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR factor: linear warm-up to 1, then cosine down to ``min_ratio`` at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices and conv kernels only (not biases, norms, tokens)."""
+    skip = set(getattr(model, "no_weight_decay", lambda: set())())
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+@dataclass
+class FoldFit:
+    """A trained fold model (best checkpoint loaded) and how it got there."""
+
+    model: HybridViT
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    seconds: float = 0.0
+    samples_per_s: float = 0.0
+
+
+def _selection_score(metric: str, entry: dict) -> float:
+    """Higher is better."""
+    if metric == "loss":
+        return -entry["val_loss"]
+    return entry[f"val_{metric}"]
+
+
+def evaluate(
+    model: nn.Module,
+    waveforms: torch.Tensor,
+    labels: np.ndarray,
+    config: PreprocessConfig,
+    n_classes: int,
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> dict:
+    probs = model_probabilities(model, waveforms, config, batch_size=batch_size, device=device)
+    pred = probs.argmax(axis=1)
+    clipped = np.clip(probs, 1e-7, 1.0)
+    clipped /= clipped.sum(axis=1, keepdims=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bal = balanced_accuracy_score(labels, pred)
+    return {
+        "val_loss": float(log_loss(labels, clipped, labels=list(range(n_classes)))),
+        "val_macro_f1": float(
+            f1_score(labels, pred, labels=list(range(n_classes)), average="macro", zero_division=0)
+        ),
+        "val_balanced_accuracy": float(bal),
+    }
+
+
+def train_fold(
+    waveforms: torch.Tensor,
+    labels: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    *,
+    model: HybridViT,
+    optim: OptimConfig,
+    preprocess: PreprocessConfig,
+    augmenter: Augmenter,
+    seed: int,
+    device: torch.device,
+    keep_backbone_frozen: bool = False,
+    eval_batch_size: int = 256,
+    progress: bool = False,
+    description: str = "",
+) -> FoldFit:
+    """Train ``model`` on ``train_idx``, choose the epoch on ``val_idx``; returns the best model.
+
+    The backbone is frozen for the first ``optim.frozen_epochs`` epochs (two-stage schedule), or
+    for the whole run with ``keep_backbone_frozen``.
+    """
+    n_classes = model.num_classes
+    labels = np.asarray(labels, dtype=np.int64)
+    train_labels = labels[train_idx]
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ValueError(
+            f"a fold needs training and validation traces, got {len(train_idx)} and {len(val_idx)}"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    augmenter.generator = generator
+    model.to(device)
+
+    batch_size = min(optim.batch_size, len(train_idx))
+    steps_per_epoch = max(1, len(train_idx) // batch_size)  # drop the ragged last batch
+    total_steps = steps_per_epoch * optim.epochs
+    warmup_steps = int(round(optim.warmup_epochs * steps_per_epoch))
+    optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: warmup_cosine(
+            step, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=optim.min_lr_ratio
+        ),
+    )
+    weight = (
+        class_weights(train_labels, n_classes) if optim.class_balance == "weighted_loss" else None
+    )
+    criterion = nn.CrossEntropyLoss(
+        weight=None if weight is None else weight.to(device), label_smoothing=optim.label_smoothing
+    )
+    sample_weights = None
+    if optim.class_balance == "balanced_sampling":
+        counts = np.bincount(train_labels, minlength=n_classes)
+        sample_weights = torch.tensor(1.0 / counts[train_labels], dtype=torch.float64)
+
+    train_idx_t = torch.as_tensor(train_idx, dtype=torch.long)
+    val_x = waveforms[torch.as_tensor(val_idx, dtype=torch.long)]
+    val_y = labels[val_idx]
+    history: list[dict] = []
+    best_score, best_epoch, best_state = -math.inf, 0, None
+    since_best = 0
+    start = time.perf_counter()
+    seen = 0
+    train_seconds = 0.0
+    tqdm = _tqdm()
+    for epoch in range(1, optim.epochs + 1):
+        want_frozen = keep_backbone_frozen or epoch <= optim.frozen_epochs
+        if want_frozen and not model.backbone_frozen:
+            model.freeze_backbone()
+        elif not want_frozen and model.backbone_frozen:
+            model.unfreeze_backbone()  # second stage of the two-stage schedule
+        model.train()
+        if sample_weights is None:
+            order = train_idx_t[torch.randperm(len(train_idx_t), generator=generator)]
+        else:
+            picks = torch.multinomial(
+                sample_weights, len(train_idx_t), replacement=True, generator=generator
+            )
+            order = train_idx_t[picks]
+        epoch_start = time.perf_counter()
+        loss_sum, loss_n = 0.0, 0
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"{description} epoch {epoch}/{optim.epochs}".strip(),
+            unit="batch",
+            leave=False,
+            disable=not progress,
+        )
+        for step in range(steps_per_epoch):
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            x = augmenter.waveforms(waveforms[idx].to(device, non_blocking=True))
+            spec = augmenter.spectrograms(spectrogram_batch(x, preprocess))
+            y = torch.as_tensor(labels[idx.numpy()], device=device)
+            loss = criterion(model(spec), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if optim.grad_clip_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip_norm)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            loss_n += len(idx)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}")
+        bar.close()
+        train_seconds += time.perf_counter() - epoch_start
+        seen += loss_n
+        entry = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(loss_n, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "backbone_frozen": bool(model.backbone_frozen),
+            **evaluate(
+                model,
+                val_x,
+                val_y,
+                preprocess,
+                n_classes,
+                batch_size=eval_batch_size,
+                device=device,
+            ),
+            "seconds": time.perf_counter() - epoch_start,
+        }
+        history.append(entry)
+        score = _selection_score(optim.selection_metric, entry)
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch, since_best = score, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+        logger.info(
+            "%s epoch %d/%d: train loss %.4f, val loss %.4f, val macro-F1 %.3f, val bal. acc. %.3f%s",
+            description,
+            epoch,
+            optim.epochs,
+            entry["train_loss"],
+            entry["val_loss"],
+            entry["val_macro_f1"],
+            entry["val_balanced_accuracy"],
+            " *" if improved else "",
+        )
+        if (
+            optim.patience is not None
+            and since_best >= optim.patience
+            and epoch > optim.frozen_epochs
+        ):
+            logger.info("%s: early stop after epoch %d (best %d)", description, epoch, best_epoch)
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FoldFit(
+        model=model,
+        history=history,
+        best_epoch=best_epoch,
+        seconds=time.perf_counter() - start,
+        samples_per_s=seen / train_seconds if train_seconds > 0 else 0.0,
+    )
+
+
+def _tqdm():
+    from tqdm.auto import tqdm
+
+    return tqdm
+
+
+def progress_enabled(quiet: bool) -> bool:
+    """Progress bars only on an interactive terminal and when not asked to be quiet."""
+    return not quiet and sys.stderr.isatty()

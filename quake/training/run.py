@@ -1,0 +1,540 @@
+"""A cross-validated training run, end to end, in one run folder.
+
+``train(config)`` reads the data once, splits it into grouped folds, runs the spectral baseline
+and the deep model on the same folds, writes metrics, plots, the report and the deployable
+:class:`~quake.inference.EventClassifier`. The run folder records everything needed to trust and
+repeat the numbers (resolved config, fold indices and seeds, versions, drop counts) and makes the
+run resumable: rerunning with the same ``--out`` skips finished folds and refuses, with the
+differing keys named, when the resolved config changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from quake.data import WaveformDataAdapter, open_dataset
+from quake.inference import EventClassifier, resolve_device, weights_digest
+from quake.training import metrics as M
+from quake.training import report
+from quake.training.config import TrainConfig
+from quake.training.cross_validation import (
+    CVData,
+    FoldOutcome,
+    load_fold,
+    load_fold_model,
+    pre_event_samples,
+    predictions_frame,
+    run_baseline,
+    run_deep_fold,
+)
+from quake.training.loop import PretrainedResolver, progress_enabled
+from quake.training.splits import Fold, check_disjoint_groups, grouped_folds
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+DEPLOY_NOTE = (
+    "the ensemble of the {k} fold models, probabilities averaged. Why an ensemble rather than a "
+    "refit on all data: it costs no extra training; every member chose its own checkpoint on its "
+    "own grouped validation split, so no epoch count has to be carried over to a refit on more "
+    "data, where it would no longer be validated; and averaging {k} models lowers the variance "
+    "of the predictions. The cross-validated figures are those of single fold models, so they "
+    "are, if anything, a conservative estimate for the ensemble"
+)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict
+    classifier_dir: Path
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{config.model.backbone.lower()}-d{config.model.depth}"
+
+
+def versions() -> dict:
+    import numpy
+    import obspy
+    import sklearn
+    import timm
+
+    import quake
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": numpy.__version__,
+        "sklearn": sklearn.__version__,
+        "obspy": obspy.__version__,
+        "pandas": pd.__version__,
+        "quake": quake.__version__,
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _differences(old: object, new: object, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def prepare_run_dir(run_dir: Path, config: TrainConfig) -> bool:
+    """Create the run folder, or check that an existing one was started with this config.
+
+    Returns True when resuming. Raises ValueError naming the differing keys when the resolved
+    config (all but the ``run`` section) differs from the one saved in the folder.
+    """
+    config_path = run_dir / CONFIG_FILE
+    if config_path.is_file():
+        saved = TrainConfig.from_dict(yaml.safe_load(config_path.read_text()))
+        diffs = _differences(saved.result_dict(), config.result_dict())
+        if diffs:
+            raise ValueError(
+                f"cannot resume {str(run_dir)!r}: its config differs from this one in "
+                + "; ".join(diffs)
+                + ". Use another --out folder, or the same settings to resume."
+            )
+        return True
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ValueError(
+            f"--out {str(run_dir)!r} exists and is not a quake run folder (no {CONFIG_FILE}); "
+            "expected a new folder or one written by an earlier run"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(config_path, config.to_yaml())
+    return False
+
+
+class _RunLog:
+    """Copy the package's log records into ``<run>/train.log`` while the run lasts."""
+
+    def __init__(self, path: Path):
+        self.handler = logging.FileHandler(path)
+        self.handler.setLevel(logging.INFO)
+        self.handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        self.logger = logging.getLogger("quake")
+        self.old_level = self.logger.level
+
+    def __enter__(self):
+        self.logger.addHandler(self.handler)
+        if self.logger.getEffectiveLevel() > logging.INFO:
+            self.logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.old_level)
+        self.handler.close()
+
+
+def load_data(config: TrainConfig, progress: bool) -> tuple[CVData, dict, dict]:
+    """Open the set, check every trace once, materialise the kept windows in one tensor."""
+    preprocess = config.data.preprocess_config()
+    if config.data.path is None:
+        from quake.data import synthetic
+
+        path = synthetic.default_dataset_path()
+    else:
+        path = Path(config.data.path).expanduser()
+        if not path.exists():
+            raise ValueError(f"data.path {str(path)!r} does not exist; expected a dataset folder")
+    dataset = open_dataset(path, preprocess)
+    adapter = WaveformDataAdapter(dataset, config=preprocess, progress=progress)
+    if len(adapter) == 0:
+        raise ValueError(f"no usable trace in {str(path)!r}: dropped {adapter.drop_counts()}")
+    waveforms = torch.from_numpy(np.ascontiguousarray(adapter.load_waveforms(progress=progress)))
+    meta = adapter.metadata
+    if "source_id" not in meta.columns:
+        raise ValueError(f"{str(path)!r} has no source_id column; folds must be grouped by event")
+    class_names = adapter.class_names
+    labels = np.asarray(adapter.labels, dtype=np.int64)
+    present = np.bincount(labels, minlength=len(class_names))
+    if (present > 0).sum() < 2:
+        raise ValueError(
+            f"training needs at least two classes with traces, got counts "
+            f"{dict(zip(class_names, present.tolist(), strict=True))}"
+        )
+    data = CVData(
+        waveforms=waveforms,
+        labels=labels,
+        class_names=class_names,
+        trace_names=meta["trace_name"].astype(str).to_numpy(),
+        source_ids=meta["source_id"].astype(str).to_numpy(),
+        preprocess=preprocess,
+        pre_event_samples=pre_event_samples(preprocess),
+    )
+    events = pd.DataFrame({"source_id": data.source_ids, "label": labels})
+    traces_per_event = events.groupby("source_id").size()
+    summary = {
+        "path": str(path),
+        "n_traces": int(len(labels)),
+        "n_events": int(events["source_id"].nunique()),
+        "class_counts": {c: int(n) for c, n in zip(class_names, present, strict=True)},
+        "events_per_class": {
+            c: int(events.loc[events["label"] == i, "source_id"].nunique())
+            for i, c in enumerate(class_names)
+        },
+        "max_traces_per_event": int(traces_per_event.max()),
+        "n_padded": int(meta["trace_padded"].sum()) if "trace_padded" in meta else 0,
+        "input_shape": list(preprocess.spectrogram_shape),
+        "window_samples": preprocess.window_samples,
+        "preprocess": preprocess.to_dict(),
+    }
+    return data, summary, adapter.drop_counts()
+
+
+def make_folds(data: CVData, config: TrainConfig, run_dir: Path) -> list[Fold]:
+    """Grouped folds; saved on first use and checked against the saved ones on resume."""
+    folds = grouped_folds(
+        data.labels,
+        data.source_ids,
+        config.cv.folds,
+        val_fraction=config.cv.val_fraction,
+        seed=config.seed,
+    )
+    path = run_dir / "fold_indices.json"
+    payload = {
+        "seed": config.seed,
+        "n_folds": config.cv.folds,
+        "val_fraction": config.cv.val_fraction,
+        "group_column": "source_id",
+        "indices_refer_to": "items.csv",
+        "folds": [
+            {
+                **f.to_dict(),
+                "seed": config.seed * 1000 + f.index,
+                "test_source_ids": sorted(set(data.source_ids[f.test])),
+            }
+            for f in folds
+        ],
+    }
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        saved_folds = [Fold.from_dict(f) for f in saved["folds"]]
+        same = len(saved_folds) == len(folds) and all(
+            np.array_equal(a.train, b.train)
+            and np.array_equal(a.val, b.val)
+            and np.array_equal(a.test, b.test)
+            for a, b in zip(saved_folds, folds, strict=True)
+        )
+        if not same:
+            raise ValueError(
+                f"the folds computed now differ from {str(path)!r}: the data changed since the "
+                "run started; use a new --out folder"
+            )
+    else:
+        _write_atomic(path, json.dumps(payload) + "\n")
+    check_disjoint_groups(folds, data.source_ids)
+    items = pd.DataFrame(
+        {
+            "index": np.arange(len(data.labels)),
+            "trace_name": data.trace_names,
+            "source_id": data.source_ids,
+            "y_true": data.labels,
+            "true_class": data.class_names.decode(data.labels),
+        }
+    )
+    _write_atomic(run_dir / "items.csv", items.to_csv(index=False))
+    return folds
+
+
+def _fold_metrics(
+    y: np.ndarray, probs: np.ndarray, groups: np.ndarray, class_names
+) -> tuple[dict, dict, int, int]:
+    trace = M.classification_metrics(y, probs, class_names)
+    event_probs, event_true, _, n_mixed = M.combine_by_event(probs, y, groups)
+    event = M.classification_metrics(event_true, event_probs, class_names)
+    return trace, event, n_mixed, len(event_true)
+
+
+def _per_class_aggregate(per_fold: list[dict], class_names) -> dict:
+    out = {}
+    for c in class_names:
+        out[c] = {
+            key: {
+                "mean": float(np.mean([f["per_class"][c][key] for f in per_fold])),
+                "std": float(np.std([f["per_class"][c][key] for f in per_fold])),
+            }
+            for key in ("precision", "recall", "f1")
+        }
+        out[c]["support"] = int(sum(f["per_class"][c]["support"] for f in per_fold))
+    return out
+
+
+def compute_metrics(
+    data: CVData,
+    folds: list[Fold],
+    outcomes: list[FoldOutcome],
+    baseline: dict | None,
+) -> dict:
+    names = data.class_names.to_list()
+    fold_entries, event_entries, n_mixed_total, n_events_total = [], [], 0, 0
+    for fold, outcome in zip(folds, outcomes, strict=True):
+        y = data.labels[fold.test]
+        trace, event, n_mixed, n_events = _fold_metrics(
+            y, outcome.probs, data.source_ids[fold.test], names
+        )
+        n_mixed_total += n_mixed
+        n_events_total += n_events
+        fold_entries.append(
+            {
+                "fold": fold.index,
+                "seed": outcome.seed,
+                "n_train": int(len(fold.train)),
+                "n_val": int(len(fold.val)),
+                "n_test": int(len(fold.test)),
+                "best_epoch": outcome.best_epoch,
+                "epochs_run": len(outcome.history),
+                "train_seconds": outcome.seconds,
+                **trace,
+            }
+        )
+        event_entries.append({"fold": fold.index, "n_events": n_events, **event})
+    result = {
+        "classes": names,
+        "folds": fold_entries,
+        "aggregate": M.aggregate(fold_entries),
+        "per_class_aggregate": _per_class_aggregate(fold_entries, names),
+        "confusion_matrix_total": np.sum(
+            [f["confusion_matrix"] for f in fold_entries], axis=0
+        ).tolist(),
+        "event_level": {
+            "rule": "mean of station log-probabilities per source_id, softmax-normalised",
+            "n_events": n_events_total,
+            "n_mixed_label_groups": n_mixed_total,
+            "folds": event_entries,
+            "aggregate": M.aggregate(event_entries),
+        },
+    }
+    if baseline is not None:
+        base_folds, base_events = [], []
+        for fold, probs in zip(folds, baseline["probs"], strict=True):
+            y = data.labels[fold.test]
+            trace, event, _, n_events = _fold_metrics(y, probs, data.source_ids[fold.test], names)
+            base_folds.append({"fold": fold.index, "n_test": int(len(fold.test)), **trace})
+            base_events.append({"fold": fold.index, "n_events": n_events, **event})
+        result["baseline"] = {
+            "model": baseline["model"],
+            "n_features": len(baseline["feature_names"]),
+            "features": baseline["feature_names"],
+            "fit_on": "each fold's training + validation traces; tested on the same test folds",
+            "folds": base_folds,
+            "aggregate": M.aggregate(base_folds),
+            "event_level": {"folds": base_events, "aggregate": M.aggregate(base_events)},
+        }
+    else:
+        result["baseline"] = None
+    return result
+
+
+def _augment_summary(config: TrainConfig) -> str:
+    a = config.augment
+    if not a.enabled:
+        return "off"
+    parts = [
+        f"time shift up to {a.time_shift_s} s (circular)",
+        f"real noise p={a.noise_prob} at {a.noise_snr_db[0]}..{a.noise_snr_db[1]} dB SNR",
+        f"channel dropout p={a.channel_dropout_prob}",
+        f"time mask p={a.time_mask_prob} (<= {a.time_mask_max_frac:.0%})",
+        f"frequency mask p={a.freq_mask_prob} (<= {a.freq_mask_max_frac:.0%})",
+    ]
+    if a.amplitude_scale:
+        parts.insert(1, f"amplitude scale {a.amplitude_scale}")
+    return "; ".join(parts)
+
+
+def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
+    """Run the whole cross-validated training described by ``config``; returns the run folder."""
+    config.validate()
+    t_start = time.perf_counter()
+    run_dir = Path(config.run.out) if config.run.out else default_run_dir(config)
+    resumed = prepare_run_dir(run_dir, config)
+    progress = progress_enabled(config.run.quiet) if progress is None else progress
+    threads = config.run.num_threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    device = resolve_device(config.run.device)
+    with _RunLog(run_dir / "train.log"):
+        logger.info(
+            "%s run folder %s (device %s, %d threads)",
+            "resuming" if resumed else "starting",
+            run_dir,
+            device,
+            threads,
+        )
+        _write_atomic(run_dir / "versions.json", json.dumps(versions(), indent=2) + "\n")
+        timings: dict[str, float] = {}
+
+        t0 = time.perf_counter()
+        data, data_summary, dropped = load_data(config, progress)
+        timings["data_s"] = time.perf_counter() - t0
+        logger.info(
+            "data: %d traces, %d events, classes %s, input %s; dropped %s",
+            data_summary["n_traces"],
+            data_summary["n_events"],
+            data_summary["class_counts"],
+            data_summary["input_shape"],
+            dropped or "none",
+        )
+        folds = make_folds(data, config, run_dir)
+
+        baseline = None
+        if config.baseline.enabled:
+            baseline = run_baseline(data, folds, config, n_jobs=threads)
+            timings["baseline_s"] = baseline["seconds"]
+            frames = [
+                predictions_frame(data, f.test, p, f.index)
+                for f, p in zip(folds, baseline["probs"], strict=True)
+            ]
+            _write_atomic(
+                run_dir / "baseline_predictions.csv", pd.concat(frames).to_csv(index=False)
+            )
+
+        resolver = PretrainedResolver(config.model.pretrained)
+        outcomes: list[FoldOutcome] = []
+        t0 = time.perf_counter()
+        for fold in folds:
+            fold_dir = run_dir / "folds" / f"fold_{fold.index}"
+            outcome = load_fold(fold_dir, data, fold)
+            if outcome is not None:
+                logger.info("fold %d: already complete, read from %s", fold.index, fold_dir)
+            else:
+                outcome = run_deep_fold(
+                    data, fold, config, fold_dir, resolver, device=device, progress=progress
+                )
+                logger.info(
+                    "fold %d done in %.0f s (best epoch %d, %.0f training samples/s)",
+                    fold.index,
+                    outcome.seconds,
+                    outcome.best_epoch,
+                    outcome.samples_per_s,
+                )
+            outcomes.append(outcome)
+        timings["deep_folds_this_process_s"] = time.perf_counter() - t0
+        timings["deep_training_s"] = float(sum(o.seconds for o in outcomes))
+        for o in outcomes:
+            timings[f"fold_{o.fold}_s"] = o.seconds
+
+        t0 = time.perf_counter()
+        results = compute_metrics(data, folds, outcomes, baseline)
+        all_frames = [
+            predictions_frame(data, f.test, o.probs, f.index)
+            for f, o in zip(folds, outcomes, strict=True)
+        ]
+        _write_atomic(run_dir / "predictions.csv", pd.concat(all_frames).to_csv(index=False))
+
+        models = [load_fold_model(run_dir / "folds" / f"fold_{f.index}") for f in folds]
+        model_id = f"{run_dir.name}-{weights_digest(models)[:8]}"
+        pretrained = {
+            "requested": config.model.pretrained,
+            **outcomes[0].pretrained_info,
+            "note": resolver.status.get("note", "from the saved folds"),
+            "per_fold_source": [o.pretrained_info.get("source") for o in outcomes],
+        }
+        classifier = EventClassifier(
+            models,
+            data.preprocess,
+            data.class_names,
+            model_id=model_id,
+            info={
+                "run": run_dir.name,
+                "strategy": config.deploy.strategy,
+                "cv_macro_f1": results["aggregate"]["macro_f1"],
+                "pretrained": pretrained.get("source"),
+            },
+        )
+        classifier_dir = classifier.save(run_dir / "model")
+
+        metrics = {
+            "run": run_dir.name,
+            "model_id": model_id,
+            **results,
+            "data": data_summary,
+            "dropped": dropped,
+            "pretrained": pretrained,
+            "deploy": {
+                "strategy": config.deploy.strategy,
+                "members": len(models),
+                "folder": "model",
+                "why": DEPLOY_NOTE.format(k=len(models)),
+            },
+            "seed": config.seed,
+            "resumed_folds": [o.fold for o in outcomes if o.resumed],
+            "versions": versions(),
+        }
+        plot_input = {
+            "class_names": data.class_names.to_list(),
+            "y_true": np.concatenate([data.labels[f.test] for f in folds]),
+            "probs": np.concatenate([o.probs for o in outcomes]),
+            "baseline_probs": None if baseline is None else np.concatenate(baseline["probs"]),
+            "confusion_matrix": np.asarray(results["confusion_matrix_total"]),
+            "histories": [o.history for o in outcomes],
+            "best_epochs": [o.best_epoch for o in outcomes],
+        }
+        report.write_plots(run_dir, plot_input)
+        timings["reporting_s"] = time.perf_counter() - t0
+        timings["total_this_process_s"] = time.perf_counter() - t_start
+        metrics["timings"] = timings
+        _write_atomic(run_dir / "metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n")
+        extra = {
+            "run_name": run_dir.name,
+            "data_path": data_summary["path"],
+            "backbone": config.model.backbone,
+            "depth": config.model.depth,
+            "input_shape": tuple(data_summary["input_shape"]),
+            "deploy_note": DEPLOY_NOTE.format(k=len(models)),
+            "preprocess_summary": json.dumps(data.preprocess.to_dict()),
+            "augment_summary": _augment_summary(config),
+        }
+        _write_atomic(run_dir / "report.md", report.render_report(_json_safe(metrics), extra))
+        agg = metrics["aggregate"]["macro_f1"]
+        logger.info(
+            "done in %.0f s: macro-F1 %.3f ± %.3f%s; run folder %s",
+            timings["total_this_process_s"],
+            agg["mean"],
+            agg["std"],
+            ""
+            if baseline is None
+            else f" (baseline {metrics['baseline']['aggregate']['macro_f1']['mean']:.3f})",
+            run_dir,
+        )
+    return RunResult(run_dir=run_dir, metrics=metrics, classifier_dir=classifier_dir)
+
+
+def _json_safe(value):
+    """NaN -> None, numpy scalars -> Python, recursively (metrics.json stays strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

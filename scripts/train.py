@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""Cross-validated training with event-classification reports.
+
+    python scripts/train.py --backbone tiny --depth 4
+
+runs 5-fold grouped cross-validation on the embedded synthetic set and writes
+``runs/<timestamp>-<backbone>-d<depth>/`` (metrics.json, report.md, plots, model/). Settings come
+from ``configs/default.yaml`` (or ``--config``), then the flags below; ``--set KEY=VALUE`` reaches
+any other key (e.g. ``--set optim.weight_decay=0.1``). Rerun with the same ``--out`` to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=f"YAML config (default: {DEFAULT_CONFIG.relative_to(REPO)})",
+    )
+    p.add_argument(
+        "--data",
+        help="dataset folder (SeisBench, STEAD, or catalog + miniSEED); default: embedded synthetic set",
+    )
+    p.add_argument("--backbone", help="timm ViT the blocks come from: tiny, small, base")
+    p.add_argument("--depth", type=int, help="number of ViT blocks")
+    p.add_argument("--folds", type=int, help="cross-validation folds (default 5)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument(
+        "--pretrained", help="auto (timm ImageNet weights if available), none, or a weights file"
+    )
+    p.add_argument(
+        "--freeze-backbone", action="store_true", default=None, help="keep the ViT blocks frozen"
+    )
+    p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--out",
+        help="run folder (default runs/<timestamp>-<backbone>-d<depth>); an existing one is resumed",
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument(
+        "--no-baseline", action="store_true", default=None, help="skip the spectral baseline"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config key, e.g. optim.weight_decay=0.1",
+    )
+    p.add_argument(
+        "--quiet", action="store_true", default=None, help="no progress bars, warnings only"
+    )
+    return p.parse_args(argv)
+
+
+FLAG_KEYS = {
+    "data": "data.path",
+    "backbone": "model.backbone",
+    "depth": "model.depth",
+    "folds": "cv.folds",
+    "epochs": "optim.epochs",
+    "batch_size": "optim.batch_size",
+    "lr": "optim.lr",
+    "pretrained": "model.pretrained",
+    "freeze_backbone": "model.freeze_backbone",
+    "seed": "seed",
+    "out": "run.out",
+    "device": "run.device",
+    "threads": "run.num_threads",
+    "quiet": "run.quiet",
+}
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    from quake.training.config import parse_override
+
+    overrides = dict(parse_override(item) for item in args.set)
+    for attr, key in FLAG_KEYS.items():
+        value = getattr(args, attr)
+        if value is not None:
+            overrides[key] = value
+    if args.no_baseline:
+        overrides["baseline.enabled"] = False
+    return overrides
+
+
+def setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from quake.training import load_config, train
+
+    try:
+        config_path = (
+            args.config
+            if args.config is not None
+            else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+        )
+        config = load_config(config_path, overrides_from_args(args))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    setup_logging(config.run.quiet)
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():
+            result = train(config)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    m = result.metrics
+    agg, base = m["aggregate"], m.get("baseline")
+    print(f"run folder: {result.run_dir}")
+    print(f"pretrained: {m['pretrained'].get('source')} ({m['pretrained'].get('note')})")
+    for name in ("macro_f1", "balanced_accuracy", "accuracy"):
+        line = f"{name:>18}: {agg[name]['mean']:.3f} ± {agg[name]['std']:.3f}"
+        ev = m["event_level"]["aggregate"][name]
+        line += f"   event level {ev['mean']:.3f} ± {ev['std']:.3f}"
+        if base:
+            b = base["aggregate"][name]
+            be = base["event_level"]["aggregate"][name]
+            line += f"   | baseline {b['mean']:.3f} ± {b['std']:.3f} (event {be['mean']:.3f})"
+        print(line)
+    print(f"report: {result.run_dir / 'report.md'}")
+    print(f"model:  {result.classifier_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
