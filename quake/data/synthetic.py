@@ -415,7 +415,7 @@ def synthesize_event(
         onset_s=p_s,
         source_fc=fc,
         travel_time_s=tp_travel,
-        q0=250.0,
+        q0=150.0,
         kappa_s=kappa,
         rise_s=0.05 + 0.3 * source_duration + 0.5 * path_spread,
         spread_s=0.3 + source_duration + path_spread,
@@ -426,11 +426,11 @@ def synthesize_event(
 
     # S: strong and horizontal for earthquakes (shear dislocation), weak SV for explosions.
     if explosion:
-        s_to_p = 10.0 ** rng.normal(np.log10(0.8), 0.17)
+        s_to_p = 10.0 ** rng.normal(np.log10(0.7), 0.15)
         sh_share = rng.uniform(0.1, 0.4)
         s_fc = fc / 2.0
     else:
-        s_to_p = 10.0 ** rng.normal(np.log10(3.0), 0.17)
+        s_to_p = 10.0 ** rng.normal(np.log10(3.0), 0.15)
         sh_share = rng.uniform(0.4, 0.9)
         s_fc = fc / 1.5
     sv_share = np.sqrt(1.0 - sh_share**2)
@@ -446,7 +446,7 @@ def synthesize_event(
         onset_s=s_s,
         source_fc=s_fc,
         travel_time_s=ts_travel,
-        q0=180.0,
+        q0=100.0,
         kappa_s=kappa,
         rise_s=0.1 + 0.4 * source_duration + path_spread,
         spread_s=0.5 + 1.5 * source_duration + 2.0 * path_spread,
@@ -490,7 +490,7 @@ def _draw_source(rng: np.random.Generator, event_type: str) -> tuple[float, floa
     if event_type == "explosion":
         return rng.uniform(0.8, 3.0), rng.uniform(0.0, 0.5)
     magnitude = rng.uniform(0.8, 4.0)
-    depth = rng.uniform(0.3, 3.0) if rng.random() < 0.15 else rng.uniform(3.0, 20.0)
+    depth = rng.uniform(1.0, 3.0) if rng.random() < 0.1 else rng.uniform(3.0, 20.0)
     return magnitude, depth
 
 
