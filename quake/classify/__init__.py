@@ -1,0 +1,53 @@
+"""Batch classification of event catalogs: every catalog event -> one row with probabilities.
+
+``read_catalog`` (QuakeML/CSV -> table, event ids), ``open_source`` (per-event miniSEED folders,
+SDS archive, SeisBench set, FDSN), ``classify_catalog`` (the batch job, resumable),
+``combine_station_probabilities`` (stations -> event) and ``annotate_catalog`` (predictions ->
+QuakeML). ``scripts/classify.py`` is the command line.
+"""
+
+from quake.classify.catalog import (
+    ID_RULES,
+    annotate_catalog,
+    read_catalog,
+    read_catalog_with_events,
+    write_quakeml,
+)
+from quake.classify.combine import combine_station_probabilities
+from quake.classify.run import (
+    ClassifySummary,
+    classify_catalog,
+    prediction_columns,
+    prob_column,
+    read_predictions,
+)
+from quake.classify.sources import (
+    SOURCE_KINDS,
+    EventFolderSource,
+    FDSNSource,
+    SDSSource,
+    SeisBenchSource,
+    WaveformSource,
+    open_source,
+)
+
+__all__ = [
+    "ID_RULES",
+    "SOURCE_KINDS",
+    "ClassifySummary",
+    "EventFolderSource",
+    "FDSNSource",
+    "SDSSource",
+    "SeisBenchSource",
+    "WaveformSource",
+    "annotate_catalog",
+    "classify_catalog",
+    "combine_station_probabilities",
+    "open_source",
+    "prediction_columns",
+    "prob_column",
+    "read_catalog",
+    "read_catalog_with_events",
+    "read_predictions",
+    "write_quakeml",
+]

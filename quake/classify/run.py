@@ -1,0 +1,468 @@
+"""The batch job: every catalog event -> one row of ``predictions.csv``.
+
+Data flow: a reader (a DataLoader worker process when ``workers >= 1``) fetches and windows one
+event at a time (:func:`quake.classify.windows.prepare_event`) while the main process runs the
+model on batches of windows gathered across events; when an event's windows are scored its
+station probabilities are combined (:mod:`quake.classify.combine`) into its row.
+
+Rows are written progressively and atomically: every ``flush_every`` events the whole table so
+far goes to a temporary file that replaces the output (``os.replace``), so the output is always
+a complete, readable CSV. ``resume=True`` keeps the rows already in the output and classifies
+only the other events; the final file holds every catalog event exactly once, in catalog order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from quake.classify.catalog import format_time
+from quake.classify.combine import combine_station_probabilities
+from quake.classify.sources import EventRequest, WaveformSource
+from quake.classify.windows import PreparedEvent, prepare_event
+
+logger = logging.getLogger(__name__)
+
+PROB_PREFIX = "prob_"
+STATION_COLUMNS_HEAD = [
+    "event_id",
+    "station_id",
+    "status",
+    "reason",
+    "detail",
+    "channels",
+    "sampling_rate_hz",
+]
+
+
+def prob_column(class_name: str) -> str:
+    """``"quarry blast"`` -> ``"prob_quarry_blast"``."""
+    return PROB_PREFIX + class_name.replace(" ", "_")
+
+
+def prediction_columns(class_names: Sequence[str]) -> list[str]:
+    return (
+        ["event_id", "origin_time", "predicted_class"]
+        + [prob_column(c) for c in class_names]
+        + ["n_stations_used", "n_stations_skipped", "skip_reasons", "model_id"]
+    )
+
+
+@dataclass
+class ClassifySummary:
+    """What a run did: counts, skip reasons and where the time went."""
+
+    n_events: int = 0
+    n_resumed: int = 0
+    n_classified: int = 0
+    n_unclassified: int = 0
+    n_windows: int = 0
+    skip_counts: Counter = field(default_factory=Counter)
+    read_s: float = 0.0  # reader side (in the worker when workers >= 1)
+    preprocess_s: float = 0.0  # reader side: windowing, resampling
+    model_s: float = 0.0  # main side: predict_proba (spectrogram + network)
+    wait_s: float = 0.0  # main side: waiting for the reader
+    total_s: float = 0.0
+    quakeml_counts: dict = field(default_factory=dict)  # from annotate_catalog, when written
+
+    @property
+    def events_per_s(self) -> float:
+        done = self.n_events - self.n_resumed
+        return done / self.total_s if self.total_s > 0 else 0.0
+
+    @property
+    def windows_per_s(self) -> float:
+        return self.n_windows / self.total_s if self.total_s > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "n_events": self.n_events,
+            "n_resumed": self.n_resumed,
+            "n_classified": self.n_classified,
+            "n_unclassified": self.n_unclassified,
+            "n_windows": self.n_windows,
+            "skip_counts": dict(self.skip_counts.most_common()),
+            "read_s": self.read_s,
+            "preprocess_s": self.preprocess_s,
+            "model_s": self.model_s,
+            "wait_s": self.wait_s,
+            "total_s": self.total_s,
+            "events_per_s": self.events_per_s,
+            "windows_per_s": self.windows_per_s,
+            "quakeml_counts": dict(self.quakeml_counts),
+        }
+
+
+class _EventReader(torch.utils.data.Dataset):
+    """Events to prepare, as a map-style dataset so a DataLoader worker can read them in order."""
+
+    def __init__(self, source: WaveformSource, events: pd.DataFrame, config):
+        self.source = source
+        self.config = config
+        self.requests = [
+            EventRequest(r.event_id, r.origin_time, _float(r.latitude), _float(r.longitude))
+            for r in events.itertuples(index=False)
+        ]
+        self.p_picks = list(events["p_picks"])
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def __getitem__(self, i: int) -> PreparedEvent:
+        return prepare_event(self.source, self.requests[i], self.p_picks[i], self.config)
+
+
+def _float(value) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if np.isnan(out) else out
+
+
+def _keep_as_is(item):
+    return item
+
+
+def _reader_worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _iterate_events(reader: _EventReader, workers: int):
+    if workers <= 0 or len(reader) == 0:
+        return (reader[i] for i in range(len(reader)))
+    loader = torch.utils.data.DataLoader(
+        reader,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_keep_as_is,
+        prefetch_factor=8,
+        worker_init_fn=_reader_worker_init,
+    )
+    return iter(loader)
+
+
+def _format_prob(p: float) -> str:
+    return f"{p:.6f}"
+
+
+def skip_summary(prepared: PreparedEvent) -> str:
+    """``"no waveform folder"`` or ``"CC.HIYU.: too short; X.bad.mseed: unreadable file"``."""
+    parts = [f"{s.station_id}: {s.reason}" for s in prepared.stations if not s.used]
+    if prepared.event_reason:
+        parts.insert(0, prepared.event_reason)
+    elif prepared.n_used == 0:
+        parts.insert(0, "no usable waveform")
+    return "; ".join(parts)
+
+
+def _event_row(prepared, origin_time, probs, class_names, model_id) -> dict[str, str]:
+    row = {
+        "event_id": prepared.event_id,
+        "origin_time": format_time(origin_time),
+        "predicted_class": "",
+        "n_stations_used": str(prepared.n_used),
+        "n_stations_skipped": str(prepared.n_skipped),
+        "skip_reasons": skip_summary(prepared),
+        "model_id": model_id,
+    }
+    for i, name in enumerate(class_names):
+        row[prob_column(name)] = "" if probs is None else _format_prob(float(probs[i]))
+    if probs is not None:
+        row["predicted_class"] = class_names[int(np.argmax(probs))]
+    return row
+
+
+def _station_rows(prepared, station_probs, class_names) -> list[dict[str, str]]:
+    rows, k = [], 0
+    for s in prepared.stations:
+        row = {
+            "event_id": prepared.event_id,
+            "station_id": s.station_id,
+            "status": "used" if s.used else "skipped",
+            "reason": s.reason,
+            "detail": s.detail,
+            "channels": s.channels,
+            "sampling_rate_hz": "" if s.sampling_rate_hz is None else f"{s.sampling_rate_hz:g}",
+        }
+        for i, name in enumerate(class_names):
+            row[prob_column(name)] = _format_prob(float(station_probs[k, i])) if s.used else ""
+        k += s.used
+        rows.append(row)
+    return rows
+
+
+def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
+    """Write ``table`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _read_existing(path: Path, columns: list[str], model_id: str) -> pd.DataFrame:
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(table.columns) != columns:
+        raise ValueError(
+            f"cannot resume {path}: its columns {list(table.columns)} differ from this model's "
+            f"{columns}; write to a new file or drop --resume"
+        )
+    other = sorted(set(table["model_id"]) - {model_id})
+    if other:
+        raise ValueError(
+            f"cannot resume {path}: it holds predictions of model(s) {other}, not {model_id!r}; "
+            "write to a new file or drop --resume"
+        )
+    return table.drop_duplicates("event_id", keep="first")
+
+
+class _Outputs:
+    """Rows so far, flushed atomically (stations first, so they never lag the predictions)."""
+
+    def __init__(self, out, stations_out, columns, station_columns, events: pd.DataFrame):
+        self.out = Path(out)
+        self.stations_out = Path(stations_out) if stations_out else None
+        self.columns = columns
+        self.station_columns = station_columns
+        self.order = {eid: i for i, eid in enumerate(events["event_id"])}
+        self.rows: dict[str, dict] = {}
+        self.station_rows: list[dict] = []
+
+    def load(self, model_id: str) -> set[str]:
+        if not self.out.is_file():
+            return set()
+        table = _read_existing(self.out, self.columns, model_id)
+        table = table[table["event_id"].isin(self.order)]
+        self.rows = {r["event_id"]: r for r in table.to_dict("records")}
+        if self.stations_out is not None and self.stations_out.is_file():
+            stations = pd.read_csv(self.stations_out, dtype=str, keep_default_na=False)
+            if list(stations.columns) == self.station_columns:
+                keep = stations["event_id"].isin(self.rows)
+                self.station_rows = stations[keep].to_dict("records")
+        return set(self.rows)
+
+    def add(self, row: dict, station_rows: list[dict]) -> None:
+        self.rows[row["event_id"]] = row
+        self.station_rows.extend(station_rows)
+
+    def flush(self) -> None:
+        rows = sorted(self.rows.values(), key=lambda r: self.order[r["event_id"]])
+        if self.stations_out is not None:
+            stations = sorted(self.station_rows, key=lambda r: self.order[r["event_id"]])
+            write_csv_atomic(
+                pd.DataFrame(stations, columns=self.station_columns), self.stations_out
+            )
+        write_csv_atomic(pd.DataFrame(rows, columns=self.columns), self.out)
+
+
+def classify_catalog(
+    classifier,
+    events: pd.DataFrame,
+    source: WaveformSource,
+    out: str | os.PathLike,
+    *,
+    stations_out: str | os.PathLike | None = None,
+    batch_size: int = 128,
+    workers: int = 1,
+    resume: bool = False,
+    flush_every: int = 100,
+    progress: bool = True,
+) -> ClassifySummary:
+    """Classify every event of ``events`` (a :func:`quake.classify.catalog.read_catalog` table).
+
+    ``classifier`` is a :class:`quake.inference.EventClassifier` (``predict_proba``,
+    ``class_names``, ``config``, ``model_id``). Writes ``out`` (and ``stations_out``) and returns
+    a :class:`ClassifySummary`. ``workers`` reader processes prepare events ahead of the model
+    (0: read in this process).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers!r}")
+    if flush_every < 1:
+        raise ValueError(f"flush_every must be >= 1, got {flush_every!r}")
+    class_names = list(classifier.class_names)
+    model_id = str(classifier.model_id)
+    columns = prediction_columns(class_names)
+    station_columns = STATION_COLUMNS_HEAD + [prob_column(c) for c in class_names]
+    outputs = _Outputs(out, stations_out, columns, station_columns, events)
+    summary = ClassifySummary(n_events=len(events))
+    done = outputs.load(model_id) if resume else set()
+    summary.n_resumed = len(done)
+    if done:
+        logger.info("resuming: %d of %d events already in %s", len(done), len(events), out)
+    todo = events[~events["event_id"].isin(done)].reset_index(drop=True)
+    origin_by_id = dict(zip(events["event_id"], events["origin_time"], strict=True))
+
+    reader = _EventReader(source, todo, classifier.config)
+    bar = _progress_bar(len(events), len(done), progress)
+    pending: list[PreparedEvent] = []
+    n_pending_windows = 0
+    since_flush = 0
+    start = time.perf_counter()
+
+    def run_model() -> None:
+        nonlocal n_pending_windows, since_flush
+        windows = [p.windows for p in pending if len(p.windows)]
+        probs = np.zeros((0, len(class_names)))
+        if windows:
+            t = time.perf_counter()
+            probs = np.asarray(
+                classifier.predict_proba(np.concatenate(windows), batch_size=batch_size)
+            )
+            summary.model_s += time.perf_counter() - t
+        k = 0
+        for p in pending:
+            station_probs = probs[k : k + len(p.windows)]
+            k += len(p.windows)
+            event_probs = (
+                combine_station_probabilities(station_probs) if len(station_probs) else None
+            )
+            outputs.add(
+                _event_row(p, origin_by_id[p.event_id], event_probs, class_names, model_id),
+                _station_rows(p, station_probs, class_names),
+            )
+            summary.n_windows += len(station_probs)
+            summary.n_classified += event_probs is not None
+            summary.n_unclassified += event_probs is None
+            summary.skip_counts.update(s.reason for s in p.stations if not s.used)
+            if p.event_reason:
+                summary.skip_counts[p.event_reason] += 1
+            since_flush += 1
+        if bar is not None:
+            bar.update(len(pending))
+        pending.clear()
+        n_pending_windows = 0
+        if since_flush >= flush_every:
+            outputs.flush()
+            since_flush = 0
+
+    try:
+        events_iter = _iterate_events(reader, workers)
+        while True:
+            t = time.perf_counter()
+            prepared = next(events_iter, None)
+            summary.wait_s += time.perf_counter() - t
+            if prepared is None:
+                break
+            summary.read_s += prepared.read_s
+            summary.preprocess_s += prepared.preprocess_s
+            pending.append(prepared)
+            n_pending_windows += len(prepared.windows)
+            if n_pending_windows >= batch_size:
+                run_model()
+        run_model()
+    finally:
+        outputs.flush()
+        if bar is not None:
+            bar.close()
+    summary.total_s = time.perf_counter() - start
+    missing = set(events["event_id"]) - set(outputs.rows)
+    if missing:  # cannot happen unless a bug drops an event: say so loudly
+        raise RuntimeError(f"{len(missing)} events have no row: {sorted(missing)[:5]}")
+    logger.info(
+        "classified %d events (%d without usable waveform, %d resumed) at %.1f events/s",
+        summary.n_classified,
+        summary.n_unclassified,
+        summary.n_resumed,
+        summary.events_per_s,
+    )
+    return summary
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="event", desc="classifying", dynamic_ncols=True)
+
+
+def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a ``predictions.csv`` back (strings kept as written; empty cells as "")."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def load_classifier(path: str | os.PathLike):
+    """An :class:`quake.inference.EventClassifier` from a run folder or its ``model/`` folder."""
+    from quake.inference import EventClassifier
+
+    return EventClassifier.load(path)
+
+
+def run_classification(
+    model,
+    catalog: str | os.PathLike,
+    waveforms: str,
+    out: str | os.PathLike,
+    *,
+    quakeml: str | os.PathLike | None = None,
+    stations_out: str | os.PathLike | None = None,
+    id_rule: str = "auto",
+    overwrite_reviewed: bool = False,
+    resume: bool = False,
+    batch_size: int = 128,
+    source: str = "auto",
+    before_s: float | None = None,
+    after_s: float | None = None,
+    workers: int = 1,
+    flush_every: int = 100,
+    progress: bool = True,
+) -> ClassifySummary:
+    """The whole job of ``scripts/classify.py``: catalog + waveforms -> predictions (+ QuakeML).
+
+    ``model`` is an EventClassifier or a path to one (run folder or model folder).
+    """
+    from quake.classify.catalog import annotate_catalog, read_catalog_with_events, write_quakeml
+    from quake.classify.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, open_source
+
+    classifier = load_classifier(model) if isinstance(model, (str, os.PathLike)) else model
+    events, obspy_catalog = read_catalog_with_events(catalog, id_rule)
+    wave_source = open_source(
+        str(waveforms),
+        source,
+        before_s=DEFAULT_BEFORE_S if before_s is None else before_s,
+        after_s=DEFAULT_AFTER_S if after_s is None else after_s,
+        config=classifier.config,
+    )
+    logger.info("model %s; waveforms from %s", classifier.model_id, wave_source.describe())
+    summary = classify_catalog(
+        classifier,
+        events,
+        wave_source,
+        out,
+        stations_out=stations_out,
+        batch_size=batch_size,
+        workers=workers,
+        resume=resume,
+        flush_every=flush_every,
+        progress=progress,
+    )
+    if quakeml is not None:
+        class_names = list(classifier.class_names)
+        counts = annotate_catalog(
+            obspy_catalog,
+            list(events["event_id"]),
+            read_predictions(out),
+            class_names,
+            [prob_column(c) for c in class_names],
+            str(classifier.model_id),
+            overwrite_reviewed=overwrite_reviewed,
+        )
+        write_quakeml(obspy_catalog, quakeml)
+        summary.quakeml_counts = counts
+        logger.info("QuakeML %s: %s", quakeml, counts)
+    return summary

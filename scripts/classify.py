@@ -1,0 +1,120 @@
+#!/usr/bin/env python
+"""Label every event of a catalog with class probabilities.
+
+    python scripts/classify.py --model runs/my-run --catalog catalog.xml --waveforms data/ \
+        --out predictions.csv [--quakeml classified.xml] [--stations-out per_station.csv]
+
+See the README section "Batch classification of event catalogs".
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from quake.classify.catalog import ID_RULES
+from quake.classify.run import run_classification
+from quake.classify.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, SOURCE_KINDS
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", required=True, help="run folder (uses its model/) or model folder"
+    )
+    parser.add_argument(
+        "--catalog", required=True, help="QuakeML (.xml/.quakeml/.qml) or CSV catalog"
+    )
+    parser.add_argument(
+        "--waveforms",
+        required=True,
+        help="per-event miniSEED folders, an SDS archive, a SeisBench set or an FDSN URL",
+    )
+    parser.add_argument("--out", required=True, help="predictions CSV (one row per catalog event)")
+    parser.add_argument(
+        "--quakeml", help="write the catalog with event types set to the predictions"
+    )
+    parser.add_argument("--stations-out", help="per-station CSV (probabilities and skip reasons)")
+    parser.add_argument(
+        "--id-rule", default="auto", help=f"event id rule, one of {', '.join(ID_RULES)}"
+    )
+    parser.add_argument(
+        "--overwrite-reviewed",
+        action="store_true",
+        help="also set the type of analyst-reviewed events in --quakeml",
+    )
+    parser.add_argument("--resume", action="store_true", help="skip events already in --out")
+    parser.add_argument("--batch-size", type=int, default=128, help="windows per model call")
+    parser.add_argument(
+        "--source", default="auto", choices=SOURCE_KINDS, help="waveform source kind"
+    )
+    parser.add_argument(
+        "--window-before-s",
+        type=float,
+        default=DEFAULT_BEFORE_S,
+        help="SDS/FDSN: seconds of data requested before the origin time",
+    )
+    parser.add_argument(
+        "--window-after-s",
+        type=float,
+        default=DEFAULT_AFTER_S,
+        help="SDS/FDSN: seconds of data requested after the origin time",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="reader processes preparing events ahead of the model (0: none)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped station")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        summary = run_classification(
+            args.model,
+            args.catalog,
+            args.waveforms,
+            args.out,
+            quakeml=args.quakeml,
+            stations_out=args.stations_out,
+            id_rule=args.id_rule,
+            overwrite_reviewed=args.overwrite_reviewed,
+            resume=args.resume,
+            batch_size=args.batch_size,
+            source=args.source,
+            before_s=args.window_before_s,
+            after_s=args.window_after_s,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"{summary.n_events} events -> {args.out}: {summary.n_classified} classified, "
+        f"{summary.n_unclassified} without usable waveform, {summary.n_resumed} kept from a previous run; "
+        f"{summary.n_windows} station windows, {summary.events_per_s:.1f} events/s"
+    )
+    if summary.skip_counts:
+        print(
+            "skipped: "
+            + "; ".join(f"{reason} x{n}" for reason, n in summary.skip_counts.most_common())
+        )
+    if args.quakeml:
+        print(f"QuakeML -> {args.quakeml}: {summary.quakeml_counts}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
