@@ -194,3 +194,14 @@ def test_p_anchor_is_converted_when_the_set_is_resampled(tmp_path):
     assert int(np.argmax(window[0])) == round(cfg.pre_arrival_s * cfg.sampling_rate_hz)
     # no P: the window starts at the trace start, at 100 Hz the impulse is at 2 * 1000
     assert int(np.argmax(adapter.get_waveform(1)[0])) == 2 * p_sample
+
+
+def test_dead_channel_stays_dead_through_resampling(tmp_path, rng):
+    waveform = rng.normal(size=(3, 1500)).astype(np.float32)
+    waveform[1] = 812.0  # a dead channel with an offset, recorded at 50 Hz
+    with SeisBenchWriter(tmp_path / "set", sampling_rate_hz=50.0) as writer:
+        writer.add("a", waveform, source_type="earthquake")
+    adapter = WaveformDataAdapter(open_dataset(tmp_path / "set"))
+    assert adapter.metadata["trace_flat_channels"].tolist() == ["N"]
+    assert (adapter.get_waveform(0)[1] == 812.0).all()
+    assert not adapter[0][0][1].any()

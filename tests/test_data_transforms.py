@@ -123,7 +123,9 @@ def test_trim_window_too_short_is_skipped(rng):
 def test_zscore_mean_zero_std_one_per_trace_and_channel(rng):
     scales = np.array([1e-9, 1.0, 3e5], dtype=np.float32)[None, :, None]
     x = (rng.normal(size=(4, 3, 2048)) * scales + 7.0 * scales).astype(np.float32)
+    before = x.copy()
     z = zscore_batch(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(x, before)  # the input is left alone
     np.testing.assert_allclose(z.mean(axis=-1), 0.0, atol=1e-5)
     np.testing.assert_allclose(z.std(axis=-1), 1.0, atol=1e-4)
 

@@ -79,7 +79,11 @@ def prepare_window(
     rate = float(rate) if rate is not None and _finite(rate) else config.sampling_rate_hz
     anchor = anchor_sample_from_metadata(meta, rate)
     if not math.isclose(rate, config.sampling_rate_hz, rel_tol=1e-9):
+        flat_before = flat_channels(raw)
+        constants = raw[:, 0].copy()
         raw = resample_waveform(raw, rate, config.sampling_rate_hz)
+        # the anti-alias filter rings at the edges of a constant channel: keep dead channels dead
+        raw[flat_before] = constants[flat_before, None]
         if anchor is not None:
             anchor = anchor * config.sampling_rate_hz / rate
     if TransformOP.TRIMMING in config.transforms:

@@ -16,10 +16,10 @@ from scipy.signal import resample_poly
 
 from quake.data.config import PreprocessConfig, TransformOP
 
-# A channel whose standard deviation (computed in float64) is below this fraction of its mean
-# absolute level, or zero, counts as flat: z-scoring it would only amplify rounding noise.
-# float32 data that varies at all varies by more than ~1e-8 of its level, so this is safe.
-FLAT_RELATIVE_TOLERANCE = 1e-10
+# A channel is flat (dead) when it is exactly constant, or when its standard deviation is below
+# this fraction of its mean absolute level: float32 data varies by ~1e-7 of its level at least,
+# so anything smaller is rounding noise that z-scoring would blow up.
+FLAT_RELATIVE_TOLERANCE = 1e-6
 # A window with less than this fraction of its samples inside the data is dropped ("too short");
 # from this fraction up it is zero-padded and flagged.
 MIN_WINDOW_COVERAGE = 0.5
@@ -47,11 +47,15 @@ def check_finite(waveform: np.ndarray) -> None:
 
 
 def flat_channels(waveform: np.ndarray) -> np.ndarray:
-    """Boolean per channel of a ``(C, n)`` array: True where the channel is constant (dead)."""
-    x = np.asarray(waveform, dtype=np.float64)
-    std = x.std(axis=-1)
-    level = np.abs(x.mean(axis=-1))
-    return std <= FLAT_RELATIVE_TOLERANCE * level + 1e-30
+    """Boolean per channel of a ``(C, n)`` array: True where the channel is flat (dead).
+
+    The same rule as the z-score's: exactly constant, or std <= FLAT_RELATIVE_TOLERANCE * |mean|.
+    """
+    x = np.asarray(waveform, dtype=np.float32)
+    mean = x.mean(axis=-1, keepdims=True)
+    std = np.sqrt(np.square(x - mean).mean(axis=-1))
+    constant = x.max(axis=-1) == x.min(axis=-1)
+    return constant | (std <= FLAT_RELATIVE_TOLERANCE * np.abs(mean[..., 0]))
 
 
 def resample_waveform(waveform: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
@@ -116,16 +120,21 @@ def trim_window(
     return window, True
 
 
+def _zscore(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    n = x.shape[-1]
+    mean = x.mean(dim=-1, keepdim=True)
+    centered = x - mean
+    std = torch.linalg.vector_norm(centered, dim=-1, keepdim=True).div_(n**0.5)
+    flat = (x.amax(dim=-1, keepdim=True) == x.amin(dim=-1, keepdim=True)) | (
+        std <= FLAT_RELATIVE_TOLERANCE * mean.abs()
+    )
+    scaled = centered.div_(std.clamp_min(torch.finfo(torch.float32).tiny)).masked_fill_(flat, 0.0)
+    return scaled, flat.squeeze(-1)
+
+
 def zscore_batch(waveforms: torch.Tensor) -> torch.Tensor:
     """ZSCORE per item and channel along the last axis; flat channels become zeros (never NaN)."""
-    x = waveforms.to(torch.float32)
-    x64 = x.to(torch.float64)
-    mean = x64.mean(dim=-1, keepdim=True)
-    centered = x64 - mean
-    std = centered.square().mean(dim=-1, keepdim=True).sqrt()
-    flat = std <= FLAT_RELATIVE_TOLERANCE * mean.abs() + 1e-30
-    scaled = torch.where(flat, torch.zeros_like(centered), centered / torch.where(flat, 1.0, std))
-    return scaled.to(torch.float32)
+    return _zscore(waveforms.to(torch.float32))[0]
 
 
 @lru_cache(maxsize=8)
@@ -148,7 +157,7 @@ def spectrogram_batch(waveforms: torch.Tensor, config: PreprocessConfig) -> torc
         )
     x = waveforms.to(torch.float32)
     if TransformOP.ZSCORE in config.transforms:
-        x = zscore_batch(x)
+        x, _ = _zscore(x)
     if TransformOP.SPECTROGRAM not in config.transforms:
         return x
     batch, channels, n = x.shape
@@ -164,7 +173,11 @@ def spectrogram_batch(waveforms: torch.Tensor, config: PreprocessConfig) -> torc
         window=_hann(config.stft_nperseg, str(x.device)),
         center=False,
         return_complex=True,
-    ).abs()
+    )
+    # |z| as sqrt(re^2 + im^2) on the real view: same values as .abs(), several times faster on CPU
+    parts = torch.view_as_real(spec)
+    re, im = parts[..., 0], parts[..., 1]
+    spec = (re * re).addcmul_(im, im).sqrt_()
     if config.log_spectrogram:
-        spec = torch.log1p(spec)
+        spec = spec.log1p_()
     return spec.reshape(batch, channels, spec.shape[-2], spec.shape[-1]).contiguous()

@@ -78,8 +78,21 @@ class WaveformDataset:
         """
         if not -len(self) <= i < len(self):
             raise IndexError(f"sample index {i} out of range for {len(self)} samples")
-        row = self.metadata.iloc[i].to_dict()
+        row = self.row(i)
         return self._load(row), row
+
+    def row(self, i: int) -> dict[str, Any]:
+        """Metadata row ``i`` as a dict (fast: no pandas row object per call)."""
+        columns = self._column_arrays()
+        return {name: _python_value(values[i]) for name, values in columns.items()}
+
+    def _column_arrays(self) -> dict[str, np.ndarray]:
+        cached = self.__dict__.get("_columns")
+        if cached is None or cached[0] is not self.metadata:
+            arrays = {c: self.metadata[c].to_numpy() for c in self.metadata.columns}
+            cached = (self.metadata, arrays)
+            self.__dict__["_columns"] = cached
+        return cached[1]
 
     def _load(self, row: dict[str, Any]) -> np.ndarray:
         raise NotImplementedError
@@ -124,3 +137,12 @@ def normalize_labels(
     out = metadata.copy()
     out[LABEL_COLUMN] = normalized
     return out[keep].reset_index(drop=True), skipped
+
+
+def _python_value(value: Any) -> Any:
+    """numpy scalar -> Python scalar; pandas missing values -> NaN (as in ``iloc[i].to_dict()``)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or value is pd.NA:
+        return np.nan
+    return value

@@ -25,6 +25,9 @@ from quake.data.transforms import SkipTrace
 
 logger = logging.getLogger(__name__)
 
+# Open bucket dataset handles kept per process (a handle costs little; a lookup costs ~80 us).
+MAX_OPEN_BUCKETS = 256
+
 # Labels of other conventions that mean a QuakeML type (STEAD's trace_category values).
 LABEL_ALIASES = {"earthquake_local": "earthquake", "earthquake_regional": "earthquake"}
 
@@ -68,6 +71,8 @@ class HDF5Dataset(WaveformDataset):
         self.hdf5_path = Path(hdf5_path)
         self._h5: h5py.File | None = None
         self._pid: int | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}
+        self._group: h5py.Group | None = None
         try:
             with h5py.File(self.hdf5_path, "r") as f:
                 attrs = dict(f["data_format"].attrs) if "data_format" in f else {}
@@ -135,24 +140,44 @@ class HDF5Dataset(WaveformDataset):
         if self._h5 is None or self._pid != os.getpid():
             self._h5 = h5py.File(self.hdf5_path, "r")
             self._pid = os.getpid()
+            self._datasets = {}
+            self._group = self._h5["data"]
         return self._h5
+
+    def _dataset(self, key: str) -> h5py.Dataset:
+        """``data/<key>``; bucket handles are kept (a group lookup costs more than the read),
+        plain per-trace handles are not, so memory does not grow with the set."""
+        self._file()
+        data = self._group
+        if not key.startswith("bucket"):
+            return data[key]
+        if key not in self._datasets:
+            if len(self._datasets) >= MAX_OPEN_BUCKETS:
+                self._datasets.clear()
+            self._datasets[key] = data[key]
+        return self._datasets[key]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_h5"] = None
         state["_pid"] = None
+        state["_datasets"] = {}
+        state["_group"] = None
+        state.pop("_columns", None)  # rebuilt from metadata on first use
         return state
 
     def close(self) -> None:
         if self._h5 is not None and self._pid == os.getpid():
             self._h5.close()
         self._h5 = None
+        self._datasets = {}
+        self._group = None
 
     def _load(self, row: dict[str, Any]) -> np.ndarray:
         name = row["trace_name"]
         key, index = parse_trace_name(name)
         try:
-            dataset = self._file()["data"][key]
+            dataset = self._dataset(key)
             data = dataset[()] if index is None else dataset[index]
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise SkipTrace("unreadable", f"{name} in {self.hdf5_path.name}: {exc}") from None
