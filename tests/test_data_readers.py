@@ -9,7 +9,7 @@ import numpy as np
 import obspy
 import pandas as pd
 import pytest
-from obspy import Trace, UTCDateTime
+from obspy import Stream, Trace, UTCDateTime
 from obspy.core.event import Catalog, Event, Origin, Pick, ResourceIdentifier, WaveformStreamID
 from torch.utils.data import DataLoader
 
@@ -425,3 +425,25 @@ def test_a_moved_catalog_folder_still_reads(catalog_folder, tmp_path):
     dataset = open_dataset(moved)
     shutil.rmtree(folder)
     assert dataset.get_sample(0)[0].shape[0] == 3
+
+
+def test_catalog_windows_match_window_from_stream(pnw):
+    """Training (adapter over the catalog reader) and catalog classification
+    (window_from_stream on the station's files) cut the very same window."""
+    from quake.data import window_from_stream
+
+    dataset = open_dataset(pnw / "catalog.csv")
+    adapter = WaveformDataAdapter(dataset.filter(np.arange(40)))
+    for i in (0, 7, 23):
+        row = adapter.metadata.iloc[i]
+        station = (
+            f"{row['station_network_code']}.{row['station_code']}.{row['station_location_code']}"
+        )
+        folder = pnw / "waveforms" / row["source_id"]
+        stream = Stream()
+        for f in sorted(folder.glob(f"{station}.*.mseed")):  # every band of the station
+            stream += obspy.read(str(f))
+        window = window_from_stream(
+            stream, adapter.config, origin_time=UTCDateTime(row["source_origin_time"])
+        )
+        np.testing.assert_array_equal(window, adapter.get_waveform(i))
