@@ -76,6 +76,13 @@ def test_vertical_only_traces_follow_copy_z(eqnoise):
     waveform, _ = dataset.get_sample(int(z_only[0]))
     np.testing.assert_array_equal(waveform[1], waveform[0])
     np.testing.assert_array_equal(waveform[2], waveform[0])
+    # the adapter applies its own config's policy to a set opened with the default (zeros)
+    plain = open_dataset(eqnoise).filter(z_only[:3])
+    assert not plain.get_sample(0)[0][1:].any()
+    adapter = WaveformDataAdapter(plain, config=PreprocessConfig(missing_component="copy_z"))
+    window = adapter.get_waveform(0)
+    np.testing.assert_array_equal(window[1], window[0])
+    np.testing.assert_array_equal(window[2], window[0])
 
 
 def test_filter_gives_a_subset_view(eqnoise):

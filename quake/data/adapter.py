@@ -25,7 +25,7 @@ from obspy import Stream, UTCDateTime
 from torch.utils.data import Dataset
 
 from quake.classes import ClassNames
-from quake.data.components import stream_to_array_info
+from quake.data.components import listed_components, stream_to_array_info
 from quake.data.config import PreprocessConfig, TransformOP
 from quake.data.readers.base import LABEL_COLUMN, WaveformDataset
 from quake.data.transforms import (
@@ -75,6 +75,13 @@ def prepare_window(
     raw = raw.astype(np.float32, copy=False)
     if TransformOP.DROP_NAN in config.transforms:
         check_finite(raw)
+    listed = listed_components(meta.get("trace_components"))
+    if config.missing_component == "copy_z" and listed is not None and "Z" in listed:
+        # the adapter's policy wins even when the reader was opened with another config
+        missing = [row for row, comp in enumerate("ZNE") if comp not in listed]
+        if missing:
+            raw = raw.copy()
+            raw[missing] = raw[0]
     rate = meta.get("trace_sampling_rate_hz")
     rate = float(rate) if rate is not None and _finite(rate) else config.sampling_rate_hz
     anchor = anchor_sample_from_metadata(meta, rate)

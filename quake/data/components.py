@@ -56,6 +56,13 @@ def component_of(channel: str) -> str:
     return _ALIASES[letter]
 
 
+def listed_components(text: object) -> set[str] | None:
+    """Components named by a ``trace_components`` value (``"ZNE"``, ``"Z"``, ``"Z12"``), or None."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    return {_ALIASES[c] for c in text.strip().upper() if c in _ALIASES}
+
+
 def station_key(stats) -> str:
     """``NET.STA.LOC`` of a trace's stats: one sample per station and event."""
     return f"{stats.network}.{stats.station}.{stats.location}"

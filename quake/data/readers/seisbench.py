@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from quake.data.components import COMPONENTS, component_of
+from quake.data.components import COMPONENTS, component_of, listed_components
 from quake.data.config import PreprocessConfig
 from quake.data.readers.base import LABEL_COLUMN, WaveformDataset, normalize_labels
 from quake.data.transforms import SkipTrace
@@ -198,9 +198,9 @@ class HDF5Dataset(WaveformDataset):
         for src, dst in enumerate(self._rows[: data.shape[0]]):
             out[dst] = data[src]
             present.add(COMPONENTS[dst])
-        listed = row.get("trace_components")
-        if isinstance(listed, str) and listed:
-            present &= {component_of(f"XX{c}") for c in listed if c.upper() in "ZNE12"}
+        listed = listed_components(row.get("trace_components"))
+        if listed is not None:
+            present &= listed
         for comp in "NE":
             if comp not in present:
                 out[COMPONENTS.index(comp)] = (
