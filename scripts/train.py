@@ -125,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(config.run.quiet)
     try:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        with logging_redirect_tqdm():
+        if config.run.quiet:
             result = train(config)
+        else:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            with logging_redirect_tqdm():  # log lines above the progress bars
+                result = train(config)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,211 @@
+"""A whole cross-validated run on a tiny generated set: files, schema, leak-free folds, metrics
+that scikit-learn reproduces from the saved predictions, resume, and the deployable model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import balanced_accuracy_score, f1_score, log_loss, roc_auc_score
+
+from quake.data import synthetic
+from quake.inference import EventClassifier
+from quake.training import load_config, train
+from quake.training.metrics import SCALAR_METRICS
+
+REPO = Path(__file__).resolve().parents[1]
+PLOTS = ["confusion_matrix.png", "roc.png", "pr.png", "learning_curves.png", "reliability.png"]
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tiny"
+    return synthetic.generate_synthetic_set(
+        path, n_events_per_class=12, stations_per_event=(1, 2), seed=3
+    )
+
+
+def _config(data, out, **extra):
+    overrides = {
+        "data.path": str(data),
+        "run.out": str(out),
+        "run.quiet": True,
+        "run.device": "cpu",
+        "model.depth": 1,
+        "model.pretrained": "none",
+        "cv.folds": 2,
+        "optim.epochs": 1,
+        "optim.batch_size": 16,
+        "baseline.n_estimators": 20,
+        **extra,
+    }
+    return load_config(overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_set, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    return train(_config(tiny_set, out))
+
+
+def test_run_folder_holds_every_report_file(finished_run):
+    run = finished_run.run_dir
+    for name in [
+        "metrics.json", "report.md", "config.yaml", "fold_indices.json", "versions.json",
+        "items.csv", "predictions.csv", "baseline_predictions.csv", "train.log", *PLOTS,
+    ]:  # fmt: skip
+        assert (run / name).is_file(), name
+        assert (run / name).stat().st_size > 0, name
+    assert (run / "model" / "classifier.json").is_file()
+    report = (run / "report.md").read_text()
+    for plot in PLOTS:
+        assert f"]({plot})" in report
+    assert "baseline" in report and "± " in report
+    versions = json.loads((run / "versions.json").read_text())
+    assert {"python", "torch", "timm", "numpy", "sklearn", "obspy", "quake"} <= set(versions)
+
+
+def test_metrics_json_schema(finished_run):
+    m = json.loads((finished_run.run_dir / "metrics.json").read_text())
+    classes = m["classes"]
+    assert classes == ["earthquake", "explosion", "noise"]
+    assert len(m["folds"]) == 2
+    for fold in m["folds"]:
+        for key in ["n_train", "n_test", *SCALAR_METRICS, "per_class", "confusion_matrix"]:
+            assert key in fold, key
+        for name in classes:
+            assert set(fold["per_class"][name]) == {"precision", "recall", "f1", "support"}
+        assert np.asarray(fold["confusion_matrix"]).shape == (3, 3)
+    for section in (m["aggregate"], m["event_level"]["aggregate"], m["baseline"]["aggregate"]):
+        for name in SCALAR_METRICS:
+            assert set(section[name]) >= {"mean", "std"}
+    assert m["pretrained"]["source"] == "none" and m["pretrained"]["requested"] == "none"
+    assert m["timings"]["total_this_process_s"] > 0
+    assert m["data"]["n_traces"] == sum(f["n_test"] for f in m["folds"])
+    assert "dropped" in m and m["deploy"]["members"] == 2
+
+
+def test_no_event_on_two_sides_of_any_split(finished_run):
+    run = finished_run.run_dir
+    items = pd.read_csv(run / "items.csv")
+    folds = json.loads((run / "fold_indices.json").read_text())["folds"]
+    tested = []
+    for fold in folds:
+        sides = {k: set(items.loc[fold[k], "source_id"]) for k in ("train", "val", "test")}
+        assert not sides["train"] & sides["val"]
+        assert not sides["train"] & sides["test"]
+        assert not sides["val"] & sides["test"]
+        tested += fold["test"]
+    assert sorted(tested) == list(range(len(items)))
+
+
+def test_metrics_agree_with_sklearn_on_saved_predictions(finished_run):
+    run = finished_run.run_dir
+    m = json.loads((run / "metrics.json").read_text())
+    prob_cols = ["prob_" + c.replace(" ", "_") for c in m["classes"]]
+    for name, section in (("predictions.csv", m), ("baseline_predictions.csv", m["baseline"])):
+        table = pd.read_csv(run / name)
+        f1s, bals = [], []
+        for k, fold in enumerate(section["folds"]):
+            part = table[table["fold"] == k]
+            y, probs = part["y_true"].to_numpy(), part[prob_cols].to_numpy()
+            pred = probs.argmax(axis=1)
+            assert fold["n_test"] == len(part)
+            assert fold["macro_f1"] == pytest.approx(
+                f1_score(y, pred, average="macro", labels=[0, 1, 2], zero_division=0)
+            )
+            assert fold["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+            assert fold["roc_auc"] == pytest.approx(
+                roc_auc_score(y, probs, multi_class="ovr"), abs=1e-9
+            )
+            clipped = np.clip(probs, 1e-7, 1)
+            clipped /= clipped.sum(axis=1, keepdims=True)
+            assert fold["log_loss"] == pytest.approx(
+                log_loss(y, clipped, labels=[0, 1, 2]), rel=1e-4
+            )
+            f1s.append(fold["macro_f1"])
+            bals.append(fold["balanced_accuracy"])
+        assert section["aggregate"]["macro_f1"]["mean"] == pytest.approx(np.mean(f1s))
+        assert section["aggregate"]["macro_f1"]["std"] == pytest.approx(np.std(f1s))
+
+
+def test_deployable_model_reproduces_each_fold_model(finished_run, tiny_set):
+    """Member k of model/ is fold k's model: classifying its test traces with the saved
+    preprocessing gives the saved fold predictions."""
+    from quake.data import WaveformDataAdapter, open_dataset
+
+    run = finished_run.run_dir
+    classifier = EventClassifier.load(run)
+    assert len(classifier.models) == 2
+    adapter = WaveformDataAdapter(
+        open_dataset(tiny_set, classifier.config), config=classifier.config
+    )
+    waveforms = adapter.load_waveforms()
+    table = pd.read_csv(run / "predictions.csv")
+    prob_cols = ["prob_" + c.replace(" ", "_") for c in classifier.class_names]
+    for k in (0, 1):
+        part = table[table["fold"] == k]
+        member = EventClassifier([classifier.models[k]], classifier.config, classifier.class_names)
+        probs = member.predict_proba(waveforms[part["index"].to_numpy()])
+        np.testing.assert_allclose(probs, part[prob_cols].to_numpy(), rtol=1e-4, atol=1e-5)
+    ensemble = classifier.predict_proba(waveforms[:4])
+    np.testing.assert_allclose(ensemble.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_resume_skips_finished_folds_and_gives_the_same_metrics(finished_run, tiny_set, tmp_path):
+    out = tmp_path / "resumed"
+    shutil.copytree(finished_run.run_dir, out)
+    (out / "folds" / "fold_1" / "fold.json").unlink()  # fold 1 was interrupted
+    for name in ("metrics.json", "report.md"):
+        (out / name).unlink()
+    fold0_model = out / "folds" / "fold_0" / "model" / "model.safetensors"
+    mtime = fold0_model.stat().st_mtime_ns
+    result = train(_config(tiny_set, out))
+    assert result.metrics["resumed_folds"] == [0]
+    assert fold0_model.stat().st_mtime_ns == mtime  # fold 0 was not trained again
+    before = finished_run.metrics
+    for name in SCALAR_METRICS:
+        a, b = before["aggregate"][name]["mean"], result.metrics["aggregate"][name]["mean"]
+        assert b == pytest.approx(a, abs=1e-6), name
+
+
+def test_resume_with_another_config_is_refused(finished_run, tiny_set, tmp_path):
+    out = tmp_path / "other"
+    shutil.copytree(finished_run.run_dir, out)
+    with pytest.raises(ValueError, match=r"cannot resume .*optim\.lr: 0\.001 -> 0\.0005"):
+        train(_config(tiny_set, out, **{"optim.lr": 5e-4}))
+    # the run section may change between attempts
+    train(_config(tiny_set, out, **{"run.eval_batch_size": 32}))
+
+
+def test_out_folder_that_is_not_a_run_is_refused(tiny_set, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a quake run folder"):
+        train(_config(tiny_set, out))
+
+
+@pytest.mark.slow
+def test_command_line_end_to_end(tiny_set, tmp_path):
+    out = tmp_path / "cli"
+    cmd = [
+        sys.executable, str(REPO / "scripts" / "train.py"), "--data", str(tiny_set),
+        "--backbone", "tiny", "--depth", "1", "--folds", "2", "--epochs", "2",
+        "--batch-size", "16", "--pretrained", "auto", "--out", str(out), "--device", "cpu",
+        "--set", "baseline.n_estimators=20",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "macro_f1" in done.stdout and str(out) in done.stdout
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["pretrained"]["requested"] == "auto"
+    if m["pretrained"]["source"] == "none":  # offline: one loud warning, then random init
+        assert done.stderr.count("PRETRAINED WEIGHTS UNAVAILABLE") == 1
+    assert (out / "model" / "classifier.json").is_file()

@@ -1,0 +1,60 @@
+"""Grouped stratified folds: no event on two sides, every trace tested once, reproducible."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quake.training.splits import Fold, check_disjoint_groups, grouped_folds
+
+
+def _events(n_events=60, seed=0):
+    rng = np.random.default_rng(seed)
+    stations = rng.integers(1, 4, n_events)
+    groups = np.repeat([f"ev{i}" for i in range(n_events)], stations)
+    labels = np.repeat(np.arange(n_events) % 3, stations)
+    return labels, groups
+
+
+def test_folds_are_grouped_complete_and_stratified():
+    labels, groups = _events()
+    folds = grouped_folds(labels, groups, 4, val_fraction=0.2, seed=1)
+    tested = np.concatenate([f.test for f in folds])
+    assert sorted(tested.tolist()) == list(range(len(labels)))  # each trace tested exactly once
+    for fold in folds:
+        parts = [set(groups[fold.train]), set(groups[fold.val]), set(groups[fold.test])]
+        assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+        assert len(fold.train) + len(fold.val) + len(fold.test) == len(labels)
+        assert len(fold.val) > 0
+        assert set(labels[fold.test]) == {0, 1, 2}  # stratified: every class in every test fold
+
+
+def test_folds_are_reproducible_and_depend_on_seed():
+    labels, groups = _events()
+    a = grouped_folds(labels, groups, 3, seed=7)
+    b = grouped_folds(labels, groups, 3, seed=7)
+    c = grouped_folds(labels, groups, 3, seed=8)
+    assert all(np.array_equal(x.test, y.test) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x.test, y.test) for x, y in zip(a, c, strict=True))
+
+
+def test_fold_round_trips_through_dict():
+    labels, groups = _events()
+    fold = grouped_folds(labels, groups, 3)[0]
+    again = Fold.from_dict(fold.to_dict())
+    assert np.array_equal(again.train, fold.train) and np.array_equal(again.test, fold.test)
+
+
+def test_too_few_groups_or_folds_are_rejected():
+    labels, groups = _events(n_events=3)
+    with pytest.raises(ValueError, match="at least 5 distinct source_id groups, got 3"):
+        grouped_folds(labels, groups, 5)
+    with pytest.raises(ValueError, match="at least 2 splits, got 1"):
+        grouped_folds(labels, groups, 1)
+
+
+def test_leaky_split_is_detected():
+    groups = np.array(["a", "a", "b", "c"])
+    leaky = Fold(0, train=np.array([0, 2]), val=np.array([3]), test=np.array([1]))
+    with pytest.raises(ValueError, match="source_id 'a' is in both train and test"):
+        check_disjoint_groups([leaky], groups)
