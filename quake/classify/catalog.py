@@ -307,19 +307,21 @@ def events_to_obspy(events: pd.DataFrame) -> Catalog:
                 row.event_id,
                 event_type,
             )
+        depth_km = _float_or_none(row.depth_km)
         if row.origin_time is not None:
             origin = Origin(
                 time=row.origin_time,
-                latitude=row.latitude,
-                longitude=row.longitude,
-                depth=row.depth_km * 1000.0 if row.depth_km is not None else None,
-                evaluation_mode=row.evaluation_mode or None,
-                evaluation_status=row.evaluation_status or None,
+                latitude=_float_or_none(row.latitude),
+                longitude=_float_or_none(row.longitude),
+                depth=depth_km * 1000.0 if depth_km is not None else None,
+                evaluation_mode=_text(row.evaluation_mode) or None,
+                evaluation_status=_text(row.evaluation_status) or None,
             )
             event.origins.append(origin)
             event.preferred_origin_id = origin.resource_id
-        if row.magnitude is not None:
-            magnitude = Magnitude(mag=row.magnitude)
+        magnitude_value = _float_or_none(row.magnitude)
+        if magnitude_value is not None:
+            magnitude = Magnitude(mag=magnitude_value)
             event.magnitudes.append(magnitude)
             event.preferred_magnitude_id = magnitude.resource_id
         catalog.events.append(event)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +150,77 @@ def _iterate_events(reader: _EventReader, workers: int):
         worker_init_fn=_reader_worker_init,
     )
     return iter(loader)
+
+
+class _WindowBatcher:
+    """Gathers station windows across events and scores them in full batches.
+
+    A batch of 2 windows costs the model nearly as much time as one of 128, so windows wait
+    until ``batch_size`` of them are there (only the last batch of the run is partial). Events
+    come back in arrival order, each with its ``(k, C)`` station probabilities, once all its
+    windows are scored.
+    """
+
+    def __init__(self, classifier, batch_size: int, summary: ClassifySummary):
+        self.classifier = classifier
+        self.batch_size = batch_size
+        self.summary = summary
+        self.n_classes = len(classifier.class_names)
+        self.events: deque[PreparedEvent] = deque()  # waiting for their windows' scores
+        self.chunks: deque[np.ndarray] = deque()  # unscored windows, in arrival order
+        self.n_unscored = 0
+        self.scores: deque[np.ndarray] = deque()  # scored, not yet handed back, in order
+        self.n_scored = 0
+
+    def add(self, prepared: PreparedEvent) -> list[tuple[PreparedEvent, np.ndarray]]:
+        self.events.append(prepared)
+        if len(prepared.windows):
+            self.chunks.append(prepared.windows)
+            self.n_unscored += len(prepared.windows)
+        if self.n_unscored >= self.batch_size:
+            self._score(self.n_unscored - self.n_unscored % self.batch_size)
+        return self._ready()
+
+    def finish(self) -> list[tuple[PreparedEvent, np.ndarray]]:
+        self._score(self.n_unscored)
+        return self._ready()
+
+    def _score(self, n: int) -> None:
+        if n <= 0:
+            return
+        taken, count = [], 0
+        while count < n:
+            chunk = self.chunks.popleft()
+            if count + len(chunk) > n:  # split: the rest waits for the next batch
+                self.chunks.appendleft(chunk[n - count :])
+                chunk = chunk[: n - count]
+            taken.append(chunk)
+            count += len(chunk)
+        self.n_unscored -= n
+        t = time.perf_counter()
+        probs = self.classifier.predict_proba(np.concatenate(taken), batch_size=self.batch_size)
+        self.summary.model_s += time.perf_counter() - t
+        self.scores.append(np.asarray(probs, dtype=np.float64))
+        self.n_scored += n
+
+    def _take_scores(self, k: int) -> np.ndarray:
+        out, count = [], 0
+        while count < k:
+            block = self.scores.popleft()
+            if count + len(block) > k:
+                self.scores.appendleft(block[k - count :])
+                block = block[: k - count]
+            out.append(block)
+            count += len(block)
+        self.n_scored -= k
+        return np.concatenate(out) if out else np.zeros((0, self.n_classes))
+
+    def _ready(self) -> list[tuple[PreparedEvent, np.ndarray]]:
+        ready = []
+        while self.events and len(self.events[0].windows) <= self.n_scored:
+            prepared = self.events.popleft()
+            ready.append((prepared, self._take_scores(len(prepared.windows))))
+        return ready
 
 
 def _format_prob(p: float) -> str:
@@ -308,26 +379,14 @@ def classify_catalog(
     origin_by_id = dict(zip(events["event_id"], events["origin_time"], strict=True))
 
     reader = _EventReader(source, todo, classifier.config)
+    batcher = _WindowBatcher(classifier, batch_size, summary)
     bar = _progress_bar(len(events), len(done), progress)
-    pending: list[PreparedEvent] = []
-    n_pending_windows = 0
     since_flush = 0
     start = time.perf_counter()
 
-    def run_model() -> None:
-        nonlocal n_pending_windows, since_flush
-        windows = [p.windows for p in pending if len(p.windows)]
-        probs = np.zeros((0, len(class_names)))
-        if windows:
-            t = time.perf_counter()
-            probs = np.asarray(
-                classifier.predict_proba(np.concatenate(windows), batch_size=batch_size)
-            )
-            summary.model_s += time.perf_counter() - t
-        k = 0
-        for p in pending:
-            station_probs = probs[k : k + len(p.windows)]
-            k += len(p.windows)
+    def emit(finished: list[tuple[PreparedEvent, np.ndarray]]) -> None:
+        nonlocal since_flush
+        for p, station_probs in finished:
             event_probs = (
                 combine_station_probabilities(station_probs) if len(station_probs) else None
             )
@@ -341,11 +400,9 @@ def classify_catalog(
             summary.skip_counts.update(s.reason for s in p.stations if not s.used)
             if p.event_reason:
                 summary.skip_counts[p.event_reason] += 1
-            since_flush += 1
-        if bar is not None:
-            bar.update(len(pending))
-        pending.clear()
-        n_pending_windows = 0
+        if bar is not None and finished:
+            bar.update(len(finished))
+        since_flush += len(finished)
         if since_flush >= flush_every:
             outputs.flush()
             since_flush = 0
@@ -360,11 +417,8 @@ def classify_catalog(
                 break
             summary.read_s += prepared.read_s
             summary.preprocess_s += prepared.preprocess_s
-            pending.append(prepared)
-            n_pending_windows += len(prepared.windows)
-            if n_pending_windows >= batch_size:
-                run_model()
-        run_model()
+            emit(batcher.add(prepared))
+        emit(batcher.finish())
     finally:
         outputs.flush()
         if bar is not None:

@@ -29,6 +29,11 @@ import obspy
 
 logger = logging.getLogger(__name__)
 
+try:  # the entry point obspy.read dispatches to for format="MSEED"
+    from obspy.io.mseed.core import _read_mseed as _read_mseed_plugin
+except ImportError:  # pragma: no cover - a future obspy may move it; obspy.read still works
+    _read_mseed_plugin = None
+
 SOURCE_KINDS = ("auto", "folders", "sds", "seisbench", "fdsn")
 MSEED_SUFFIXES = (".mseed", ".miniseed", ".ms")
 DEFAULT_BEFORE_S = 60.0
@@ -79,11 +84,19 @@ def group_by_station(stream: obspy.Stream) -> dict[str, obspy.Stream]:
 
 
 def read_mseed(path: Path) -> obspy.Stream:
-    """``obspy.read`` of one miniSEED file; obspy's warnings about damaged records are logged
-    (with the file name) instead of being printed, and whatever records are intact are kept."""
+    """Read one miniSEED file; obspy's warnings about damaged records are logged (with the file
+    name) instead of printed, and whatever records are intact are kept.
+
+    Calls obspy's miniSEED plugin reader directly: ``obspy.read`` spends about three quarters of
+    its time per file looking its plugins up in the package metadata (1.8 ms vs 0.4 ms per file),
+    which dominates the reading of a large catalog.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        stream = obspy.read(str(path), format="MSEED")
+        if _read_mseed_plugin is not None:
+            stream = _read_mseed_plugin(str(path))
+        else:
+            stream = obspy.read(str(path), format="MSEED")
     for warning in caught:
         logger.warning("%s: %s", path, str(warning.message).splitlines()[0])
     return stream
@@ -132,7 +145,7 @@ class EventFolderSource(WaveformSource):
         by_station: dict[str, StationTraces] = {}
         for path in files:
             try:
-                stream = obspy.read(str(path), format="MSEED")
+                stream = read_mseed(path)
             except Exception as err:  # obspy raises many types for corrupt data
                 logger.warning(
                     "event %s: unreadable file %s (%s)", request.event_id, path.name, err
