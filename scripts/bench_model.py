@@ -1,8 +1,13 @@
 """Benchmark HybridViT throughput on this CPU: windows/s, MACs, achieved GFLOP/s vs peak.
 
-python scripts/bench_model.py            # every backbone at depth 4 and 12, batch 128
-python scripts/bench_model.py --quick    # TINY depth 4 and 12 only, fewer repeats
-python scripts/bench_model.py --bf16 --compile --json bench.json
+    python scripts/bench_model.py                 # every backbone, depth 4 and 12, batch 128
+    python scripts/bench_model.py --quick         # TINY only, fewer repeats
+    python scripts/bench_model.py --bf16 --compile --json bench.json
+
+Each configuration runs at every thread count in --threads (default: 1 and all cores). Peak is a
+2048^3 matmul measured in the same run at the same thread count. "% peak" compares best wall
+times; "% peak (CPU)" compares FLOPs per CPU-second, which other load on the machine disturbs
+far less (on one thread it is the model's efficiency per core).
 """
 
 from __future__ import annotations
@@ -16,10 +21,23 @@ import sys
 import torch
 
 from quake.models import Backbone
-from quake.models.benchmark import (
-    matmul_peak_gflops,
-    measure_inference,
-    measure_training,
+from quake.models.benchmark import matmul_peak, measure_inference, measure_training
+
+COLUMNS = (
+    ("backbone", 10),
+    ("depth", 5),
+    ("mode", 9),
+    ("precision", 13),
+    ("compiled", 8),
+    ("threads", 7),
+    ("params", 7),
+    ("GMAC/win", 8),
+    ("win/s median", 12),
+    ("win/s best", 10),
+    ("GFLOP/s best", 12),
+    ("% peak", 6),
+    ("GFLOP/CPU-s", 11),
+    ("% peak (CPU)", 12),
 )
 
 
@@ -31,78 +49,106 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--backbones", nargs="+", default=[b.value for b in Backbone], metavar="NAME"
     )
     parser.add_argument("--depths", type=int, nargs="+", default=[4, 12])
+    parser.add_argument("--threads", type=int, nargs="+", default=None, help="default: 1 and all")
     parser.add_argument("--repeats", type=int, default=10, help="timed batches per model")
     parser.add_argument("--train-repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="TINY only, 5 repeats")
     parser.add_argument("--bf16", action="store_true", help="also bf16 autocast (AMX) for TINY")
     parser.add_argument("--compile", action="store_true", help="also torch.compile for TINY d4")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--json", default=None, help="write all figures to this JSON file")
     args = parser.parse_args(argv)
     if args.quick:
         args.backbones, args.repeats, args.train_repeats = ["tiny"], 5, 3
+    if args.threads is None:
+        args.threads = sorted({1, torch.get_num_threads()})
     return args
+
+
+def _row(values) -> str:
+    return (
+        "| "
+        + " | ".join(f"{v:>{w}}" for v, (_, w) in zip(list(values), COLUMNS, strict=True))
+        + " |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     img_size = tuple(args.img_size)
     print(
-        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.1f}; batch {args.batch}, img_size {img_size}",
+        f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} at start; batch {args.batch}, img_size {img_size}",
         flush=True,
     )
-    peak_fp32 = matmul_peak_gflops(dtype=torch.float32)
-    peak_bf16 = matmul_peak_gflops(dtype=torch.bfloat16) if args.bf16 else None
-    print(f"peak (2048^3 matmul, best of 10): fp32 {peak_fp32:.0f} GFLOP/s", end="")
-    print(f", bf16 {peak_bf16:.0f} GFLOP/s" if peak_bf16 else "", flush=True)
-
-    results = []
-    header = (
-        f"| {'backbone':10s} | depth | mode      | precision     |  params | GMAC/win |"
-        f" win/s (median) | win/s (best) | GFLOP/s (best) | % of peak |"
-    )
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-
-    def report(r, peak):
-        results.append({**r.as_dict(), "peak_gflops": peak})
-        print(
-            f"| {r.backbone:10s} | {r.depth:5d} | {r.mode:9s} | {r.precision:13s} |"
-            f" {r.params / 1e6:6.2f}M | {r.gmacs_per_window:8.4f} | {r.windows_per_s:14.1f} |"
-            f" {r.windows_per_s_best:12.1f} | {r.gflops_best:14.1f} |"
-            f" {100 * r.gflops_best / peak:8.1f}% |",
-            flush=True,
-        )
-
-    for name in args.backbones:
-        for depth in args.depths:
-            r = measure_inference(name, depth, args.batch, img_size, args.repeats)
-            report(r, peak_fp32)
+    peaks, results = [], []
     tiny = Backbone.TINY.value
-    if args.bf16:
-        for depth in args.depths:
-            r = measure_inference(tiny, depth, args.batch, img_size, args.repeats, "bf16-autocast")
-            report(r, peak_bf16)
-    if args.compile:
-        r = measure_inference(tiny, 4, args.batch, img_size, args.repeats, compile_model=True)
-        report(r, peak_fp32)
-    r = measure_training(tiny, 4, args.batch, img_size, args.train_repeats)
-    report(r, peak_fp32)
-    if args.bf16:
-        r = measure_training(tiny, 4, args.batch, img_size, args.train_repeats, "bf16-autocast")
-        report(r, peak_bf16)
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        peak32 = matmul_peak(dtype=torch.float32)
+        peak16 = matmul_peak(dtype=torch.bfloat16) if args.bf16 else None
+        peaks += [p.__dict__ for p in (peak32, peak16) if p is not None]
+        print(
+            f"\n{threads} thread(s): matmul peak fp32 {peak32.gflops:.0f} GFLOP/s wall, "
+            f"{peak32.gflops_per_cpu_s:.0f} per CPU-s",
+            end="",
+        )
+        if peak16:
+            print(
+                f"; bf16 {peak16.gflops:.0f} wall, {peak16.gflops_per_cpu_s:.0f} per CPU-s", end=""
+            )
+        print(flush=True)
+        print(_row(name for name, _ in COLUMNS))
+        print("|" + "|".join("-" * (w + 2) for _, w in COLUMNS) + "|", flush=True)
+
+        def report(r, peak):
+            results.append({**r.as_dict(), "peak": peak.__dict__})
+            print(
+                _row(
+                    (
+                        r.backbone,
+                        r.depth,
+                        r.mode,
+                        r.precision,
+                        "yes" if r.compiled else "no",
+                        r.threads,
+                        f"{r.params / 1e6:.2f}M",
+                        f"{r.gmacs_per_window:.4f}",
+                        f"{r.windows_per_s:.1f}",
+                        f"{r.windows_per_s_best:.1f}",
+                        f"{r.gflops_best:.1f}",
+                        f"{100 * r.gflops_best / peak.gflops:.0f}%",
+                        f"{r.gflops_per_cpu_s:.1f}",
+                        f"{100 * r.gflops_per_cpu_s / peak.gflops_per_cpu_s:.0f}%",
+                    )
+                ),
+                flush=True,
+            )
+
+        for name in args.backbones:
+            for depth in args.depths:
+                report(measure_inference(name, depth, args.batch, img_size, args.repeats), peak32)
+        if args.bf16:
+            for depth in args.depths:
+                r = measure_inference(
+                    tiny, depth, args.batch, img_size, args.repeats, "bf16-autocast"
+                )
+                report(r, peak16)
+        if args.compile:
+            r = measure_inference(tiny, 4, args.batch, img_size, args.repeats, compile_model=True)
+            report(r, peak32)
+            if args.bf16:
+                r = measure_inference(
+                    tiny, 4, args.batch, img_size, args.repeats, "bf16-autocast", True
+                )
+                report(r, peak16)
+        report(measure_training(tiny, 4, args.batch, img_size, args.train_repeats), peak32)
+        if args.bf16:
+            r = measure_training(tiny, 4, args.batch, img_size, args.train_repeats, "bf16-autocast")
+            report(r, peak16)
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(
-                {"peak_fp32_gflops": peak_fp32, "peak_bf16_gflops": peak_bf16, "results": results},
-                f,
-                indent=2,
-            )
+            json.dump({"peaks": peaks, "results": results}, f, indent=2)
     return 0
 
 
