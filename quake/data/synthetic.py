@@ -18,7 +18,7 @@ reasons a seismologist would accept, and overlap enough that a model has to lear
   Q-like coda decay ``exp(-pi f t / Qc(f))``, ``Qc(f) = 100 f^0.8``, so high frequencies die first.
 - **Polarisation.** Incidence angle 10-35 deg from vertical: P mostly on Z, projected on N/E by a
   random back-azimuth. Earthquake S is mostly SH + SV on the horizontals and strong (S/P amplitude
-  ratio ~3); explosion S is weak (S/P ~0.8), mostly SV, with lower frequencies than its P.
+  ratio ~3.5); explosion S is weak (S/P ~0.5), poorly polarised, with lower frequencies than its P.
 - **Rg.** Shallow sources (explosions at 0-0.5 km, and some shallow earthquakes) excite a dispersive
   fundamental-mode Rayleigh train at 0.5-2 Hz, group velocity 3.0 -> 2.5 km/s (high frequencies
   later), elliptical on Z and radial, decaying with depth as ``exp(-depth / 1 km)`` and with distance
@@ -426,19 +426,21 @@ def synthesize_event(
 
     # S: strong and horizontal for earthquakes (shear dislocation), weak SV for explosions.
     if explosion:
-        s_to_p = 10.0 ** rng.normal(np.log10(0.7), 0.15)
+        s_to_p = 10.0 ** rng.normal(np.log10(0.5), 0.12)
         sh_share = rng.uniform(0.1, 0.4)
         s_fc = fc / 2.0
+        isotropic = 0.4  # converted and scattered S, not a shear source: little polarisation
     else:
-        s_to_p = 10.0 ** rng.normal(np.log10(3.0), 0.15)
+        s_to_p = 10.0 ** rng.normal(np.log10(3.5), 0.12)
         sh_share = rng.uniform(0.4, 0.9)
         s_fc = fc / 1.5
+        isotropic = 0.15
     sv_share = np.sqrt(1.0 - sh_share**2)
     s_pol = np.abs(
         sh_share * transverse
         + sv_share * (np.cos(incidence) * radial + 0.6 * np.sin(incidence) * vertical)
     )
-    s_pol = s_pol + 0.15  # scattering puts some S energy on every component
+    s_pol = s_pol + isotropic  # scattering puts some S energy on every component
     s_wave = _phase_train(
         rng,
         t,
