@@ -374,3 +374,10 @@ def test_seisbench_set_matched_by_source_id(real_data_dir, classifier, tmp_path)
     )
     got = stations.loc[list(adapter.metadata["trace_name"]), PROBS].astype(float).to_numpy()
     np.testing.assert_allclose(got, expected_probs, atol=1e-5)
+
+
+def test_stations_skipped_are_those_training_drops(full_run, pnw, classifier):
+    """Classification skips exactly the station windows the training adapter drops."""
+    adapter = WaveformDataAdapter(open_dataset(pnw, classifier.config), config=classifier.config)
+    assert dict(full_run["summary"].skip_counts) == adapter.drop_counts()
+    assert full_run["summary"].n_windows == len(adapter)

@@ -369,6 +369,9 @@ def classify_catalog(
     model_id = str(classifier.model_id)
     columns = prediction_columns(class_names)
     station_columns = STATION_COLUMNS_HEAD + [prob_column(c) for c in class_names]
+    for path in (out, stations_out):
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
     outputs = _Outputs(out, stations_out, columns, station_columns, events)
     summary = ClassifySummary(n_events=len(events))
     done = outputs.load(model_id) if resume else set()

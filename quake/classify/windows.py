@@ -16,8 +16,9 @@ import numpy as np
 import obspy
 
 from quake.classify.sources import EventRequest, StationTraces, WaveformSource
-from quake.data import PreprocessConfig, SkipTrace, window_from_stream
+from quake.data import PreprocessConfig, SkipTrace, check_finite, window_from_stream
 from quake.data.components import select_band
+from quake.data.transforms import flat_channels
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +98,13 @@ def window_station(
         result.reason, result.detail = "unusable data", f"{type(err).__name__}: {err}"
         logger.warning("station %s: unexpected error while windowing (%s)", station.station_id, err)
         return None, result
-    if not np.all(np.isfinite(window)):
-        result.reason, result.detail = "nan", "window holds NaN or inf"
+    try:  # the checks the adapter applies to training windows (quake.data.prepare_window)
+        check_finite(window)
+        if flat_channels(window).all():
+            raise SkipTrace("dead", "all three channels are flat")
+    except SkipTrace as skip:
+        result.reason, result.detail = skip.reason, str(skip)
+        logger.info("station %s skipped: %s", station.station_id, skip)
         return None, result
     result.used = True
     return window.astype(np.float32, copy=False), result
