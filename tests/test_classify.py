@@ -123,17 +123,6 @@ def test_every_event_gets_exactly_one_row(full_run, pnw, classifier):
     assert summary.n_classified == 48 and summary.n_windows == used.sum()
 
 
-def test_csv_catalog_gives_the_same_predictions(full_run, pnw, classifier, tmp_path):
-    out = tmp_path / "predictions.csv"
-    events = read_catalog(pnw / "catalog.csv")
-    classify_catalog(classifier, events, open_source(str(pnw)), out, workers=0, progress=False)
-    preds = read_predictions(out)
-    full = full_run["predictions"]
-    assert list(preds["event_id"]) == list(full["event_id"])
-    assert list(preds["origin_time"]) == list(full["origin_time"])
-    np.testing.assert_allclose(_probs(preds), _probs(full), atol=1e-5)
-
-
 def test_truncated_trace_is_skipped_with_its_reason(full_run):
     row = full_run["predictions"].set_index("event_id").loc[TRUNCATED_EVENT]
     assert f"{TRUNCATED_STATION}: too short" in row["skip_reasons"]
@@ -226,6 +215,45 @@ def test_resume_gives_the_same_output(full_run, pnw, reviewed_catalog, classifie
     assert list(stations["event_id"] + stations["station_id"]) == list(
         full_run["stations"]["event_id"] + full_run["stations"]["station_id"]
     )
+
+
+class _PowerCut(RuntimeError):
+    pass
+
+
+class _FailingClassifier:
+    """The test classifier, failing on its n-th model call (an interrupted job)."""
+
+    def __init__(self, classifier, fail_on_call: int):
+        self._classifier, self._fail_on_call, self.calls = classifier, fail_on_call, 0
+        self.class_names, self.config = classifier.class_names, classifier.config
+        self.model_id = classifier.model_id
+
+    def predict_proba(self, waveforms, batch_size=128):
+        self.calls += 1
+        if self.calls == self._fail_on_call:
+            raise _PowerCut("interrupted")
+        return self._classifier.predict_proba(waveforms, batch_size)
+
+
+def test_interrupted_run_leaves_complete_rows_and_resumes(full_run, pnw, classifier, tmp_path):
+    out = tmp_path / "predictions.csv"
+    events = read_catalog(pnw / "catalog.csv")
+    failing = _FailingClassifier(classifier, fail_on_call=3)
+    with pytest.raises(_PowerCut):
+        classify_catalog(failing, events, open_source(str(pnw)), out, batch_size=64, workers=0,
+                         flush_every=1, flush_interval_s=0.0, progress=False)  # fmt: skip
+    partial = read_predictions(out)
+    assert 0 < len(partial) < len(events)
+    assert list(partial["event_id"]) == list(events["event_id"][: len(partial)])
+    summary = classify_catalog(classifier, events, open_source(str(pnw)), out, batch_size=64,
+                               workers=0, resume=True, progress=False)  # fmt: skip
+    assert summary.n_resumed == len(partial)
+    # The CSV catalog, read without a worker and resumed, gives the QuakeML run's rows.
+    final, full = read_predictions(out), full_run["predictions"]
+    assert list(final["event_id"]) == list(full["event_id"])
+    assert list(final["origin_time"]) == list(full["origin_time"])
+    np.testing.assert_allclose(_probs(final), _probs(full), atol=1e-5)
 
 
 def test_resume_refuses_another_models_output(full_run, pnw, classifier, tmp_path):

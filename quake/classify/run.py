@@ -5,7 +5,8 @@ event at a time (:func:`quake.classify.windows.prepare_event`) while the main pr
 model on batches of windows gathered across events; when an event's windows are scored its
 station probabilities are combined (:mod:`quake.classify.combine`) into its row.
 
-Rows are written progressively and atomically: every ``flush_every`` events the whole table so
+Rows are written progressively and atomically: every ``flush_every`` events (at most once per
+``flush_interval_s``, so a huge catalog is not rewritten thousands of times) the whole table so
 far goes to a temporary file that replaces the output (``os.replace``), so the output is always
 a complete, readable CSV. ``resume=True`` keeps the rows already in the output and classifies
 only the other events; the final file holds every catalog event exactly once, in catalog order.
@@ -350,6 +351,7 @@ def classify_catalog(
     workers: int = 1,
     resume: bool = False,
     flush_every: int = 100,
+    flush_interval_s: float = 10.0,
     progress: bool = True,
 ) -> ClassifySummary:
     """Classify every event of ``events`` (a :func:`quake.classify.catalog.read_catalog` table).
@@ -385,10 +387,10 @@ def classify_catalog(
     batcher = _WindowBatcher(classifier, batch_size, summary)
     bar = _progress_bar(len(events), len(done), progress)
     since_flush = 0
-    start = time.perf_counter()
+    start = last_flush = time.perf_counter()
 
     def emit(finished: list[tuple[PreparedEvent, np.ndarray]]) -> None:
-        nonlocal since_flush
+        nonlocal since_flush, last_flush
         for p, station_probs in finished:
             event_probs = (
                 combine_station_probabilities(station_probs) if len(station_probs) else None
@@ -406,9 +408,9 @@ def classify_catalog(
         if bar is not None and finished:
             bar.update(len(finished))
         since_flush += len(finished)
-        if since_flush >= flush_every:
+        if since_flush >= flush_every and time.perf_counter() - last_flush >= flush_interval_s:
             outputs.flush()
-            since_flush = 0
+            since_flush, last_flush = 0, time.perf_counter()
 
     try:
         events_iter = _iterate_events(reader, workers)
