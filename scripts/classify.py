@@ -69,6 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="reader processes preparing events ahead of the model (0: none)",
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda", "auto"],
+        help="where the model runs (auto: CUDA when available)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped station")
     return parser.parse_args(argv)
@@ -96,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             before_s=args.window_before_s,
             after_s=args.window_after_s,
             workers=args.workers,
+            device=args.device,
             progress=not args.no_progress,
         )
     except (ValueError, FileNotFoundError) as err:

@@ -455,11 +455,11 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
-def load_classifier(path: str | os.PathLike):
+def load_classifier(path: str | os.PathLike, device: str = "cpu"):
     """An :class:`quake.inference.EventClassifier` from a run folder or its ``model/`` folder."""
-    from quake.inference import EventClassifier
+    from quake.inference import EventClassifier, resolve_device
 
-    return EventClassifier.load(path)
+    return EventClassifier.load(path, device=resolve_device(device))
 
 
 def run_classification(
@@ -479,16 +479,21 @@ def run_classification(
     after_s: float | None = None,
     workers: int = 1,
     flush_every: int = 100,
+    device: str = "cpu",
     progress: bool = True,
 ) -> ClassifySummary:
     """The whole job of ``scripts/classify.py``: catalog + waveforms -> predictions (+ QuakeML).
 
-    ``model`` is an EventClassifier or a path to one (run folder or model folder).
+    ``model`` is an EventClassifier or a path to one (run folder or model folder), loaded onto
+    ``device`` (``cpu``, ``cuda`` or ``auto``).
     """
     from quake.classify.catalog import annotate_catalog, read_catalog_with_events, write_quakeml
     from quake.classify.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, open_source
 
-    classifier = load_classifier(model) if isinstance(model, (str, os.PathLike)) else model
+    if isinstance(model, (str, os.PathLike)):
+        classifier = load_classifier(model, device)
+    else:
+        classifier = model
     events, obspy_catalog = read_catalog_with_events(catalog, id_rule)
     wave_source = open_source(
         str(waveforms),
