@@ -333,6 +333,9 @@ def test_cli_classifies_and_rejects_a_bad_id_rule(damaged_copy, model_dir, tmp_p
     assert cli.main(args) == 0
     assert len(read_predictions(out)) == 5 and len(obspy.read_events(str(qml))) == 5
     assert "5 events" in capsys.readouterr().out
+    first = out.read_text()
+    assert cli.main([*args, "--resume"]) == 0
+    assert "5 kept from a previous run" in capsys.readouterr().out and out.read_text() == first
     assert cli.main([*args, "--id-rule", "bogus"]) == 2
     assert "unknown id rule 'bogus'" in capsys.readouterr().err
 
