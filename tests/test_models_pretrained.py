@@ -122,6 +122,16 @@ def test_missing_or_unsupported_checkpoint_files(tmp_path):
         HybridViT(depth=1, pretrained=str(odd))
 
 
+def test_npz_goes_to_timms_jax_converter(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "not_jax.npz"
+    np.savez(path, weights=np.zeros(3))
+    # timm's own JAX/Flax reader checks the layout and names what it expected
+    with pytest.raises(ValueError, match=r"JAX/Flax parameter layout"):
+        HybridViT(depth=1, pretrained=path)
+
+
 # The hub client retries for about a minute without a network; pretrained=True must not. This
 # runs in a fresh interpreter whose Hugging Face and torch caches point at empty folders, so a
 # cache on the machine running the tests cannot hide the offline path. 192.0.2.1 (TEST-NET-1)
