@@ -23,8 +23,8 @@ from quake.data import (
     WaveformDataAdapter,
     open_dataset,
 )
+from quake.data.catalog import event_id_from_resource_id
 from quake.data.readers import parse_trace_name
-from quake.data.readers.catalog import event_id_from_resource_id
 
 
 # --- real data --------------------------------------------------------------------------------

@@ -1,0 +1,400 @@
+"""Event catalogs -> one table of events: the one parser behind training and classification.
+
+QuakeML (``.xml``, ``.quakeml``, ``.qml``) or CSV, one row per event in catalog order
+(:data:`CATALOG_COLUMNS`), keyed by an event id that names the event's waveform folder. The
+catalog + miniSEED dataset (:class:`quake.data.readers.catalog.CatalogDataset`) and batch
+classification (:mod:`quake.classify`) both read catalogs here, so an event gets the same id,
+origin, magnitude, type, review flag and P picks in training and in classification. The id rule
+is explicit (:data:`ID_RULES`), so the same catalog always gives the same ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import obspy
+import pandas as pd
+from obspy.core.event import Catalog, Event, Magnitude, Origin, ResourceIdentifier
+from obspy.core.event.header import EventType
+
+logger = logging.getLogger(__name__)
+
+#: How event ids are made. ``auto``: the ``event_id`` column of a CSV, the last path segment of
+#: a QuakeML event's resource id (``smi:uw.anss.org/event/uw61348817`` -> ``uw61348817``,
+#: :func:`event_id_from_resource_id`). ``last-segment`` / ``resource-id``: that segment / the
+#: whole resource id (QuakeML). ``column:NAME``: a CSV column. ``regex:PATTERN``: the first group
+#: (or the whole match) of PATTERN searched in the resource id (QuakeML) or in the ``event_id``
+#: column (CSV).
+ID_RULES = ("auto", "last-segment", "resource-id", "column:NAME", "regex:PATTERN")
+
+#: CSV columns that hold the origin time, the first one present wins.
+ORIGIN_TIME_COLUMNS = ("time", "origin_time", "source_origin_time")
+
+#: Evaluation statuses that mark an analyst-reviewed origin.
+REVIEWED_STATUSES = ("reviewed", "final")
+
+#: The event table's columns. ``origin_time`` is an ``obspy.UTCDateTime`` or None; numbers are
+#: floats or None/NaN; ``event_type``, ``magnitude_type`` and the evaluation fields are text,
+#: "" when unknown; ``p_picks`` maps ``NET.STA.LOC`` and ``NET.STA`` to the first P pick time.
+CATALOG_COLUMNS = (
+    "event_id",
+    "origin_time",
+    "latitude",
+    "longitude",
+    "depth_km",
+    "magnitude",
+    "magnitude_type",
+    "event_type",
+    "evaluation_mode",
+    "evaluation_status",
+    "reviewed",
+    "p_picks",
+)
+
+#: Fields a caller may insist a CSV catalog has a column for (``require=``); a QuakeML event
+#: always has them (possibly empty).
+CSV_FIELDS = (
+    "origin_time",
+    "latitude",
+    "longitude",
+    "depth_km",
+    "magnitude",
+    "magnitude_type",
+    "event_type",
+    "evaluation_mode",
+    "evaluation_status",
+)
+
+QUAKEML_SUFFIXES = (".xml", ".quakeml", ".qml")
+
+
+# --- small value helpers -----------------------------------------------------------------------
+def float_or_none(value: object) -> float | None:
+    """The value as a float; None when it is missing, NaN or not a number."""
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(out) else out
+
+
+def text_or_empty(value: object) -> str:
+    """Stripped text, "" for None and NaN (pandas' missing value)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+# --- event ids ---------------------------------------------------------------------------------
+def event_id_from_resource_id(resource_id: object) -> str:
+    """``smi:uw.anss.org/event/uw61348817`` -> ``uw61348817`` (last path segment)."""
+    text = str(resource_id).strip().rstrip("/")
+    return text.split("/")[-1].split("?")[-1].split("=")[-1]
+
+
+def check_id_rule(id_rule: str) -> None:
+    """ValueError naming ``id_rule`` unless it is one of :data:`ID_RULES`."""
+    if id_rule in ("auto", "last-segment", "resource-id"):
+        return
+    if id_rule.startswith("column:") and len(id_rule) > len("column:"):
+        return
+    if id_rule.startswith("regex:") and len(id_rule) > len("regex:"):
+        try:
+            re.compile(id_rule[len("regex:") :])
+        except re.error as err:
+            raise ValueError(
+                f"id rule {id_rule!r} holds an invalid regular expression: {err}"
+            ) from err
+        return
+    raise ValueError(f"unknown id rule {id_rule!r}; expected one of {', '.join(ID_RULES)}")
+
+
+def _apply_regex(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    if match is None:
+        raise ValueError(f"id rule regex:{pattern} does not match {text!r}")
+    return match.group(1) if match.groups() else match.group(0)
+
+
+def quakeml_event_id(event: Event, id_rule: str = "auto") -> str:
+    """The event id of a QuakeML event under ``id_rule`` (see :data:`ID_RULES`)."""
+    check_id_rule(id_rule)
+    rid = str(event.resource_id.id) if event.resource_id is not None else ""
+    if id_rule in ("auto", "last-segment"):
+        return event_id_from_resource_id(rid)
+    if id_rule == "resource-id":
+        return rid
+    if id_rule.startswith("regex:"):
+        return _apply_regex(id_rule[len("regex:") :], rid)
+    raise ValueError(
+        f"id rule {id_rule!r} applies to CSV catalogs; a QuakeML catalog takes "
+        "auto, last-segment, resource-id or regex:PATTERN"
+    )
+
+
+# --- QuakeML -----------------------------------------------------------------------------------
+def is_quakeml(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in QUAKEML_SUFFIXES
+
+
+def preferred_origin(event: Event) -> Origin | None:
+    """The preferred origin, else the first one, else None."""
+    origin = event.preferred_origin()
+    if origin is None and event.origins:
+        origin = event.origins[0]
+    return origin
+
+
+def preferred_magnitude(event: Event) -> Magnitude | None:
+    """The preferred magnitude, else the first one, else None."""
+    magnitude = event.preferred_magnitude()
+    if magnitude is None and event.magnitudes:
+        magnitude = event.magnitudes[0]
+    return magnitude
+
+
+def is_reviewed(evaluation_mode: object, evaluation_status: object) -> bool:
+    """True when the origin was set by an analyst: mode ``manual`` or status reviewed/final."""
+    mode = str(evaluation_mode or "").strip().lower()
+    status = str(evaluation_status or "").strip().lower()
+    return mode == "manual" or status in REVIEWED_STATUSES
+
+
+def first_p_picks(event: Event) -> dict[str, obspy.UTCDateTime]:
+    """First P pick per station, keyed ``NET.STA.LOC`` and ``NET.STA`` (picks often lack a
+    location); an absent location code is the empty one."""
+    picks: dict[str, obspy.UTCDateTime] = {}
+    for pick in event.picks:
+        phase = str(pick.phase_hint or "").strip().upper()
+        if not phase.startswith("P") or pick.time is None or pick.waveform_id is None:
+            continue
+        wid = pick.waveform_id
+        net, sta, loc = wid.network_code or "", wid.station_code or "", wid.location_code or ""
+        for key in (f"{net}.{sta}.{loc}", f"{net}.{sta}"):
+            if key not in picks or pick.time < picks[key]:
+                picks[key] = pick.time
+    return picks
+
+
+def _row_from_quakeml(event: Event, event_id: str) -> dict:
+    origin = preferred_origin(event)
+    magnitude = preferred_magnitude(event)
+    mode = text_or_empty(origin.evaluation_mode) if origin is not None else ""
+    status = text_or_empty(origin.evaluation_status) if origin is not None else ""
+    return {
+        "event_id": event_id,
+        "origin_time": origin.time if origin is not None and origin.time is not None else None,
+        "latitude": origin.latitude if origin is not None else None,
+        "longitude": origin.longitude if origin is not None else None,
+        "depth_km": origin.depth / 1000.0
+        if origin is not None and origin.depth is not None
+        else None,
+        "magnitude": magnitude.mag if magnitude is not None else None,
+        "magnitude_type": text_or_empty(magnitude.magnitude_type) if magnitude is not None else "",
+        "event_type": str(event.event_type) if event.event_type else "",
+        "evaluation_mode": mode,
+        "evaluation_status": status,
+        "reviewed": is_reviewed(mode, status),
+        "p_picks": first_p_picks(event),
+    }
+
+
+def _read_quakeml(path: Path) -> Catalog:
+    try:
+        return obspy.read_events(str(path))
+    except Exception as exc:  # obspy raises many types for a malformed file
+        raise ValueError(f"cannot read QuakeML catalog {path}: {exc}") from exc
+
+
+# --- CSV ---------------------------------------------------------------------------------------
+def _parse_time(value: object, event_id: str) -> obspy.UTCDateTime | None:
+    text = text_or_empty(value)
+    if not text:
+        return None
+    try:
+        return obspy.UTCDateTime(text)
+    except Exception as err:  # obspy raises several types for bad strings
+        raise ValueError(
+            f"event {event_id!r}: origin time {value!r} is not a date-time; expected ISO 8601, "
+            "e.g. 2019-02-08T17:41:10.54Z"
+        ) from err
+
+
+def _csv_column(columns: Iterable[str], field: str) -> str | None:
+    """The CSV column that holds ``field``, or None."""
+    candidates = ORIGIN_TIME_COLUMNS if field == "origin_time" else (field,)
+    present = set(columns)
+    return next((c for c in candidates if c in present), None)
+
+
+def _check_required(table: pd.DataFrame, path: Path, require: Iterable[str]) -> None:
+    for field in require:
+        if _csv_column(table.columns, field) is not None:
+            continue
+        if field == "origin_time":
+            raise ValueError(
+                f"catalog {path} has no origin time column; expected one of "
+                f"{list(ORIGIN_TIME_COLUMNS)}, got columns {list(table.columns)}"
+            )
+        raise ValueError(
+            f"catalog {path} has no {field!r} column; got columns {list(table.columns)}"
+        )
+
+
+def _read_csv(path: Path, id_rule: str, require: tuple[str, ...]) -> pd.DataFrame:
+    if id_rule in ("last-segment", "resource-id"):
+        raise ValueError(
+            f"id rule {id_rule!r} applies to QuakeML catalogs; a CSV catalog takes "
+            "auto, column:NAME or regex:PATTERN"
+        )
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:  # not even a header: no events
+        return pd.DataFrame(columns=list(CATALOG_COLUMNS))
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read catalog {path}: {exc}") from exc
+    id_column = id_rule[len("column:") :] if id_rule.startswith("column:") else "event_id"
+    if id_column not in table.columns:
+        raise ValueError(
+            f"catalog {path} has no column {id_column!r} for event ids; "
+            f"columns are {list(table.columns)}"
+        )
+    _check_required(table, path, require)
+    time_column = _csv_column(table.columns, "origin_time")
+    rows = []
+    for record in table.to_dict("records"):
+        event_id = text_or_empty(record[id_column])
+        if id_rule.startswith("regex:"):
+            event_id = _apply_regex(id_rule[len("regex:") :], event_id)
+        mode = text_or_empty(record.get("evaluation_mode"))
+        status = text_or_empty(record.get("evaluation_status"))
+        rows.append(
+            {
+                "event_id": event_id,
+                "origin_time": _parse_time(record[time_column], event_id) if time_column else None,
+                "latitude": float_or_none(record.get("latitude")),
+                "longitude": float_or_none(record.get("longitude")),
+                "depth_km": float_or_none(record.get("depth_km")),
+                "magnitude": float_or_none(record.get("magnitude")),
+                "magnitude_type": text_or_empty(record.get("magnitude_type")),
+                "event_type": text_or_empty(record.get("event_type")),
+                "evaluation_mode": mode,
+                "evaluation_status": status,
+                "reviewed": is_reviewed(mode, status),
+                "p_picks": {},
+            }
+        )
+    return pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
+
+
+# --- the table ---------------------------------------------------------------------------------
+def _check_ids(events: pd.DataFrame, path: Path) -> None:
+    empty = int((events["event_id"] == "").sum())
+    if empty:
+        raise ValueError(
+            f"catalog {path}: {empty} event(s) have an empty event id; choose another id rule"
+        )
+    duplicated = events["event_id"][events["event_id"].duplicated()].unique().tolist()
+    if duplicated:
+        raise ValueError(
+            f"catalog {path}: event ids are not unique under this id rule: {duplicated[:5]} "
+            f"({len(duplicated)} duplicated); choose another id rule (e.g. resource-id)"
+        )
+
+
+def _read(
+    path: str | os.PathLike, id_rule: str, require: Iterable[str]
+) -> tuple[pd.DataFrame, Catalog | None]:
+    """The event table, and the obspy Catalog when the file is QuakeML (None for a CSV)."""
+    path = Path(path)
+    check_id_rule(id_rule)
+    require = tuple(require)
+    unknown = [f for f in require if f not in CSV_FIELDS]
+    if unknown:
+        raise ValueError(f"cannot require {unknown}; expected some of {list(CSV_FIELDS)}")
+    if not path.is_file():
+        raise FileNotFoundError(f"catalog {path} does not exist")
+    catalog = None
+    if is_quakeml(path):
+        catalog = _read_quakeml(path)
+        rows = [_row_from_quakeml(ev, quakeml_event_id(ev, id_rule)) for ev in catalog]
+        events = pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
+    elif path.suffix.lower() == ".csv":
+        events = _read_csv(path, id_rule, require)
+    else:
+        raise ValueError(
+            f"catalog {path}: unknown format {path.suffix!r}; expected .xml/.quakeml/.qml or .csv"
+        )
+    _check_ids(events, path)
+    logger.info(
+        "catalog %s: %d events (%d reviewed)", path, len(events), int(events["reviewed"].sum())
+    )
+    return events, catalog
+
+
+def read_catalog(
+    path: str | os.PathLike, id_rule: str = "auto", *, require: Iterable[str] = ()
+) -> pd.DataFrame:
+    """Read a QuakeML or CSV catalog into one row per event (:data:`CATALOG_COLUMNS`).
+
+    ``id_rule``: see :data:`ID_RULES`; the ids must come out non-empty and unique (ValueError).
+    ``require``: fields of :data:`CSV_FIELDS` a CSV catalog must have a column for
+    (``event_type`` for labels, ``origin_time`` to find waveforms). A CSV file with no header at
+    all gives an empty table. ``reviewed`` is True when the (preferred) origin's evaluation mode
+    is manual or its status reviewed/final. An unreadable file is a ValueError naming it.
+    """
+    return _read(path, id_rule, require)[0]
+
+
+def read_catalog_with_events(
+    path: str | os.PathLike, id_rule: str = "auto", *, require: Iterable[str] = ()
+) -> tuple[pd.DataFrame, Catalog]:
+    """:func:`read_catalog` plus the obspy Catalog in the same order (to annotate and write).
+
+    For a CSV catalog the obspy Catalog is built from the table (:func:`events_to_obspy`).
+    """
+    events, catalog = _read(path, id_rule, require)
+    return events, catalog if catalog is not None else events_to_obspy(events)
+
+
+def events_to_obspy(events: pd.DataFrame) -> Catalog:
+    """Build obspy Events from a catalog table (CSV catalogs), so they can be written as QuakeML.
+
+    Resource ids are ``smi:local/event/<event_id>``, so the ``auto`` id rule gives the ids back.
+    """
+    catalog = Catalog(resource_id=ResourceIdentifier("smi:local/quake/catalog"))
+    for row in events.itertuples(index=False):
+        event = Event(resource_id=ResourceIdentifier(f"smi:local/event/{row.event_id}"))
+        event_type = text_or_empty(row.event_type)
+        if event_type in EventType.values():
+            event.event_type = event_type
+        elif event_type:
+            logger.warning(
+                "event %s: event type %r is not a QuakeML type; left unset",
+                row.event_id,
+                event_type,
+            )
+        depth_km = float_or_none(row.depth_km)
+        if row.origin_time is not None:
+            origin = Origin(
+                time=row.origin_time,
+                latitude=float_or_none(row.latitude),
+                longitude=float_or_none(row.longitude),
+                depth=depth_km * 1000.0 if depth_km is not None else None,
+                evaluation_mode=text_or_empty(row.evaluation_mode) or None,
+                evaluation_status=text_or_empty(row.evaluation_status) or None,
+            )
+            event.origins.append(origin)
+            event.preferred_origin_id = origin.resource_id
+        magnitude_value = float_or_none(row.magnitude)
+        if magnitude_value is not None:
+            magnitude = Magnitude(mag=magnitude_value)
+            event.magnitudes.append(magnitude)
+            event.preferred_magnitude_id = magnitude.resource_id
+        catalog.events.append(event)
+    return catalog

@@ -1,0 +1,146 @@
+"""The one catalog parser (quake.data.catalog) that training and classification share."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from obspy import Stream, Trace, UTCDateTime
+from obspy.core.event import (
+    Catalog,
+    Event,
+    Magnitude,
+    Origin,
+    Pick,
+    ResourceIdentifier,
+    WaveformStreamID,
+)
+
+from quake import classify
+from quake.data import open_dataset
+from quake.data.catalog import CATALOG_COLUMNS, first_p_picks, read_catalog
+
+ORIGIN = UTCDateTime("2021-06-01T12:00:00")
+
+
+def _pick(seconds: float, phase: str | None, location: str | None = "", station: str = "ST1"):
+    return Pick(
+        time=ORIGIN + seconds,
+        phase_hint=phase,
+        waveform_id=WaveformStreamID("XX", station, location, "HHZ"),
+    )
+
+
+def _event(event_id: str, event_type: str | None = "earthquake", picks=()) -> Event:
+    event = Event(resource_id=ResourceIdentifier(f"smi:test.org/event/{event_id}"))
+    event.event_type = event_type
+    origin = Origin(time=ORIGIN, latitude=46.0, longitude=-122.0, depth=5000.0)
+    magnitude = Magnitude(mag=2.5, magnitude_type="ml")
+    event.origins.append(origin)
+    event.magnitudes.append(magnitude)
+    event.preferred_origin_id = origin.resource_id
+    event.preferred_magnitude_id = magnitude.resource_id
+    event.picks.extend(picks)
+    return event
+
+
+@pytest.fixture
+def quakeml_folder(tmp_path):
+    """Two events with P picks and one waveform file each: a catalog both sides can read."""
+    rng = np.random.default_rng(11)
+    picks = [_pick(7.0, "P"), _pick(6.0, "S"), _pick(9.0, "Pn", location="00")]
+    Catalog(events=[_event("ev1", picks=picks), _event("ev2", "explosion")]).write(
+        str(tmp_path / "catalog.xml"), format="QUAKEML"
+    )
+    for event_id in ("ev1", "ev2"):
+        folder = tmp_path / "waveforms" / event_id
+        folder.mkdir(parents=True)
+        header = {"network": "XX", "station": "ST1", "channel": "HHZ", "sampling_rate": 100.0}
+        trace = Trace(rng.normal(size=6000), header={**header, "starttime": ORIGIN - 20})
+        Stream([trace]).write(str(folder / "XX.ST1..HHZ.mseed"), format="MSEED")
+    return tmp_path
+
+
+def test_training_and_classification_read_the_same_events(quakeml_folder):
+    dataset = open_dataset(quakeml_folder)
+    table = classify.read_catalog(quakeml_folder / "catalog.xml")
+    pd.testing.assert_frame_equal(dataset.events, table)
+    assert list(table.columns) == list(CATALOG_COLUMNS)
+    assert list(table["event_id"]) == ["ev1", "ev2"]
+    assert list(table["magnitude_type"]) == ["ml", "ml"]
+    assert table["depth_km"][0] == pytest.approx(5.0)
+    # the dataset's P anchor is the pick the table holds for the station
+    meta = dataset.metadata.set_index("trace_name")
+    start = UTCDateTime(meta.loc["ev1.XX.ST1..HH", "trace_start_time"])
+    pick = table["p_picks"][0]["XX.ST1."]
+    expected = (pick - start) * dataset.config.sampling_rate_hz
+    assert meta.loc["ev1.XX.ST1..HH", "trace_p_arrival_sample"] == pytest.approx(expected)
+    assert np.isnan(meta.loc["ev2.XX.ST1..HH", "trace_p_arrival_sample"])
+
+
+def test_first_p_pick_per_station_with_and_without_location():
+    event = _event(
+        "ev1",
+        picks=[
+            _pick(8.0, "P", location="00"),
+            _pick(7.5, " p "),  # phase hints are trimmed and case-blind
+            _pick(6.0, "S", location="00"),  # not a P phase
+            _pick(5.0, None),  # no phase: not counted
+            _pick(9.0, "Pg", location=None),  # no location code: the empty one
+            _pick(3.0, "Pn", station="ST2"),
+        ],
+    )
+    picks = first_p_picks(event)
+    assert picks == {
+        "XX.ST1.00": ORIGIN + 8.0,
+        "XX.ST1.": ORIGIN + 7.5,
+        "XX.ST1": ORIGIN + 7.5,  # the first over every location
+        "XX.ST2.": ORIGIN + 3.0,
+        "XX.ST2": ORIGIN + 3.0,
+    }
+
+
+def test_repeated_event_ids_are_an_error_for_a_training_catalog_too(tmp_path):
+    (tmp_path / "waveforms").mkdir()
+    Catalog(events=[_event("ev1"), _event("ev1", "explosion")]).write(
+        str(tmp_path / "catalog.xml"), format="QUAKEML"
+    )
+    with pytest.raises(ValueError, match=r"not unique under this id rule: \['ev1'\]"):
+        open_dataset(tmp_path)
+
+
+def test_bad_origin_time_in_a_training_catalog_is_a_clear_error(tmp_path):
+    (tmp_path / "catalog.csv").write_text("event_id,time,event_type\nev1,yesterday,earthquake\n")
+    with pytest.raises(
+        ValueError, match=r"event 'ev1': origin time 'yesterday' is not a date-time"
+    ):
+        open_dataset(tmp_path)
+
+
+def test_each_side_requires_the_csv_columns_it_needs(tmp_path):
+    path = tmp_path / "catalog.csv"
+    path.write_text("event_id,event_type\nev1,earthquake\n")
+    table = read_catalog(path)  # the parser alone requires only the id column
+    assert table["origin_time"].tolist() == [None] and table["event_type"].tolist() == [
+        "earthquake"
+    ]
+    with pytest.raises(ValueError, match=r"catalog .*catalog.csv has no origin time column"):
+        classify.read_catalog(path)  # classification finds waveforms by origin time
+    path.write_text("event_id,time\nev1,2021-06-01T12:00:00\n")
+    assert classify.read_catalog(path)["origin_time"].tolist() == [ORIGIN]
+    with pytest.raises(ValueError, match=r"has no 'event_type' column"):
+        read_catalog(path, require=("event_type",))  # training needs labels
+    with pytest.raises(ValueError, match=r"cannot require \['labels'\]; expected some of"):
+        read_catalog(path, require=("labels",))
+
+
+def test_unreadable_and_headerless_csv_catalogs(tmp_path):
+    path = tmp_path / "catalog.csv"
+    path.write_bytes(b"event_id,time\n\xff\xfe,2021\n")
+    with pytest.raises(ValueError, match=r"cannot read catalog .*catalog.csv"):
+        read_catalog(path)
+    path.write_bytes(b"")
+    empty = read_catalog(path)
+    assert empty.empty and list(empty.columns) == list(CATALOG_COLUMNS)
+    with pytest.raises(ValueError, match=r"catalog .*catalog.csv holds no event"):
+        open_dataset(tmp_path)
