@@ -58,17 +58,7 @@ CATALOG_COLUMNS = (
 
 #: Fields a caller may insist a CSV catalog has a column for (``require=``); a QuakeML event
 #: always has them (possibly empty).
-CSV_FIELDS = (
-    "origin_time",
-    "latitude",
-    "longitude",
-    "depth_km",
-    "magnitude",
-    "magnitude_type",
-    "event_type",
-    "evaluation_mode",
-    "evaluation_status",
-)
+CSV_FIELDS = tuple(c for c in CATALOG_COLUMNS if c not in ("event_id", "reviewed", "p_picks"))
 
 QUAKEML_SUFFIXES = (".xml", ".quakeml", ".qml")
 
