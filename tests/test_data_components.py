@@ -169,3 +169,50 @@ def test_window_from_stream_is_anchored_before_p_or_origin(cfg):
     assert int(np.argmax(window[0])) == 700
     with pytest.raises(SkipTrace, match="too short"):
         window_from_stream(stream, cfg, origin_time=T0 + 55.0)
+
+
+def test_window_from_stream_skips_what_the_adapter_drops(cfg):
+    """Classification (window_from_stream) and training (the adapter on the same Streams) skip
+    the same stations for the same reasons, through the one check in window_from_array."""
+    from quake.data import WaveformDataAdapter
+
+    rng = np.random.default_rng(3)
+    nan_after_window = rng.normal(size=6000)
+    nan_after_window[5000] = np.nan  # 50 s in: outside the 20.48 s window at the trace start
+    streams = {
+        "clean": Stream([_trace("HHZ", rng.normal(size=6000))]),
+        "nan": Stream([_trace("HHZ", nan_after_window)]),
+        "inf": Stream(
+            [_trace("EHZ", np.r_[rng.normal(size=10), np.inf, rng.normal(size=2989)], 50.0)]
+        ),
+        "dead": Stream(
+            [_trace("HH" + c, _constant(812.0 if c == "Z" else 0.0, 6000)) for c in "ZNE"]
+        ),
+        "flat z only": Stream([_trace("HHZ", _constant(4.0, 6000))]),
+        "too short": Stream([_trace("HHZ", rng.normal(size=900))]),
+    }
+    adapter = WaveformDataAdapter(list(streams.values()), ["earthquake"] * len(streams))
+    dropped = {int(item.removeprefix("item")): reason for item, reason in adapter.dropped}
+    for i, (name, stream) in enumerate(streams.items()):
+        if i not in dropped:
+            assert name == "clean"
+            np.testing.assert_array_equal(window_from_stream(stream, cfg), adapter.get_waveform(0))
+            continue
+        with pytest.raises(SkipTrace) as skip:
+            window_from_stream(stream, cfg)
+        assert str(skip.value) == dropped[i], name
+    assert adapter.drop_counts() == {"nan": 2, "dead": 2, "too short": 1}
+
+
+def test_window_from_stream_always_trims_and_rejects_nan(cfg):
+    """A stream is never cut to length beforehand, and a NaN must not reach a model: both hold
+    even for a config without TRIMMING and DROP_NAN."""
+    from quake.data import TransformOP
+
+    bare = cfg.replace(transforms=TransformOP.ZSCORE | TransformOP.SPECTROGRAM)
+    data = np.random.default_rng(4).normal(size=6000)
+    window = window_from_stream(Stream([_trace("HHZ", data)]), bare)
+    np.testing.assert_allclose(window[0], data[: cfg.window_samples], rtol=1e-6)
+    data[4000] = np.nan
+    with pytest.raises(SkipTrace, match=r"^nan: \d+ NaN/inf values of 18000$"):
+        window_from_stream(Stream([_trace("HHZ", data)]), bare)

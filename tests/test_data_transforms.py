@@ -17,6 +17,7 @@ from quake.data import (
     resample_waveform,
     spectrogram_batch,
     trim_window,
+    window_from_array,
     zscore_batch,
 )
 
@@ -117,6 +118,45 @@ def test_trim_window_too_short_is_skipped(rng):
     assert info.value.reason == "too short"
     window, padded = trim_window(rng.normal(size=(3, 500)).astype(np.float32), cfg)
     assert padded and window.shape == (3, 1000)
+
+
+# --- the checked window (training and classification) ------------------------------------------
+def test_window_from_array_checks_in_order(rng):
+    cfg = PreprocessConfig()
+    short = rng.normal(size=(3, 600)).astype(np.float32)
+    short[2, 5] = np.nan
+    with pytest.raises(SkipTrace, match=r"^nan: 1 NaN/inf values of 1800$"):
+        window_from_array(short, cfg)  # NaN is checked before the length
+    # a NaN in a row the copy_z policy overwrites still counts: the data as given is checked
+    x = rng.normal(size=(3, 3000)).astype(np.float32)
+    x[1, 2999] = np.nan
+    with pytest.raises(SkipTrace, match="^nan"):
+        window_from_array(x, cfg, copy_z_rows=[1, 2])
+    window, padded, flat = window_from_array(
+        x, cfg, copy_z_rows=[1, 2], transforms=TransformOP.TRIMMING
+    )
+    np.testing.assert_array_equal(window[1], window[0])
+    assert not padded and not flat.any()
+    dead = np.zeros((3, 3000), dtype=np.float32)
+    dead[0] = 7.0
+    with pytest.raises(SkipTrace, match="^dead: all three channels are flat$"):
+        window_from_array(dead, cfg)
+    with pytest.raises(
+        SkipTrace, match=r"^wrong length: 2999 samples without TRIMMING; expected 2048$"
+    ):
+        window_from_array(x[:, :2999], cfg, transforms=TransformOP(0))
+
+
+def test_window_from_array_resamples_and_moves_the_anchor(rng):
+    cfg = PreprocessConfig()
+    x = np.zeros((3, 2000), dtype=np.float32)
+    x[0, 1000] = 1.0  # an impulse 20 s in, at 50 Hz
+    x[1] = 3.0  # a flat channel stays exactly flat through the filter
+    x[2] = rng.normal(size=2000)
+    window, padded, flat = window_from_array(x, cfg, sampling_rate_hz=50.0, anchor_sample=1000.0)
+    assert window.shape == (3, cfg.window_samples) and not padded
+    assert int(np.argmax(window[0])) == round(cfg.pre_arrival_s * cfg.sampling_rate_hz)
+    assert (window[1] == 3.0).all() and flat.tolist() == [False, True, False]
 
 
 # --- ZSCORE -----------------------------------------------------------------------------------

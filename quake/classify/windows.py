@@ -1,9 +1,10 @@
 """One catalog event -> its station windows, ready for the model.
 
 Reading (the source) and windowing (``quake.data.window_from_stream``: band choice, component
-order, gap merge, resampling, TRIMMING at the P pick or origin time) run here, in a reader
-worker when the batch job uses one, so they overlap the model. Each station either gives a
-``(3, window_samples)`` window or a skip with its reason; nothing here raises for bad data.
+order, gap merge, resampling, TRIMMING at the P pick or origin time, and the NaN and dead checks
+training applies) run here, in a reader worker when the batch job uses one, so they overlap the
+model. Each station either gives a ``(3, window_samples)`` window or a skip with its reason;
+nothing here raises for bad data.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ import numpy as np
 import obspy
 
 from quake.classify.sources import EventRequest, StationTraces, WaveformSource
-from quake.data import PreprocessConfig, SkipTrace, check_finite, window_from_stream
+from quake.data import PreprocessConfig, SkipTrace, window_from_stream
 from quake.data.components import select_band
-from quake.data.transforms import flat_channels
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +97,6 @@ def window_station(
     except Exception as err:  # anything unexpected in one station must not stop the batch
         result.reason, result.detail = "unusable data", f"{type(err).__name__}: {err}"
         logger.warning("station %s: unexpected error while windowing (%s)", station.station_id, err)
-        return None, result
-    try:  # the checks the adapter applies to training windows (quake.data.prepare_window)
-        check_finite(window)
-        if flat_channels(window).all():
-            raise SkipTrace("dead", "all three channels are flat")
-    except SkipTrace as skip:
-        result.reason, result.detail = skip.reason, str(skip)
-        logger.info("station %s skipped: %s", station.station_id, skip)
         return None, result
     result.used = True
     return window.astype(np.float32, copy=False), result

@@ -33,6 +33,7 @@ from quake.data.transforms import (
     resample_waveform,
     spectrogram_batch,
     trim_window,
+    window_from_array,
     zscore_batch,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "stream_to_array",
     "stream_to_array_info",
     "trim_window",
+    "window_from_array",
     "window_from_stream",
     "zscore_batch",
 ]

@@ -28,14 +28,7 @@ from quake.classes import ClassNames
 from quake.data.components import listed_components, stream_to_array_info
 from quake.data.config import PreprocessConfig, TransformOP
 from quake.data.readers.base import LABEL_COLUMN, WaveformDataset
-from quake.data.transforms import (
-    SkipTrace,
-    check_finite,
-    flat_channels,
-    resample_waveform,
-    spectrogram_batch,
-    trim_window,
-)
+from quake.data.transforms import SkipTrace, spectrogram_batch, window_from_array
 
 logger = logging.getLogger(__name__)
 
@@ -65,46 +58,30 @@ def prepare_window(
 ) -> tuple[np.ndarray, bool, str]:
     """One raw item -> ``(window (3, window_samples) float32, padded, flat channel letters)``.
 
-    DROP_NAN, resampling and TRIMMING as ``config.transforms`` says. Raises SkipTrace with the
-    reason: ``bad shape``, ``nan``, ``too short``, ``wrong length`` (no TRIMMING and the item is
-    not ``window_samples`` long) or ``dead`` (all three channels flat).
+    The missing-component policy from ``trace_components``, then
+    :func:`~quake.data.transforms.window_from_array` (DROP_NAN, resampling, TRIMMING and the dead
+    check, as classification applies them). Raises SkipTrace with the reason: ``bad shape``,
+    ``nan``, ``too short``, ``wrong length`` (no TRIMMING and the item is not ``window_samples``
+    long) or ``dead`` (all three channels flat).
     """
     raw = np.asarray(raw)
     if raw.ndim != 2 or raw.shape[0] != 3 or raw.shape[1] == 0:
         raise SkipTrace("bad shape", f"waveform shape {raw.shape}; expected (3, samples)")
     raw = raw.astype(np.float32, copy=False)
-    if TransformOP.DROP_NAN in config.transforms:
-        check_finite(raw)
+    copy_z_rows: list[int] = []
     listed = listed_components(meta.get("trace_components"))
     if config.missing_component == "copy_z" and listed is not None and "Z" in listed:
         # the adapter's policy wins even when the reader was opened with another config
-        missing = [row for row, comp in enumerate("ZNE") if comp not in listed]
-        if missing:
-            raw = raw.copy()
-            raw[missing] = raw[0]
+        copy_z_rows = [row for row, comp in enumerate("ZNE") if comp not in listed]
     rate = meta.get("trace_sampling_rate_hz")
     rate = float(rate) if rate is not None and _finite(rate) else config.sampling_rate_hz
-    anchor = anchor_sample_from_metadata(meta, rate)
-    if not math.isclose(rate, config.sampling_rate_hz, rel_tol=1e-9):
-        flat_before = flat_channels(raw)
-        constants = raw[:, 0].copy()
-        raw = resample_waveform(raw, rate, config.sampling_rate_hz)
-        # the anti-alias filter rings at the edges of a constant channel: keep dead channels dead
-        raw[flat_before] = constants[flat_before, None]
-        if anchor is not None:
-            anchor = anchor * config.sampling_rate_hz / rate
-    if TransformOP.TRIMMING in config.transforms:
-        window, padded = trim_window(raw, config, anchor)
-    elif raw.shape[1] == config.window_samples:
-        window, padded = np.ascontiguousarray(raw), False
-    else:
-        raise SkipTrace(
-            "wrong length",
-            f"{raw.shape[1]} samples without TRIMMING; expected {config.window_samples}",
-        )
-    flat = flat_channels(window)
-    if flat.all():
-        raise SkipTrace("dead", "all three channels are flat")
+    window, padded, flat = window_from_array(
+        raw,
+        config,
+        sampling_rate_hz=rate,
+        anchor_sample=anchor_sample_from_metadata(meta, rate),
+        copy_z_rows=copy_z_rows,
+    )
     return window, padded, "".join(c for c, f in zip("ZNE", flat, strict=True) if f)
 
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from obspy import Stream, UTCDateTime
 
-from quake.data.config import PreprocessConfig
-from quake.data.transforms import SkipTrace, resample_waveform, trim_window
+from quake.data.config import PreprocessConfig, TransformOP
+from quake.data.transforms import SkipTrace, resample_waveform, window_from_array
 
 logger = logging.getLogger(__name__)
 
@@ -192,14 +192,23 @@ def window_from_stream(
 
     The anchor is the P arrival when given, else the origin time (``anchor="p_arrival"``; the
     window starts ``pre_arrival_s`` earlier); ``"start"``/``"offset"`` count from the first
-    sample. Raises SkipTrace("too short") when less than half the window holds data.
+    sample. The window is cut and checked by :func:`~quake.data.transforms.window_from_array`,
+    as the adapter does for training: SkipTrace ``nan`` (a NaN/inf anywhere in the station's
+    data), ``too short`` (less than half the window holds data) or ``dead`` (all three channels
+    flat). DROP_NAN and TRIMMING always apply here, whatever ``config.transforms`` says: a
+    stream is never cut to length beforehand, and a NaN must never reach a model.
     """
     arr = stream_to_array_info(stream, config)
     anchor_time = p_time if p_time is not None else origin_time
     anchor_sample = None
     if anchor_time is not None:
         anchor_sample = (UTCDateTime(anchor_time) - arr.starttime) * arr.sampling_rate_hz
-    window, _ = trim_window(arr.data, config, anchor_sample)
+    window, _, _ = window_from_array(
+        arr.data,
+        config,
+        anchor_sample=anchor_sample,
+        transforms=config.transforms | TransformOP.DROP_NAN | TransformOP.TRIMMING,
+    )
     return window
 
 

@@ -1,5 +1,8 @@
 """Per-item checks and trimming (numpy) and the batched z-score + spectrogram (torch).
 
+Every model window, in training and in classification, is cut and checked by
+:func:`window_from_array`.
+
 The adapter, training (after waveform augmentation) and batch classification all call
 :func:`spectrogram_batch`, so they apply identical preprocessing.
 """
@@ -7,6 +10,7 @@ The adapter, training (after waveform augmentation) and batch classification all
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
 from functools import lru_cache
 
@@ -118,6 +122,61 @@ def trim_window(
     window = np.zeros((waveform.shape[0], size), dtype=np.float32)
     window[:, lo - start : hi - start] = waveform[:, lo:hi]
     return window, True
+
+
+def window_from_array(
+    waveform: np.ndarray,
+    config: PreprocessConfig,
+    *,
+    sampling_rate_hz: float | None = None,
+    anchor_sample: float | None = None,
+    copy_z_rows: Sequence[int] = (),
+    transforms: TransformOP | None = None,
+) -> tuple[np.ndarray, bool, np.ndarray]:
+    """``(3, n)`` float32 Z, N, E -> ``(window, padded, flat)``: the model's window, checked.
+
+    Training (the adapter) and classification (``window_from_stream``) both cut their windows
+    here, so they drop the same windows for the same reasons. In this order:
+
+    - DROP_NAN: any NaN or inf in the whole trace as given -> SkipTrace ``nan``;
+    - ``copy_z_rows`` overwritten by a copy of Z (the ``copy_z`` missing-component policy);
+    - resampling from ``sampling_rate_hz`` (default: already at the config's rate) to the
+      config's rate; a channel flat before stays flat (the filter would ring at its edges);
+    - TRIMMING at ``anchor_sample`` (samples of ``sampling_rate_hz``) -> ``too short``, or,
+      without TRIMMING, anything but ``window_samples`` long -> ``wrong length``;
+    - all three channels flat -> ``dead``.
+
+    ``transforms`` (default ``config.transforms``) says which of DROP_NAN and TRIMMING apply.
+    ``flat`` is the per-channel flat mask of the window.
+    """
+    steps = config.transforms if transforms is None else transforms
+    if TransformOP.DROP_NAN in steps:
+        check_finite(waveform)
+    if len(copy_z_rows):
+        waveform = waveform.copy()
+        waveform[list(copy_z_rows)] = waveform[0]
+    rate = config.sampling_rate_hz if sampling_rate_hz is None else float(sampling_rate_hz)
+    if not math.isclose(rate, config.sampling_rate_hz, rel_tol=1e-9):
+        flat_before = flat_channels(waveform)
+        constants = waveform[:, 0].copy()
+        waveform = resample_waveform(waveform, rate, config.sampling_rate_hz)
+        # the anti-alias filter rings at the edges of a constant channel: keep dead channels dead
+        waveform[flat_before] = constants[flat_before, None]
+        if anchor_sample is not None:
+            anchor_sample = anchor_sample * config.sampling_rate_hz / rate
+    if TransformOP.TRIMMING in steps:
+        window, padded = trim_window(waveform, config, anchor_sample)
+    elif waveform.shape[1] == config.window_samples:
+        window, padded = np.ascontiguousarray(waveform), False
+    else:
+        raise SkipTrace(
+            "wrong length",
+            f"{waveform.shape[1]} samples without TRIMMING; expected {config.window_samples}",
+        )
+    flat = flat_channels(window)
+    if flat.all():
+        raise SkipTrace("dead", "all three channels are flat")
+    return window, padded, flat
 
 
 def _zscore(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
