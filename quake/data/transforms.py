@@ -201,12 +201,24 @@ def _hann(nperseg: int, device: str) -> torch.Tensor:
     return torch.hann_window(nperseg, periodic=True, dtype=torch.float32, device=device)
 
 
-def spectrogram_batch(waveforms: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
+def _stft_window(nperseg: int, device: torch.device) -> torch.Tensor:
+    """The cached Hann window; a fresh one while torch.export/compile traces, so that a traced
+    (fake) tensor never enters the cache and breaks later eager calls."""
+    if torch.compiler.is_compiling():
+        return torch.hann_window(nperseg, periodic=True, dtype=torch.float32, device=device)
+    return _hann(nperseg, str(device))
+
+
+def spectrogram_batch(
+    waveforms: torch.Tensor, config: PreprocessConfig, *, window: torch.Tensor | None = None
+) -> torch.Tensor:
     """``(B, 3, n)`` window-trimmed waveforms -> ``(B, 3, F, T)`` float32, fully batched.
 
     Applies ZSCORE (per trace and channel, flat channel -> zeros) and SPECTROGRAM (``torch.stft``
     magnitude, Hann window, no centre padding, ``log1p`` when ``config.log_spectrogram``) as
     ``config.transforms`` says. Without SPECTROGRAM the (z-scored) waveforms are returned as is.
+    ``window`` is the STFT window (default: a cached periodic Hann window of
+    ``config.stft_nperseg``); a module that is exported or compiled passes its own buffer.
     """
     if not isinstance(waveforms, torch.Tensor):
         waveforms = torch.as_tensor(np.asarray(waveforms))
@@ -229,7 +241,7 @@ def spectrogram_batch(waveforms: torch.Tensor, config: PreprocessConfig) -> torc
         x.reshape(batch * channels, n),
         n_fft=config.stft_nperseg,
         hop_length=config.stft_hop,
-        window=_hann(config.stft_nperseg, str(x.device)),
+        window=_stft_window(config.stft_nperseg, x.device) if window is None else window,
         center=False,
         return_complex=True,
     )

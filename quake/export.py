@@ -1,0 +1,376 @@
+"""Export a trained classifier to ONNX (and TorchScript) for serving without quake.
+
+One graph per classifier, not one per member: the graph takes what
+:meth:`quake.inference.EventClassifier.predict_proba` takes, trimmed Z, N, E windows
+``(batch, 3, window_samples)`` float32, and returns what it returns, the mean of the members'
+softmax probabilities ``(batch, C)``. ZSCORE and the STFT spectrogram (the saved
+:class:`~quake.data.PreprocessConfig`) are inside the graph, so a consumer cannot preprocess
+differently from training; the steps before them (DROP_NAN, resampling, TRIMMING) depend on
+metadata (rates, picks) and stay with the caller, as in batch classification. The batch axis is
+dynamic.
+
+An export folder holds ``model.onnx`` (weights inside the file below 1.5 GB, else beside it in
+``model.onnx.data``), ``model.torchscript.pt`` when tracing works, and ``export.json``: class
+names, the preprocessing, input and output names and shapes, and the parity measured at export
+time (onnxruntime on CPU and the traced module against ``predict_proba``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from quake.data import PreprocessConfig, spectrogram_batch
+from quake.inference import CLASSIFIER_FILE, EventClassifier
+from quake.models import HybridViT
+from quake.models.hybrid_vit import CONFIG_FILE as HYBRID_VIT_FILE
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FORMATS = ("onnx", "torchscript")
+ONNX_FILE = "model.onnx"
+TORCHSCRIPT_FILE = "model.torchscript.pt"
+SIDECAR_FILE = "export.json"
+INPUT_NAME = "waveforms"
+OUTPUT_NAME = "probabilities"
+# Largest absolute difference in probability allowed between an export and predict_proba
+# (float32 graphs; what is measured is ~1e-7).
+PARITY_ATOL = 1e-5
+_FORMAT = "quake.Export"
+_EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf caps one file at 2 GB
+_PARITY_BATCH_SIZES = (1, 5)  # other sizes than the one traced: the batch axis must be dynamic
+
+
+class EnsembleProbabilities(nn.Module):
+    """``(B, 3, window_samples)`` trimmed windows -> ``(B, C)`` mean member probabilities.
+
+    :meth:`EventClassifier.predict_proba` as one module: z-score, spectrogram, each member,
+    softmax, mean. The members are copied to the CPU, so the classifier is left as it was.
+    """
+
+    def __init__(self, classifier: EventClassifier):
+        super().__init__()
+        self.config = classifier.config
+        self.members = nn.ModuleList(copy.deepcopy(m).cpu().eval() for m in classifier.models)
+        self.register_buffer(
+            "stft_window",
+            torch.hann_window(self.config.stft_nperseg, periodic=True, dtype=torch.float32),
+            persistent=False,
+        )
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        spectrograms = spectrogram_batch(waveforms, self.config, window=self.stft_window)
+        total = torch.softmax(self.members[0](spectrograms).float(), dim=1)
+        for member in self.members[1:]:
+            total = total + torch.softmax(member(spectrograms).float(), dim=1)
+        return total / len(self.members)
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_classifier` wrote, and the parity it measured."""
+
+    directory: Path
+    files: dict[str, Path]
+    skipped: dict[str, str] = field(default_factory=dict)  # format -> why it was not written
+    parity: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sidecar: dict[str, Any] = field(default_factory=dict)
+
+
+def load_exportable(
+    path: str | os.PathLike[str], config: PreprocessConfig | None = None
+) -> EventClassifier:
+    """A classifier from a run folder, an ``EventClassifier`` folder or one ``HybridViT`` folder.
+
+    A ``HybridViT`` folder carries no preprocessing: ``config`` (default
+    ``PreprocessConfig()``) says which, and must make the spectrograms the model takes. For the
+    other two ``config`` must be None: the saved preprocessing is the one the model was trained
+    with.
+    """
+    path = Path(path)
+    if any((p / CLASSIFIER_FILE).is_file() for p in (path, path / "model")):
+        if config is not None:
+            raise ValueError(
+                f"{str(path)!r} holds an EventClassifier with its own preprocessing; got a "
+                "preprocessing config as well, expected none"
+            )
+        return EventClassifier.load(path)
+    if (path / HYBRID_VIT_FILE).is_file():
+        model = HybridViT.load(path)
+        return EventClassifier([model], config or PreprocessConfig())
+    raise FileNotFoundError(
+        f"nothing to export in {str(path)!r}: expected a run folder (model/{CLASSIFIER_FILE}), an "
+        f"EventClassifier folder ({CLASSIFIER_FILE}) or a HybridViT folder ({HYBRID_VIT_FILE})"
+    )
+
+
+def parity_windows(config: PreprocessConfig, batch_size: int, seed: int = 0) -> np.ndarray:
+    """Test windows for the parity checks: coloured noise of mixed amplitudes, with a P-like
+    onset, one flat (dead) channel and one vertical-only item, so every branch of the z-score
+    runs."""
+    rng = np.random.default_rng(seed)
+    n = config.window_samples
+    white = rng.normal(size=(batch_size, 3, n)).astype(np.float32)
+    x = np.cumsum(white, axis=-1) * 0.05 + white  # some low-frequency content
+    x *= rng.uniform(1e-3, 1e4, size=(batch_size, 3, 1)).astype(np.float32)
+    onset = n // 5
+    x[..., onset:] *= 4.0
+    x[0, 1] = 0.0  # a dead horizontal
+    if batch_size > 1:
+        x[1, 1:] = 0.0  # vertical only
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def export_classifier(
+    classifier: EventClassifier,
+    out_dir: str | os.PathLike[str],
+    *,
+    formats: Sequence[str] = EXPORT_FORMATS,
+    opset: int | None = None,
+    verify: bool = True,
+    atol: float = PARITY_ATOL,
+    overwrite: bool = False,
+    source: str | None = None,
+) -> ExportResult:
+    """Write ``out_dir`` with the requested formats and ``export.json``.
+
+    ``verify`` runs each export on CPU (onnxruntime for ONNX) for a few batch sizes and compares
+    with ``classifier.predict_proba``; an ONNX graph off by more than ``atol`` is an error, a
+    TorchScript module off by more is dropped (with its reason in ``skipped``). The folder is
+    built under a temporary name and moved into place at the end.
+    """
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown or not formats:
+        raise ValueError(
+            f"unknown export format(s) {unknown or formats!r}; expected some of {EXPORT_FORMATS}"
+        )
+    if not atol > 0:
+        raise ValueError(f"atol must be > 0, got {atol!r}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+
+    module = EnsembleProbabilities(classifier).eval()
+    example = torch.from_numpy(parity_windows(classifier.config, 3, seed=1))
+    staging = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    result = ExportResult(directory=out_dir, files={})
+    opset_used = None
+    try:
+        reference = _reference(classifier) if verify else None
+        if "onnx" in formats:
+            opset_used = _export_onnx(module, example, staging / ONNX_FILE, opset)
+            result.files["onnx"] = out_dir / ONNX_FILE
+            if reference is not None:
+                parity = _parity(reference, lambda x: onnx_predict_proba(staging / ONNX_FILE, x))
+                result.parity["onnx"] = {**parity, "runtime": _onnxruntime_name()}
+                if parity["max_abs_diff"] > atol:
+                    raise RuntimeError(
+                        f"ONNX export differs from predict_proba by {parity['max_abs_diff']:.3g} "
+                        f"(> atol {atol:g}); the graph is not kept"
+                    )
+        if "torchscript" in formats:
+            reason = _export_torchscript(module, example, staging / TORCHSCRIPT_FILE)
+            if reason is None and reference is not None:
+                parity = _parity(
+                    reference, lambda x: torchscript_predict_proba(staging / TORCHSCRIPT_FILE, x)
+                )
+                result.parity["torchscript"] = parity
+                if parity["max_abs_diff"] > atol:
+                    reason = (
+                        f"traced module differs from predict_proba by {parity['max_abs_diff']:.3g}"
+                    )
+                    (staging / TORCHSCRIPT_FILE).unlink()
+            if reason is None:
+                result.files["torchscript"] = out_dir / TORCHSCRIPT_FILE
+            else:
+                logger.warning("TorchScript not written: %s", reason)
+                result.skipped["torchscript"] = reason
+        result.sidecar = _sidecar(classifier, result, opset_used, atol, source)
+        (staging / SIDECAR_FILE).write_text(json.dumps(result.sidecar, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("exported %s to %s: %s", classifier.model_id, out_dir, sorted(result.files))
+    return result
+
+
+def read_export(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """``export.json`` of an export folder (class names, preprocessing, files, parity)."""
+    path = Path(directory) / SIDECAR_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} not found; expected a folder written by scripts/export.py"
+        )
+    sidecar = json.loads(path.read_text())
+    if sidecar.get("format") != _FORMAT:
+        raise ValueError(
+            f"{str(path)!r} has format {sidecar.get('format')!r}; expected {_FORMAT!r}"
+        )
+    return sidecar
+
+
+def onnx_predict_proba(
+    onnx_path: str | os.PathLike[str], waveforms: np.ndarray, batch_size: int = 128
+) -> np.ndarray:
+    """Probabilities ``(B, C)`` from an exported graph, with onnxruntime on CPU."""
+    session = _onnx_session(str(onnx_path))
+    x = np.ascontiguousarray(waveforms, dtype=np.float32)
+    out = [
+        session.run([OUTPUT_NAME], {INPUT_NAME: x[start : start + batch_size]})[0]
+        for start in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(out).astype(np.float64)
+
+
+def torchscript_predict_proba(
+    path: str | os.PathLike[str], waveforms: np.ndarray, batch_size: int = 128
+) -> np.ndarray:
+    """Probabilities ``(B, C)`` from an exported TorchScript module on CPU."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)  # TorchScript is deprecated
+        module = torch.jit.load(str(path), map_location="cpu")
+    x = torch.from_numpy(np.ascontiguousarray(waveforms, dtype=np.float32))
+    with torch.inference_mode():
+        out = [module(x[start : start + batch_size]) for start in range(0, len(x), batch_size)]
+    return torch.cat(out).double().numpy()
+
+
+# --------------------------------------------------------------------------------- internals
+def _reference(classifier: EventClassifier) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    reference = {}
+    for batch_size in _PARITY_BATCH_SIZES:
+        x = parity_windows(classifier.config, batch_size, seed=batch_size)
+        reference[batch_size] = (x, classifier.predict_proba(x))
+    return reference
+
+
+def _parity(reference, predict) -> dict[str, Any]:
+    worst = 0.0
+    for x, expected in reference.values():
+        got = predict(x)
+        if got.shape != expected.shape:
+            raise RuntimeError(f"export gives shape {got.shape}; expected {expected.shape}")
+        worst = max(worst, float(np.abs(got - expected).max()))
+    return {"max_abs_diff": worst, "batch_sizes": sorted(reference)}
+
+
+def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> int:
+    try:
+        import onnx  # noqa: F401  (the exporter needs onnx and onnxscript)
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(
+            f"ONNX export needs the onnx and onnxscript packages ({exc}); "
+            'install them with pip install -e ".[dev]"'
+        ) from None
+    n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"waveforms": {0: batch}},
+            opset_version=opset,
+            verbose=False,
+            optimize=True,
+        )
+    program.save(str(path), external_data=n_bytes > _EXTERNAL_DATA_BYTES)
+    return int(
+        next(o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx"))
+    )
+
+
+def _export_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> str | None:
+    """Trace ``module``; None on success, else why not (TorchScript is deprecated upstream)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation and tracer warnings: checked below
+            with torch.no_grad():
+                traced = torch.jit.trace(module, (example,), check_trace=False)
+            traced.save(str(path))
+    except Exception as exc:  # tracing fails in many ways (unsupported ops, deprecation)
+        return f"tracing failed: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _onnx_session(path: str):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeError(
+            'running an ONNX export needs onnxruntime; install it with pip install -e ".[dev]"'
+        ) from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _onnxruntime_name() -> str:
+    import onnxruntime as ort
+
+    return f"onnxruntime {ort.__version__} CPUExecutionProvider"
+
+
+def _sidecar(
+    classifier: EventClassifier,
+    result: ExportResult,
+    opset: int | None,
+    atol: float,
+    source: str | None,
+) -> dict[str, Any]:
+    import quake
+
+    config = classifier.config
+    return {
+        "format": _FORMAT,
+        "quake_version": quake.__version__,
+        "torch_version": torch.__version__,
+        "model_id": classifier.model_id,
+        "source": source,
+        "class_names": classifier.class_names.to_list(),
+        "preprocess": config.to_dict(),
+        "members": len(classifier.models),
+        "combine": "mean of member softmax probabilities, inside the graph",
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", 3, config.window_samples],
+            "dtype": "float32",
+            "meaning": (
+                f"trimmed Z, N, E windows at {config.sampling_rate_hz:g} Hz, finite values: "
+                "DROP_NAN, resampling and TRIMMING are the caller's (quake.data.window_from_array); "
+                "ZSCORE and SPECTROGRAM are in the graph"
+            ),
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "shape": ["batch", len(classifier.class_names)],
+            "dtype": "float32",
+            "meaning": "class probabilities in class_names order (rows sum to 1)",
+        },
+        "files": {name: path.name for name, path in result.files.items()},
+        "skipped": dict(result.skipped),
+        "onnx_opset": opset,
+        "parity_atol": atol,
+        "parity": result.parity,
+    }
