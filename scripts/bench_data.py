@@ -10,8 +10,17 @@
    (construction pass + all spectrograms), each in a fresh process; its peak RSS (VmHWM) must
    stay flat as the set grows.
 
+3. Scale (``--scale``). One bucketed set of 1,000,000 short traces (3 s at 50 Hz, a 2.56 s
+   window, 17 x 7 spectrograms: ~1.9 GB on disk) and its first 10,000 and 100,000 rows; each is
+   opened, checked by the adapter and streamed (batched reads, ``adapter.spectrograms``) in a
+   fresh process, optionally also through a DataLoader with worker processes. Reported per
+   size: time per stage, RSS after each stage, peak RSS, and the metadata table's bytes per
+   trace (what grows with the set: the waveforms are never held). The sets are deleted after.
+
     python scripts/bench_data.py            # full run (writes ~1.3 GB under a temp folder)
     python scripts/bench_data.py --quick    # a short run
+    python scripts/bench_data.py --scale    # 10k / 100k / 1M traces (~1.9 GB, a few minutes)
+    python scripts/bench_data.py --scale --sizes 10000 100000 --loader-workers 2
 """
 
 from __future__ import annotations
@@ -35,13 +44,25 @@ TRACE_SECONDS = 24.0  # a bit longer than the 20.48 s window, so trimming really
 
 
 def write_set(
-    path: Path, n_traces: int, config: PreprocessConfig, bucket_size: int, seed: int = 0
+    path: Path,
+    n_traces: int,
+    config: PreprocessConfig,
+    bucket_size: int,
+    seed: int = 0,
+    trace_seconds: float = TRACE_SECONDS,
+    p_sample_range: tuple[int, int] = (300, 500),
 ) -> Path:
-    """A SeisBench-format set of random three-component traces, written bucket by bucket."""
+    """A SeisBench-format set of random three-component traces, written bucket by bucket.
+
+    Three stations per event; the columns a real set has (station, channel, magnitude) are
+    there, so the metadata table weighs what a real one of the same length would.
+    """
     rng = np.random.default_rng(seed)
-    n = int(TRACE_SECONDS * config.sampling_rate_hz)
+    n = int(round(trace_seconds * config.sampling_rate_hz))
     pool = rng.normal(size=(64, 3, n)).astype(np.float32)  # reused to keep generation cheap
     classes = ("earthquake", "explosion", "noise")
+    p_lo, p_hi = p_sample_range
+    stations = [f"S{k:03d}" for k in range(250)]
     with SeisBenchWriter(
         path, config.sampling_rate_hz, bucket_size=bucket_size, overwrite=True
     ) as writer:
@@ -51,8 +72,12 @@ def write_set(
                 f"t{i}",
                 waveform,
                 source_id=f"ev{i // 3}",
-                source_type=classes[i % 3],
-                trace_p_arrival_sample=300 + (i % 200),
+                source_type=classes[(i // 3) % 3],
+                source_magnitude=round(1.0 + (i // 3) % 40 / 10, 1),
+                station_network_code=("UW", "CC", "UO", "PB")[i % 4],
+                station_code=stations[(i * 7) % len(stations)],
+                trace_channel=("HH", "EH", "BH")[i % 3],
+                trace_p_arrival_sample=p_lo + (i % (p_hi - p_lo)),
             )
     return path
 
@@ -159,6 +184,147 @@ def stream_child(path: Path, batch_size: int) -> None:
     )
 
 
+# The --scale sets: short traces and a small window, so 1M traces fit in ~2 GB.
+SCALE_CONFIG = PreprocessConfig(
+    sampling_rate_hz=50.0, window_s=2.56, pre_arrival_s=0.5, stft_nperseg=32, stft_hop=16
+)
+SCALE_TRACE_SECONDS = 3.0
+SCALE_P_SAMPLES = (30, 40)  # P picks inside the first second: every window fits
+SCALE_SIZES = [10_000, 100_000, 1_000_000]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def table_bytes(table: pd.DataFrame) -> int:
+    return int(table.memory_usage(deep=True, index=True).sum())
+
+
+def scale_child(path: Path, batch_size: int, loader_workers: int) -> None:
+    """Run in a fresh process: open, check and stream one --scale set; print JSON."""
+    import resource
+
+    config = SCALE_CONFIG
+    out: dict = {"baseline_rss_mb": rss_mb()}
+    t = time.perf_counter()
+    dataset = open_dataset(path, config)
+    out["open_s"] = time.perf_counter() - t
+    out["open_rss_mb"] = rss_mb()
+    out["traces"] = len(dataset)
+    out["metadata_bytes_per_trace"] = table_bytes(dataset.metadata) / len(dataset)
+    t = time.perf_counter()
+    adapter = WaveformDataAdapter(dataset, config=config)
+    out["construct_s"] = time.perf_counter() - t
+    out["construct_rss_mb"] = rss_mb()
+    out["adapter_metadata_bytes_per_trace"] = table_bytes(adapter.metadata) / max(len(adapter), 1)
+    out["dropped"] = len(adapter.dropped)
+    t = time.perf_counter()
+    checksum = 0.0
+    for start in range(0, len(adapter), batch_size):
+        spec = adapter.spectrograms(np.arange(start, min(start + batch_size, len(adapter))))
+        checksum += float(spec[:, 0, 0, 0].sum())
+    out["stream_s"] = time.perf_counter() - t
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["checksum"] = checksum
+    if loader_workers > 0:
+        loader = torch.utils.data.DataLoader(
+            adapter, batch_size=batch_size, num_workers=loader_workers, shuffle=False
+        )
+        t = time.perf_counter()
+        n = sum(len(labels) for _, labels in loader)
+        out["loader_s"] = time.perf_counter() - t
+        out["loader_items"] = n
+        # largest resident set among the finished worker processes (ru_maxrss is in kB)
+        out["loader_worker_peak_rss_mb"] = (
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+        )
+        out["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(out))
+
+
+def run_scale(args: argparse.Namespace, workdir: Path) -> None:
+    config = SCALE_CONFIG
+    sizes = sorted(args.sizes or SCALE_SIZES)
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s); sets under {workdir}; window "
+        f"{config.window_samples} samples at {config.sampling_rate_hz:g} Hz, spectrogram "
+        f"{config.spectrogram_shape}, batch {args.batch_size}, buckets of {args.bucket_size}"
+    )
+    full = workdir / "scale-full"
+    try:
+        t = time.perf_counter()
+        write_set(
+            full,
+            max(sizes),
+            config,
+            args.bucket_size,
+            trace_seconds=SCALE_TRACE_SECONDS,
+            p_sample_range=SCALE_P_SAMPLES,
+        )
+        disk_mb = sum(f.stat().st_size for f in full.iterdir()) / 2**20
+        print(
+            f"wrote {max(sizes)} traces ({SCALE_TRACE_SECONDS:g} s each) in "
+            f"{time.perf_counter() - t:.0f} s: {disk_mb:.0f} MB on disk"
+        )
+        header = (
+            f"{'traces':>9} {'open s':>7} {'check s':>8} {'stream s':>9} {'items/s':>8} "
+            f"{'meta B/tr':>9} {'adapter B/tr':>12} {'RSS base':>8} {'open':>6} {'checked':>7} "
+            f"{'peak MB':>8}"
+        )
+        if args.loader_workers:
+            header += f" {'loader s':>8} {'worker peak MB':>14}"
+        print(header)
+        rows = []
+        for size in sizes:
+            path = full if size == max(sizes) else subset_set(full, workdir / f"scale-{size}", size)
+            command = [
+                sys.executable,
+                __file__,
+                "--scale-child",
+                str(path),
+                "--batch-size",
+                str(args.batch_size),
+                "--threads",
+                str(args.threads),
+                "--loader-workers",
+                str(args.loader_workers),
+            ]
+            result = subprocess.run(command, check=True, capture_output=True, text=True)
+            r = json.loads(result.stdout.strip().splitlines()[-1])
+            rows.append(r)
+            line = (
+                f"{r['traces']:>9} {r['open_s']:>7.1f} {r['construct_s']:>8.1f} "
+                f"{r['stream_s']:>9.1f} {r['traces'] / r['stream_s']:>8.0f} "
+                f"{r['metadata_bytes_per_trace']:>9.0f} {r['adapter_metadata_bytes_per_trace']:>12.0f} "
+                f"{r['baseline_rss_mb']:>8.0f} {r['open_rss_mb']:>6.0f} {r['construct_rss_mb']:>7.0f} "
+                f"{r['peak_rss_mb']:>8.0f}"
+            )
+            if args.loader_workers:
+                line += f" {r['loader_s']:>8.1f} {r['loader_worker_peak_rss_mb']:>14.0f}"
+            print(line, flush=True)
+        first, last = rows[0], rows[-1]
+        per_trace = (
+            (last["peak_rss_mb"] - first["peak_rss_mb"])
+            * 2**20
+            / max(last["traces"] - first["traces"], 1)
+        )
+        window_bytes = 3 * config.window_samples * 4
+        print(
+            f"peak RSS grows {last['peak_rss_mb'] - first['peak_rss_mb']:.0f} MB from "
+            f"{first['traces']} to {last['traces']} traces = {per_trace:.0f} B/trace (the "
+            f"metadata: {last['metadata_bytes_per_trace']:.0f} B/trace in the dataset's table); "
+            f"holding the windows would cost {window_bytes} B/trace"
+        )
+    finally:
+        for path in [full, *(workdir / f"scale-{s}" for s in sizes)]:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -175,12 +341,39 @@ def main() -> None:
         help="torch threads (1 gives steady figures on a shared machine)",
     )
     parser.add_argument("--bucket-size", type=int, default=1000)
+    parser.add_argument(
+        "--scale", action="store_true", help="peak memory at 10k / 100k / 1M traces"
+    )
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=None, help="--scale: set sizes (traces)"
+    )
+    parser.add_argument(
+        "--loader-workers",
+        type=int,
+        default=0,
+        help="--scale: also stream through a DataLoader with this many worker processes",
+    )
     parser.add_argument("--stream-child", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--scale-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     if args.stream_child is not None:
         stream_child(args.stream_child, args.batch_size)
+        return
+    if args.scale_child is not None:
+        scale_child(args.scale_child, args.batch_size, args.loader_workers)
+        return
+    if args.scale:
+        if args.bucket_size == 1000:  # the default of the other modes: larger buckets here
+            args.bucket_size = 4096
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="quake-scale-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_scale(args, workdir)
+        finally:
+            if args.workdir is None:
+                shutil.rmtree(workdir, ignore_errors=True)
         return
 
     sizes = [500, 2000, 5000] if args.quick else [1000, 5000, 20000, 50000]

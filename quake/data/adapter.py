@@ -33,6 +33,8 @@ from quake.data.transforms import SkipTrace, spectrogram_batch, window_from_arra
 logger = logging.getLogger(__name__)
 
 UNLABELLED = -1
+# Items read per batched call while checking and loading (HDF5 bucket rows come in slabs).
+READ_BLOCK = 256
 
 
 def anchor_sample_from_metadata(meta: dict[str, Any], sampling_rate_hz: float) -> float | None:
@@ -135,23 +137,30 @@ class WaveformDataAdapter(Dataset):
         padded: list[bool] = []
         flat: list[str] = []
         windows: list[np.ndarray] = []
-        iterator = range(n_items)
+        bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            iterator = tqdm(iterator, desc="checking waveforms", unit="item")
-        for i in iterator:
-            try:
-                raw, meta = self._source.load(i)
-                window, was_padded, flat_letters = prepare_window(raw, meta, self.config)
-            except SkipTrace as exc:
-                self.dropped.append((self._source.item_id(i), str(exc)))
-                continue
-            kept.append(i)
-            padded.append(was_padded)
-            flat.append(flat_letters)
-            if cache:
-                windows.append(window)
+            bar = tqdm(total=n_items, desc="checking waveforms", unit="item")
+        for start in range(0, n_items, READ_BLOCK):
+            block = range(start, min(start + READ_BLOCK, n_items))
+            for i, (raw, meta) in zip(block, self._source.load_many(block), strict=True):
+                try:
+                    if isinstance(raw, SkipTrace):
+                        raise raw
+                    window, was_padded, flat_letters = prepare_window(raw, meta, self.config)
+                except SkipTrace as exc:
+                    self.dropped.append((self._source.item_id(i), str(exc)))
+                    continue
+                kept.append(i)
+                padded.append(was_padded)
+                flat.append(flat_letters)
+                if cache:
+                    windows.append(window)
+            if bar is not None:
+                bar.update(len(block))
+        if bar is not None:
+            bar.close()
 
         self._kept = np.asarray(kept, dtype=np.int64)
         self._windows: np.ndarray | None = np.stack(windows) if cache and windows else None
@@ -159,8 +168,8 @@ class WaveformDataAdapter(Dataset):
             self._windows = np.zeros((0, 3, self.config.window_samples), dtype=np.float32)
         self.labels = encoded[self._kept] if len(encoded) else np.zeros(0, dtype=np.int64)
         meta = self._source.metadata(self._kept)
-        meta["trace_padded"] = padded
-        meta["trace_flat_channels"] = flat
+        meta["trace_padded"] = np.asarray(padded, dtype=bool)
+        meta["trace_flat_channels"] = pd.Categorical(flat)
         if raw_labels is not None and self.class_names is not None:
             meta[LABEL_COLUMN] = self.class_names.decode(self.labels)
         self.metadata = meta.reset_index(drop=True)
@@ -182,6 +191,12 @@ class WaveformDataAdapter(Dataset):
         window = torch.from_numpy(self.get_waveform(i))[None]
         return spectrogram_batch(window, self.config)[0], int(self.labels[i])
 
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+        """A whole DataLoader batch at once (torch calls this when it exists): one batched read
+        (neighbouring rows of an HDF5 bucket in one slab) and one batched spectrogram."""
+        specs = self.spectrograms(indices)
+        return [(specs[k], int(self.labels[i])) for k, i in enumerate(indices)]
+
     # --- access ------------------------------------------------------------------------------
     def get_waveform(self, i: int) -> np.ndarray:
         """``(3, window_samples)`` float32 after DROP_NAN / components / resampling / TRIMMING,
@@ -193,28 +208,46 @@ class WaveformDataAdapter(Dataset):
         window, _, _ = prepare_window(raw, meta, self.config)
         return window
 
+    def get_waveforms(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Several windows ``(len(indices), 3, window_samples)``, read in one batched call."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if self._windows is not None:
+            return self._windows[idx]
+        n = len(self)
+        if len(idx) and (idx.min() < -n or idx.max() >= n):
+            bad = idx[(idx < -n) | (idx >= n)][0]
+            raise IndexError(f"item index {bad} out of range for {n} items")
+        out = np.empty((len(idx), 3, self.config.window_samples), dtype=np.float32)
+        sources = self._kept[idx % n] if n else idx
+        for k, (raw, meta) in enumerate(self._source.load_many(sources)):
+            if isinstance(raw, SkipTrace):
+                raise raw
+            out[k] = prepare_window(raw, meta, self.config)[0]
+        return out
+
     def load_waveforms(self, progress: bool = False) -> np.ndarray:
         """All kept windows as one ``(N, 3, window_samples)`` float32 array."""
         if self._windows is not None:
             return self._windows
         out = np.empty((len(self), 3, self.config.window_samples), dtype=np.float32)
-        iterator = range(len(self))
+        bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            iterator = tqdm(iterator, desc="loading waveforms", unit="item")
-        for i in iterator:
-            out[i] = self.get_waveform(i)
+            bar = tqdm(total=len(self), desc="loading waveforms", unit="item")
+        for start in range(0, len(self), READ_BLOCK):
+            stop = min(start + READ_BLOCK, len(self))
+            out[start:stop] = self.get_waveforms(np.arange(start, stop))
+            if bar is not None:
+                bar.update(stop - start)
+        if bar is not None:
+            bar.close()
         return out
 
     def spectrograms(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         """Spectrograms of several items in one batched call: ``(len(indices), 3, F, T)``."""
-        idx = np.asarray(indices, dtype=np.int64)
-        if self._windows is not None:
-            batch = self._windows[idx]
-        else:
-            batch = np.stack([self.get_waveform(int(i)) for i in idx]) if len(idx) else None
-        if batch is None:
+        batch = self.get_waveforms(indices)
+        if not len(batch):
             return torch.zeros((0, *self.output_shape), dtype=torch.float32)
         return spectrogram_batch(torch.from_numpy(np.ascontiguousarray(batch)), self.config)
 
@@ -246,6 +279,16 @@ class _Source:
 
     def load(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
         raise NotImplementedError
+
+    def load_many(self, indices: Sequence[int]) -> list[tuple[np.ndarray | SkipTrace, dict]]:
+        """``load`` of several items; an unreadable one comes back as its SkipTrace."""
+        out: list[tuple[np.ndarray | SkipTrace, dict]] = []
+        for i in indices:
+            try:
+                out.append(self.load(int(i)))
+            except SkipTrace as exc:
+                out.append((exc, {}))
+        return out
 
     def item_id(self, i: int) -> str:
         return f"item{i}"
@@ -325,6 +368,9 @@ class _DatasetSource(_Source):
     def load(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
         return self.dataset.get_sample(i)
 
+    def load_many(self, indices: Sequence[int]) -> list[tuple[np.ndarray | SkipTrace, dict]]:
+        return self.dataset.get_samples(indices)
+
     def item_id(self, i: int) -> str:
         return str(self._names[i])
 
@@ -333,7 +379,11 @@ class _DatasetSource(_Source):
         return None if labels is None else list(labels)
 
     def metadata(self, kept: np.ndarray) -> pd.DataFrame:
-        meta = self.dataset.metadata.iloc[kept].reset_index(drop=True).copy()
+        table = self.dataset.metadata
+        if len(kept) == len(table) and np.array_equal(kept, np.arange(len(table))):
+            meta = table.copy(deep=False)  # nothing dropped: share the columns (copy on write)
+        else:
+            meta = table.iloc[kept].reset_index(drop=True)
         if "source_id" not in meta.columns:
             meta["source_id"] = meta["trace_name"]
         return meta

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,25 @@ import pandas as pd
 
 from quake.classes import ClassNames, validate_class_name
 from quake.data.config import PreprocessConfig
+from quake.data.transforms import SkipTrace
 
 logger = logging.getLogger(__name__)
 
 LABEL_COLUMN = "source_type"
+# Text columns with few distinct values (labels, stations, channels, events): kept as pandas
+# categories, a 1-4 byte code per row instead of a string object (~60 bytes) per row.
+CATEGORY_COLUMNS = (
+    "source_id",
+    "source_type",
+    "source_magnitude_type",
+    "station_network_code",
+    "station_code",
+    "station_location_code",
+    "trace_channel",
+    "trace_components",
+    "trace_category",
+    "split",
+)
 
 
 class WaveformDataset:
@@ -43,7 +58,7 @@ class WaveformDataset:
     ):
         self.path = Path(path) if path is not None else None
         self.config = config or PreprocessConfig()
-        self.metadata = metadata.reset_index(drop=True)
+        self.metadata = compact_metadata(metadata.reset_index(drop=True))
         self.skipped: list[tuple[str, str]] = list(skipped)
         self.class_names: ClassNames | None = None
         if LABEL_COLUMN in self.metadata.columns and len(self.metadata):
@@ -81,15 +96,54 @@ class WaveformDataset:
         row = self.row(i)
         return self._load(row), row
 
+    def get_samples(
+        self, indices: Sequence[int] | np.ndarray
+    ) -> list[tuple[np.ndarray | SkipTrace, dict[str, Any]]]:
+        """``(raw waveform, metadata row)`` of several samples, in the order asked; an item that
+        cannot be read comes back with the :class:`SkipTrace` saying why in place of its
+        waveform, so one bad item never fails a batch.
+
+        Readers that can read neighbours together (HDF5 buckets) override this; here it is one
+        :meth:`get_sample` per item.
+        """
+        out: list[tuple[np.ndarray | SkipTrace, dict[str, Any]]] = []
+        for i in indices:
+            try:
+                out.append(self.get_sample(int(i)))
+            except SkipTrace as exc:
+                out.append((exc, self.row(int(i))))
+        return out
+
+    def get_waveforms(self, indices: Sequence[int] | np.ndarray) -> list[np.ndarray | SkipTrace]:
+        """The waveforms of :meth:`get_samples` (a SkipTrace for an unreadable item)."""
+        return [waveform for waveform, _ in self.get_samples(indices)]
+
     def row(self, i: int) -> dict[str, Any]:
         """Metadata row ``i`` as a dict (fast: no pandas row object per call)."""
-        columns = self._column_arrays()
-        return {name: _python_value(values[i]) for name, values in columns.items()}
+        out = {}
+        for name, (values, categories) in self._column_arrays().items():
+            if categories is None:
+                out[name] = _python_value(values[i])
+            else:  # category codes: -1 is a missing value
+                code = values[i]
+                out[name] = _python_value(categories[code]) if code >= 0 else np.nan
+        return out
 
-    def _column_arrays(self) -> dict[str, np.ndarray]:
+    def _column_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """Per column ``(values, None)``, or ``(codes, categories)`` for a category column, so
+        that fast row access costs no per-row object for those."""
         cached = self.__dict__.get("_columns")
         if cached is None or cached[0] is not self.metadata:
-            arrays = {c: self.metadata[c].to_numpy() for c in self.metadata.columns}
+            arrays = {}
+            for c in self.metadata.columns:
+                column = self.metadata[c]
+                if isinstance(column.dtype, pd.CategoricalDtype):
+                    arrays[c] = (
+                        column.cat.codes.to_numpy(),
+                        column.cat.categories.to_numpy(dtype=object),
+                    )
+                else:
+                    arrays[c] = (column.to_numpy(), None)
             cached = (self.metadata, arrays)
             self.__dict__["_columns"] = cached
         return cached[1]
@@ -109,6 +163,24 @@ class WaveformDataset:
         view = copy.copy(self)
         view.metadata = subset.reset_index(drop=True)
         return view
+
+
+def compact_metadata(metadata: pd.DataFrame) -> pd.DataFrame:
+    """The table with :data:`CATEGORY_COLUMNS` as categories (values and order unchanged).
+
+    For a million-trace set this is most of the metadata's memory: the table is what grows with
+    the set, since waveforms are read on demand.
+    """
+    columns = [
+        c
+        for c in CATEGORY_COLUMNS
+        if c in metadata.columns
+        and not isinstance(metadata[c].dtype, pd.CategoricalDtype)
+        and not pd.api.types.is_numeric_dtype(metadata[c])
+    ]
+    if not columns:
+        return metadata
+    return metadata.astype({c: "category" for c in columns})
 
 
 def normalize_labels(

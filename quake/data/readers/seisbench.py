@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,12 @@ logger = logging.getLogger(__name__)
 
 # Open bucket dataset handles kept per process (a handle costs little; a lookup costs ~80 us).
 MAX_OPEN_BUCKETS = 256
+# Batched reads: rows of one bucket at most this far apart are read as one slab (reading a few
+# unneeded rows costs less than another read call).
+MAX_ROW_GAP = 8
+# HDF5 chunk cache per open file: room for the chunks of a batch of a chunked, compressed set,
+# so that neighbouring traces do not decompress the same chunk again (h5py's default is 1 MiB).
+CHUNK_CACHE_BYTES = 32 * 1024 * 1024
 
 # Labels of other conventions that mean a QuakeML type (STEAD's trace_category values).
 LABEL_ALIASES = {"earthquake_local": "earthquake", "earthquake_regional": "earthquake"}
@@ -138,7 +146,7 @@ class HDF5Dataset(WaveformDataset):
 
     def _file(self) -> h5py.File:
         if self._h5 is None or self._pid != os.getpid():
-            self._h5 = h5py.File(self.hdf5_path, "r")
+            self._h5 = h5py.File(self.hdf5_path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
             self._pid = os.getpid()
             self._datasets = {}
             self._group = self._h5["data"]
@@ -175,12 +183,73 @@ class HDF5Dataset(WaveformDataset):
 
     def _load(self, row: dict[str, Any]) -> np.ndarray:
         name = row["trace_name"]
-        key, index = parse_trace_name(name)
         try:
+            key, index = parse_trace_name(name)
             dataset = self._dataset(key)
             data = dataset[()] if index is None else dataset[index]
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise SkipTrace("unreadable", f"{name} in {self.hdf5_path.name}: {exc}") from None
+        return self._arrange(data, row)
+
+    def get_samples(
+        self, indices: Sequence[int] | np.ndarray
+    ) -> list[tuple[np.ndarray | SkipTrace, dict[str, Any]]]:
+        """``(raw waveform, metadata row)`` of several samples; rows of one bucket that lie
+        close together (gaps of at most :data:`MAX_ROW_GAP` rows) are read as one slab, one h5py
+        read, instead of one read per row. An unreadable item has its SkipTrace as waveform."""
+        out: list[np.ndarray | SkipTrace | None] = [None] * len(indices)
+        rows: list[dict[str, Any]] = []
+        by_bucket: dict[str, list[tuple[int, tuple[Any, ...], dict[str, Any]]]] = defaultdict(list)
+        for pos, i in enumerate(indices):
+            i = int(i)
+            if not -len(self) <= i < len(self):
+                raise IndexError(f"sample index {i} out of range for {len(self)} samples")
+            row = self.row(i)
+            rows.append(row)
+            try:
+                key, index = parse_trace_name(row["trace_name"])
+            except ValueError:
+                index = None
+            if index is None or not isinstance(index[0], int):
+                out[pos] = self._load_or_skip(row)
+            else:
+                by_bucket[key].append((pos, index, row))
+        for key, items in by_bucket.items():
+            items.sort(key=lambda item: item[1][0])
+            for run in _row_runs(items):
+                self._read_run(key, run, out)
+        return list(zip(out, rows, strict=True))  # type: ignore[arg-type]
+
+    def _read_run(self, key, run, out) -> None:
+        """One slab read for ``run`` (items of one bucket sorted by row), then per-item arranging."""
+        first, last = run[0][1][0], run[-1][1][0]
+        try:
+            block = self._dataset(key)[first : last + 1]
+        except (OSError, KeyError, ValueError, TypeError):
+            for pos, _, row in run:  # read them one by one: each gets its own reason
+                out[pos] = self._load_or_skip(row)
+            return
+        for pos, index, row in run:
+            try:
+                if not 0 <= index[0] - first < len(block):
+                    raise IndexError(f"row {index[0]} is past the end of {key}")
+                out[pos] = self._arrange(block[(index[0] - first, *index[1:])], row)
+            except (IndexError, ValueError, TypeError) as exc:
+                out[pos] = SkipTrace(
+                    "unreadable", f"{row['trace_name']} in {self.hdf5_path.name}: {exc}"
+                )
+            except SkipTrace as exc:
+                out[pos] = exc
+
+    def _load_or_skip(self, row: dict[str, Any]) -> np.ndarray | SkipTrace:
+        try:
+            return self._load(row)
+        except SkipTrace as exc:
+            return exc
+
+    def _arrange(self, data: Any, row: dict[str, Any]) -> np.ndarray:
+        """A stored array -> ``(3, n)`` float32 Z, N, E, with the missing-component policy."""
+        name = row["trace_name"]
         data = np.asarray(data, dtype=np.float32)
         if data.ndim != 2:
             raise SkipTrace(
@@ -207,6 +276,17 @@ class HDF5Dataset(WaveformDataset):
                     out[0] if self.config.missing_component == "copy_z" else 0.0
                 )
         return out
+
+
+def _row_runs(items: list) -> list[list]:
+    """Split items sorted by bucket row into runs whose rows are at most MAX_ROW_GAP apart."""
+    runs: list[list] = []
+    for item in items:
+        if runs and item[1][0] - runs[-1][-1][1][0] <= MAX_ROW_GAP:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
 
 
 class SeisBenchDataset(HDF5Dataset):
