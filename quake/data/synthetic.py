@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CLASSES: tuple[str, ...] = ("earthquake", "explosion", "noise")
 
 #: Bump whenever the waveforms a seed produces change: a stale default set is then regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_SET_NAME = "synthetic-default"
 #: Parameters of the embedded default set (recorded in its stamp).
 DEFAULT_SET_PARAMS: dict = {
