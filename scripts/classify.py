@@ -4,7 +4,11 @@
     python scripts/classify.py --model runs/my-run --catalog catalog.xml --waveforms data/ \
         --out predictions.csv [--quakeml classified.xml] [--stations-out per_station.csv]
 
-See the README section "Batch classification of event catalogs".
+Sharded over processes (each rank a slice of the catalog, rank 0 merges one output):
+
+    torchrun --standalone --nproc_per_node 2 scripts/classify.py --model ... --out predictions.csv
+
+See the README sections "Batch classification of event catalogs" and "Scaling out".
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 
 from quake.classify.catalog import ID_RULES
 from quake.classify.run import run_classification
+from quake.classify.shard import rank_group
 from quake.classify.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, SOURCE_KINDS
 
 
@@ -75,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["cpu", "cuda", "auto"],
         help="where the model runs (auto: CUDA when available)",
     )
+    parser.add_argument(
+        "--amp",
+        action="store_true",
+        help="mixed precision for the model: bf16 autocast on CPU (native on AVX512-BF16/AMX "
+        "CPUs), bf16 or fp16 on GPU",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped station")
     return parser.parse_args(argv)
@@ -87,29 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        summary = run_classification(
-            args.model,
-            args.catalog,
-            args.waveforms,
-            args.out,
-            quakeml=args.quakeml,
-            stations_out=args.stations_out,
-            id_rule=args.id_rule,
-            overwrite_reviewed=args.overwrite_reviewed,
-            resume=args.resume,
-            batch_size=args.batch_size,
-            source=args.source,
-            before_s=args.window_before_s,
-            after_s=args.window_after_s,
-            workers=args.workers,
-            device=args.device,
-            progress=not args.no_progress,
-        )
+        with rank_group() as ranks:
+            summary = _run(args, ranks)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not ranks.is_main:
+        return 0
+    ranks_note = f" over {ranks.shard.world_size} processes" if not ranks.shard.is_single else ""
     print(
-        f"{summary.n_events} events -> {args.out}: {summary.n_classified} classified, "
+        f"{summary.n_events} events -> {args.out}{ranks_note}: {summary.n_classified} classified, "
         f"{summary.n_unclassified} without usable waveform, {summary.n_resumed} kept from a previous run; "
         f"{summary.n_windows} station windows, {summary.events_per_s:.1f} events/s"
     )
@@ -121,6 +119,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.quakeml:
         print(f"QuakeML -> {args.quakeml}: {summary.quakeml_counts}")
     return 0
+
+
+def _run(args: argparse.Namespace, ranks):
+    return run_classification(
+        args.model,
+        args.catalog,
+        args.waveforms,
+        args.out,
+        quakeml=args.quakeml,
+        stations_out=args.stations_out,
+        id_rule=args.id_rule,
+        overwrite_reviewed=args.overwrite_reviewed,
+        resume=args.resume,
+        batch_size=args.batch_size,
+        source=args.source,
+        before_s=args.window_before_s,
+        after_s=args.window_after_s,
+        workers=args.workers,
+        device=args.device,
+        progress=not args.no_progress,
+        amp=args.amp,
+        ranks=ranks,
+    )
 
 
 if __name__ == "__main__":

@@ -58,6 +58,31 @@ def prediction_columns(class_names: Sequence[str]) -> list[str]:
     )
 
 
+def amp_dtype(device: torch.device | str) -> torch.dtype:
+    """The autocast dtype of ``--amp``: bf16 on CPU and on GPUs that have it, else fp16."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type != "cpu":
+        raise ValueError(f"mixed precision on {device.type!r}; expected a 'cpu' or 'cuda' device")
+    return torch.bfloat16
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX); else it is emulated."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def autocast_for(device: torch.device | str, enabled: bool):
+    """``torch.autocast`` for the model call: matmuls and convolutions in :func:`amp_dtype`;
+    the z-score and STFT (not autocast ops) and the softmax (cast to float32) stay float32."""
+    device = torch.device(device)
+    if not enabled:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=amp_dtype(device))
+
+
 @dataclass
 class ClassifySummary:
     """What a run did: counts, skip reasons and where the time went."""
@@ -162,10 +187,12 @@ class _WindowBatcher:
     windows are scored.
     """
 
-    def __init__(self, classifier, batch_size: int, summary: ClassifySummary):
+    def __init__(self, classifier, batch_size: int, summary: ClassifySummary, amp: bool = False):
         self.classifier = classifier
         self.batch_size = batch_size
         self.summary = summary
+        self.device = torch.device(getattr(classifier, "device", "cpu"))
+        self.amp = amp
         self.n_classes = len(classifier.class_names)
         self.events: deque[PreparedEvent] = deque()  # waiting for their windows' scores
         self.chunks: deque[np.ndarray] = deque()  # unscored windows, in arrival order
@@ -199,7 +226,8 @@ class _WindowBatcher:
             count += len(chunk)
         self.n_unscored -= n
         t = time.perf_counter()
-        probs = self.classifier.predict_proba(np.concatenate(taken), batch_size=self.batch_size)
+        with autocast_for(self.device, self.amp):
+            probs = self.classifier.predict_proba(np.concatenate(taken), batch_size=self.batch_size)
         self.summary.model_s += time.perf_counter() - t
         self.scores.append(np.asarray(probs, dtype=np.float64))
         self.n_scored += n
@@ -353,13 +381,14 @@ def classify_catalog(
     flush_every: int = 100,
     flush_interval_s: float = 10.0,
     progress: bool = True,
+    amp: bool = False,
 ) -> ClassifySummary:
     """Classify every event of ``events`` (a :func:`quake.classify.catalog.read_catalog` table).
 
     ``classifier`` is a :class:`quake.inference.EventClassifier` (``predict_proba``,
     ``class_names``, ``config``, ``model_id``). Writes ``out`` (and ``stations_out``) and returns
     a :class:`ClassifySummary`. ``workers`` reader processes prepare events ahead of the model
-    (0: read in this process).
+    (0: read in this process). ``amp`` runs the model under autocast (:func:`autocast_for`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
@@ -384,7 +413,9 @@ def classify_catalog(
     origin_by_id = dict(zip(events["event_id"], events["origin_time"], strict=True))
 
     reader = _EventReader(source, todo, classifier.config)
-    batcher = _WindowBatcher(classifier, batch_size, summary)
+    batcher = _WindowBatcher(classifier, batch_size, summary, amp=amp)
+    if amp and batcher.device.type == "cpu" and not cpu_has_native_bf16():
+        logger.warning("--amp: this CPU has no bf16 instructions; bf16 is emulated and slower")
     bar = _progress_bar(len(events), len(done), progress)
     since_flush = 0
     start = last_flush = time.perf_counter()
@@ -481,17 +512,24 @@ def run_classification(
     flush_every: int = 100,
     device: str = "cpu",
     progress: bool = True,
+    amp: bool = False,
+    ranks=None,
 ) -> ClassifySummary:
     """The whole job of ``scripts/classify.py``: catalog + waveforms -> predictions (+ QuakeML).
 
     ``model`` is an EventClassifier or a path to one (run folder or model folder), loaded onto
-    ``device`` (``cpu``, ``cuda`` or ``auto``).
+    ``device`` (``cpu``, ``cuda`` or ``auto``; under torchrun ``cuda`` is this rank's GPU).
+    ``ranks`` (a :class:`quake.classify.shard.RankGroup`, from ``rank_group()``) shards the
+    catalog over torchrun's processes; rank 0 merges the parts, writes the QuakeML and returns
+    the summary of the whole job, the other ranks their own share's.
     """
     from quake.classify.catalog import annotate_catalog, read_catalog_with_events, write_quakeml
+    from quake.classify.shard import RankGroup, Shard
     from quake.classify.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, open_source
 
+    ranks = ranks if ranks is not None else RankGroup(Shard())
     if isinstance(model, (str, os.PathLike)):
-        classifier = load_classifier(model, device)
+        classifier = load_classifier(model, ranks.device(device))
     else:
         classifier = model
     events, obspy_catalog = read_catalog_with_events(catalog, id_rule)
@@ -503,18 +541,25 @@ def run_classification(
         config=classifier.config,
     )
     logger.info("model %s; waveforms from %s", classifier.model_id, wave_source.describe())
-    summary = classify_catalog(
-        classifier,
-        events,
-        wave_source,
-        out,
-        stations_out=stations_out,
-        batch_size=batch_size,
-        workers=workers,
-        resume=resume,
-        flush_every=flush_every,
-        progress=progress,
+    options = dict(
+        batch_size=batch_size, workers=workers, flush_every=flush_every, progress=progress, amp=amp
     )
+    if ranks.shard.is_single:
+        summary = classify_catalog(
+            classifier,
+            events,
+            wave_source,
+            out,
+            stations_out=stations_out,
+            resume=resume,
+            **options,
+        )
+    else:
+        summary = _classify_sharded(
+            classifier, events, wave_source, out, stations_out, resume, ranks, options
+        )
+        if not ranks.is_main:
+            return summary
     if quakeml is not None:
         class_names = list(classifier.class_names)
         counts = annotate_catalog(
@@ -530,3 +575,55 @@ def run_classification(
         summary.quakeml_counts = counts
         logger.info("QuakeML %s: %s", quakeml, counts)
     return summary
+
+
+def _classify_sharded(classifier, events, source, out, stations_out, resume, ranks, options):
+    """This rank's slice into its part files; then rank 0 merges every rank's parts."""
+    from quake.classify.shard import Shard, merge_parts, seed_part
+
+    shard = ranks.shard
+    mine = shard.select(events)
+    part = shard.part_path(out)
+    station_part = shard.part_path(stations_out) if stations_out is not None else None
+    if resume:
+        ids = list(mine["event_id"])
+        columns = prediction_columns(list(classifier.class_names))
+        seeded = seed_part(part, Path(out), ids, columns)
+        if station_part is not None:
+            seed_part(station_part, Path(stations_out), ids)
+        if seeded:
+            logger.info("rank %d: %d rows taken over from %s", shard.rank, seeded, out)
+    options = {**options, "progress": options["progress"] and ranks.is_main}
+    start, stop = shard.bounds(len(events))
+    logger.info("rank %d of %d: events %d..%d", shard.rank, shard.world_size, start, stop - 1)
+    summary = classify_catalog(
+        classifier, mine, source, part, stations_out=station_part, resume=resume, **options
+    )
+    summaries = ranks.gather(summary)  # also the barrier: every part is complete after it
+    if ranks.is_main:
+        world = [Shard(r, shard.world_size) for r in range(shard.world_size)]
+        ids = list(events["event_id"])
+        merge_parts(out, [s.part_path(out) for s in world], ids)
+        if stations_out is not None:
+            parts = [s.part_path(stations_out) for s in world]
+            merge_parts(stations_out, parts, ids, one_row_per_event=False)
+        summary = merge_summaries(summaries, n_events=len(events))
+    ranks.barrier()  # the other ranks leave once the output is merged
+    return summary
+
+
+def merge_summaries(summaries: Sequence[ClassifySummary], n_events: int) -> ClassifySummary:
+    """One summary for a sharded job: counts and busy times added, wall time the longest."""
+    merged = ClassifySummary(n_events=n_events)
+    for s in summaries:
+        merged.n_resumed += s.n_resumed
+        merged.n_classified += s.n_classified
+        merged.n_unclassified += s.n_unclassified
+        merged.n_windows += s.n_windows
+        merged.skip_counts.update(s.skip_counts)
+        merged.read_s += s.read_s
+        merged.preprocess_s += s.preprocess_s
+        merged.model_s += s.model_s
+        merged.wait_s += s.wait_s
+        merged.total_s = max(merged.total_s, s.total_s)
+    return merged

@@ -260,9 +260,11 @@ class SeisBenchSource(WaveformSource):
         if not rows:
             result.skipped.append(("event", "no traces with this source_id"))
             return result
-        for i in rows:
+        # one batched read: an event's traces usually sit side by side in a bucket
+        for i, (waveform, meta) in zip(rows, self.dataset.get_samples(rows), strict=True):
             try:
-                waveform, meta = self.dataset.get_sample(i)
+                if isinstance(waveform, Exception):
+                    raise waveform
                 station = _seisbench_station(waveform, meta)
             except Exception as err:
                 logger.warning("event %s: trace %d unreadable (%s)", request.event_id, i, err)

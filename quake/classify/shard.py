@@ -1,0 +1,236 @@
+"""Batch classification over several processes: ``torchrun --nproc_per_node N scripts/classify.py``.
+
+Each rank classifies one contiguous slice of the catalog (``Shard.bounds``) into its own part
+file beside the output (``predictions.csv.part1-of2``, resumable like the output itself); after
+a barrier, rank 0 checks that the parts hold every catalog event exactly once, writes them in
+catalog order to the output in one atomic replace, and removes the parts. The merged file has
+the rows a one-process run writes (probabilities can differ in the last printed digit: windows
+are batched with different neighbours).
+
+torch.distributed (gloo, also on GPU machines: only the barrier, rank and a small summary pass
+through it) gives the ranks; without torchrun everything runs as one process.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+PART_SUFFIX = ".part{rank}-of{world_size}"
+BARRIER_TIMEOUT = datetime.timedelta(hours=12)  # ranks wait for the slowest slice
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of the catalog: ``rank`` of ``world_size`` contiguous slices."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("rank", "world_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if self.world_size < 1:
+            raise ValueError(f"world_size must be >= 1, got {self.world_size!r}")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be in [0, {self.world_size}), got {self.rank!r}")
+
+    @property
+    def is_single(self) -> bool:
+        return self.world_size == 1
+
+    def bounds(self, n_events: int) -> tuple[int, int]:
+        """``[start, stop)`` of this rank's slice; slice sizes differ by at most one."""
+        return (
+            n_events * self.rank // self.world_size,
+            n_events * (self.rank + 1) // self.world_size,
+        )
+
+    def select(self, events: pd.DataFrame) -> pd.DataFrame:
+        start, stop = self.bounds(len(events))
+        return events.iloc[start:stop].reset_index(drop=True)
+
+    def part_path(self, path: str | os.PathLike[str]) -> Path:
+        path = Path(path)
+        suffix = PART_SUFFIX.format(rank=self.rank, world_size=self.world_size)
+        return path.with_name(path.name + suffix)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Shard:
+        """``RANK`` / ``WORLD_SIZE`` as torchrun sets them; one process when they are absent."""
+        environ = os.environ if environ is None else environ
+        try:
+            rank = int(environ.get("RANK", "0"))
+            world_size = int(environ.get("WORLD_SIZE", "1"))
+        except ValueError:
+            raise ValueError(
+                f"RANK={environ.get('RANK')!r}, WORLD_SIZE={environ.get('WORLD_SIZE')!r}; "
+                "expected integers (as torchrun sets them)"
+            ) from None
+        return cls(rank, world_size)
+
+
+class RankGroup:
+    """The ranks of a torchrun job: this process's :class:`Shard`, a barrier and a gather."""
+
+    def __init__(self, shard: Shard, local_rank: int = 0, *, owns_group: bool = False):
+        self.shard = shard
+        self.local_rank = local_rank
+        self._owns_group = owns_group
+
+    @property
+    def is_main(self) -> bool:
+        return self.shard.rank == 0
+
+    def barrier(self) -> None:
+        if not self.shard.is_single:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def gather(self, obj: object) -> list[object]:
+        """Every rank's ``obj`` (small, picklable), in rank order, on every rank."""
+        if self.shard.is_single:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[object] = [None] * self.shard.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def device(self, device: str) -> str:
+        """``cuda``/``auto`` -> this rank's GPU (``cuda:<LOCAL_RANK>``) when several run."""
+        import torch
+
+        if self.shard.is_single or device == "cpu" or device.startswith("cuda:"):
+            return device
+        if device == "auto" and not torch.cuda.is_available():
+            return "cpu"
+        return f"cuda:{self.local_rank}"
+
+    def close(self) -> None:
+        if self._owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self._owns_group = False
+
+
+@contextmanager
+def rank_group(environ: Mapping[str, str] | None = None) -> Iterator[RankGroup]:
+    """The job's ranks: a gloo process group under torchrun, else a single process."""
+    environ = os.environ if environ is None else environ
+    shard = Shard.from_env(environ)
+    local_rank = int(environ.get("LOCAL_RANK", "0") or 0)
+    if shard.is_single:
+        yield RankGroup(shard, local_rank)
+        return
+    import torch.distributed as dist
+
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(
+            "gloo", rank=shard.rank, world_size=shard.world_size, timeout=BARRIER_TIMEOUT
+        )
+    group = RankGroup(shard, local_rank, owns_group=owns)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+# ------------------------------------------------------------------------------------ parts
+def _read_table(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def seed_part(
+    part: Path, out: Path, event_ids: Sequence[str], columns: list[str] | None = None
+) -> int:
+    """For ``--resume``: copy into ``part`` the rows of ``out`` (a previous run's output, one
+    process or merged) that belong to this rank's events and are not in ``part`` yet.
+
+    Returns the number of rows copied. A table whose columns differ is left alone (resuming
+    then fails with the usual message).
+    """
+    if not out.is_file():
+        return 0
+    previous = _read_table(out)
+    if columns is not None and list(previous.columns) != columns:
+        return 0
+    if "event_id" not in previous.columns:
+        return 0
+    existing = _read_table(part) if part.is_file() else previous.iloc[:0]
+    if list(existing.columns) != list(previous.columns):
+        return 0
+    mine = previous[
+        previous["event_id"].isin(set(event_ids))
+        & ~previous["event_id"].isin(set(existing["event_id"]))
+    ]
+    if mine.empty:
+        return 0
+    from quake.classify.run import write_csv_atomic
+
+    write_csv_atomic(pd.concat([existing, mine], ignore_index=True), part)
+    return len(mine)
+
+
+def merge_parts(
+    out: str | os.PathLike[str],
+    parts: Sequence[Path],
+    event_ids: Sequence[str],
+    *,
+    one_row_per_event: bool = True,
+) -> pd.DataFrame:
+    """Concatenate the ranks' part files into ``out`` (atomically), in catalog order.
+
+    ``one_row_per_event``: the predictions table, where every catalog event must appear
+    exactly once over all parts (ValueError naming the events otherwise); the per-station table
+    (False) may hold several or no rows per event. The parts are removed once ``out`` is
+    written.
+    """
+    from quake.classify.run import write_csv_atomic
+
+    missing_parts = [str(p) for p in parts if not p.is_file()]
+    if missing_parts:
+        raise ValueError(f"cannot merge: part file(s) {missing_parts} missing")
+    tables = [_read_table(p) for p in parts]
+    columns = list(tables[0].columns)
+    for path, table in zip(parts, tables, strict=True):
+        if list(table.columns) != columns:
+            raise ValueError(
+                f"cannot merge: {path} has columns {list(table.columns)}; expected {columns}"
+            )
+    merged = pd.concat(tables, ignore_index=True)
+    order = {event_id: i for i, event_id in enumerate(event_ids)}
+    unknown = sorted(set(merged["event_id"]) - set(order))
+    if unknown:
+        raise ValueError(f"cannot merge: events {unknown[:5]} are not in the catalog")
+    if one_row_per_event:
+        counts = Counter(merged["event_id"])
+        repeated = sorted(e for e, n in counts.items() if n > 1)
+        absent = [e for e in event_ids if e not in counts]
+        if repeated or absent:
+            raise ValueError(
+                f"cannot merge: expected every catalog event exactly once; repeated "
+                f"{repeated[:5]}, missing {absent[:5]}"
+            )
+    position = merged["event_id"].map(order)
+    merged = merged.iloc[position.argsort(kind="stable")].reset_index(drop=True)
+    write_csv_atomic(merged, Path(out))
+    for path in parts:
+        path.unlink()
+    logger.info("merged %d part files (%d rows) into %s", len(parts), len(merged), out)
+    return merged
