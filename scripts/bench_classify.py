@@ -41,6 +41,7 @@ from obspy.core.event import (
 )
 
 from quake.classify import classify_catalog, open_source, read_catalog
+from quake.classify.run import autocast_for
 from quake.data import PreprocessConfig
 from quake.data.synthetic import VP_KM_S, synthesize_event
 from quake.inference import EventClassifier
@@ -69,6 +70,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--model", default=None, help="run or model folder; default a random-init TINY HybridViT"
+    )
+    parser.add_argument(
+        "--amp",
+        nargs="+",
+        choices=["off", "on"],
+        default=["off"],
+        help="mixed-precision settings to run (on: bf16 autocast on CPU), e.g. --amp off on",
     )
     parser.add_argument("--depth", type=int, default=4, help="depth of the random-init model")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -170,10 +178,17 @@ def write_catalog(
     return root / "catalog.xml"
 
 
-def model_only(classifier: EventClassifier, batch_size: int, repeats: int = 6) -> float:
+def model_only(
+    classifier: EventClassifier, batch_size: int, repeats: int = 6, amp: bool = False
+) -> float:
     """Windows/s of ``predict_proba`` (spectrogram + network) on random windows, median batch."""
     x = torch.randn(batch_size, 3, classifier.window_samples)
-    timing = time_call(lambda: classifier.predict_proba(x, batch_size=batch_size), repeats)
+
+    def call():
+        with autocast_for(classifier.device, amp):
+            classifier.predict_proba(x, batch_size=batch_size)
+
+    timing = time_call(call, repeats)
     return batch_size / timing.median_s
 
 
@@ -203,16 +218,18 @@ def main(argv: list[str] | None = None) -> int:
                    "runs": []}  # fmt: skip
         print(f"network only (quake.models.benchmark, batch {args.batch_size}): "
               f"{network.windows_per_s:.1f} windows/s", flush=True)  # fmt: skip
-        for workers in args.workers:
-            before = model_only(classifier, args.batch_size)
-            out = workdir / f"predictions-w{workers}.csv"
+        settings = [(w, amp == "on") for w in args.workers for amp in args.amp]
+        for workers, amp in settings:
+            before = model_only(classifier, args.batch_size, amp=amp)
+            out = workdir / f"predictions-w{workers}{'-amp' if amp else ''}.csv"
             summary = classify_catalog(classifier, events, source, out, batch_size=args.batch_size,
-                                       workers=workers, progress=True)  # fmt: skip
-            after = model_only(classifier, args.batch_size)
+                                       workers=workers, progress=True, amp=amp)  # fmt: skip
+            after = model_only(classifier, args.batch_size, amp=amp)
             model_wps = (before + after) / 2
             total = summary.total_s
             run = {
                 "workers": workers,
+                "amp": amp,
                 **summary.to_dict(),
                 "model_only_windows_per_s": model_wps,
                 "model_only_before_after": [before, after],
@@ -220,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             results["runs"].append(run)
             print(
-                f"\nworkers={workers}: {summary.n_events} events, {summary.n_windows} windows in {total:.1f} s -> "
+                f"\nworkers={workers}, amp={'on (bf16)' if amp else 'off'}: {summary.n_events} events, {summary.n_windows} windows in {total:.1f} s -> "
                 f"{summary.events_per_s:.1f} events/s, {summary.windows_per_s:.1f} windows/s end to end\n"
                 f"  model only (predict_proba, batch {args.batch_size}, same run): {model_wps:.1f} windows/s "
                 f"(before {before:.1f}, after {after:.1f}) -> end to end = {run['ratio_to_model_only']:.2f} x model only\n"
