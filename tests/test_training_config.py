@@ -84,7 +84,10 @@ def test_cli_flags_map_to_config_keys(tmp_path):
         ),
         ({"augment.noise_prob": 1.5}, r"augment\.noise_prob=1\.5.*probability"),
         ({"augment.noise_snr_db": [10, 0]}, r"augment\.noise_snr_db.*low <= high"),
-        ({"optim.frozen_epochs": 20}, r"optim\.frozen_epochs=20"),
+        (
+            {"optim.epochs": 5, "optim.frozen_epochs": 5},
+            r"optim\.frozen_epochs=5.*\[0, optim\.epochs=5\)",
+        ),
         ({"data.preprocess.anchor": "s_arrival"}, r"anchor.*s_arrival"),
         ({"data.preprocess.stft_hopp": 3}, r"unknown config key.*data\.preprocess\.stft_hopp"),
         ({"run.device": "tpu"}, r"run\.device='tpu'"),

@@ -43,6 +43,7 @@ def _config(data, out, **extra):
         "optim.epochs": 1,
         "optim.batch_size": 16,
         "baseline.n_estimators": 20,
+        "run.parallel_folds": 1,
         **extra,
     }
     return load_config(overrides=overrides)
@@ -178,10 +179,25 @@ def test_resume_skips_finished_folds_and_gives_the_same_metrics(finished_run, ti
 def test_resume_with_another_config_is_refused(finished_run, tiny_set, tmp_path):
     out = tmp_path / "other"
     shutil.copytree(finished_run.run_dir, out)
-    with pytest.raises(ValueError, match=r"cannot resume .*optim\.lr: 0\.001 -> 0\.0005"):
-        train(_config(tiny_set, out, **{"optim.lr": 5e-4}))
+    with pytest.raises(ValueError, match=r"cannot resume .*optim\.lr: 0\.0005 -> 0\.0002"):
+        train(_config(tiny_set, out, **{"optim.lr": 2e-4}))
     # the run section may change between attempts
     train(_config(tiny_set, out, **{"run.eval_batch_size": 32}))
+
+
+def test_folds_in_worker_processes_match_serial_training(finished_run, tiny_set, tmp_path):
+    """Two folds trained side by side in two processes give the predictions of one process
+    training them one after the other (same seeds, one thread each)."""
+    serial = train(_config(tiny_set, tmp_path / "serial", **{"run.num_threads": 1}))
+    parallel = train(
+        _config(tiny_set, tmp_path / "parallel", **{"run.num_threads": 2, "run.parallel_folds": 2})
+    )
+    assert parallel.metrics["training"]["parallel_folds"] == 2
+    assert serial.metrics["training"]["parallel_folds"] == 1
+    a = pd.read_csv(serial.run_dir / "predictions.csv")
+    b = pd.read_csv(parallel.run_dir / "predictions.csv")
+    cols = [c for c in a.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(a[cols].to_numpy(), b[cols].to_numpy(), rtol=1e-6, atol=1e-7)
 
 
 def test_out_folder_that_is_not_a_run_is_refused(tiny_set, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import time
 from dataclasses import dataclass, field
@@ -143,29 +144,37 @@ def pre_event_samples(preprocess: PreprocessConfig) -> int:
     return 0
 
 
+def resolve_pretrained(
+    resolver: PretrainedResolver, data: CVData, config: TrainConfig
+) -> bool | str:
+    """What HybridViT's ``pretrained`` argument will be for every fold (tried once, here)."""
+    img_size = tuple(data.preprocess.spectrogram_shape[1:])
+    return resolver.resolve(
+        lambda pretrained: build_model(
+            config.model, pretrained=pretrained, class_names=data.class_names, img_size=img_size
+        )
+    )
+
+
 def run_deep_fold(
     data: CVData,
     fold: Fold,
     config: TrainConfig,
     fold_dir: Path,
-    resolver: PretrainedResolver,
+    pretrained: bool | str,
     *,
     device: torch.device,
     progress: bool,
+    position: int = 0,
 ) -> FoldOutcome:
     """Train, choose the checkpoint on validation, predict the test fold once, save it all."""
     img_size = tuple(data.preprocess.spectrogram_shape[1:])
-
-    def build(pretrained):
-        return build_model(
-            config.model, pretrained=pretrained, class_names=data.class_names, img_size=img_size
-        )
-
-    pretrained = resolver.resolve(build)  # before seeding: the tries must not shift the seed
     seed = fold_seed(config.seed, fold.index)
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-    model = build(pretrained)
+    model = build_model(
+        config.model, pretrained=pretrained, class_names=data.class_names, img_size=img_size
+    )
     noise_bank = build_noise_bank(
         data.waveforms,
         data.labels,
@@ -203,6 +212,7 @@ def run_deep_fold(
         eval_batch_size=config.run.eval_batch_size,
         progress=progress,
         description=f"fold {fold.index}",
+        position=position,
     )
     test_x = data.waveforms[torch.as_tensor(fold.test, dtype=torch.long)]
     probs = model_probabilities(
@@ -251,7 +261,9 @@ def save_fold(
     _write_atomic(fold_dir / FOLD_MARKER, json.dumps(marker, indent=2) + "\n")
 
 
-def load_fold(fold_dir: Path, data: CVData, fold: Fold) -> FoldOutcome | None:
+def load_fold(
+    fold_dir: Path, data: CVData, fold: Fold, *, resumed: bool = True
+) -> FoldOutcome | None:
     """A completed fold read back, or None when it is not complete (or does not match)."""
     marker_path = fold_dir / FOLD_MARKER
     if not marker_path.is_file():
@@ -272,9 +284,155 @@ def load_fold(fold_dir: Path, data: CVData, fold: Fold) -> FoldOutcome | None:
         samples_per_s=marker.get("samples_per_s", 0.0),
         seed=marker["seed"],
         pretrained_info=marker.get("pretrained_info", {}),
-        resumed=True,
+        resumed=resumed,
     )
 
 
 def load_fold_model(fold_dir: Path) -> HybridViT:
     return HybridViT.load(fold_dir / "model")
+
+
+def fold_dir_of(run_dir: Path, fold: Fold) -> Path:
+    return run_dir / "folds" / f"fold_{fold.index}"
+
+
+def run_deep_folds(
+    data: CVData,
+    folds: list[Fold],
+    config: TrainConfig,
+    run_dir: Path,
+    pretrained: bool | str,
+    *,
+    device: torch.device,
+    progress: bool,
+    workers: int,
+    threads: int,
+) -> list[FoldOutcome]:
+    """All folds: finished ones read back, the others trained (``workers`` at a time).
+
+    Several CPU workers train folds side by side in separate processes, each with a share of
+    the threads: a model this small keeps one core busy far better than it splits over two.
+    Workers only write fold folders; the results are read back from them, as on resume.
+    """
+    outcomes: dict[int, FoldOutcome] = {}
+    pending = []
+    for fold in folds:
+        outcome = load_fold(fold_dir_of(run_dir, fold), data, fold)
+        if outcome is None:
+            pending.append(fold)
+        else:
+            logger.info(
+                "fold %d: already complete, read from %s", fold.index, fold_dir_of(run_dir, fold)
+            )
+            outcomes[fold.index] = outcome
+    workers = max(1, min(workers, len(pending)))
+    if workers == 1:
+        for fold in pending:
+            outcomes[fold.index] = run_deep_fold(
+                data,
+                fold,
+                config,
+                fold_dir_of(run_dir, fold),
+                pretrained,
+                device=device,
+                progress=progress,
+            )
+            _log_fold_done(outcomes[fold.index])
+    else:
+        _run_in_processes(
+            data, pending, config, run_dir, pretrained, device, progress, workers, threads
+        )
+        for fold in pending:
+            outcome = load_fold(fold_dir_of(run_dir, fold), data, fold, resumed=False)
+            if outcome is None:
+                raise RuntimeError(f"fold {fold.index} finished without writing its results")
+            outcomes[fold.index] = outcome
+    return [outcomes[f.index] for f in folds]
+
+
+def _log_fold_done(outcome: FoldOutcome) -> None:
+    logger.info(
+        "fold %d done in %.0f s (best epoch %d, %.0f training samples/s)",
+        outcome.fold,
+        outcome.seconds,
+        outcome.best_epoch,
+        outcome.samples_per_s,
+    )
+
+
+# --- folds in worker processes ---------------------------------------------------------------
+_WORKER: dict = {}
+
+
+class _Redispatch(logging.Handler):
+    """Hands a worker's log record to the parent's logger of the same name."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger(record.name).handle(record)
+
+
+def _init_worker(data, config, pretrained, device, progress, log_queue) -> None:
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
+    root.setLevel(logging.INFO)
+    _WORKER.update(
+        data=data, config=config, pretrained=pretrained, device=device, progress=progress
+    )
+
+
+def _train_in_worker(fold: Fold, fold_dir: Path, threads: int, position: int) -> int:
+    torch.set_num_threads(threads)
+    w = _WORKER
+    outcome = run_deep_fold(
+        w["data"],
+        fold,
+        w["config"],
+        fold_dir,
+        w["pretrained"],
+        device=w["device"],
+        progress=w["progress"],
+        position=position,
+    )
+    _log_fold_done(outcome)
+    return fold.index
+
+
+def _run_in_processes(
+    data, pending, config, run_dir, pretrained, device, progress, workers, threads
+):
+    import concurrent.futures
+    import logging.handlers
+
+    import torch.multiprocessing as tmp
+
+    context = tmp.get_context("spawn")
+    log_queue = context.Queue()
+    listener = logging.handlers.QueueListener(log_queue, _Redispatch())
+    listener.start()
+    data.waveforms.share_memory_()
+    per_worker = max(1, threads // workers)
+    logger.info(
+        "training %d folds in %d processes, %d thread(s) each", len(pending), workers, per_worker
+    )
+    try:
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(data, config, pretrained, device, progress, log_queue),
+        ) as pool:
+            futures = []
+            for i, fold in enumerate(pending):
+                futures.append(
+                    pool.submit(
+                        _train_in_worker,
+                        fold,
+                        fold_dir_of(run_dir, fold),
+                        per_worker,
+                        i % workers,
+                    )
+                )
+            for future in concurrent.futures.as_completed(futures):
+                future.result()  # re-raises a worker's error here
+    finally:
+        listener.stop()

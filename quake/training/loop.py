@@ -8,6 +8,7 @@ never seen here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -87,6 +88,40 @@ def build_model(
         drop_path_rate=model_config.drop_path_rate,
         class_names=class_names,
     )
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where the hardware computes bfloat16 natively (CUDA with bf16
+    support; CPUs with AVX512-BF16/AMX through oneDNN), else ``fp32``. Only training forward
+    passes use it; evaluation and the saved weights stay float32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bf16" if native else "fp32"
+
+
+def make_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; the fused kernel where torch has it (5x faster steps for this many small tensors)."""
+    groups = parameter_groups(model, optim.weight_decay)
+    try:
+        return torch.optim.AdamW(groups, lr=optim.lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=optim.lr)
+
+
+def attention_backend(device: torch.device):
+    """On CPU, plain (math) attention for training: with a few dozen tokens, the fused
+    flash-attention kernel's backward pass costs several times more."""
+    if device.type != "cpu":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -179,6 +214,7 @@ def train_fold(
     eval_batch_size: int = 256,
     progress: bool = False,
     description: str = "",
+    position: int = 0,
 ) -> FoldFit:
     """Train ``model`` on ``train_idx``, choose the epoch on ``val_idx``; returns the best model.
 
@@ -200,7 +236,7 @@ def train_fold(
     steps_per_epoch = max(1, len(train_idx) // batch_size)  # drop the ragged last batch
     total_steps = steps_per_epoch * optim.epochs
     warmup_steps = int(round(optim.warmup_epochs * steps_per_epoch))
-    optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr)
+    optimizer = make_optimizer(model, optim, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: warmup_cosine(
@@ -218,6 +254,7 @@ def train_fold(
         counts = np.bincount(train_labels, minlength=n_classes)
         sample_weights = torch.tensor(1.0 / counts[train_labels], dtype=torch.float64)
 
+    bf16 = resolve_precision(optim.precision, device) == "bf16"
     train_idx_t = torch.as_tensor(train_idx, dtype=torch.long)
     val_x = waveforms[torch.as_tensor(val_idx, dtype=torch.long)]
     val_y = labels[val_idx]
@@ -250,13 +287,19 @@ def train_fold(
             unit="batch",
             leave=False,
             disable=not progress,
+            position=position,
         )
         for step in range(steps_per_epoch):
             idx = order[step * batch_size : (step + 1) * batch_size]
             x = augmenter.waveforms(waveforms[idx].to(device, non_blocking=True))
             spec = augmenter.spectrograms(spectrogram_batch(x, preprocess))
             y = torch.as_tensor(labels[idx.numpy()], device=device)
-            loss = criterion(model(spec), y)
+            with (
+                attention_backend(device),
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
+            ):
+                logits = model(spec)
+            loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if optim.grad_clip_norm is not None:

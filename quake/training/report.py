@@ -318,7 +318,13 @@ def render_report(metrics: dict, extra: dict) -> str:
     lines += [f"Augmentation (training batches only): {extra['augment_summary']}", ""]
 
     lines += ["## Pretrained weights", ""]
-    lines.append(f"`{pretrained}`")
+    lines += [
+        f"- requested: `{pretrained.get('requested')}`; used: `{pretrained.get('source')}`",
+        f"- {pretrained.get('note', '')}",
+        f"- tensors loaded: {pretrained.get('n_loaded', 0)}; resampled: "
+        f"{pretrained.get('resampled') or 'none'}; missing: {pretrained.get('missing') or 'none'}; "
+        f"unexpected: {pretrained.get('unexpected') or 'none'}",
+    ]
     lines += ["", "## Timings", ""]
     timings = metrics.get("timings", {})
     lines += _table(

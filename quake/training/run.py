@@ -32,14 +32,14 @@ from quake.training.config import TrainConfig
 from quake.training.cross_validation import (
     CVData,
     FoldOutcome,
-    load_fold,
     load_fold_model,
     pre_event_samples,
     predictions_frame,
+    resolve_pretrained,
     run_baseline,
-    run_deep_fold,
+    run_deep_folds,
 )
-from quake.training.loop import PretrainedResolver, progress_enabled
+from quake.training.loop import PretrainedResolver, progress_enabled, resolve_precision
 from quake.training.splits import Fold, check_disjoint_groups, grouped_folds
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,18 @@ class RunResult:
     run_dir: Path
     metrics: dict
     classifier_dir: Path
+
+
+def fold_workers(config: TrainConfig, device: torch.device, threads: int) -> int:
+    """How many folds train at once: one on a GPU; on CPU ``run.parallel_folds``, by default
+    one per core, plus one when the folds do not divide evenly over the cores (5 folds on 2
+    cores: 3 workers finish in the time of 2.5 folds, 2 workers would need 3)."""
+    if device.type != "cpu":
+        return 1
+    if config.run.parallel_folds is not None:
+        return config.run.parallel_folds
+    folds = config.cv.folds
+    return max(1, min(folds, threads + (1 if folds % threads else 0)))
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -417,25 +429,20 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
             )
 
         resolver = PretrainedResolver(config.model.pretrained)
-        outcomes: list[FoldOutcome] = []
+        pretrained_arg = resolve_pretrained(resolver, data, config)
+        workers = fold_workers(config, device, threads)
         t0 = time.perf_counter()
-        for fold in folds:
-            fold_dir = run_dir / "folds" / f"fold_{fold.index}"
-            outcome = load_fold(fold_dir, data, fold)
-            if outcome is not None:
-                logger.info("fold %d: already complete, read from %s", fold.index, fold_dir)
-            else:
-                outcome = run_deep_fold(
-                    data, fold, config, fold_dir, resolver, device=device, progress=progress
-                )
-                logger.info(
-                    "fold %d done in %.0f s (best epoch %d, %.0f training samples/s)",
-                    fold.index,
-                    outcome.seconds,
-                    outcome.best_epoch,
-                    outcome.samples_per_s,
-                )
-            outcomes.append(outcome)
+        outcomes = run_deep_folds(
+            data,
+            folds,
+            config,
+            run_dir,
+            pretrained_arg,
+            device=device,
+            progress=progress,
+            workers=workers,
+            threads=threads,
+        )
         timings["deep_folds_this_process_s"] = time.perf_counter() - t0
         timings["deep_training_s"] = float(sum(o.seconds for o in outcomes))
         for o in outcomes:
@@ -485,6 +492,12 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
                 "why": DEPLOY_NOTE.format(k=len(models)),
             },
             "seed": config.seed,
+            "training": {
+                "device": str(device),
+                "threads": threads,
+                "parallel_folds": workers,
+                "precision": resolve_precision(config.optim.precision, device),
+            },
             "resumed_folds": [o.fold for o in outcomes if o.resumed],
             "versions": versions(),
         }
