@@ -432,7 +432,12 @@ def _run_in_processes(
                         i % workers,
                     )
                 )
-            for future in concurrent.futures.as_completed(futures):
-                future.result()  # re-raises a worker's error here
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    future.result()  # re-raises a worker's error here
+            except BaseException:
+                for future in futures:  # folds not started yet are dropped; running ones finish
+                    future.cancel()
+                raise
     finally:
         listener.stop()

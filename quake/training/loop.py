@@ -179,18 +179,25 @@ def evaluate(
     *,
     batch_size: int,
     device: torch.device,
+    weights: torch.Tensor | None = None,
 ) -> dict:
+    """Validation loss (class-weighted like the training loss when ``weights`` is given, so
+    that on an imbalanced set the checkpoint is not chosen for the majority class alone),
+    macro F1 and balanced accuracy."""
     probs = model_probabilities(model, waveforms, config, batch_size=batch_size, device=device)
     pred = probs.argmax(axis=1)
     clipped = np.clip(probs, 1e-7, 1.0)
     clipped /= clipped.sum(axis=1, keepdims=True)
+    sample_weight = None if weights is None else weights.cpu().numpy()[labels]
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bal = balanced_accuracy_score(labels, pred)
     return {
-        "val_loss": float(log_loss(labels, clipped, labels=list(range(n_classes)))),
+        "val_loss": float(
+            log_loss(labels, clipped, labels=list(range(n_classes)), sample_weight=sample_weight)
+        ),
         "val_macro_f1": float(
             f1_score(labels, pred, labels=list(range(n_classes)), average="macro", zero_division=0)
         ),
@@ -243,9 +250,8 @@ def train_fold(
             step, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=optim.min_lr_ratio
         ),
     )
-    weight = (
-        class_weights(train_labels, n_classes) if optim.class_balance == "weighted_loss" else None
-    )
+    balance = class_weights(train_labels, n_classes)
+    weight = balance if optim.class_balance == "weighted_loss" else None
     criterion = nn.CrossEntropyLoss(
         weight=None if weight is None else weight.to(device), label_smoothing=optim.label_smoothing
     )
@@ -280,7 +286,7 @@ def train_fold(
             )
             order = train_idx_t[picks]
         epoch_start = time.perf_counter()
-        loss_sum, loss_n = 0.0, 0
+        loss_sum, loss_n, skipped = 0.0, 0, 0
         bar = tqdm(
             total=steps_per_epoch,
             desc=f"{description} epoch {epoch}/{optim.epochs}".strip(),
@@ -294,6 +300,7 @@ def train_fold(
             x = augmenter.waveforms(waveforms[idx].to(device, non_blocking=True))
             spec = augmenter.spectrograms(spectrogram_batch(x, preprocess))
             y = torch.as_tensor(labels[idx.numpy()], device=device)
+            saved_buffers = [b.detach().clone() for b in model.buffers()]
             with (
                 attention_backend(device),
                 torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
@@ -302,14 +309,24 @@ def train_fold(
             loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if optim.grad_clip_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip_norm)
+            max_norm = optim.grad_clip_norm if optim.grad_clip_norm is not None else math.inf
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                # one bad batch (e.g. a reduced-precision overflow) must not poison the weights
+                skipped += 1
+                optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():  # BatchNorm statistics saw the bad batch too
+                    for buffer, saved in zip(model.buffers(), saved_buffers, strict=True):
+                        buffer.copy_(saved)
+                _advance(scheduler)
+                bar.update(1)
+                continue
             optimizer.step()
             scheduler.step()
             loss_sum += float(loss.detach()) * len(idx)
             loss_n += len(idx)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}")
+            bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.3f}")
         bar.close()
         train_seconds += time.perf_counter() - epoch_start
         seen += loss_n
@@ -318,6 +335,7 @@ def train_fold(
             "train_loss": loss_sum / max(loss_n, 1),
             "lr": optimizer.param_groups[0]["lr"],
             "backbone_frozen": bool(model.backbone_frozen),
+            "skipped_steps": skipped,
             **evaluate(
                 model,
                 val_x,
@@ -326,10 +344,21 @@ def train_fold(
                 n_classes,
                 batch_size=eval_batch_size,
                 device=device,
+                weights=None if optim.class_balance == "none" else balance,
             ),
             "seconds": time.perf_counter() - epoch_start,
         }
         history.append(entry)
+        if skipped:
+            logger.warning(
+                "%s epoch %d: skipped %d of %d steps with a non-finite loss or gradient%s",
+                description,
+                epoch,
+                skipped,
+                steps_per_epoch,
+                "; going on in float32" if bf16 else "",
+            )
+            bf16 = False
         score = _selection_score(optim.selection_metric, entry)
         improved = score > best_score
         if improved:
@@ -365,6 +394,15 @@ def train_fold(
         seconds=time.perf_counter() - start,
         samples_per_s=seen / train_seconds if train_seconds > 0 else 0.0,
     )
+
+
+def _advance(scheduler) -> None:
+    """Keep the schedule on time over a skipped step (without torch's order warning)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
 
 
 def _tqdm():
