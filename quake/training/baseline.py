@@ -17,6 +17,7 @@ A missing (all-zero) component gives zero features, which the forest learns to r
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -114,7 +115,9 @@ def _features_chunk(x: np.ndarray, fs: float) -> np.ndarray:
     energy = envelope**2
     energy_total = energy.sum(axis=2) + _TINY
     time_centroid = (energy * np.arange(n)).sum(axis=2) / energy_total / n
-    env_kurt = np.nan_to_num(kurtosis(envelope, axis=2))
+    with warnings.catch_warnings():  # all-zero (missing) components: kurtosis is undefined
+        warnings.simplefilter("ignore", RuntimeWarning)
+        env_kurt = np.nan_to_num(kurtosis(envelope, axis=2))
     first_half = energy[:, :, : n // 2].sum(axis=2) / energy_total
     horizontal = energy_total[:, 1:].sum(axis=1)
     h_to_v = np.log10((horizontal + _TINY) / (energy_total[:, 0] + _TINY))
