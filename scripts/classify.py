@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+# As in scripts/train.py: OpenMP threads that spin while waiting burn the CPU that reading and
+# the other ranks need when the cores are shared. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from quake.classify.catalog import ID_RULES
 from quake.classify.run import run_classification
