@@ -72,19 +72,22 @@ def catalog_set(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def single_run(catalog_set, tmp_path_factory):
-    out = tmp_path_factory.mktemp("single")
+def _classify_set(catalog_set: Path, out: Path, **options) -> None:
+    """Classify the module's catalog with its model in one process, in small batches."""
+    options = {"batch_size": 8, "workers": 0, "progress": False, **options}
     run_classification(
         str(catalog_set / "model"),
         catalog_set / "catalog.csv",
         str(catalog_set / "set"),
-        out / "predictions.csv",
-        stations_out=out / "stations.csv",
-        batch_size=8,
-        workers=0,
-        progress=False,
+        out,
+        **options,
     )
+
+
+@pytest.fixture(scope="module")
+def single_run(catalog_set, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    _classify_set(catalog_set, out / "predictions.csv", stations_out=out / "stations.csv")
     return {
         "predictions": pd.read_csv(out / "predictions.csv", dtype=str, keep_default_na=False),
         "stations": pd.read_csv(out / "stations.csv", dtype=str, keep_default_na=False),
@@ -245,16 +248,7 @@ def test_torchrun_two_processes_merge_to_the_single_run_and_resume(
 # --- precision and devices --------------------------------------------------------------------
 def test_amp_stays_within_tolerance_of_float32(catalog_set, single_run, tmp_path):
     out = tmp_path / "predictions.csv"
-    run_classification(
-        str(catalog_set / "model"),
-        catalog_set / "catalog.csv",
-        str(catalog_set / "set"),
-        out,
-        batch_size=8,
-        workers=0,
-        progress=False,
-        amp=True,
-    )
+    _classify_set(catalog_set, out, amp=True)
     amp = pd.read_csv(out, dtype=str, keep_default_na=False)
     expected = single_run["predictions"]
     _same_table(amp.drop(columns="predicted_class"), expected.drop(columns="predicted_class"),
@@ -280,9 +274,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(catalog_set, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="device 'cuda' was asked for, but torch sees no CUDA"):
-        run_classification(str(catalog_set / "model"), catalog_set / "catalog.csv",
-                           str(catalog_set / "set"), tmp_path / "p.csv", device="cuda",
-                           workers=0, progress=False)  # fmt: skip
+        _classify_set(catalog_set, tmp_path / "p.csv", device="cuda")
     assert RankGroup(Shard(1, 2), local_rank=1).device("auto") == "cpu"
 
 
@@ -291,17 +283,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(catalog_set, tmp_path):
 @pytest.mark.parametrize("amp", [False, True])
 def test_cuda_matches_cpu(catalog_set, single_run, tmp_path, amp):
     out = tmp_path / "predictions.csv"
-    run_classification(
-        str(catalog_set / "model"),
-        catalog_set / "catalog.csv",
-        str(catalog_set / "set"),
-        out,
-        batch_size=8,
-        workers=0,
-        progress=False,
-        device="cuda",
-        amp=amp,
-    )
+    _classify_set(catalog_set, out, device="cuda", amp=amp)
     got = pd.read_csv(out, dtype=str, keep_default_na=False)
     atol = AMP_ATOL if amp else 1e-4  # TF32/cuDNN kernels differ from CPU in the last bits
     expected = single_run["predictions"]
