@@ -7,6 +7,10 @@ runs 5-fold grouped cross-validation on the embedded synthetic set and writes
 ``runs/<timestamp>-<backbone>-d<depth>/`` (metrics.json, report.md, plots, model/). Settings come
 from ``configs/default.yaml`` (or ``--config``), then the flags below; ``--set KEY=VALUE`` reaches
 any other key (e.g. ``--set optim.weight_decay=0.1``). Rerun with the same ``--out`` to resume.
+
+    torchrun --nproc_per_node 2 scripts/train.py --backbone tiny --depth 4
+
+trains every fold data-parallel over 2 processes (DDP: gloo on CPU, nccl on GPUs); rank 0 writes.
 """
 
 from __future__ import annotations
@@ -58,7 +62,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run folder (default runs/<timestamp>-<backbone>-d<depth>); an existing one is resumed",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument(
+        "--threads", type=int, help="CPU threads per process (default: the cores / processes)"
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        help="training forward passes: auto = bf16 where the hardware has it; fp16 on CUDA only",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the training forward pass",
+    )
     p.add_argument(
         "--no-baseline", action="store_true", default=None, help="skip the spectral baseline"
     )
@@ -89,6 +106,8 @@ FLAG_KEYS = {
     "out": "run.out",
     "device": "run.device",
     "threads": "run.num_threads",
+    "precision": "optim.precision",
+    "compile": "run.compile",
     "quiet": "run.quiet",
 }
 
@@ -107,12 +126,18 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 
 
 def setup_logging(quiet: bool) -> None:
+    """INFO (WARNING with --quiet) on stderr; under torchrun the other ranks say only what goes
+    wrong, with their rank."""
+    rank = int(os.environ.get("RANK", "0") or 0)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(logging.WARNING if quiet else logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler.setLevel(logging.WARNING if quiet or rank > 0 else logging.INFO)
+    prefix = f"[rank {rank}] " if rank > 0 else ""
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s {prefix}%(levelname)s %(message)s", "%H:%M:%S")
+    )
     root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.WARNING if rank > 0 else logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     m = result.metrics
+    if m is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     agg, base = m["aggregate"], m.get("baseline")
     print(f"run folder: {result.run_dir}")
     print(f"pretrained: {m['pretrained'].get('source')} ({m['pretrained'].get('note')})")

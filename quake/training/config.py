@@ -22,7 +22,7 @@ CLASS_BALANCE_CHOICES = ("weighted_loss", "balanced_sampling", "none")
 SELECTION_METRICS = ("loss", "balanced_accuracy", "macro_f1")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DEPLOY_CHOICES = ("ensemble",)
-PRECISION_CHOICES = ("auto", "bf16", "fp32")
+PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")
 # Where training's preprocessing differs from PreprocessConfig's defaults: a hop of 64 samples
 # (0.64 s at 100 Hz) halves the tokens, hence the cost of an epoch, and on the synthetic set
 # gave the same accuracy per epoch as a hop of 32 -- so twice the epochs fit in the same time.
@@ -123,7 +123,8 @@ class OptimConfig:
     frozen_epochs: int = 0  # two-stage schedule: this many epochs with the backbone frozen first
     patience: int | None = 15  # early stopping on the validation split; None: train all epochs
     selection_metric: str = "loss"  # validation quantity that picks the checkpoint
-    precision: str = "auto"  # training forward passes: auto (bf16 where native) | bf16 | fp32
+    # training forward passes: auto (bf16 where native) | bf16 | fp16 (CUDA, loss scaling) | fp32
+    precision: str = "auto"
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "optim.epochs", self.epochs, "an integer >= 1")
@@ -287,6 +288,7 @@ class RunConfig:
     parallel_folds: int | None = None  # CPU: folds trained side by side; None: one per core
     quiet: bool = False
     eval_batch_size: int = 256
+    compile: bool = False  # torch.compile the training forward pass (same results within tolerance)
 
     def validate(self) -> None:
         _check(

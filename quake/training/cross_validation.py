@@ -26,6 +26,7 @@ from quake.models import HybridViT
 from quake.training.augment import Augmenter, build_noise_bank
 from quake.training.baseline import SpectralForestBaseline, feature_names, spectral_features
 from quake.training.config import TrainConfig
+from quake.training.distributed import SINGLE, DistContext
 from quake.training.loop import PretrainedResolver, build_model, train_fold
 from quake.training.splits import Fold
 
@@ -166,8 +167,11 @@ def run_deep_fold(
     device: torch.device,
     progress: bool,
     position: int = 0,
+    dist: DistContext = SINGLE,
 ) -> FoldOutcome:
-    """Train, choose the checkpoint on validation, predict the test fold once, save it all."""
+    """Train, choose the checkpoint on validation, predict the test fold once, save it all.
+
+    Across ranks all train the fold together; rank 0 alone saves it."""
     img_size = tuple(data.preprocess.spectrogram_shape[1:])
     seed = fold_seed(config.seed, fold.index)
     torch.manual_seed(seed)
@@ -213,10 +217,15 @@ def run_deep_fold(
         progress=progress,
         description=f"fold {fold.index}",
         position=position,
+        dist=dist,
+        compile_model=config.run.compile,
     )
-    test_x = data.waveforms[torch.as_tensor(fold.test, dtype=torch.long)]
-    probs = model_probabilities(
-        fit.model, test_x, data.preprocess, batch_size=config.run.eval_batch_size, device=device
+    test_idx = fold.test[dist.shard(len(fold.test))]
+    test_x = data.waveforms[torch.as_tensor(test_idx, dtype=torch.long)]
+    probs = dist.gather_rows(
+        model_probabilities(
+            fit.model, test_x, data.preprocess, batch_size=config.run.eval_batch_size, device=device
+        )
     )
     outcome = FoldOutcome(
         fold=fold.index,
@@ -228,7 +237,9 @@ def run_deep_fold(
         seed=seed,
         pretrained_info=_summarise_pretrained(model.pretrained_info),
     )
-    save_fold(fold_dir, data, fold, outcome, fit.model)
+    if dist.is_main:
+        save_fold(fold_dir, data, fold, outcome, fit.model)
+    dist.barrier()  # the fold is on disk before any rank goes on
     return outcome
 
 
@@ -307,13 +318,20 @@ def run_deep_folds(
     progress: bool,
     workers: int,
     threads: int,
+    dist: DistContext = SINGLE,
 ) -> list[FoldOutcome]:
     """All folds: finished ones read back, the others trained (``workers`` at a time).
 
     Several CPU workers train folds side by side in separate processes, each with a share of
     the threads: a model this small keeps one core busy far better than it splits over two.
     Workers only write fold folders; the results are read back from them, as on resume.
+    Under torchrun (``dist``) the ranks train each pending fold together, one fold at a time;
+    rank 0 decides which folds are pending and alone gets the outcomes (others get ``[]``).
     """
+    if dist.enabled:
+        return _run_folds_distributed(
+            data, folds, config, run_dir, pretrained, device=device, progress=progress, dist=dist
+        )
     outcomes: dict[int, FoldOutcome] = {}
     pending = []
     for fold in folds:
@@ -348,6 +366,56 @@ def run_deep_folds(
                 raise RuntimeError(f"fold {fold.index} finished without writing its results")
             outcomes[fold.index] = outcome
     return [outcomes[f.index] for f in folds]
+
+
+def _run_folds_distributed(
+    data: CVData,
+    folds: list[Fold],
+    config: TrainConfig,
+    run_dir: Path,
+    pretrained: bool | str,
+    *,
+    device: torch.device,
+    progress: bool,
+    dist: DistContext,
+) -> list[FoldOutcome]:
+    def pending_folds() -> list[int]:
+        pending = []
+        for fold in folds:
+            if load_fold(fold_dir_of(run_dir, fold), data, fold) is None:
+                pending.append(fold.index)
+            else:
+                logger.info("fold %d: already complete, read from its folder", fold.index)
+        return pending
+
+    pending = set(dist.on_main(pending_folds))
+    trained = set()
+    for fold in folds:
+        if fold.index in pending:
+            outcome = run_deep_fold(
+                data,
+                fold,
+                config,
+                fold_dir_of(run_dir, fold),
+                pretrained,
+                device=device,
+                progress=progress,
+                dist=dist,
+            )
+            trained.add(fold.index)
+            if dist.is_main:
+                _log_fold_done(outcome)
+    if not dist.is_main:
+        return []
+    outcomes = []
+    for fold in folds:
+        outcome = load_fold(
+            fold_dir_of(run_dir, fold), data, fold, resumed=fold.index not in trained
+        )
+        if outcome is None:
+            raise RuntimeError(f"fold {fold.index} finished without writing its results")
+        outcomes.append(outcome)
+    return outcomes
 
 
 def _log_fold_done(outcome: FoldOutcome) -> None:

@@ -26,6 +26,7 @@ from quake.inference import model_probabilities
 from quake.models import HybridViT, PretrainedUnavailableError
 from quake.training.augment import Augmenter
 from quake.training.config import ModelConfig, OptimConfig
+from quake.training.distributed import SINGLE, DistContext
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,14 @@ def build_model(
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` -> ``bf16`` where the hardware computes bfloat16 natively (CUDA with bf16
-    support; CPUs with AVX512-BF16/AMX through oneDNN), else ``fp32``. Only training forward
-    passes use it; evaluation and the saved weights stay float32."""
+    support; CPUs with AVX512-BF16/AMX through oneDNN), else ``fp32``. ``fp16`` (with loss
+    scaling) is for CUDA only. Only training forward passes use it; evaluation and the saved
+    weights stay float32."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"optim.precision 'fp16' needs a CUDA device, got {device.type!r}; "
+            "expected bf16 or fp32 on the CPU (or auto)"
+        )
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -103,6 +110,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     except (AttributeError, RuntimeError):
         native = False
     return "bf16" if native else "fp32"
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def make_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
@@ -180,11 +190,15 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     weights: torch.Tensor | None = None,
+    dist: DistContext = SINGLE,
 ) -> dict:
     """Validation loss (class-weighted like the training loss when ``weights`` is given, so
     that on an imbalanced set the checkpoint is not chosen for the majority class alone),
-    macro F1 and balanced accuracy."""
-    probs = model_probabilities(model, waveforms, config, batch_size=batch_size, device=device)
+    macro F1 and balanced accuracy. Across ranks each scores a part and all get every row."""
+    part = waveforms[dist.shard(len(waveforms))]
+    probs = dist.gather_rows(
+        model_probabilities(model, part, config, batch_size=batch_size, device=device)
+    )
     pred = probs.argmax(axis=1)
     clipped = np.clip(probs, 1e-7, 1.0)
     clipped /= clipped.sum(axis=1, keepdims=True)
@@ -205,6 +219,26 @@ def evaluate(
     }
 
 
+def training_forward(
+    model: nn.Module, *, device: torch.device, dist: DistContext, compile_model: bool
+) -> nn.Module:
+    """What the training steps call: the model, inside DDP across ranks, compiled if asked.
+
+    DDP registers the parameters that require gradients when it is built, so it is built again
+    whenever the backbone is frozen or unfrozen.
+    """
+    forward = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
+    if compile_model:
+        forward = torch.compile(forward)
+    return forward
+
+
 def train_fold(
     waveforms: torch.Tensor,
     labels: np.ndarray,
@@ -222,11 +256,15 @@ def train_fold(
     progress: bool = False,
     description: str = "",
     position: int = 0,
+    dist: DistContext = SINGLE,
+    compile_model: bool = False,
 ) -> FoldFit:
     """Train ``model`` on ``train_idx``, choose the epoch on ``val_idx``; returns the best model.
 
     The backbone is frozen for the first ``optim.frozen_epochs`` epochs (two-stage schedule), or
-    for the whole run with ``keep_backbone_frozen``.
+    for the whole run with ``keep_backbone_frozen``. Across ranks (``dist``), each global batch
+    of ``optim.batch_size`` windows is split over the ranks and DDP averages the gradients, so
+    the schedule and the checkpoint choice are those of one process.
     """
     n_classes = model.num_classes
     labels = np.asarray(labels, dtype=np.int64)
@@ -235,8 +273,19 @@ def train_fold(
         raise ValueError(
             f"a fold needs training and validation traces, got {len(train_idx)} and {len(val_idx)}"
         )
+    if min(optim.batch_size, len(train_idx)) < dist.world_size:
+        raise ValueError(
+            f"optim.batch_size {optim.batch_size} (or the {len(train_idx)} training traces) cannot "
+            f"be split over {dist.world_size} processes; expected at least one window per process"
+        )
     generator = torch.Generator().manual_seed(seed)
-    augmenter.generator = generator
+    # One process: one random stream for shuffling and augmentation. Across ranks the shuffle
+    # must be the same on every rank and the augmentation must not be.
+    augmenter.generator = (
+        torch.Generator().manual_seed(seed + 104_729 * (dist.rank + 1))
+        if dist.enabled
+        else generator
+    )
     model.to(device)
 
     batch_size = min(optim.batch_size, len(train_idx))
@@ -260,7 +309,10 @@ def train_fold(
         counts = np.bincount(train_labels, minlength=n_classes)
         sample_weights = torch.tensor(1.0 / counts[train_labels], dtype=torch.float64)
 
-    bf16 = resolve_precision(optim.precision, device) == "bf16"
+    precision = resolve_precision(optim.precision, device)
+    # fp16 needs loss scaling; an overflowing step is then part of finding the scale
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    max_norm = optim.grad_clip_norm if optim.grad_clip_norm is not None else math.inf
     train_idx_t = torch.as_tensor(train_idx, dtype=torch.long)
     val_x = waveforms[torch.as_tensor(val_idx, dtype=torch.long)]
     val_y = labels[val_idx]
@@ -270,13 +322,18 @@ def train_fold(
     start = time.perf_counter()
     seen = 0
     train_seconds = 0.0
+    forward = None
     tqdm = _tqdm()
     for epoch in range(1, optim.epochs + 1):
         want_frozen = keep_backbone_frozen or epoch <= optim.frozen_epochs
         if want_frozen and not model.backbone_frozen:
             model.freeze_backbone()
+            forward = None
         elif not want_frozen and model.backbone_frozen:
             model.unfreeze_backbone()  # second stage of the two-stage schedule
+            forward = None
+        if forward is None:
+            forward = training_forward(model, device=device, dist=dist, compile_model=compile_model)
         model.train()
         if sample_weights is None:
             order = train_idx_t[torch.randperm(len(train_idx_t), generator=generator)]
@@ -292,36 +349,46 @@ def train_fold(
             desc=f"{description} epoch {epoch}/{optim.epochs}".strip(),
             unit="batch",
             leave=False,
-            disable=not progress,
+            disable=not (progress and dist.is_main),
             position=position,
         )
         for step in range(steps_per_epoch):
-            idx = order[step * batch_size : (step + 1) * batch_size]
+            global_batch = order[step * batch_size : (step + 1) * batch_size]
+            idx = global_batch[dist.rank :: dist.world_size]
             x = augmenter.waveforms(waveforms[idx].to(device, non_blocking=True))
             spec = augmenter.spectrograms(spectrogram_batch(x, preprocess))
             y = torch.as_tensor(labels[idx.numpy()], device=device)
             saved_buffers = [b.detach().clone() for b in model.buffers()]
             with (
                 attention_backend(device),
-                torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
+                torch.autocast(
+                    device.type,
+                    dtype=AUTOCAST_DTYPES.get(precision, torch.float32),
+                    enabled=precision in AUTOCAST_DTYPES,
+                ),
             ):
-                logits = model(spec)
+                logits = forward(spec)
             loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            max_norm = optim.grad_clip_norm if optim.grad_clip_norm is not None else math.inf
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            bad = not (torch.isfinite(loss) and torch.isfinite(grad_norm))
+            if dist.any(bad):
                 # one bad batch (e.g. a reduced-precision overflow) must not poison the weights
-                skipped += 1
                 optimizer.zero_grad(set_to_none=True)
                 with torch.no_grad():  # BatchNorm statistics saw the bad batch too
                     for buffer, saved in zip(model.buffers(), saved_buffers, strict=True):
                         buffer.copy_(saved)
+                if scaler.is_enabled():
+                    scaler.update()  # a smaller loss scale next time
+                else:
+                    skipped += 1
                 _advance(scheduler)
                 bar.update(1)
                 continue
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             loss_sum += float(loss.detach()) * len(idx)
             loss_n += len(idx)
@@ -329,7 +396,8 @@ def train_fold(
             bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.3f}")
         bar.close()
         train_seconds += time.perf_counter() - epoch_start
-        seen += loss_n
+        loss_sum, loss_n = dist.sum([loss_sum, float(loss_n)])
+        seen += int(loss_n)
         entry = {
             "epoch": epoch,
             "train_loss": loss_sum / max(loss_n, 1),
@@ -345,6 +413,7 @@ def train_fold(
                 batch_size=eval_batch_size,
                 device=device,
                 weights=None if optim.class_balance == "none" else balance,
+                dist=dist,
             ),
             "seconds": time.perf_counter() - epoch_start,
         }
@@ -356,9 +425,9 @@ def train_fold(
                 epoch,
                 skipped,
                 steps_per_epoch,
-                "; going on in float32" if bf16 else "",
+                "; going on in float32" if precision == "bf16" else "",
             )
-            bf16 = False
+            precision = "fp32"
         score = _selection_score(optim.selection_metric, entry)
         improved = score > best_score
         if improved:

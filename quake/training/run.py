@@ -10,6 +10,7 @@ differing keys named, when the resolved config changed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +40,13 @@ from quake.training.cross_validation import (
     run_baseline,
     run_deep_folds,
 )
+from quake.training.distributed import (
+    SINGLE,
+    DistContext,
+    init_distributed,
+    rank_device,
+    shutdown,
+)
 from quake.training.loop import PretrainedResolver, progress_enabled, resolve_precision
 from quake.training.splits import Fold, check_disjoint_groups, grouped_folds
 
@@ -58,15 +66,18 @@ DEPLOY_NOTE = (
 @dataclass
 class RunResult:
     run_dir: Path
-    metrics: dict
+    metrics: dict | None  # None on the ranks other than 0 under torchrun: they write nothing
     classifier_dir: Path
 
 
-def fold_workers(config: TrainConfig, device: torch.device, threads: int) -> int:
-    """How many folds train at once: one on a GPU; on CPU ``run.parallel_folds``, by default
+def fold_workers(
+    config: TrainConfig, device: torch.device, threads: int, dist: DistContext = SINGLE
+) -> int:
+    """How many folds train at once: one on a GPU or under torchrun (the ranks share each
+    fold); on CPU ``run.parallel_folds``, by default
     one per core, plus one when the folds do not divide evenly over the cores (5 folds on 2
     cores: 3 workers finish in the time of 2.5 folds, 2 workers would need 3)."""
-    if device.type != "cpu":
+    if device.type != "cpu" or dist.enabled:
         return 1
     if config.run.parallel_folds is not None:
         return config.run.parallel_folds
@@ -166,13 +177,15 @@ class _RunLog:
         self.handler.close()
 
 
-def load_data(config: TrainConfig, progress: bool) -> tuple[CVData, dict, dict]:
+def load_data(
+    config: TrainConfig, progress: bool, dist: DistContext = SINGLE
+) -> tuple[CVData, dict, dict]:
     """Open the set, check every trace once, materialise the kept windows in one tensor."""
     preprocess = config.data.preprocess_config()
     if config.data.path is None:
         from quake.data import synthetic
 
-        path = synthetic.default_dataset_path()
+        path = dist.on_main(synthetic.default_dataset_path)  # generated once, by rank 0
     else:
         path = Path(config.data.path).expanduser()
         if not path.exists():
@@ -383,28 +396,51 @@ def _augment_summary(config: TrainConfig) -> str:
 
 
 def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
-    """Run the whole cross-validated training described by ``config``; returns the run folder."""
+    """Run the whole cross-validated training described by ``config``; returns the run folder.
+
+    Under ``torchrun --nproc_per_node N`` the ranks train every fold together (see
+    :mod:`quake.training.distributed`); rank 0 alone writes the run folder.
+    """
     config.validate()
-    t_start = time.perf_counter()
-    run_dir = Path(config.run.out) if config.run.out else default_run_dir(config)
-    resumed = prepare_run_dir(run_dir, config)
-    progress = progress_enabled(config.run.quiet) if progress is None else progress
-    threads = config.run.num_threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
     device = resolve_device(config.run.device)
-    with _RunLog(run_dir / "train.log"):
+    dist = init_distributed(device)
+    try:
+        return _train(config, progress, rank_device(device, dist), dist)
+    finally:
+        shutdown(dist)
+
+
+def _start_run_dir(config: TrainConfig) -> tuple[Path, bool]:
+    run_dir = Path(config.run.out) if config.run.out else default_run_dir(config)
+    return run_dir, prepare_run_dir(run_dir, config)
+
+
+def _train(
+    config: TrainConfig, progress: bool | None, device: torch.device, dist: DistContext
+) -> RunResult:
+    t_start = time.perf_counter()
+    run_dir, resumed = dist.on_main(_start_run_dir, config)
+    progress = progress_enabled(config.run.quiet) if progress is None else progress
+    progress = progress and dist.is_main
+    cores = max(1, (os.cpu_count() or 1) // dist.local_world_size)
+    threads = config.run.num_threads or cores
+    torch.set_num_threads(threads)
+    run_log = _RunLog(run_dir / "train.log") if dist.is_main else contextlib.nullcontext()
+    with run_log:
         logger.info(
-            "%s run folder %s (device %s, %d threads)",
+            "%s run folder %s (device %s, %d threads%s)",
             "resuming" if resumed else "starting",
             run_dir,
             device,
             threads,
+            f" in each of {dist.world_size} processes" if dist.enabled else "",
         )
-        _write_atomic(run_dir / "versions.json", json.dumps(versions(), indent=2) + "\n")
+        if dist.is_main:
+            _write_atomic(run_dir / "versions.json", json.dumps(versions(), indent=2) + "\n")
         timings: dict[str, float] = {}
 
         t0 = time.perf_counter()
-        data, data_summary, dropped = load_data(config, progress)
+        data, data_summary, dropped = load_data(config, progress, dist)
         timings["data_s"] = time.perf_counter() - t0
         logger.info(
             "data: %d traces, %d events, classes %s, input %s; dropped %s",
@@ -414,10 +450,10 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
             data_summary["input_shape"],
             dropped or "none",
         )
-        folds = make_folds(data, config, run_dir)
+        folds = dist.on_main(make_folds, data, config, run_dir)
 
         baseline = None
-        if config.baseline.enabled:
+        if config.baseline.enabled and dist.is_main:
             baseline = run_baseline(data, folds, config, n_jobs=threads)
             timings["baseline_s"] = baseline["seconds"]
             frames = [
@@ -429,8 +465,8 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
             )
 
         resolver = PretrainedResolver(config.model.pretrained)
-        pretrained_arg = resolve_pretrained(resolver, data, config)
-        workers = fold_workers(config, device, threads)
+        pretrained_arg = dist.on_main(resolve_pretrained, resolver, data, config)
+        workers = fold_workers(config, device, threads, dist)
         t0 = time.perf_counter()
         outcomes = run_deep_folds(
             data,
@@ -442,7 +478,10 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
             progress=progress,
             workers=workers,
             threads=threads,
+            dist=dist,
         )
+        if not dist.is_main:
+            return RunResult(run_dir=run_dir, metrics=None, classifier_dir=run_dir / "model")
         timings["deep_folds_this_process_s"] = time.perf_counter() - t0
         timings["deep_training_s"] = float(sum(o.seconds for o in outcomes))
         for o in outcomes:
@@ -496,7 +535,10 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
                 "device": str(device),
                 "threads": threads,
                 "parallel_folds": workers,
+                "processes": dist.world_size,
+                "backend": "nccl" if device.type == "cuda" else "gloo" if dist.enabled else None,
                 "precision": resolve_precision(config.optim.precision, device),
+                "compile": config.run.compile,
             },
             "resumed_folds": [o.fold for o in outcomes if o.resumed],
             "versions": versions(),
