@@ -92,6 +92,19 @@ class DistContext:
         dist.all_reduce(tensor)
         return tensor.cpu().tolist()
 
+    def average_buffers(self, model: torch.nn.Module) -> None:
+        """Average floating-point buffers (BatchNorm running statistics) over the ranks.
+
+        DDP keeps the parameters equal, but each rank's running statistics follow its own part
+        of the batches; averaged, every rank evaluates and saves the same model.
+        """
+        if not self.enabled:
+            return
+        for buffer in model.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer.data)
+                buffer.data /= self.world_size
+
     def any(self, flag: bool) -> bool:
         """True on every rank when it is true on at least one."""
         return self.sum([float(flag)])[0] > 0

@@ -395,6 +395,7 @@ def train_fold(
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.3f}")
         bar.close()
+        dist.average_buffers(model)
         train_seconds += time.perf_counter() - epoch_start
         loss_sum, loss_n = dist.sum([loss_sum, float(loss_n)])
         seen += int(loss_n)
