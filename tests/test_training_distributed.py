@@ -299,3 +299,45 @@ def test_torchrun_two_processes_end_to_end(tiny_set, tmp_path):
     resumed = json.loads((out / "metrics.json").read_text())
     assert resumed["resumed_folds"] == [0, 1]
     assert resumed["aggregate"] == metrics["aggregate"]
+
+
+# --- CUDA (skipped without a GPU) -----------------------------------------------------------
+
+
+def _fit_on(device: torch.device, precision: str):
+    waveforms, labels, train_idx, val_idx = _fold_inputs()
+    preprocess = _preprocess()
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig(depth=1, pretrained="none", dropout=0.0, drop_path_rate=0.0),
+        pretrained=False,
+        class_names=CLASSES,
+        img_size=tuple(preprocess.spectrogram_shape[1:]),
+    )
+    return train_fold(
+        waveforms,
+        labels,
+        train_idx,
+        val_idx,
+        model=model,
+        optim=OptimConfig(epochs=3, batch_size=8, lr=1e-3, precision=precision, patience=2),
+        preprocess=preprocess,
+        augmenter=Augmenter.from_config(
+            AugmentConfig(enabled=False), sampling_rate_hz=100.0, noise_bank=None
+        ),
+        seed=7,
+        device=device,
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_training_follows_cpu_fp32(precision):
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
+    cpu = _fit_on(torch.device("cpu"), "fp32").history
+    gpu = _fit_on(torch.device("cuda"), precision).history
+    assert len(gpu) == len(cpu)
+    for a, b in zip(cpu, gpu, strict=True):
+        assert abs(a["val_loss"] - b["val_loss"]) < 0.05, (a, b)
