@@ -225,11 +225,29 @@ class WaveformDataAdapter(Dataset):
             out[k] = prepare_window(raw, meta, self.config)[0]
         return out
 
-    def load_waveforms(self, progress: bool = False) -> np.ndarray:
-        """All kept windows as one ``(N, 3, window_samples)`` float32 array."""
+    def load_waveforms(self, progress: bool = False, out: Any = None) -> Any:
+        """All kept windows as one ``(N, 3, window_samples)`` float32 array.
+
+        ``out``: fill this instead of a new array, block by block in row order, and return it:
+        an array of that shape and dtype (a memmap, say), or any object with those ``shape`` and
+        ``dtype`` that takes ``out[start:stop] = block`` (a writer streaming to a file), so that
+        a set larger than memory never has to be held whole.
+        """
+        shape = (len(self), 3, self.config.window_samples)
+        if out is not None and (
+            tuple(out.shape) != shape or np.dtype(out.dtype) != np.dtype(np.float32)
+        ):
+            raise ValueError(
+                f"out has shape {tuple(out.shape)} and dtype {np.dtype(out.dtype)}; "
+                f"expected {shape} float32"
+            )
         if self._windows is not None:
-            return self._windows
-        out = np.empty((len(self), 3, self.config.window_samples), dtype=np.float32)
+            if out is None:
+                return self._windows
+            out[0 : len(self)] = self._windows
+            return out
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
         bar = None
         if progress:
             from tqdm.auto import tqdm
