@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -295,10 +296,12 @@ def build_noise_bank(
 
     Noise-class traces when the set has them; otherwise the pre-event stretch at the start of
     each window (``pre_event_samples`` long, e.g. the part before P), tiled to the window length.
-    ``None`` when neither exists.
+    ``None`` when neither exists. At most ``max_windows`` windows, drawn with ``seed`` when
+    there are more, so the bank stays small however large the set (and ``waveforms`` may be
+    memory-mapped: only the chosen rows are read).
     """
-    labels_t = torch.as_tensor(list(labels))
-    idx = torch.as_tensor(list(indices), dtype=torch.long)
+    labels_t = torch.from_numpy(np.array(labels, dtype=np.int64))
+    idx = torch.from_numpy(np.array(indices, dtype=np.int64))
     generator = torch.Generator().manual_seed(seed)
     if noise_label is not None:
         noise_idx = idx[labels_t[idx] == noise_label]

@@ -69,12 +69,17 @@ def feature_names(sampling_rate_hz: float) -> list[str]:
 def spectral_features(
     waveforms: np.ndarray, sampling_rate_hz: float, *, chunk_size: int = 512
 ) -> np.ndarray:
-    """``(N, 3, n)`` windows -> ``(N, n_features)`` float32, named by :func:`feature_names`."""
-    waveforms = np.asarray(waveforms, dtype=np.float64)
+    """``(N, 3, n)`` windows -> ``(N, n_features)`` float32, named by :func:`feature_names`.
+
+    The windows are converted to float64 ``chunk_size`` at a time, never all at once: a
+    memory-mapped set is read a chunk at a time and never copied whole."""
+    waveforms = np.asarray(waveforms)  # no copy of an array (a memmap stays mapped)
     if waveforms.ndim != 3 or waveforms.shape[1] != 3:
         raise ValueError(f"waveforms must have shape (N, 3, samples), got {waveforms.shape}")
     parts = [
-        _features_chunk(waveforms[i : i + chunk_size], sampling_rate_hz)
+        _features_chunk(
+            np.asarray(waveforms[i : i + chunk_size], dtype=np.float64), sampling_rate_hz
+        )
         for i in range(0, len(waveforms), chunk_size)
     ]
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 0), np.float32)

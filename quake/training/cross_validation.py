@@ -7,6 +7,7 @@ marker and reads the fold back instead of training it again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import logging.handlers
@@ -21,13 +22,12 @@ import torch
 
 from quake.classes import NOISE, ClassNames
 from quake.data import PreprocessConfig, TransformOP
-from quake.inference import model_probabilities
 from quake.models import HybridViT
 from quake.training.augment import Augmenter, build_noise_bank
 from quake.training.baseline import SpectralForestBaseline, feature_names, spectral_features
 from quake.training.config import TrainConfig
 from quake.training.distributed import SINGLE, DistContext
-from quake.training.loop import PretrainedResolver, build_model, train_fold
+from quake.training.loop import PretrainedResolver, build_model, probabilities_at, train_fold
 from quake.training.splits import Fold
 
 logger = logging.getLogger(__name__)
@@ -41,9 +41,17 @@ def prob_column(class_name: str) -> str:
     return PROB_PREFIX + class_name.replace(" ", "_")
 
 
+def map_windows(path: Path) -> torch.Tensor:
+    """The ``(N, 3, n)`` windows of a window cache .npy file, memory-mapped, not read: pages
+    come from the page cache as rows are indexed. Copy-on-write, so that the tensor behaves as
+    an ordinary writable one (a write stays private to this process and never reaches the file).
+    """
+    return torch.from_numpy(np.load(path, mmap_mode="c"))
+
+
 @dataclass
 class CVData:
-    """Everything the folds need, materialised once."""
+    """Everything the folds need, materialised once (the windows in memory or mapped)."""
 
     waveforms: torch.Tensor  # (N, 3, window_samples) float32, trimmed, before z-score
     labels: np.ndarray  # (N,) int64
@@ -52,6 +60,8 @@ class CVData:
     source_ids: np.ndarray
     preprocess: PreprocessConfig
     pre_event_samples: int = 0  # samples of pre-event noise at the start of each window
+    # the .npy file ``waveforms`` is memory-mapped from (run.window_cache disk); None: in memory
+    windows_path: Path | None = None
 
     @property
     def n_classes(self) -> int:
@@ -221,10 +231,14 @@ def run_deep_fold(
         compile_model=config.run.compile,
     )
     test_idx = fold.test[dist.shard(len(fold.test))]
-    test_x = data.waveforms[torch.as_tensor(test_idx, dtype=torch.long)]
     probs = dist.gather_rows(
-        model_probabilities(
-            fit.model, test_x, data.preprocess, batch_size=config.run.eval_batch_size, device=device
+        probabilities_at(
+            fit.model,
+            data.waveforms,
+            test_idx,
+            data.preprocess,
+            batch_size=config.run.eval_batch_size,
+            device=device,
         )
     )
     outcome = FoldOutcome(
@@ -443,6 +457,8 @@ def _init_worker(data, config, pretrained, device, progress, log_queue) -> None:
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
     root.setLevel(logging.INFO)
+    if data.windows_path is not None:  # handed over without its windows: map the file here
+        data = dataclasses.replace(data, waveforms=map_windows(data.windows_path))
     _WORKER.update(
         data=data, config=config, pretrained=pretrained, device=device, progress=progress
     )
@@ -477,7 +493,12 @@ def _run_in_processes(
     log_queue = context.Queue()
     listener = logging.handlers.QueueListener(log_queue, _Redispatch())
     listener.start()
-    data.waveforms.share_memory_()
+    if data.windows_path is None:
+        data.waveforms.share_memory_()  # the workers get a handle to it, not a copy
+    else:
+        # pickling a mapped tensor would copy every window, and share_memory_ would copy them
+        # into RAM: the workers get the file's path and map it themselves
+        data = dataclasses.replace(data, waveforms=torch.empty(0))
     per_worker = max(1, threads // workers)
     logger.info(
         "training %d folds in %d processes, %d thread(s) each", len(pending), workers, per_worker

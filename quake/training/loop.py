@@ -1,6 +1,7 @@
 """Training of one fold: AdamW, warm-up + cosine, label smoothing, clipping, early stopping.
 
-All training windows sit in one ``(N, 3, n)`` tensor; each batch is augmented as a whole
+All training windows sit in one ``(N, 3, n)`` tensor (in memory or memory-mapped: batches and
+validation windows are gathered from it a batch at a time); each batch is augmented as a whole
 (waveform steps, then ``spectrogram_batch``, then masking), so no per-sample Python runs in the
 inner loop. The checkpoint is chosen on the fold's grouped validation split; the test fold is
 never seen here.
@@ -180,6 +181,36 @@ def _selection_score(metric: str, entry: dict) -> float:
     return entry[f"val_{metric}"]
 
 
+def probabilities_at(
+    model: nn.Module,
+    waveforms: torch.Tensor,
+    indices: np.ndarray,
+    config: PreprocessConfig,
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """:func:`~quake.inference.model_probabilities` of the rows ``indices`` of ``waveforms``,
+    gathered one batch at a time: never more than ``batch_size`` windows are copied out, so a
+    memory-mapped set is read a batch at a time rather than copied whole."""
+    indices = np.asarray(indices, dtype=np.int64)
+    parts = [
+        model_probabilities(
+            model,
+            waveforms[torch.tensor(indices[start : start + batch_size])],
+            config,
+            batch_size=batch_size,
+            device=device,
+        )
+        for start in range(0, len(indices), batch_size)
+    ]
+    if not parts:
+        return model_probabilities(
+            model, waveforms[:0], config, batch_size=batch_size, device=device
+        )
+    return np.concatenate(parts)
+
+
 def evaluate(
     model: nn.Module,
     waveforms: torch.Tensor,
@@ -191,13 +222,17 @@ def evaluate(
     device: torch.device,
     weights: torch.Tensor | None = None,
     dist: DistContext = SINGLE,
+    indices: np.ndarray | None = None,
 ) -> dict:
     """Validation loss (class-weighted like the training loss when ``weights`` is given, so
     that on an imbalanced set the checkpoint is not chosen for the majority class alone),
-    macro F1 and balanced accuracy. Across ranks each scores a part and all get every row."""
-    part = waveforms[dist.shard(len(waveforms))]
+    macro F1 and balanced accuracy of the rows ``indices`` of ``waveforms`` (all rows when
+    None), whose labels are ``labels``. Across ranks each scores a part and all get every row."""
+    if indices is None:
+        indices = np.arange(len(waveforms))
+    part = np.asarray(indices, dtype=np.int64)[dist.shard(len(indices))]
     probs = dist.gather_rows(
-        model_probabilities(model, part, config, batch_size=batch_size, device=device)
+        probabilities_at(model, waveforms, part, config, batch_size=batch_size, device=device)
     )
     pred = probs.argmax(axis=1)
     clipped = np.clip(probs, 1e-7, 1.0)
@@ -314,7 +349,7 @@ def train_fold(
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     max_norm = optim.grad_clip_norm if optim.grad_clip_norm is not None else math.inf
     train_idx_t = torch.as_tensor(train_idx, dtype=torch.long)
-    val_x = waveforms[torch.as_tensor(val_idx, dtype=torch.long)]
+    val_idx = np.asarray(val_idx, dtype=np.int64)  # scored a batch at a time, never copied out
     val_y = labels[val_idx]
     history: list[dict] = []
     best_score, best_epoch, best_state = -math.inf, 0, None
@@ -407,7 +442,7 @@ def train_fold(
             "skipped_steps": skipped,
             **evaluate(
                 model,
-                val_x,
+                waveforms,
                 val_y,
                 preprocess,
                 n_classes,
@@ -415,6 +450,7 @@ def train_fold(
                 device=device,
                 weights=None if optim.class_balance == "none" else balance,
                 dist=dist,
+                indices=val_idx,
             ),
             "seconds": time.perf_counter() - epoch_start,
         }
