@@ -23,6 +23,7 @@ SELECTION_METRICS = ("loss", "balanced_accuracy", "macro_f1")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DEPLOY_CHOICES = ("ensemble",)
 PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")
+WINDOW_CACHE_CHOICES = ("auto", "memory", "disk")
 # Where training's preprocessing differs from PreprocessConfig's defaults: a hop of 64 samples
 # (0.64 s at 100 Hz) halves the tokens, hence the cost of an epoch, and on the synthetic set
 # gave the same accuracy per epoch as a hop of 32 -- so twice the epochs fit in the same time.
@@ -289,6 +290,10 @@ class RunConfig:
     quiet: bool = False
     eval_batch_size: int = 256
     compile: bool = False  # torch.compile the training forward pass (same results within tolerance)
+    # where the checked windows live while training: memory (one array in RAM), disk (written
+    # once to <run>/windows.npy and memory-mapped), auto (memory when they take under a quarter
+    # of the RAM). Same windows either way, so the same results: a resumed run may change it.
+    window_cache: str = "auto"
 
     def validate(self) -> None:
         _check(
@@ -314,6 +319,12 @@ class RunConfig:
             "run.parallel_folds",
             self.parallel_folds,
             "an integer >= 1 or null",
+        )
+        _check(
+            self.window_cache in WINDOW_CACHE_CHOICES,
+            "run.window_cache",
+            self.window_cache,
+            f"one of {list(WINDOW_CACHE_CHOICES)}",
         )
 
 
