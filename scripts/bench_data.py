@@ -17,10 +17,19 @@
    size: time per stage, RSS after each stage, peak RSS, and the metadata table's bytes per
    trace (what grows with the set: the waveforms are never held). The sets are deleted after.
 
+4. Training window cache (``--train-cache``). Sets of 20,000 and 100,000 traces with the
+   training preprocessing (2048-sample windows, 24.6 kB each); per size and per
+   ``run.window_cache`` (memory, disk), a fresh process runs training's ``load_data`` and then
+   scores one fold's validation and test windows (``probabilities_at``, a one-block model).
+   Reported: ru_maxrss (peak resident set, which counts mapped file pages that were read: page
+   cache, reclaimable, not memory the process owns) and the peak of anonymous memory (RssAnon,
+   sampled every 10 ms: what the process really holds), and their disk / memory ratios.
+
     python scripts/bench_data.py            # full run (writes ~1.3 GB under a temp folder)
     python scripts/bench_data.py --quick    # a short run
     python scripts/bench_data.py --scale    # 10k / 100k / 1M traces (~1.9 GB, a few minutes)
     python scripts/bench_data.py --scale --sizes 10000 100000 --loader-workers 2
+    python scripts/bench_data.py --train-cache  # 20k / 100k traces (~6 GB of disk at most)
 """
 
 from __future__ import annotations
@@ -325,6 +334,182 @@ def run_scale(args: argparse.Namespace, workdir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+TRAIN_CACHE_SIZES = [20_000, 100_000]
+TRAIN_CACHE_MODES = ("memory", "disk")
+
+
+class _MemorySampler:
+    """Peak VmRSS / RssAnon / RssFile of this process, read from /proc every ``interval`` s."""
+
+    def __init__(self, interval: float = 0.01):
+        import threading
+
+        self.peak = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
+        self._stop = threading.Event()
+        self._interval = interval
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in self.peak:
+                    self.peak[key] = max(self.peak[key], int(line.split()[1]))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.sample()
+
+    def __enter__(self):
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def mb(self, key: str) -> float:
+        return self.peak[key] / 1024.0
+
+
+def train_cache_child(path: Path, mode: str, run_dir: Path, batch_size: int) -> None:
+    """Run in a fresh process: training's load_data with run.window_cache ``mode``, then one
+    fold's validation and test probabilities; print JSON with the memory figures."""
+    import resource
+
+    from quake.training import load_config
+    from quake.training.loop import build_model, probabilities_at
+    from quake.training.run import load_data
+    from quake.training.splits import grouped_folds
+
+    def maxrss_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    config = load_config(
+        overrides={
+            "data.path": str(path),
+            "run.out": str(run_dir),
+            "run.window_cache": mode,
+            "run.quiet": True,
+            "model.depth": 1,
+            "model.pretrained": "none",
+        }
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out: dict = {"mode": mode, "start_maxrss_mb": maxrss_mb()}
+    with _MemorySampler() as sampler:
+        t = time.perf_counter()
+        data, _, _ = load_data(config, progress=False, run_dir=run_dir)
+        out["load_s"] = time.perf_counter() - t
+        out["traces"] = len(data.labels)
+        out["window_mb"] = data.waveforms.numel() * 4 / 2**20
+        out["load_maxrss_mb"] = maxrss_mb()
+        out["load_anon_peak_mb"] = sampler.mb("RssAnon")
+        fold = grouped_folds(
+            data.labels,
+            data.source_ids,
+            config.cv.folds,
+            val_fraction=config.cv.val_fraction,
+            seed=config.seed,
+        )[0]
+        torch.manual_seed(0)  # the same weights in both modes: the same probabilities
+        model = build_model(
+            config.model,
+            pretrained=False,
+            class_names=data.class_names,
+            img_size=tuple(data.preprocess.spectrogram_shape[1:]),
+        )
+        t = time.perf_counter()
+        checksum = 0.0
+        for indices in (fold.val, fold.test):
+            probs = probabilities_at(
+                model,
+                data.waveforms,
+                indices,
+                data.preprocess,
+                batch_size=batch_size,
+                device=torch.device("cpu"),
+            )
+            checksum += float(probs[:, 0].sum())
+        out["score_s"] = time.perf_counter() - t
+        out["scored"] = int(len(fold.val) + len(fold.test))
+        out["checksum"] = checksum
+    out["maxrss_mb"] = maxrss_mb()
+    out["anon_peak_mb"] = sampler.mb("RssAnon")
+    out["file_peak_mb"] = sampler.mb("RssFile")
+    print(json.dumps(out))
+
+
+def run_train_cache(args: argparse.Namespace, workdir: Path) -> None:
+    from quake.training import TrainConfig
+
+    config = TrainConfig().data.preprocess_config()
+    sizes = sorted(args.sizes or TRAIN_CACHE_SIZES)
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s); sets under {workdir}; window "
+        f"{config.window_samples} samples ({3 * config.window_samples * 4 / 1000:.1f} kB), "
+        f"eval batch {args.batch_size}"
+    )
+    full = workdir / "train-full"
+    try:
+        t = time.perf_counter()
+        write_set(full, max(sizes), config, args.bucket_size)
+        disk_mb = sum(f.stat().st_size for f in full.iterdir()) / 2**20
+        print(f"wrote {max(sizes)} traces in {time.perf_counter() - t:.0f} s: {disk_mb:.0f} MB")
+        print(
+            f"{'traces':>8} {'mode':>6} {'windows MB':>10} {'load s':>7} {'score s':>7} "
+            f"{'scored':>7} {'RSS start':>9} {'maxrss load':>11} {'maxrss end':>10} {'anon peak':>9} "
+            f"{'file peak':>9}"
+        )
+        results: dict = {}
+        for size in sizes:
+            path = full if size == max(sizes) else subset_set(full, workdir / f"train-{size}", size)
+            for mode in TRAIN_CACHE_MODES:
+                run_dir = workdir / f"run-{size}-{mode}"
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--train-cache-child",
+                    str(path),
+                    "--train-cache-mode",
+                    mode,
+                    "--train-cache-run",
+                    str(run_dir),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--threads",
+                    str(args.threads),
+                ]
+                try:
+                    done = subprocess.run(command, check=True, capture_output=True, text=True)
+                finally:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                r = json.loads(done.stdout.strip().splitlines()[-1])
+                results[size, mode] = r
+                print(
+                    f"{r['traces']:>8} {mode:>6} {r['window_mb']:>10.0f} {r['load_s']:>7.1f} "
+                    f"{r['score_s']:>7.1f} {r['scored']:>7} {r['start_maxrss_mb']:>9.0f} "
+                    f"{r['load_maxrss_mb']:>11.0f} "
+                    f"{r['maxrss_mb']:>10.0f} {r['anon_peak_mb']:>9.0f} {r['file_peak_mb']:>9.0f}",
+                    flush=True,
+                )
+            memory, disk = results[size, "memory"], results[size, "disk"]
+            if memory["checksum"] != disk["checksum"]:
+                print(f"  probabilities differ: {memory['checksum']} vs {disk['checksum']}")
+            print(
+                f"  {size} traces, disk / memory: ru_maxrss {disk['maxrss_mb']:.0f} / "
+                f"{memory['maxrss_mb']:.0f} MB = {disk['maxrss_mb'] / memory['maxrss_mb']:.2f}; "
+                f"anonymous peak {disk['anon_peak_mb']:.0f} / {memory['anon_peak_mb']:.0f} MB = "
+                f"{disk['anon_peak_mb'] / memory['anon_peak_mb']:.2f}",
+                flush=True,
+            )
+    finally:
+        for path in [full, *(workdir / f"train-{s}" for s in sizes)]:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -345,7 +530,11 @@ def main() -> None:
         "--scale", action="store_true", help="peak memory at 10k / 100k / 1M traces"
     )
     parser.add_argument(
-        "--sizes", type=int, nargs="+", default=None, help="--scale: set sizes (traces)"
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="--scale / --train-cache: set sizes (traces)",
     )
     parser.add_argument(
         "--loader-workers",
@@ -353,7 +542,15 @@ def main() -> None:
         default=0,
         help="--scale: also stream through a DataLoader with this many worker processes",
     )
+    parser.add_argument(
+        "--train-cache",
+        action="store_true",
+        help="peak memory of training's load_data + one fold's scoring, window cache memory vs disk",
+    )
     parser.add_argument("--stream-child", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--train-cache-child", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--train-cache-mode", default="memory", help=argparse.SUPPRESS)
+    parser.add_argument("--train-cache-run", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--scale-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -363,6 +560,22 @@ def main() -> None:
         return
     if args.scale_child is not None:
         scale_child(args.scale_child, args.batch_size, args.loader_workers)
+        return
+    if args.train_cache_child is not None:
+        train_cache_child(
+            args.train_cache_child, args.train_cache_mode, args.train_cache_run, args.batch_size
+        )
+        return
+    if args.train_cache:
+        if args.bucket_size == 1000:  # the default of the other modes: larger buckets here
+            args.bucket_size = 4096
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="quake-train-cache-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_train_cache(args, workdir)
+        finally:
+            if args.workdir is None:
+                shutil.rmtree(workdir, ignore_errors=True)
         return
     if args.scale:
         if args.bucket_size == 1000:  # the default of the other modes: larger buckets here
