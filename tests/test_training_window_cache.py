@@ -15,7 +15,7 @@ import torch
 from quake.data import WaveformDataAdapter, open_dataset, synthetic
 from quake.training import load_config, train
 from quake.training.cross_validation import map_windows
-from quake.training.run import (
+from quake.training.window_cache import (
     WINDOWS_FILE,
     WINDOWS_MARKER,
     resolve_window_cache,

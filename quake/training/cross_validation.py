@@ -11,7 +11,6 @@ import dataclasses
 import json
 import logging
 import logging.handlers
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from quake.atomic import write_text_atomic
 from quake.classes import NOISE, ClassNames
 from quake.data import PreprocessConfig, TransformOP
 from quake.models import HybridViT
@@ -29,6 +29,7 @@ from quake.training.config import TrainConfig
 from quake.training.distributed import SINGLE, DistContext
 from quake.training.loop import PretrainedResolver, build_model, probabilities_at, train_fold
 from quake.training.splits import Fold
+from quake.training.window_cache import map_windows
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +40,6 @@ PROB_PREFIX = "prob_"
 def prob_column(class_name: str) -> str:
     """``"quarry blast"`` -> ``"prob_quarry_blast"`` (the batch classification convention)."""
     return PROB_PREFIX + class_name.replace(" ", "_")
-
-
-def map_windows(path: Path) -> torch.Tensor:
-    """The ``(N, 3, n)`` windows of a window cache .npy file, memory-mapped, not read: pages
-    come from the page cache as rows are indexed. Copy-on-write, so that the tensor behaves as
-    an ordinary writable one (a write stays private to this process and never reaches the file).
-    """
-    return torch.from_numpy(np.load(path, mmap_mode="c"))
 
 
 @dataclass
@@ -106,12 +99,6 @@ def predictions_frame(
 
 def probs_from_frame(frame: pd.DataFrame, class_names: ClassNames) -> np.ndarray:
     return frame[[prob_column(c) for c in class_names]].to_numpy(dtype=np.float64)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def run_baseline(data: CVData, folds: list[Fold], config: TrainConfig, n_jobs: int | None) -> dict:
@@ -269,7 +256,7 @@ def save_fold(
     fold_dir.mkdir(parents=True, exist_ok=True)
     model.cpu().save(fold_dir / "model")
     frame = predictions_frame(data, fold.test, outcome.probs, fold.index)
-    _write_atomic(fold_dir / "predictions.csv", frame.to_csv(index=False))
+    write_text_atomic(fold_dir / "predictions.csv", frame.to_csv(index=False))
     marker = {
         "fold": fold.index,
         "seed": outcome.seed,
@@ -283,7 +270,7 @@ def save_fold(
         "history": outcome.history,
         "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    _write_atomic(fold_dir / FOLD_MARKER, json.dumps(marker, indent=2) + "\n")
+    write_text_atomic(fold_dir / FOLD_MARKER, json.dumps(marker, indent=2) + "\n")
 
 
 def load_fold(

@@ -11,12 +11,10 @@ differing keys named, when the resolved config changed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import platform
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ import pandas as pd
 import torch
 import yaml
 
+from quake.atomic import write_text_atomic
 from quake.data import WaveformDataAdapter, open_dataset
 from quake.inference import EventClassifier, resolve_device, weights_digest
 from quake.training import metrics as M
@@ -36,7 +35,6 @@ from quake.training.cross_validation import (
     CVData,
     FoldOutcome,
     load_fold_model,
-    map_windows,
     pre_event_samples,
     predictions_frame,
     resolve_pretrained,
@@ -52,14 +50,11 @@ from quake.training.distributed import (
 )
 from quake.training.loop import PretrainedResolver, progress_enabled, resolve_precision
 from quake.training.splits import Fold, check_disjoint_groups, grouped_folds
+from quake.training.window_cache import map_windows, place_windows
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
-WINDOWS_FILE = "windows.npy"  # run.window_cache disk: the checked windows, (N, 3, n) float32
-WINDOWS_MARKER = "windows.json"  # written after windows.npy is complete: what it holds
-# run.window_cache auto keeps the windows in memory while they take less than this share of RAM
-AUTO_MEMORY_FRACTION = 0.25
 DEPLOY_NOTE = (
     "the ensemble of the {k} fold models, probabilities averaged. Why an ensemble rather than a "
     "refit on all data: it costs no extra training; every member chose its own checkpoint on its "
@@ -118,12 +113,6 @@ def versions() -> dict:
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _differences(old: object, new: object, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
@@ -156,7 +145,7 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig) -> bool:
             "expected a new folder or one written by an earlier run"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(config_path, config.to_yaml())
+    write_text_atomic(config_path, config.to_yaml())
     return False
 
 
@@ -184,162 +173,6 @@ class _RunLog:
         self.handler.close()
 
 
-def physical_memory_bytes() -> int | None:
-    """The machine's RAM, or None where the system does not say."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def resolve_window_cache(
-    mode: str, window_bytes: int, processes: int = 1, ram_bytes: int | None = None
-) -> str:
-    """``run.window_cache`` -> ``memory`` or ``disk``.
-
-    ``auto``: memory while the windows of all ``processes`` on this machine (each torchrun rank
-    holds its own copy in memory) take less than :data:`AUTO_MEMORY_FRACTION` of the RAM, else
-    disk. ``ram_bytes`` defaults to :func:`physical_memory_bytes`; unknown RAM means memory.
-    """
-    if mode != "auto":
-        return mode
-    ram = physical_memory_bytes() if ram_bytes is None else ram_bytes
-    if ram is None:
-        return "memory"
-    return "memory" if window_bytes * max(1, processes) < AUTO_MEMORY_FRACTION * ram else "disk"
-
-
-class _NpyWriter:
-    """What ``load_waveforms(out=...)`` fills for the disk cache: rows appended in order
-    straight to an open .npy file with plain writes, so neither the windows nor a writable
-    mapping of them ever sit in this process's memory (and a full disk is an OSError, not a
-    crash of a mapping)."""
-
-    def __init__(self, handle, shape: tuple[int, ...]):
-        self.shape = tuple(shape)
-        self.dtype = np.dtype(np.float32)
-        self.rows = 0
-        self._handle = handle
-        header = {
-            "descr": np.lib.format.dtype_to_descr(self.dtype),
-            "fortran_order": False,
-            "shape": self.shape,
-        }
-        np.lib.format.write_array_header_1_0(handle, header)
-
-    def __setitem__(self, key: slice, block: np.ndarray) -> None:
-        if not isinstance(key, slice) or key.start != self.rows or key.step not in (None, 1):
-            raise ValueError(f"rows must come in order from {self.rows}, got {key!r}")
-        block = np.ascontiguousarray(block, dtype=self.dtype)
-        if block.shape != (key.stop - key.start, *self.shape[1:]):
-            raise ValueError(f"block of shape {block.shape} for rows {key.start}:{key.stop}")
-        self._handle.write(memoryview(block).cast("B"))
-        self.rows = key.stop
-
-
-def _size(nbytes: float) -> str:
-    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
-
-
-def _windows_fingerprint(adapter: WaveformDataAdapter) -> dict:
-    """What a window cache holds: shape, preprocessing and the kept traces, in order."""
-    names = adapter.metadata["trace_name"].astype(str)
-    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()
-    fingerprint = {
-        "shape": [len(adapter), 3, adapter.config.window_samples],
-        "dtype": "float32",
-        "preprocess": adapter.config.to_dict(),
-        "trace_names_sha256": digest,
-    }
-    return json.loads(json.dumps(fingerprint))  # as it reads back from the marker
-
-
-def _complete_cache(path: Path, marker: Path, fingerprint: dict) -> bool:
-    """True when ``path`` is a finished window cache of exactly these windows."""
-    if not (path.is_file() and marker.is_file()):
-        return False
-    try:
-        if json.loads(marker.read_text()) != fingerprint:
-            return False
-        array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError):
-        return False
-    return (
-        list(array.shape) == fingerprint["shape"]
-        and array.dtype == np.float32
-        and path.stat().st_size == array.offset + array.nbytes
-    )
-
-
-def write_window_cache(adapter: WaveformDataAdapter, run_dir: Path, progress: bool) -> Path:
-    """``<run_dir>/windows.npy``: every kept window, written once; reused when complete.
-
-    The file is written block by block under a temporary name and renamed when complete, then
-    :data:`WINDOWS_MARKER` records what it holds; an interrupted write leaves at most a
-    temporary file, removed by the next attempt, never a partial file under the final name.
-    """
-    path, marker = run_dir / WINDOWS_FILE, run_dir / WINDOWS_MARKER
-    fingerprint = _windows_fingerprint(adapter)
-    shape = tuple(fingerprint["shape"])
-    nbytes = int(np.prod(shape)) * 4
-    if _complete_cache(path, marker, fingerprint):
-        logger.info("window cache: reusing %s (%d windows, %s)", path, shape[0], _size(nbytes))
-        return path
-    for stale in sorted(run_dir.glob(WINDOWS_FILE + ".tmp-*")):
-        logger.info("window cache: removing %s, left by an interrupted write", stale.name)
-        stale.unlink(missing_ok=True)
-    marker.unlink(missing_ok=True)
-    free = shutil.disk_usage(run_dir).free + (path.stat().st_size if path.is_file() else 0)
-    if free < nbytes + 2**26:
-        raise ValueError(
-            f"run.window_cache disk needs {_size(nbytes)} for {shape[0]} windows in "
-            f"{str(run_dir)!r}, which has {_size(free)} free; expected a run folder with "
-            "room for them (--out elsewhere) or run.window_cache=memory"
-        )
-    logger.info("window cache: writing %d windows (%s) to %s", shape[0], _size(nbytes), path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            writer = _NpyWriter(handle, shape)
-            adapter.load_waveforms(progress=progress, out=writer)
-            if writer.rows != shape[0]:
-                raise RuntimeError(f"wrote {writer.rows} of {shape[0]} windows to {tmp}")
-            handle.flush()
-            os.fsync(handle.fileno())  # on disk before the name says it is complete
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _write_atomic(marker, json.dumps(fingerprint, indent=2) + "\n")
-    return path
-
-
-def _place_windows(
-    adapter: WaveformDataAdapter,
-    config: TrainConfig,
-    run_dir: Path | None,
-    progress: bool,
-    processes: int,
-) -> Path | None:
-    """Decide memory or disk (rank 0 for all ranks); for disk, write or reuse the cache."""
-    window_bytes = len(adapter) * 3 * adapter.config.window_samples * 4
-    mode = resolve_window_cache(config.run.window_cache, window_bytes, processes)
-    if config.run.window_cache == "auto":
-        ram = physical_memory_bytes()
-        logger.info(
-            "window cache: auto -> %s (%s of windows%s, %s of RAM)",
-            mode,
-            _size(window_bytes),
-            f" x {processes} processes" if processes > 1 else "",
-            "unknown" if ram is None else _size(ram),
-        )
-    if mode == "memory":
-        return None
-    if run_dir is None:
-        raise ValueError("run.window_cache disk needs a run folder to write windows.npy to")
-    return write_window_cache(adapter, run_dir, progress)
-
-
 def load_data(
     config: TrainConfig,
     progress: bool,
@@ -363,7 +196,7 @@ def load_data(
     if len(adapter) == 0:
         raise ValueError(f"no usable trace in {str(path)!r}: dropped {adapter.drop_counts()}")
     windows_path = dist.on_main(
-        _place_windows, adapter, config, run_dir, progress, dist.local_world_size
+        place_windows, adapter, config, run_dir, progress, dist.local_world_size
     )
     if windows_path is None:
         waveforms = torch.from_numpy(
@@ -458,7 +291,7 @@ def make_folds(data: CVData, config: TrainConfig, run_dir: Path) -> list[Fold]:
                 "run started; use a new --out folder"
             )
     else:
-        _write_atomic(path, json.dumps(payload) + "\n")
+        write_text_atomic(path, json.dumps(payload) + "\n")
     check_disjoint_groups(folds, data.source_ids)
     items = pd.DataFrame(
         {
@@ -469,7 +302,7 @@ def make_folds(data: CVData, config: TrainConfig, run_dir: Path) -> list[Fold]:
             "true_class": data.class_names.decode(data.labels),
         }
     )
-    _write_atomic(run_dir / "items.csv", items.to_csv(index=False))
+    write_text_atomic(run_dir / "items.csv", items.to_csv(index=False))
     return folds
 
 
@@ -619,7 +452,7 @@ def _train(
             f" in each of {dist.world_size} processes" if dist.enabled else "",
         )
         if dist.is_main:
-            _write_atomic(run_dir / "versions.json", json.dumps(versions(), indent=2) + "\n")
+            write_text_atomic(run_dir / "versions.json", json.dumps(versions(), indent=2) + "\n")
         timings: dict[str, float] = {}
 
         t0 = time.perf_counter()
@@ -643,7 +476,7 @@ def _train(
                 predictions_frame(data, f.test, p, f.index)
                 for f, p in zip(folds, baseline["probs"], strict=True)
             ]
-            _write_atomic(
+            write_text_atomic(
                 run_dir / "baseline_predictions.csv", pd.concat(frames).to_csv(index=False)
             )
 
@@ -676,7 +509,7 @@ def _train(
             predictions_frame(data, f.test, o.probs, f.index)
             for f, o in zip(folds, outcomes, strict=True)
         ]
-        _write_atomic(run_dir / "predictions.csv", pd.concat(all_frames).to_csv(index=False))
+        write_text_atomic(run_dir / "predictions.csv", pd.concat(all_frames).to_csv(index=False))
 
         models = [load_fold_model(run_dir / "folds" / f"fold_{f.index}") for f in folds]
         model_id = f"{run_dir.name}-{weights_digest(models)[:8]}"
@@ -740,7 +573,9 @@ def _train(
         timings["reporting_s"] = time.perf_counter() - t0
         timings["total_this_process_s"] = time.perf_counter() - t_start
         metrics["timings"] = timings
-        _write_atomic(run_dir / "metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n")
+        write_text_atomic(
+            run_dir / "metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n"
+        )
         extra = {
             "run_name": run_dir.name,
             "data_path": data_summary["path"],
@@ -751,7 +586,7 @@ def _train(
             "preprocess_summary": json.dumps(data.preprocess.to_dict()),
             "augment_summary": _augment_summary(config),
         }
-        _write_atomic(run_dir / "report.md", report.render_report(_json_safe(metrics), extra))
+        write_text_atomic(run_dir / "report.md", report.render_report(_json_safe(metrics), extra))
         agg = metrics["aggregate"]["macro_f1"]
         logger.info(
             "done in %.0f s: macro-F1 %.3f ± %.3f%s; run folder %s",
