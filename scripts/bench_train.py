@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark training throughput: samples/s of ``train_fold``, 1 vs 2 processes, AMP on/off.
 
-    python scripts/bench_train.py                    # the five cases below, ~4 min on 2 cores
+    python scripts/bench_train.py                    # the five cases below, 3 rounds: ~3 min on 2 cores
     python scripts/bench_train.py --quick            # one round of fewer steps, ~1 min
     python scripts/bench_train.py --compile          # also case 2 under torch.compile (+~1 min)
     python scripts/bench_train.py --device cuda --precision fp16 --json bench.json
