@@ -82,25 +82,10 @@ class TimedAugmenter(Augmenter):
     wall time, this process's CPU time (all its threads) and the whole machine's."""
 
     def __init__(self, *args, **kwargs):
-        self.device: torch.device | None = None
         super().__init__(*args, **kwargs)
         self.wall: list[float] = []
         self.cpu: list[float] = []
         self.machine: list[float] = []
-
-    @property
-    def generator(self) -> torch.Generator | None:
-        return self._generator
-
-    @generator.setter
-    def generator(self, generator: torch.Generator | None) -> None:
-        # train_fold hands over a CPU generator, while the augmentation steps draw their random
-        # numbers on the batch's device: on a GPU they need a generator there, seeded alike.
-        if generator is not None and self.device is not None:
-            if generator.device.type != self.device.type:
-                seed = generator.initial_seed()
-                generator = torch.Generator(self.device).manual_seed(seed)
-        self._generator = generator
 
     def waveforms(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cuda":
@@ -299,15 +284,12 @@ def _worker(rank: int, job: dict) -> None:
             pre_event_samples=data["pre_event_samples"],
             seed=seed,
         )
-        if noise_bank is not None:  # indexed with indices drawn on the batch's device
-            noise_bank = noise_bank.to(device)
         augmenter = TimedAugmenter.from_config(
             config.augment,
             sampling_rate_hz=preprocess.sampling_rate_hz,
             missing_component=preprocess.missing_component,
             noise_bank=noise_bank,
         )
-        augmenter.device = device
         dist.barrier()
         fit = train_fold(
             waveforms,

@@ -26,8 +26,18 @@ def _check_probability(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
 
 
+# Random numbers are drawn on the CPU generator and then moved to the batch's device: the same
+# seed gives the same augmentation on a GPU, and one CPU generator serves every device.
+def _rand(*size: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    return torch.rand(*size, generator=generator).to(device)
+
+
+def _randint(low: int, high: int, size: tuple[int, ...], generator, device) -> torch.Tensor:
+    return torch.randint(low, high, size, generator=generator).to(device)
+
+
 def _chosen(batch: int, prob: float, generator: torch.Generator | None, device) -> torch.Tensor:
-    return torch.rand(batch, generator=generator, device=device) < prob
+    return _rand(batch, generator=generator, device=device) < prob
 
 
 class TimeShift:
@@ -46,9 +56,7 @@ class TimeShift:
         if self.max_shift == 0:
             return x
         batch, channels, n = x.shape
-        shift = torch.randint(
-            -self.max_shift, self.max_shift + 1, (batch,), generator=generator, device=x.device
-        )
+        shift = _randint(-self.max_shift, self.max_shift + 1, (batch,), generator, x.device)
         index = (torch.arange(n, device=x.device)[None, :] - shift[:, None]) % n
         return x.gather(2, index[:, None, :].expand(batch, channels, n))
 
@@ -84,10 +92,10 @@ class AddRealNoise:
                 f"noise windows have {self.bank.shape[2]} samples, waveforms {x.shape[2]}"
             )
         chosen = _chosen(batch, self.prob, generator, x.device)
-        pick = torch.randint(0, self.bank.shape[0], (batch,), generator=generator, device=x.device)
+        pick = _randint(0, self.bank.shape[0], (batch,), generator, self.bank.device)
         noise, noise_std = self.bank[pick].to(x.device), self.bank_std[pick].to(x.device)
         low, high = self.snr_db
-        snr = low + (high - low) * torch.rand(batch, 1, 1, generator=generator, device=x.device)
+        snr = low + (high - low) * _rand(batch, 1, 1, generator=generator, device=x.device)
         signal_std = x.std(dim=2, keepdim=True)
         usable = (signal_std > 0) & (noise_std > 0) & chosen[:, None, None]
         scale = torch.where(
@@ -113,7 +121,7 @@ class AmplitudeScale:
         self.low, self.high = float(low), float(high)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        u = torch.rand(x.shape[0], x.shape[1], 1, generator=generator, device=x.device)
+        u = _rand(x.shape[0], x.shape[1], 1, generator=generator, device=x.device)
         log_low, log_high = torch.log(torch.tensor(self.low)), torch.log(torch.tensor(self.high))
         return x * torch.exp(log_low + (log_high - log_low) * u)
 
@@ -144,7 +152,7 @@ class ChannelDropout:
         batch, channels, _ = x.shape
         chosen = _chosen(batch, self.prob, generator, x.device)
         first = 1 if self.policy == "copy_z" else 0
-        channel = torch.randint(first, channels, (batch,), generator=generator, device=x.device)
+        channel = _randint(first, channels, (batch,), generator, x.device)
         live = x.abs().amax(dim=2) > 0  # (B, C)
         drop = chosen & (live.sum(dim=1) > 1)
         mask = torch.zeros(batch, channels, dtype=torch.bool, device=x.device)
@@ -187,10 +195,8 @@ class SpectrogramMask:
         max_width = int(length * max_frac)
         if max_width < 1 or prob == 0.0:
             return torch.zeros(batch, length, dtype=torch.bool, device=device)
-        width = torch.randint(0, max_width + 1, (batch,), generator=generator, device=device)
-        start = (
-            torch.rand(batch, generator=generator, device=device) * (length - width + 1)
-        ).long()
+        width = _randint(0, max_width + 1, (batch,), generator, device)
+        start = (_rand(batch, generator=generator, device=device) * (length - width + 1)).long()
         pos = torch.arange(length, device=device)[None, :]
         band = (pos >= start[:, None]) & (pos < (start + width)[:, None])
         return band & _chosen(batch, prob, generator, device)[:, None]
