@@ -57,7 +57,15 @@ def _fold_inputs(seed: int = 0):
     return torch.tensor(x, dtype=torch.float32), labels, np.arange(0, 36), np.arange(36, 48)
 
 
-def _fit(dist: DistContext, *, precision: str = "fp32", compile_model: bool = False):
+def _fit(
+    dist: DistContext,
+    *,
+    precision: str = "fp32",
+    compile_model: bool = False,
+    device: str = "cpu",
+    augment: bool = False,
+):
+    """Three epochs of one fold, seeded; no dropout, and augmentation only when asked."""
     waveforms, labels, train_idx, val_idx = _fold_inputs()
     preprocess = _preprocess()
     torch.manual_seed(0)
@@ -68,10 +76,9 @@ def _fit(dist: DistContext, *, precision: str = "fp32", compile_model: bool = Fa
         img_size=tuple(preprocess.spectrogram_shape[1:]),
     )
     augmenter = Augmenter.from_config(
-        AugmentConfig(enabled=False),
+        AugmentConfig(enabled=augment),
         sampling_rate_hz=100.0,
-        missing_component="zeros",
-        noise_bank=None,
+        noise_bank=waveforms[train_idx[labels[train_idx] == 2]],
     )
     optim = OptimConfig(epochs=3, batch_size=8, lr=1e-3, precision=precision, patience=2)
     return train_fold(
@@ -84,7 +91,7 @@ def _fit(dist: DistContext, *, precision: str = "fp32", compile_model: bool = Fa
         preprocess=preprocess,
         augmenter=augmenter,
         seed=7,
-        device=torch.device("cpu"),
+        device=torch.device(device),
         dist=dist,
         compile_model=compile_model,
     )
@@ -304,42 +311,15 @@ def test_torchrun_two_processes_end_to_end(tiny_set, tmp_path):
 # --- CUDA (skipped without a GPU) -----------------------------------------------------------
 
 
-def _fit_on(device: torch.device, precision: str):
-    waveforms, labels, train_idx, val_idx = _fold_inputs()
-    preprocess = _preprocess()
-    torch.manual_seed(0)
-    model = build_model(
-        ModelConfig(depth=1, pretrained="none", dropout=0.0, drop_path_rate=0.0),
-        pretrained=False,
-        class_names=CLASSES,
-        img_size=tuple(preprocess.spectrogram_shape[1:]),
-    )
-    return train_fold(
-        waveforms,
-        labels,
-        train_idx,
-        val_idx,
-        model=model,
-        optim=OptimConfig(epochs=3, batch_size=8, lr=1e-3, precision=precision, patience=2),
-        preprocess=preprocess,
-        augmenter=Augmenter.from_config(  # on, so that its random draws meet the GPU batch
-            AugmentConfig(),
-            sampling_rate_hz=100.0,
-            noise_bank=waveforms[train_idx[labels[train_idx] == 2]],
-        ),
-        seed=7,
-        device=device,
-    )
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cuda_training_follows_cpu_fp32(precision):
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bfloat16")
-    cpu = _fit_on(torch.device("cpu"), "fp32").history
-    gpu = _fit_on(torch.device("cuda"), precision).history
+    # augmentation on, so that its random draws meet the GPU batch
+    cpu = _fit(SINGLE, augment=True).history
+    gpu = _fit(SINGLE, precision=precision, device="cuda", augment=True).history
     assert len(gpu) == len(cpu)  # the same augmentation on both: drawn from one CPU generator
     for a, b in zip(cpu, gpu, strict=True):
         assert abs(a["val_loss"] - b["val_loss"]) < 0.05, (a, b)
