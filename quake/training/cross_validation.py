@@ -333,17 +333,7 @@ def run_deep_folds(
         return _run_folds_distributed(
             data, folds, config, run_dir, pretrained, device=device, progress=progress, dist=dist
         )
-    outcomes: dict[int, FoldOutcome] = {}
-    pending = []
-    for fold in folds:
-        outcome = load_fold(fold_dir_of(run_dir, fold), data, fold)
-        if outcome is None:
-            pending.append(fold)
-        else:
-            logger.info(
-                "fold %d: already complete, read from %s", fold.index, fold_dir_of(run_dir, fold)
-            )
-            outcomes[fold.index] = outcome
+    outcomes, pending = _completed_and_pending(data, folds, run_dir)
     workers = max(1, min(workers, len(pending)))
     if workers == 1:
         for fold in pending:
@@ -362,11 +352,33 @@ def run_deep_folds(
             data, pending, config, run_dir, pretrained, device, progress, workers, threads
         )
         for fold in pending:
-            outcome = load_fold(fold_dir_of(run_dir, fold), data, fold, resumed=False)
-            if outcome is None:
-                raise RuntimeError(f"fold {fold.index} finished without writing its results")
-            outcomes[fold.index] = outcome
+            outcomes[fold.index] = _read_trained(data, fold, run_dir)
     return [outcomes[f.index] for f in folds]
+
+
+def _completed_and_pending(
+    data: CVData, folds: list[Fold], run_dir: Path
+) -> tuple[dict[int, FoldOutcome], list[Fold]]:
+    """Folds finished by an earlier run (read back), and the folds still to train."""
+    completed, pending = {}, []
+    for fold in folds:
+        outcome = load_fold(fold_dir_of(run_dir, fold), data, fold)
+        if outcome is None:
+            pending.append(fold)
+        else:
+            logger.info(
+                "fold %d: already complete, read from %s", fold.index, fold_dir_of(run_dir, fold)
+            )
+            completed[fold.index] = outcome
+    return completed, pending
+
+
+def _read_trained(data: CVData, fold: Fold, run_dir: Path) -> FoldOutcome:
+    """A fold just trained (here or in a worker process), read back from its folder."""
+    outcome = load_fold(fold_dir_of(run_dir, fold), data, fold, resumed=False)
+    if outcome is None:
+        raise RuntimeError(f"fold {fold.index} finished without writing its results")
+    return outcome
 
 
 def _run_folds_distributed(
@@ -380,17 +392,14 @@ def _run_folds_distributed(
     progress: bool,
     dist: DistContext,
 ) -> list[FoldOutcome]:
-    def pending_folds() -> list[int]:
-        pending = []
-        for fold in folds:
-            if load_fold(fold_dir_of(run_dir, fold), data, fold) is None:
-                pending.append(fold.index)
-            else:
-                logger.info("fold %d: already complete, read from its folder", fold.index)
-        return pending
+    completed: dict[int, FoldOutcome] = {}  # filled on rank 0 only
 
-    pending = set(dist.on_main(pending_folds))
-    trained = set()
+    def pending_on_main() -> list[int]:
+        done, pending = _completed_and_pending(data, folds, run_dir)
+        completed.update(done)
+        return [fold.index for fold in pending]
+
+    pending = set(dist.on_main(pending_on_main))
     for fold in folds:
         if fold.index in pending:
             outcome = run_deep_fold(
@@ -403,20 +412,11 @@ def _run_folds_distributed(
                 progress=progress,
                 dist=dist,
             )
-            trained.add(fold.index)
             if dist.is_main:
                 _log_fold_done(outcome)
     if not dist.is_main:
         return []
-    outcomes = []
-    for fold in folds:
-        outcome = load_fold(
-            fold_dir_of(run_dir, fold), data, fold, resumed=fold.index not in trained
-        )
-        if outcome is None:
-            raise RuntimeError(f"fold {fold.index} finished without writing its results")
-        outcomes.append(outcome)
-    return outcomes
+    return [completed.get(f.index) or _read_trained(data, f, run_dir) for f in folds]
 
 
 def _log_fold_done(outcome: FoldOutcome) -> None:
