@@ -11,7 +11,7 @@ channel, 60 s at 100 Hz). Records come from ``quake.data.synthetic.synthesize_ev
 of distinct records, re-used across events: the benchmark measures reading and compute, not the
 physics). The batch job then classifies every event (``classify_catalog``), and the same
 classifier is timed alone on random windows at the same batch size (``predict_proba``:
-spectrogram + network) and, for the network alone, with ``quake.models.benchmark``.
+spectrogram + network) and, for the network alone, with ``quake.benchmarks.model_throughput``.
 Aim: end-to-end windows/s >= 0.5 x model-only windows/s.
 """
 
@@ -46,7 +46,7 @@ from quake.data import PreprocessConfig
 from quake.data.synthetic import VP_KM_S, synthesize_event
 from quake.inference import EventClassifier
 from quake.models import Backbone, HybridViT
-from quake.models.benchmark import measure_inference, time_call
+from quake.benchmarks.model_throughput import measure_inference, time_call
 
 EVENT_TYPES = ("earthquake", "explosion")
 NETWORK = "BX"
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {"events": len(events), "stations_per_event": args.stations, "batch_size": args.batch_size,
                    "model_id": classifier.model_id, "network_only_windows_per_s": network.windows_per_s,
                    "runs": []}  # fmt: skip
-        print(f"network only (quake.models.benchmark, batch {args.batch_size}): "
+        print(f"network only (quake.benchmarks.model_throughput, batch {args.batch_size}): "
               f"{network.windows_per_s:.1f} windows/s", flush=True)  # fmt: skip
         settings = [(w, amp == "on") for w in args.workers for amp in args.amp]
         for workers, amp in settings:

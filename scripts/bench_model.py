@@ -21,7 +21,7 @@ import sys
 import torch
 
 from quake.models import Backbone
-from quake.models.benchmark import matmul_peak, measure_inference, measure_training
+from quake.benchmarks.model_throughput import matmul_peak, measure_inference, measure_training
 
 COLUMNS = (
     ("backbone", 10),

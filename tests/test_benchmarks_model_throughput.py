@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from quake.models.benchmark import measure_inference, measure_training, time_call
+from quake.benchmarks.model_throughput import measure_inference, measure_training, time_call
 
 
 def tiny_macs_per_window(depth: int, dim: int = 192, heads: int = 3, classes: int = 2) -> int:

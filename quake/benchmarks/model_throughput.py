@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from quake.models.backbones import Backbone
@@ -65,8 +66,14 @@ def time_call(fn: Callable[[], object], repeats: int, warmup: int = 2) -> Timing
 
 
 def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of one call (a multiply-add counts 2), as torch's FlopCounterMode counts them."""
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of one call (a multiply-add counts 2), as torch's FlopCounterMode counts them.
+
+    Counted under the math attention backend: a fused attention kernel is one opaque op that
+    FlopCounterMode counts in some torch releases and not in others (2.14 stopped), while the
+    math backend is made of matrix products it always counts. The arithmetic is the same; the
+    timed calls still use the fastest backend.
+    """
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
         fn()
     return int(counter.get_total_flops())
 
