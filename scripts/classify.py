@@ -121,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
             "skipped: "
             + "; ".join(f"{reason} x{n}" for reason, n in summary.skip_counts.most_common())
         )
+    if summary.quality_counts:
+        print(
+            "stations used with a quality flag (see the quality column of --stations-out): "
+            + "; ".join(f"{flag} x{n}" for flag, n in summary.quality_counts.most_common())
+        )
     if args.quakeml:
         print(f"QuakeML -> {args.quakeml}: {summary.quakeml_counts}")
     return 0

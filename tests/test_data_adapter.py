@@ -55,10 +55,12 @@ def test_adapter_on_arrays_yields_spectrogram_and_label(waveforms):
 
 
 def test_adapter_accepts_a_list_of_arrays_of_different_lengths(rng):
-    events = [rng.normal(size=(3, n)).astype(np.float32) for n in (2048, 3000, 1500)]
+    events = [rng.normal(size=(3, n)).astype(np.float32) for n in (2048, 3000, 1800)]
     adapter = WaveformDataAdapter(events, ["earthquake"] * 3)
     assert len(adapter) == 3
     assert adapter.metadata["trace_padded"].tolist() == [False, False, True]
+    assert adapter.metadata["trace_quality"].tolist()[2] == "window 88% covered, 2.5 s zero-padded"
+    assert adapter.quality_counts == {"partial window": 1}
 
 
 def test_nan_events_are_dropped_counted_and_named(waveforms):
@@ -83,7 +85,7 @@ def test_other_bad_items_are_dropped_with_their_reason(waveforms, rng):
     events.append(flat_one)
     adapter = WaveformDataAdapter(events, ["noise"] * len(events))
     reasons = dict(adapter.dropped)
-    assert reasons["item3"].startswith("too short: 600 of 2048")
+    assert reasons["item3"].startswith("too short: 29% of the window backed by data")
     assert reasons["item4"] == "dead: all three channels are flat"
     assert reasons["item5"].startswith("bad shape: waveform shape (2, 2400)")
     assert adapter.drop_counts() == {"too short": 1, "dead": 1, "bad shape": 1}
@@ -160,7 +162,7 @@ def test_adapter_on_streams_including_obspy_example():
     bad = Stream([Trace(np.ones(3000), header={"channel": "HHX", "sampling_rate": 100.0})])
     adapter = WaveformDataAdapter([good, bad], ["earthquake", "earthquake"])
     assert len(adapter) == 1
-    assert adapter.dropped[0][1].startswith("unknown channel: channel code 'HHX'")
+    assert adapter.dropped[0][1].startswith("unknown channel: channel codes ['HHX']")
     row = adapter.metadata.iloc[0]
     assert (row["station_network_code"], row["station_code"], row["trace_channel"]) == (
         "BW",
@@ -175,7 +177,7 @@ def test_adapter_on_streams_including_obspy_example():
 def test_p_anchor_is_converted_when_the_set_is_resampled(tmp_path):
     rate, p_sample = 50.0, 1000
     waveform = np.zeros((3, 3000), dtype=np.float32)
-    waveform[0, p_sample] = 1.0  # impulse at P
+    waveform[0] = np.exp(-0.5 * ((np.arange(3000) - p_sample) / 3.0) ** 2)  # a pulse at P
     waveform[1:] = np.random.default_rng(0).normal(size=(2, 3000))
     with SeisBenchWriter(tmp_path / "set", sampling_rate_hz=rate) as writer:
         writer.add(
@@ -192,7 +194,7 @@ def test_p_anchor_is_converted_when_the_set_is_resampled(tmp_path):
     assert adapter.labels.tolist() == [0, 1]
     window = adapter.get_waveform(0)
     assert int(np.argmax(window[0])) == round(cfg.pre_arrival_s * cfg.sampling_rate_hz)
-    # no P: the window starts at the trace start, at 100 Hz the impulse is at 2 * 1000
+    # no P: the window starts at the trace start, at 100 Hz the pulse is at 2 * 1000
     assert int(np.argmax(adapter.get_waveform(1)[0])) == 2 * p_sample
 
 

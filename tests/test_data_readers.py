@@ -450,7 +450,7 @@ def test_catalog_windows_match_window_from_stream(pnw):
         stream = Stream()
         for f in sorted(folder.glob(f"{station}.*.mseed")):  # every band of the station
             stream += obspy.read(str(f))
-        window = window_from_stream(
+        window, _ = window_from_stream(
             stream, adapter.config, origin_time=UTCDateTime(row["source_origin_time"])
         )
         np.testing.assert_array_equal(window, adapter.get_waveform(i))

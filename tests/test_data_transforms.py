@@ -110,14 +110,18 @@ def test_trim_window_pads_and_flags_when_partly_outside(rng):
     np.testing.assert_array_equal(window[:, 100:900], x[:, :800])
 
 
-def test_trim_window_too_short_is_skipped(rng):
-    cfg = PreprocessConfig(window_s=10.0)
-    x = rng.normal(size=(3, 499)).astype(np.float32)
-    with pytest.raises(SkipTrace, match=r"too short: 499 of 1000 window samples") as info:
-        trim_window(x, cfg)
-    assert info.value.reason == "too short"
-    window, padded = trim_window(rng.normal(size=(3, 500)).astype(np.float32), cfg)
-    assert padded and window.shape == (3, 1000)
+def test_window_below_min_coverage_is_skipped_and_above_it_is_named(rng):
+    cfg = PreprocessConfig(window_s=10.0, anchor="start")
+    x = rng.normal(size=(3, 799)).astype(np.float32)
+    with pytest.raises(SkipTrace, match=r"^too short: 80% of the window backed by data") as info:
+        window_from_array(x, cfg)
+    assert info.value.reason == "too short" and "need at least 80%" in str(info.value)
+    window, quality = window_from_array(rng.normal(size=(3, 800)).astype(np.float32), cfg)
+    assert window.shape == (3, 1000) and quality.padded
+    assert quality.coverage == pytest.approx(0.8) and quality.padded_s == pytest.approx(2.0)
+    assert "partial window" in quality.flags() and "2.0 s zero-padded" in quality.describe()
+    loose = cfg.replace(quality={"min_coverage": 0.5})
+    assert window_from_array(x[:, :500], loose)[1].coverage == pytest.approx(0.5)
 
 
 # --- the checked window (training and classification) ------------------------------------------
@@ -125,18 +129,20 @@ def test_window_from_array_checks_in_order(rng):
     cfg = PreprocessConfig()
     short = rng.normal(size=(3, 600)).astype(np.float32)
     short[2, 5] = np.nan
-    with pytest.raises(SkipTrace, match=r"^nan: 1 NaN/inf values of 1800$"):
+    with pytest.raises(SkipTrace, match=r"^nan: 1 NaN/inf samples$"):
         window_from_array(short, cfg)  # NaN is checked before the length
     # a NaN in a row the copy_z policy overwrites still counts: the data as given is checked
     x = rng.normal(size=(3, 3000)).astype(np.float32)
     x[1, 2999] = np.nan
     with pytest.raises(SkipTrace, match="^nan"):
         window_from_array(x, cfg, copy_z_rows=[1, 2])
-    window, padded, flat = window_from_array(
+    window, quality = window_from_array(
         x, cfg, copy_z_rows=[1, 2], transforms=TransformOP.TRIMMING
     )
     np.testing.assert_array_equal(window[1], window[0])
-    assert not padded and not flat.any()
+    assert not quality.padded and not quality.dead
+    assert quality.missing == {"N": "absent", "E": "absent"}
+    assert "filled with a copy of Z" in quality.describe()
     dead = np.zeros((3, 3000), dtype=np.float32)
     dead[0] = 7.0
     with pytest.raises(SkipTrace, match="^dead: all three channels are flat$"):
@@ -150,13 +156,14 @@ def test_window_from_array_checks_in_order(rng):
 def test_window_from_array_resamples_and_moves_the_anchor(rng):
     cfg = PreprocessConfig()
     x = np.zeros((3, 2000), dtype=np.float32)
-    x[0, 1000] = 1.0  # an impulse 20 s in, at 50 Hz
+    x[0] = np.exp(-0.5 * ((np.arange(2000) - 1000) / 3.0) ** 2)  # a pulse 20 s in, at 50 Hz
     x[1] = 3.0  # a flat channel stays exactly flat through the filter
     x[2] = rng.normal(size=2000)
-    window, padded, flat = window_from_array(x, cfg, sampling_rate_hz=50.0, anchor_sample=1000.0)
-    assert window.shape == (3, cfg.window_samples) and not padded
+    window, quality = window_from_array(x, cfg, sampling_rate_hz=50.0, anchor_sample=1000.0)
+    assert window.shape == (3, cfg.window_samples) and not quality.padded
     assert int(np.argmax(window[0])) == round(cfg.pre_arrival_s * cfg.sampling_rate_hz)
-    assert (window[1] == 3.0).all() and flat.tolist() == [False, True, False]
+    assert (window[1] == 3.0).all() and quality.dead == "N"
+    assert quality.resampled_from_hz == 50.0 and "resampled from 50 Hz" in quality.describe()
 
 
 # --- ZSCORE -----------------------------------------------------------------------------------

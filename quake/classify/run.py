@@ -40,6 +40,7 @@ STATION_COLUMNS_HEAD = [
     "status",
     "reason",
     "detail",
+    "quality",
     "channels",
     "sampling_rate_hz",
 ]
@@ -93,6 +94,7 @@ class ClassifySummary:
     n_unclassified: int = 0
     n_windows: int = 0
     skip_counts: Counter = field(default_factory=Counter)
+    quality_counts: Counter = field(default_factory=Counter)  # flag -> stations used with it
     read_s: float = 0.0  # reader side (in the worker when workers >= 1)
     preprocess_s: float = 0.0  # reader side: windowing, resampling
     model_s: float = 0.0  # main side: predict_proba (spectrogram + network)
@@ -117,6 +119,7 @@ class ClassifySummary:
             "n_unclassified": self.n_unclassified,
             "n_windows": self.n_windows,
             "skip_counts": dict(self.skip_counts.most_common()),
+            "quality_counts": dict(self.quality_counts.most_common()),
             "read_s": self.read_s,
             "preprocess_s": self.preprocess_s,
             "model_s": self.model_s,
@@ -292,6 +295,7 @@ def _station_rows(prepared, station_probs, class_names) -> list[dict[str, str]]:
             "status": "used" if s.used else "skipped",
             "reason": s.reason,
             "detail": s.detail,
+            "quality": s.quality,
             "channels": s.channels,
             "sampling_rate_hz": "" if s.sampling_rate_hz is None else f"{s.sampling_rate_hz:g}",
         }
@@ -434,6 +438,7 @@ def classify_catalog(
             summary.n_classified += event_probs is not None
             summary.n_unclassified += event_probs is None
             summary.skip_counts.update(s.reason for s in p.stations if not s.used)
+            summary.quality_counts.update(f for s in p.stations if s.used for f in s.flags)
             if p.event_reason:
                 summary.skip_counts[p.event_reason] += 1
         if bar is not None and finished:
@@ -621,6 +626,7 @@ def merge_summaries(summaries: Sequence[ClassifySummary], n_events: int) -> Clas
         merged.n_unclassified += s.n_unclassified
         merged.n_windows += s.n_windows
         merged.skip_counts.update(s.skip_counts)
+        merged.quality_counts.update(s.quality_counts)
         merged.read_s += s.read_s
         merged.preprocess_s += s.preprocess_s
         merged.model_s += s.model_s

@@ -33,6 +33,8 @@ class StationResult:
     detail: str = ""  # longer text for the per-station table and the log
     channels: str = ""  # channel codes used, e.g. "HHZ" or "HHE,HHN,HHZ"
     sampling_rate_hz: float | None = None  # the data's own rate, before resampling
+    quality: str = ""  # what the quality checks found and did, readable
+    flags: list[str] = field(default_factory=list)  # quality flag names, for counts
 
 
 @dataclass
@@ -84,7 +86,7 @@ def window_station(
     channels, rate = _band_info(station.stream, config)
     result = StationResult(station.station_id, used=False, channels=channels, sampling_rate_hz=rate)
     try:
-        window = window_from_stream(
+        window, quality = window_from_stream(
             station.stream,
             config,
             origin_time=origin_time if station.use_origin else None,
@@ -99,6 +101,8 @@ def window_station(
         logger.warning("station %s: unexpected error while windowing (%s)", station.station_id, err)
         return None, result
     result.used = True
+    result.quality = quality.describe()
+    result.flags = quality.flags()
     return window.astype(np.float32, copy=False), result
 
 

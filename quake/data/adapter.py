@@ -27,7 +27,8 @@ from torch.utils.data import Dataset
 from quake.classes import ClassNames
 from quake.data.components import listed_components, stream_to_array_info
 from quake.data.config import PreprocessConfig, TransformOP
-from quake.data.readers.base import LABEL_COLUMN, WaveformDataset
+from quake.data.quality import QualityRecord
+from quake.data.readers.base import LABEL_COLUMN, READING_KEY, WaveformDataset
 from quake.data.transforms import SkipTrace, spectrogram_batch, window_from_array
 
 logger = logging.getLogger(__name__)
@@ -57,19 +58,23 @@ def anchor_sample_from_metadata(meta: dict[str, Any], sampling_rate_hz: float) -
 
 def prepare_window(
     raw: np.ndarray, meta: dict[str, Any], config: PreprocessConfig
-) -> tuple[np.ndarray, bool, str]:
-    """One raw item -> ``(window (3, window_samples) float32, padded, flat channel letters)``.
+) -> tuple[np.ndarray, QualityRecord]:
+    """One raw item -> ``(window (3, window_samples) float32, quality record)``.
 
     The missing-component policy from ``trace_components``, then
-    :func:`~quake.data.transforms.window_from_array` (DROP_NAN, resampling, TRIMMING and the dead
-    check, as classification applies them). Raises SkipTrace with the reason: ``bad shape``,
-    ``nan``, ``too short``, ``wrong length`` (no TRIMMING and the item is not ``window_samples``
-    long) or ``dead`` (all three channels flat).
+    :func:`~quake.data.transforms.window_from_array` (quality checks and policy, resampling,
+    TRIMMING, as classification applies them; a reader that converted a Stream hands its
+    reading over in ``meta[READING_KEY]``). Raises SkipTrace with the reason: ``bad shape``,
+    ``nan``, ``spike``, ``clipping``, ``too short``, ``gap``, ``wrong length`` (no TRIMMING and
+    the item is not ``window_samples`` long) or ``dead`` (all three channels flat).
     """
     raw = np.asarray(raw)
     if raw.ndim != 2 or raw.shape[0] != 3 or raw.shape[1] == 0:
         raise SkipTrace("bad shape", f"waveform shape {raw.shape}; expected (3, samples)")
+    if not np.issubdtype(raw.dtype, np.number) or np.issubdtype(raw.dtype, np.complexfloating):
+        raise SkipTrace("bad dtype", f"waveform dtype {raw.dtype}; expected real numbers")
     raw = raw.astype(np.float32, copy=False)
+    reading = meta.get(READING_KEY)
     copy_z_rows: list[int] = []
     listed = listed_components(meta.get("trace_components"))
     if config.missing_component == "copy_z" and listed is not None and "Z" in listed:
@@ -77,14 +82,16 @@ def prepare_window(
         copy_z_rows = [row for row, comp in enumerate("ZNE") if comp not in listed]
     rate = meta.get("trace_sampling_rate_hz")
     rate = float(rate) if rate is not None and _finite(rate) else config.sampling_rate_hz
-    window, padded, flat = window_from_array(
+    window, record = window_from_array(
         raw,
         config,
         sampling_rate_hz=rate,
         anchor_sample=anchor_sample_from_metadata(meta, rate),
         copy_z_rows=copy_z_rows,
+        reading=reading,
+        missing="".join(c for c in "ZNE" if c not in listed) if listed is not None else "",
     )
-    return window, padded, "".join(c for c, f in zip("ZNE", flat, strict=True) if f)
+    return window, record
 
 
 class WaveformDataAdapter(Dataset):
@@ -136,6 +143,8 @@ class WaveformDataAdapter(Dataset):
         kept: list[int] = []
         padded: list[bool] = []
         flat: list[str] = []
+        quality: list[str] = []
+        self.quality_counts: Counter[str] = Counter()  # quality flag -> items kept with it
         windows: list[np.ndarray] = []
         bar = None
         if progress:
@@ -148,13 +157,15 @@ class WaveformDataAdapter(Dataset):
                 try:
                     if isinstance(raw, SkipTrace):
                         raise raw
-                    window, was_padded, flat_letters = prepare_window(raw, meta, self.config)
+                    window, record = prepare_window(raw, meta, self.config)
                 except SkipTrace as exc:
                     self.dropped.append((self._source.item_id(i), str(exc)))
                     continue
                 kept.append(i)
-                padded.append(was_padded)
-                flat.append(flat_letters)
+                padded.append(record.padded)
+                flat.append(record.dead)
+                quality.append(record.describe())
+                self.quality_counts.update(record.flags())
                 if cache:
                     windows.append(window)
             if bar is not None:
@@ -170,11 +181,18 @@ class WaveformDataAdapter(Dataset):
         meta = self._source.metadata(self._kept)
         meta["trace_padded"] = np.asarray(padded, dtype=bool)
         meta["trace_flat_channels"] = pd.Categorical(flat)
+        meta["trace_quality"] = pd.Categorical(quality)
         if raw_labels is not None and self.class_names is not None:
             meta[LABEL_COLUMN] = self.class_names.decode(self.labels)
         self.metadata = meta.reset_index(drop=True)
         self.output_shape: tuple[int, ...] = self.config.output_shape
 
+        if self.quality_counts:
+            logger.info(
+                "quality flags on %d kept items: %s",
+                len(kept),
+                ", ".join(f"{f} x{n}" for f, n in self.quality_counts.most_common()),
+            )
         if self.dropped:
             logger.warning(
                 "dropped %d of %d items: %s",
@@ -205,7 +223,7 @@ class WaveformDataAdapter(Dataset):
         if self._windows is not None:
             return self._windows[i]
         raw, meta = self._source.load(int(self._kept[i]))
-        window, _, _ = prepare_window(raw, meta, self.config)
+        window, _ = prepare_window(raw, meta, self.config)
         return window
 
     def get_waveforms(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -366,7 +384,7 @@ class _StreamSource(_Source):
             "trace_original_sampling_rate_hz": info.original_sampling_rate_hz,
         }
         self._rows[i] = row
-        return info.data, {"trace_sampling_rate_hz": info.sampling_rate_hz}
+        return info.data, {"trace_sampling_rate_hz": info.sampling_rate_hz, READING_KEY: info}
 
     def metadata(self, kept: np.ndarray) -> pd.DataFrame:
         return pd.DataFrame([self._rows[int(i)] for i in kept])

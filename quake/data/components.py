@@ -4,13 +4,16 @@ Used by the catalog reader, the adapter (lists of Streams) and batch classificat
 continuous archives, so every path maps components, merges gaps and resamples the same way.
 
 - The component is the last letter of the channel code: ``Z``/``N``/``E``; ``1``/``2`` are
-  taken as N/E with a warning (orientation is not checked). Any other letter: ``SkipTrace``.
+  taken as N/E with a warning (orientation is not checked). A channel with any other letter is
+  ignored and named in the quality record; only a station with no other channel is skipped.
 - A station may have several channel bands (``BHZ`` 40 Hz, ``LHZ`` 1 Hz, ``VHZ`` 0.1 Hz): the
   band with the highest sampling rate >= ``min_sampling_rate_hz`` is used; the others are
   ignored (logged at debug level). No band fast enough: ``SkipTrace("low sampling rate")``.
 - Gaps within a component are merged with ``config.gap_fill``: ``"interpolate"`` (straight
   line between the samples around the gap) or ``"zeros"``; overlaps keep the first trace's data.
-- Each component is resampled to ``config.sampling_rate_hz`` (polyphase, anti-aliased).
+  Both are recorded in the quality record, and gap samples do not count as recorded.
+- Each component is inspected for spikes, clipping and non-finite samples at its own rate and
+  repaired as ``config.quality`` says (:mod:`quake.data.quality`), then resampled to ``config.sampling_rate_hz`` (polyphase, anti-aliased).
 - Components are aligned on a common time grid starting at the earliest start; a component
   that starts later or ends earlier is zero-filled there.
 - A missing horizontal follows ``config.missing_component``: ``"zeros"`` or ``"copy_z"``;
@@ -20,12 +23,14 @@ continuous archives, so every path maps components, merges gaps and resamples th
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from obspy import Stream, UTCDateTime
 
 from quake.data.config import PreprocessConfig, TransformOP
+from quake.data.quality import QualityRecord, check_channel
 from quake.data.transforms import SkipTrace, resample_waveform, window_from_array
 
 logger = logging.getLogger(__name__)
@@ -93,7 +98,7 @@ def select_band(stream: Stream, config: PreprocessConfig) -> Stream:
 
 @dataclass
 class StreamArray:
-    """A stream converted to an array, with where it sits in time."""
+    """A stream converted to an array, with where it sits in time and what its reading found."""
 
     data: np.ndarray  # (3, n) float32, Z, N, E
     starttime: UTCDateTime  # time of sample 0
@@ -101,6 +106,8 @@ class StreamArray:
     channels: dict[str, str] = field(default_factory=dict)  # component -> channel code used
     original_sampling_rate_hz: float = 0.0
     station: str = ""
+    quality: QualityRecord = field(default_factory=QualityRecord)  # times from sample 0
+    backed: np.ndarray | None = None  # (3, n) bool: True where a recorded sample lies
 
     @property
     def missing(self) -> str:
@@ -114,32 +121,66 @@ def stream_to_array_info(
     start: UTCDateTime | None = None,
     end: UTCDateTime | None = None,
 ) -> StreamArray:
-    """Like :func:`stream_to_array`, also returning the start time and channels used."""
+    """Like :func:`stream_to_array`, also returning the start time, the channels used and the
+    quality record of the reading (gaps, overlaps, spikes, clipping, non-finite samples,
+    resampling, missing components; spikes repaired as ``config.quality`` says, before
+    resampling) with the mask of recorded samples."""
     if not isinstance(stream, Stream):
         raise ValueError(f"expected an obspy Stream, got {type(stream).__name__}")
     stations = sorted({station_key(tr.stats) for tr in stream})
     if len(stations) > 1:
         raise SkipTrace("several stations", f"one stream must hold one station, got {stations}")
     stream = select_band(stream, config)
+    record = QualityRecord()
     by_component: dict[str, Stream] = {}
+    ignored: list[str] = []
     for tr in stream:
-        comp = component_of(tr.stats.channel)
+        try:
+            comp = component_of(tr.stats.channel)
+        except SkipTrace:
+            ignored.append(tr.stats.channel)
+            continue
         by_component.setdefault(comp, Stream()).append(tr)
+    if ignored:
+        record.ignored_channels = sorted(set(ignored))
+        logger.info(
+            "%s: ignored channel(s) %s (last letter not Z, N, E, 1 or 2)",
+            stations[0],
+            ", ".join(record.ignored_channels),
+        )
+    if not by_component:
+        raise SkipTrace(
+            "unknown channel",
+            f"channel codes {sorted(set(ignored))}: expected the last letter to be Z, N, E, 1 or 2",
+        )
 
     sr = float(config.sampling_rate_hz)
-    pieces: dict[str, tuple[UTCDateTime, np.ndarray, str, float]] = {}
     for comp, traces in by_component.items():
         channels = sorted({tr.stats.channel for tr in traces})
         if len(channels) > 1:  # e.g. both HHN and HH1: prefer the letter that names the axis
             preferred = [c for c in channels if c.endswith(comp)] or channels[:1]
             traces = Stream([tr for tr in traces if tr.stats.channel == preferred[0]])
+        by_component[comp] = _one_rate(traces)
+    t0 = start if start is not None else min(
+        tr.stats.starttime for traces in by_component.values() for tr in traces
+    )
+    pieces: dict[str, tuple[UTCDateTime, np.ndarray, str, float]] = {}
+    for comp, traces in by_component.items():
+        gaps, overlaps = gaps_and_overlaps(traces)
         merged = _merge(traces, config.gap_fill)
         rate = float(merged.stats.sampling_rate)
-        data = np.asarray(merged.data, dtype=np.float64)
+        offset_s = float(merged.stats.starttime - t0)
+        # inspected and repaired at the channel's own rate: resampling would smear a glitch
+        data = check_channel(merged.data, comp, rate, config.quality, record, t0_s=offset_s)
+        if not math.isclose(rate, sr, rel_tol=1e-9):
+            record.resampled_from_hz = max(record.resampled_from_hz or 0.0, rate)
         data = resample_waveform(data, rate, sr)
         pieces[comp] = (merged.stats.starttime, data, merged.stats.channel, rate)
+        for gap_start, length in gaps:
+            record.gaps.append((comp, float(gap_start - t0), length))
+        for ov_start, length, conflicting in overlaps:
+            record.overlaps.append((comp, float(ov_start - t0), length, conflicting))
 
-    t0 = start if start is not None else min(p[0] for p in pieces.values())
     if end is not None:
         n = int(round((end - t0) * sr))
     else:
@@ -147,11 +188,20 @@ def stream_to_array_info(
     if n <= 0:
         raise SkipTrace("empty", f"requested span from {t0} to {end} holds no sample")
     out = np.zeros((3, n), dtype=np.float32)
+    backed = np.zeros((3, n), dtype=bool)
     for comp, (tstart, data, _, _) in pieces.items():
+        row = COMPONENTS.index(comp)
         offset = int(round((tstart - t0) * sr))
         lo, hi = max(offset, 0), min(offset + data.shape[0], n)
         if hi > lo:
-            out[COMPONENTS.index(comp), lo:hi] = data[lo - offset : hi - offset]
+            out[row, lo:hi] = data[lo - offset : hi - offset]
+            backed[row, lo:hi] = True
+    for comp, gap_start_s, length in record.gaps:
+        g0 = int(round(gap_start_s * sr))
+        g1 = g0 + int(round(length * sr))
+        backed[COMPONENTS.index(comp), max(g0, 0) : max(min(g1, n), 0)] = False
+    if record.gaps:
+        record.actions["gap"] = "interpolated" if config.gap_fill == "interpolate" else "zero-filled"
 
     info = StreamArray(
         data=out,
@@ -160,7 +210,12 @@ def stream_to_array_info(
         channels={c: p[2] for c, p in pieces.items()},
         original_sampling_rate_hz=max(p[3] for p in pieces.values()),
         station=stations[0],
+        quality=record,
+        backed=backed,
     )
+    record.components = "".join(c for c in COMPONENTS if c in info.channels)
+    for comp in info.missing:
+        record.missing[comp] = "absent"
     _fill_missing(out, info, config)
     return info
 
@@ -187,38 +242,75 @@ def window_from_stream(
     *,
     origin_time: UTCDateTime | None = None,
     p_time: UTCDateTime | None = None,
-) -> np.ndarray:
-    """Stream of one station -> the model's ``(3, window_samples)`` window, as training cut it.
+) -> tuple[np.ndarray, QualityRecord]:
+    """Stream of one station -> ``(window, quality)``: the model's ``(3, window_samples)`` window,
+    cut as training cuts it, and its :class:`~quake.data.quality.QualityRecord`.
 
     The anchor is the P arrival when given, else the origin time (``anchor="p_arrival"``; the
     window starts ``pre_arrival_s`` earlier); ``"start"``/``"offset"`` count from the first
     sample. The window is cut and checked by :func:`~quake.data.transforms.window_from_array`,
-    as the adapter does for training: SkipTrace ``nan`` (a NaN/inf anywhere in the station's
-    data), ``too short`` (less than half the window holds data) or ``dead`` (all three channels
-    flat). DROP_NAN and TRIMMING always apply here, whatever ``config.transforms`` says: a
-    stream is never cut to length beforehand, and a NaN must never reach a model.
+    as the adapter does for training, under ``config.quality``. DROP_NAN and TRIMMING always
+    apply here, whatever ``config.transforms`` says: a stream is never cut to length beforehand,
+    and a NaN must never reach a model.
     """
     arr = stream_to_array_info(stream, config)
     anchor_time = p_time if p_time is not None else origin_time
     anchor_sample = None
     if anchor_time is not None:
         anchor_sample = (UTCDateTime(anchor_time) - arr.starttime) * arr.sampling_rate_hz
-    window, _, _ = window_from_array(
+    return window_from_array(
         arr.data,
         config,
         anchor_sample=anchor_sample,
         transforms=config.transforms | TransformOP.DROP_NAN | TransformOP.TRIMMING,
+        reading=arr,
     )
-    return window
+
+
+def gaps_and_overlaps(
+    traces: Stream,
+) -> tuple[list[tuple[UTCDateTime, float]], list[tuple[UTCDateTime, float, bool]]]:
+    """Gaps ``(start, length_s)`` and overlaps ``(start, length_s, conflicting)`` between the
+    segments of one channel. An overlap is conflicting when the two segments disagree on a
+    sample they both hold (merging then keeps the first segment's)."""
+    if len(traces) < 2:
+        return [], []
+    ordered = sorted(traces, key=lambda tr: tr.stats.starttime)
+    dt = 1.0 / float(ordered[0].stats.sampling_rate)
+    gaps: list[tuple[UTCDateTime, float]] = []
+    overlaps: list[tuple[UTCDateTime, float, bool]] = []
+    last = ordered[0]
+    for tr in ordered[1:]:
+        end = last.stats.endtime
+        step = float(tr.stats.starttime - end)  # dt when the segments are contiguous
+        if step > 1.5 * dt:
+            gaps.append((end + dt, step - dt))
+        elif step < 0.5 * dt:
+            overlap_end = min(end, tr.stats.endtime)
+            length = float(overlap_end - tr.stats.starttime) + dt
+            first = last.slice(tr.stats.starttime, overlap_end).data
+            second = tr.slice(tr.stats.starttime, overlap_end).data
+            k = min(first.size, second.size)
+            conflicting = bool(k and not np.array_equal(first[:k], second[:k]))
+            overlaps.append((tr.stats.starttime, length, conflicting))
+        if tr.stats.endtime > end:
+            last = tr
+    return gaps, overlaps
+
+
+def _one_rate(traces: Stream) -> Stream:
+    """Same channel, different rates: keep the segments at the most common rate."""
+    rates = {float(tr.stats.sampling_rate) for tr in traces}
+    if len(rates) <= 1:
+        return traces
+    best = max(rates, key=lambda r: sum(float(t.stats.sampling_rate) == r for t in traces))
+    return Stream([tr for tr in traces if float(tr.stats.sampling_rate) == best])
 
 
 def _merge(traces: Stream, gap_fill: str):
-    """One trace per component: gaps filled per ``gap_fill``, overlaps resolved by obspy."""
+    """One trace per component (one rate): gaps filled per ``gap_fill``, overlaps resolved by
+    obspy (the first segment's samples kept)."""
     traces = traces.copy()
-    rates = {float(tr.stats.sampling_rate) for tr in traces}
-    if len(rates) > 1:  # same channel, different rates: keep the most common rate
-        best = max(rates, key=lambda r: sum(float(t.stats.sampling_rate) == r for t in traces))
-        traces = Stream([tr for tr in traces if float(tr.stats.sampling_rate) == best])
     for tr in traces:
         tr.data = np.asarray(tr.data, dtype=np.float64)
     if len(traces) > 1:
@@ -230,10 +322,18 @@ def _merge(traces: Stream, gap_fill: str):
     return tr
 
 
+def fill_description(config: PreprocessConfig, z_present: bool = True) -> str:
+    """How a missing horizontal is filled under ``config.missing_component`` (for reports)."""
+    if config.missing_component == "copy_z" and z_present:
+        return "filled with a copy of Z"
+    return "filled with zeros"
+
+
 def _fill_missing(out: np.ndarray, info: StreamArray, config: PreprocessConfig) -> None:
     missing = info.missing
     if not missing:
         return
+    info.quality.missing_fill = fill_description(config, z_present="Z" not in missing)
     if "Z" in missing:
         logger.info("%s: no vertical component; Z is zeros", info.station)
     for comp in missing.replace("Z", ""):

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from quake.data.quality import QualityPolicy
+
 
 class TransformOP(enum.Flag):
     """Steps the adapter applies, in this order.
@@ -81,9 +83,11 @@ class PreprocessConfig:
     stft_hop: int = 32
     log_spectrogram: bool = True
     transforms: TransformOP = field(default=DEFAULT_TRANSFORMS)
+    quality: QualityPolicy = field(default_factory=QualityPolicy)
 
     def __post_init__(self) -> None:
         self.transforms = transforms_from_names(self.transforms)
+        self.quality = QualityPolicy.from_dict(self.quality)
         _check_positive("sampling_rate_hz", self.sampling_rate_hz)
         _check_positive("window_s", self.window_s)
         _check_positive("min_sampling_rate_hz", self.min_sampling_rate_hz)

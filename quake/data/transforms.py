@@ -9,37 +9,34 @@ The adapter, training (after waveform augmentation) and batch classification all
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from fractions import Fraction
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from scipy.signal import resample_poly
 
 from quake.data.config import PreprocessConfig, TransformOP
+from quake.data.quality import (
+    COMPONENTS,
+    QualityRecord,
+    SkipTrace,  # defined beside the policy that raises it; importable from here as before
+    apply_policy,
+    check_channel,
+    window_coverage,
+)
+
+if TYPE_CHECKING:
+    from quake.data.components import StreamArray
 
 # A channel is flat (dead) when it is exactly constant, or when its standard deviation is below
 # this fraction of its mean absolute level: float32 data varies by ~1e-7 of its level at least,
 # so anything smaller is rounding noise that z-scoring would blow up.
 FLAT_RELATIVE_TOLERANCE = 1e-6
-# A window with less than this fraction of its samples inside the data is dropped ("too short");
-# from this fraction up it is zero-padded and flagged.
-MIN_WINDOW_COVERAGE = 0.5
-
-
-class SkipTrace(ValueError):
-    """A trace or item that cannot be used, with a short reason category and a detail.
-
-    ``reason`` is the category used for counts (``"nan"``, ``"too short"``, ``"unknown channel"``,
-    ...); ``str(exc)`` is ``"<reason>: <detail>"``.
-    """
-
-    def __init__(self, reason: str, detail: str = ""):
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
 def check_finite(waveform: np.ndarray) -> None:
@@ -97,29 +94,29 @@ def window_start_sample(
     return 0
 
 
+def window_bounds(
+    config: PreprocessConfig, n_samples: int, anchor_sample: float | None = None
+) -> tuple[int, int, int]:
+    """TRIMMING as indices: ``(start, lo, hi)``; the window is samples ``[start, start +
+    window_samples)`` of the trace, of which ``[lo, hi)`` lie inside its ``n_samples``."""
+    start = window_start_sample(config, n_samples, anchor_sample)
+    lo, hi = max(start, 0), min(start + config.window_samples, n_samples)
+    return start, lo, max(hi, lo)
+
+
 def trim_window(
     waveform: np.ndarray, config: PreprocessConfig, anchor_sample: float | None = None
 ) -> tuple[np.ndarray, bool]:
-    """TRIMMING: cut ``(3, n)`` to ``(3, window_samples)``; returns ``(window, padded)``.
+    """TRIMMING: cut ``(C, n)`` to ``(C, window_samples)``; returns ``(window, padded)``.
 
-    Samples of the window outside the data are zeros and ``padded`` is True. When less than
-    half of the window (:data:`MIN_WINDOW_COVERAGE`) lies inside the data, raise
-    ``SkipTrace("too short")``.
+    Samples of the window outside the data are zeros and ``padded`` is True. Whether enough of
+    the window is covered is the quality policy's call (:func:`window_from_array`).
     """
-    n = waveform.shape[-1]
     size = config.window_samples
-    start = window_start_sample(config, n, anchor_sample)
-    lo, hi = max(start, 0), min(start + size, n)
-    covered = max(hi - lo, 0)
-    if covered < MIN_WINDOW_COVERAGE * size:
-        raise SkipTrace(
-            "too short",
-            f"{covered} of {size} window samples inside a {n}-sample trace "
-            f"(window starts at sample {start}; need at least {MIN_WINDOW_COVERAGE:.0%})",
-        )
+    start, lo, hi = window_bounds(config, waveform.shape[-1], anchor_sample)
     if lo == start and hi == start + size:
-        return np.ascontiguousarray(waveform[:, lo:hi], dtype=np.float32), False
-    window = np.zeros((waveform.shape[0], size), dtype=np.float32)
+        return np.ascontiguousarray(waveform[:, lo:hi]), False
+    window = np.zeros((waveform.shape[0], size), dtype=waveform.dtype)
     window[:, lo - start : hi - start] = waveform[:, lo:hi]
     return window, True
 
@@ -132,51 +129,125 @@ def window_from_array(
     anchor_sample: float | None = None,
     copy_z_rows: Sequence[int] = (),
     transforms: TransformOP | None = None,
-) -> tuple[np.ndarray, bool, np.ndarray]:
-    """``(3, n)`` float32 Z, N, E -> ``(window, padded, flat)``: the model's window, checked.
+    reading: StreamArray | None = None,
+    missing: str = "",
+) -> tuple[np.ndarray, QualityRecord]:
+    """``(3, n)`` float32 Z, N, E -> ``(window, quality)``: the model's window, checked.
 
     Training (the adapter) and classification (``window_from_stream``) both cut their windows
     here, so they drop the same windows for the same reasons. In this order:
 
-    - DROP_NAN: any NaN or inf in the whole trace as given -> SkipTrace ``nan``;
-    - ``copy_z_rows`` overwritten by a copy of Z (the ``copy_z`` missing-component policy);
+    - inspection of each channel at its own rate (spikes, clipping, non-finite samples,
+      :mod:`quake.data.quality`), repaired as ``config.quality`` says; a ``reading`` (a stream
+      converted by :func:`~quake.data.components.stream_to_array_info`) was inspected already
+      and brings its record and its mask of recorded samples (gaps);
+    - ``missing`` components (letters the metadata says were not recorded; their rows hold
+      zeros) and ``copy_z_rows`` (overwritten by a copy of Z, the ``copy_z`` missing-component
+      policy) are named in the record;
     - resampling from ``sampling_rate_hz`` (default: already at the config's rate) to the
       config's rate; a channel flat before stays flat (the filter would ring at its edges);
-    - TRIMMING at ``anchor_sample`` (samples of ``sampling_rate_hz``) -> ``too short``, or,
-      without TRIMMING, anything but ``window_samples`` long -> ``wrong length``;
-    - all three channels flat -> ``dead``.
+    - TRIMMING at ``anchor_sample`` (samples of ``sampling_rate_hz``), or, without TRIMMING,
+      anything but ``window_samples`` long -> ``wrong length``;
+    - coverage of the window and of each component: a component mostly outside the recording
+      counts as missing (``truncated``) and is filled by the missing-component policy;
+    - dead (flat) channels; all three flat -> ``dead``;
+    - the policy: SkipTrace ``nan`` (DROP_NAN), ``spike``, ``clipping``, ``too short`` / ``gap``
+      (window coverage below ``quality.min_coverage``) or ``missing component``.
 
     ``transforms`` (default ``config.transforms``) says which of DROP_NAN and TRIMMING apply.
-    ``flat`` is the per-channel flat mask of the window.
+    The record's times are seconds from the window's first sample.
     """
     steps = config.transforms if transforms is None else transforms
-    if TransformOP.DROP_NAN in steps:
-        check_finite(waveform)
+    policy = config.quality
+    rate = config.sampling_rate_hz if sampling_rate_hz is None else float(sampling_rate_hz)
+    if reading is not None:
+        record = dataclasses.replace(reading.quality)
+        backed = reading.backed
+    else:
+        record = QualityRecord()
+        record.missing = {c: "absent" for c in missing}
+        if missing:
+            record.missing_fill = "filled with zeros"
+        waveform = np.stack(
+            [
+                waveform[row] if comp in missing else check_channel(waveform[row], comp, rate, policy, record)
+                for row, comp in enumerate(COMPONENTS)
+            ]
+        ).astype(np.float32, copy=False)
+        backed = None
+    if TransformOP.DROP_NAN in steps and record.non_finite and policy.non_finite == "skip":
+        apply_policy(record, policy)  # the NaN check comes first, whatever the window
     if len(copy_z_rows):
         waveform = waveform.copy()
         waveform[list(copy_z_rows)] = waveform[0]
-    rate = config.sampling_rate_hz if sampling_rate_hz is None else float(sampling_rate_hz)
+        for row in copy_z_rows:
+            record.missing.setdefault(COMPONENTS[row], "absent")
+        record.missing_fill = "filled with a copy of Z"
     if not math.isclose(rate, config.sampling_rate_hz, rel_tol=1e-9):
         flat_before = flat_channels(waveform)
         constants = waveform[:, 0].copy()
+        n_before = waveform.shape[1]
         waveform = resample_waveform(waveform, rate, config.sampling_rate_hz)
         # the anti-alias filter rings at the edges of a constant channel: keep dead channels dead
         waveform[flat_before] = constants[flat_before, None]
+        if backed is not None:  # nearest recorded-sample flag on the new grid
+            idx = np.minimum((np.arange(waveform.shape[1]) * rate / config.sampling_rate_hz).astype(int), n_before - 1)
+            backed = backed[:, idx]
         if anchor_sample is not None:
             anchor_sample = anchor_sample * config.sampling_rate_hz / rate
+        record.resampled_from_hz = rate
+    sr = config.sampling_rate_hz
+    n = waveform.shape[1]
+    if backed is None:
+        backed = np.ones(waveform.shape, dtype=bool)
     if TransformOP.TRIMMING in steps:
-        window, padded = trim_window(waveform, config, anchor_sample)
-    elif waveform.shape[1] == config.window_samples:
-        window, padded = np.ascontiguousarray(waveform), False
+        start, lo, hi = window_bounds(config, n, anchor_sample)
+        window, _ = trim_window(waveform, config, anchor_sample)
+        backed, _ = trim_window(backed, config, anchor_sample)
+    elif n == config.window_samples:
+        start, lo, hi = 0, 0, n
+        window = np.ascontiguousarray(waveform)
     else:
         raise SkipTrace(
-            "wrong length",
-            f"{waveform.shape[1]} samples without TRIMMING; expected {config.window_samples}",
+            "wrong length", f"{n} samples without TRIMMING; expected {config.window_samples}"
         )
+    record = record.shifted(start / sr, config.window_s)
+    record.padded_s = (config.window_samples - (hi - lo)) / sr
+    _drop_truncated_components(window, backed, record, config)
+    record.coverage = window_coverage(backed, record.components)
     flat = flat_channels(window)
+    record.dead = "".join(
+        c for c, f in zip(COMPONENTS, flat, strict=True) if f and c not in record.missing
+    )
+    if TransformOP.DROP_NAN not in steps:
+        record.non_finite = 0
+    apply_policy(record, policy)
     if flat.all():
         raise SkipTrace("dead", "all three channels are flat")
-    return window, padded, flat
+    return window, record
+
+
+def _drop_truncated_components(
+    window: np.ndarray, backed: np.ndarray, record: QualityRecord, config: PreprocessConfig
+) -> None:
+    """A component recorded over less than ``quality.min_coverage`` of the window while another
+    covers it is missing (``truncated``): filled by the missing-component policy, not used half
+    empty."""
+    present = [c for c in COMPONENTS if c not in record.missing]
+    covered = {c: float(backed[COMPONENTS.index(c)].mean()) for c in present}
+    best = max(covered.values(), default=0.0)
+    for comp in present:
+        if covered[comp] < config.quality.min_coverage <= best:
+            row = COMPONENTS.index(comp)
+            record.missing[comp] = "truncated"
+            z_ok = comp != "Z" and "Z" not in record.missing
+            window[row] = window[0] if config.missing_component == "copy_z" and z_ok else 0.0
+            backed[row] = False
+            record.missing_fill = (
+                "filled with a copy of Z" if config.missing_component == "copy_z" and z_ok
+                else "filled with zeros"
+            )
+    record.components = "".join(c for c in COMPONENTS if c not in record.missing)
 
 
 def _zscore(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,6 +52,9 @@ from quake.training.loop import PretrainedResolver, progress_enabled, resolve_pr
 from quake.training.splits import Fold, check_disjoint_groups, grouped_folds
 from quake.training.window_cache import map_windows, place_windows
 
+#: The run's list of skipped traces and of traces used with a quality flag.
+TRACE_QUALITY_FILE = "trace_quality.csv"
+
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
@@ -195,6 +198,8 @@ def load_data(
     adapter = WaveformDataAdapter(dataset, config=preprocess, progress=progress)
     if len(adapter) == 0:
         raise ValueError(f"no usable trace in {str(path)!r}: dropped {adapter.drop_counts()}")
+    if run_dir is not None and dist.is_main:
+        write_trace_quality(adapter, run_dir / TRACE_QUALITY_FILE)
     windows_path = dist.on_main(
         place_windows, adapter, config, run_dir, progress, dist.local_world_size
     )
@@ -244,11 +249,31 @@ def load_data(
         },
         "max_traces_per_event": int(traces_per_event.max()),
         "n_padded": int(meta["trace_padded"].sum()) if "trace_padded" in meta else 0,
+        "quality_counts": dict(adapter.quality_counts.most_common()),
         "input_shape": list(preprocess.spectrogram_shape),
         "window_samples": preprocess.window_samples,
         "preprocess": preprocess.to_dict(),
     }
     return data, summary, adapter.drop_counts()
+
+
+def write_trace_quality(adapter: WaveformDataAdapter, path: Path) -> None:
+    """``trace_quality.csv``: every trace that was skipped (with its reason) or used with a
+    quality flag (with what was found and done); clean traces are not listed."""
+    skipped = pd.DataFrame(
+        [
+            {"trace_name": item, "status": "skipped", "reason": reason.split(":", 1)[0],
+             "detail": reason.split(":", 1)[1].strip() if ":" in reason else ""}
+            for item, reason in adapter.dropped
+        ],
+        columns=["trace_name", "status", "reason", "detail"],
+    )
+    meta = adapter.metadata
+    quality = meta["trace_quality"].astype(str) if "trace_quality" in meta else pd.Series(dtype=str)
+    flagged = meta.loc[quality != "", ["trace_name"]].assign(
+        status="used", reason="", detail=quality[quality != ""]
+    )
+    write_text_atomic(path, pd.concat([skipped, flagged]).to_csv(index=False))
 
 
 def make_folds(data: CVData, config: TrainConfig, run_dir: Path) -> list[Fold]:

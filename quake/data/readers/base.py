@@ -18,12 +18,16 @@ import numpy as np
 import pandas as pd
 
 from quake.classes import ClassNames, validate_class_name
+from quake.data.components import StreamArray
 from quake.data.config import PreprocessConfig
 from quake.data.transforms import SkipTrace
 
 logger = logging.getLogger(__name__)
 
 LABEL_COLUMN = "source_type"
+# Key of a sample's metadata dict that holds its StreamArray (quality record, recorded-sample
+# mask) when the reader converted an obspy Stream; not a metadata column.
+READING_KEY = "reading"
 # Text columns with few distinct values (labels, stations, channels, events): kept as pandas
 # categories, a 1-4 byte code per row instead of a string object (~60 bytes) per row.
 CATEGORY_COLUMNS = (
@@ -44,7 +48,9 @@ class WaveformDataset:
     """A set of three-component samples with a metadata table.
 
     Subclasses implement :meth:`_load`, returning the raw ``(3, n)`` float32 Z, N, E array of one
-    metadata row at that row's ``trace_sampling_rate_hz`` (not trimmed, not normalised).
+    metadata row at that row's ``trace_sampling_rate_hz`` (not trimmed, not normalised), or the
+    :class:`~quake.data.components.StreamArray` of a converted Stream (its quality record then
+    travels in the sample's metadata under :data:`READING_KEY`).
     ``skipped`` lists ``(item id, reason)`` for items dropped while opening.
     """
 
@@ -94,7 +100,11 @@ class WaveformDataset:
         if not -len(self) <= i < len(self):
             raise IndexError(f"sample index {i} out of range for {len(self)} samples")
         row = self.row(i)
-        return self._load(row), row
+        loaded = self._load(row)
+        if isinstance(loaded, StreamArray):  # read from a Stream: keep what the reading found
+            row[READING_KEY] = loaded
+            return loaded.data, row
+        return loaded, row
 
     def get_samples(
         self, indices: Sequence[int] | np.ndarray

@@ -31,7 +31,13 @@ from obspy import Stream, UTCDateTime
 
 from quake.classes import validate_class_name
 from quake.data.catalog import float_or_none, read_catalog, text_or_empty
-from quake.data.components import component_of, select_band, station_key, stream_to_array_info
+from quake.data.components import (
+    StreamArray,
+    component_of,
+    select_band,
+    station_key,
+    stream_to_array_info,
+)
 from quake.data.config import PreprocessConfig
 from quake.data.readers.base import WaveformDataset
 from quake.data.transforms import SkipTrace
@@ -160,7 +166,7 @@ class CatalogDataset(WaveformDataset):
                 }
             )
 
-    def _load(self, row: dict[str, Any]) -> np.ndarray:
+    def _load(self, row: dict[str, Any]) -> StreamArray:
         stream = Stream()
         for rel in str(row["trace_source_files"]).split(";"):
             try:
@@ -182,6 +188,4 @@ class CatalogDataset(WaveformDataset):
             raise SkipTrace(
                 "unreadable", f"no {band}? trace of {station} in {row['trace_source_files']}"
             )
-        return stream_to_array_info(
-            stream, self.config, start=UTCDateTime(row["trace_start_time"])
-        ).data
+        return stream_to_array_info(stream, self.config, start=UTCDateTime(row["trace_start_time"]))
