@@ -40,13 +40,13 @@ from obspy.core.event import (
     WaveformStreamID,
 )
 
+from quake.benchmarks.model_throughput import measure_inference, time_call
 from quake.classify import classify_catalog, open_source, read_catalog
 from quake.classify.run import autocast_for
 from quake.data import PreprocessConfig
 from quake.data.synthetic import VP_KM_S, synthesize_event
 from quake.inference import EventClassifier
 from quake.models import Backbone, HybridViT
-from quake.benchmarks.model_throughput import measure_inference, time_call
 
 EVENT_TYPES = ("earthquake", "explosion")
 NETWORK = "BX"

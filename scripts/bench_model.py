@@ -20,8 +20,8 @@ import sys
 
 import torch
 
-from quake.models import Backbone
 from quake.benchmarks.model_throughput import matmul_peak, measure_inference, measure_training
+from quake.models import Backbone
 
 COLUMNS = (
     ("backbone", 10),

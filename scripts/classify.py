@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from quake.classify.catalog import ID_RULES
 from quake.classify.run import run_classification
 from quake.classify.shard import rank_group
-from quake.classify.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, SOURCE_KINDS
+from quake.data.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, SOURCE_KINDS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

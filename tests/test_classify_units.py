@@ -18,7 +18,7 @@ from quake.classify import (
     read_catalog_with_events,
 )
 from quake.classify.catalog import annotate_catalog, quakeml_event_id, write_quakeml
-from quake.classify.sources import EventFolderSource, SDSSource, detect_source_kind
+from quake.data.sources import EventFolderSource, SDSSource, detect_source_kind
 
 
 # --- combine ----------------------------------------------------------------------------------

@@ -195,7 +195,9 @@ def test_window_from_stream_skips_what_the_adapter_drops(cfg):
     for i, (name, stream) in enumerate(streams.items()):
         if i not in dropped:
             assert name == "clean"
-            np.testing.assert_array_equal(window_from_stream(stream, cfg)[0], adapter.get_waveform(0))
+            np.testing.assert_array_equal(
+                window_from_stream(stream, cfg)[0], adapter.get_waveform(0)
+            )
             continue
         with pytest.raises(SkipTrace) as skip:
             window_from_stream(stream, cfg)

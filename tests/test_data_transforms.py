@@ -136,9 +136,7 @@ def test_window_from_array_checks_in_order(rng):
     x[1, 2999] = np.nan
     with pytest.raises(SkipTrace, match="^nan"):
         window_from_array(x, cfg, copy_z_rows=[1, 2])
-    window, quality = window_from_array(
-        x, cfg, copy_z_rows=[1, 2], transforms=TransformOP.TRIMMING
-    )
+    window, quality = window_from_array(x, cfg, copy_z_rows=[1, 2], transforms=TransformOP.TRIMMING)
     np.testing.assert_array_equal(window[1], window[0])
     assert not quality.padded and not quality.dead
     assert quality.missing == {"N": "absent", "E": "absent"}

@@ -21,7 +21,7 @@ from quake.classify.run import (
     prob_column,
     read_predictions,
 )
-from quake.classify.sources import (
+from quake.data.sources import (
     SOURCE_KINDS,
     EventFolderSource,
     FDSNSource,

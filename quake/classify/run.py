@@ -28,8 +28,8 @@ import torch
 
 from quake.classify.catalog import format_time
 from quake.classify.combine import combine_station_probabilities
-from quake.classify.sources import EventRequest, WaveformSource
 from quake.classify.windows import PreparedEvent, prepare_event
+from quake.data.sources import EventRequest, WaveformSource
 
 logger = logging.getLogger(__name__)
 
@@ -530,7 +530,7 @@ def run_classification(
     """
     from quake.classify.catalog import annotate_catalog, read_catalog_with_events, write_quakeml
     from quake.classify.shard import RankGroup, Shard
-    from quake.classify.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, open_source
+    from quake.data.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, open_source
 
     ranks = ranks if ranks is not None else RankGroup(Shard())
     if isinstance(model, (str, os.PathLike)):

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import obspy
 
-from quake.classify.sources import EventRequest, StationTraces, WaveformSource
 from quake.data import PreprocessConfig, SkipTrace, window_from_stream
 from quake.data.components import select_band
+from quake.data.sources import EventRequest, StationTraces, WaveformSource
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from quake.classes import ClassNames
 from quake.data.components import listed_components, stream_to_array_info
 from quake.data.config import PreprocessConfig, TransformOP
-from quake.data.quality import QualityRecord
+from quake.data.quality import QualityRecord, check_numeric
 from quake.data.readers.base import LABEL_COLUMN, READING_KEY, WaveformDataset
 from quake.data.transforms import SkipTrace, spectrogram_batch, window_from_array
 
@@ -71,8 +71,7 @@ def prepare_window(
     raw = np.asarray(raw)
     if raw.ndim != 2 or raw.shape[0] != 3 or raw.shape[1] == 0:
         raise SkipTrace("bad shape", f"waveform shape {raw.shape}; expected (3, samples)")
-    if not np.issubdtype(raw.dtype, np.number) or np.issubdtype(raw.dtype, np.complexfloating):
-        raise SkipTrace("bad dtype", f"waveform dtype {raw.dtype}; expected real numbers")
+    check_numeric(raw, "waveform")
     raw = raw.astype(np.float32, copy=False)
     reading = meta.get(READING_KEY)
     copy_z_rows: list[int] = []

@@ -161,8 +161,10 @@ def stream_to_array_info(
             preferred = [c for c in channels if c.endswith(comp)] or channels[:1]
             traces = Stream([tr for tr in traces if tr.stats.channel == preferred[0]])
         by_component[comp] = _one_rate(traces)
-    t0 = start if start is not None else min(
-        tr.stats.starttime for traces in by_component.values() for tr in traces
+    t0 = (
+        start
+        if start is not None
+        else min(tr.stats.starttime for traces in by_component.values() for tr in traces)
     )
     pieces: dict[str, tuple[UTCDateTime, np.ndarray, str, float]] = {}
     for comp, traces in by_component.items():
@@ -201,7 +203,9 @@ def stream_to_array_info(
         g1 = g0 + int(round(length * sr))
         backed[COMPONENTS.index(comp), max(g0, 0) : max(min(g1, n), 0)] = False
     if record.gaps:
-        record.actions["gap"] = "interpolated" if config.gap_fill == "interpolate" else "zero-filled"
+        record.actions["gap"] = (
+            "interpolated" if config.gap_fill == "interpolate" else "zero-filled"
+        )
 
     info = StreamArray(
         data=out,

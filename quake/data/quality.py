@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
+
 class SkipTrace(ValueError):
     """A trace or item that cannot be used, with a short reason category and a detail.
 
@@ -47,6 +48,15 @@ class SkipTrace(ValueError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+def check_numeric(data: np.ndarray, what: str) -> None:
+    """SkipTrace ``bad dtype`` naming ``what`` unless ``data`` holds real numbers (a stored
+    string or complex array must cost its own trace, never the batch)."""
+    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
+        raise SkipTrace(
+            "bad dtype", f"{what}: stored with dtype {data.dtype}; expected real numbers"
+        )
 
 
 # --- detection constants (documented in the module docstring) ------------------------------------
@@ -117,11 +127,7 @@ class QualityPolicy:
             if value not in allowed:
                 raise ValueError(f"quality.{name} must be one of {list(allowed)}, got {value!r}")
         value = self.min_coverage
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not 0.0 < value <= 1.0
-        ):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
             raise ValueError(f"quality.min_coverage must be a number in (0, 1], got {value!r}")
         self.min_coverage = float(value)
 
@@ -136,7 +142,9 @@ class QualityPolicy:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown quality policy keys {unknown}; expected some of {sorted(known)}")
+            raise ValueError(
+                f"unknown quality policy keys {unknown}; expected some of {sorted(known)}"
+            )
         return cls(**d)
 
 
@@ -203,7 +211,9 @@ class QualityRecord:
             more = f" and {len(self.clipped) - 1} more" if len(self.clipped) > 1 else ""
             parts.append(f"clipped at {t:.1f} s for {n:.2f} s ({c}){more}")
         if self.non_finite:
-            parts.append(f"{self.non_finite} non-finite samples {self.actions.get('non-finite', '')}".rstrip())
+            parts.append(
+                f"{self.non_finite} non-finite samples {self.actions.get('non-finite', '')}".rstrip()
+            )
         for c, t, n in self.gaps[:3]:
             parts.append(f"gap {n:.1f} s at {t:.1f} s {self.actions.get('gap', 'filled')} ({c})")
         if len(self.gaps) > 3:
@@ -212,14 +222,19 @@ class QualityRecord:
             conflicting = sum(o[3] for o in self.overlaps)
             longest = max(o[2] for o in self.overlaps)
             text = f"{len(self.overlaps)} overlap(s), longest {longest:.2f} s"
-            parts.append(text + (f", {conflicting} with conflicting samples (first kept)" if conflicting else ""))
+            parts.append(
+                text
+                + (f", {conflicting} with conflicting samples (first kept)" if conflicting else "")
+            )
         if self.padded_s > 0:
             parts.append(f"window {self.coverage:.0%} covered, {self.padded_s:.1f} s zero-padded")
         elif self.coverage < 1.0:
             parts.append(f"window {self.coverage:.0%} covered")
         if self.missing:
             named = ", ".join(f"{c} {r}" for c, r in sorted(self.missing.items(), key=_zne))
-            parts.append(f"missing {named}" + (f", {self.missing_fill}" if self.missing_fill else ""))
+            parts.append(
+                f"missing {named}" + (f", {self.missing_fill}" if self.missing_fill else "")
+            )
         if self.dead:
             parts.append(f"dead channel {self.dead}")
         if self.resampled_from_hz is not None:
@@ -231,6 +246,7 @@ class QualityRecord:
     def shifted(self, offset_s: float, length_s: float) -> QualityRecord:
         """This record for a window starting ``offset_s`` into the array and ``length_s`` long:
         times moved to the window's clock, events outside the window dropped."""
+
         def inside(t: float, n: float = 0.0) -> bool:
             return t + n >= offset_s and t < offset_s + length_s
 
@@ -284,14 +300,18 @@ def inspect_channel(x: np.ndarray) -> ChannelFindings:
     if y.max() > SPIKE_NOISE_RATIO * scale:
         findings.spikes = _spike_runs(y, scale)
     # a repaired spike at a digitizer limit is a spike, not clipping
-    findings.clipped = _clipped_runs(repair_runs(x, findings.spikes) if findings.spikes else x, scale)
+    findings.clipped = _clipped_runs(
+        repair_runs(x, findings.spikes) if findings.spikes else x, scale
+    )
     return findings
 
 
 def _spike_runs(y: np.ndarray, scale: float) -> list[tuple[int, int]]:
     gap = SPIKE_MAX_RUN  # neighbours this close may belong to the spike's own run
     size = SPIKE_NEIGHBOURS - gap
-    window_max = maximum_filter1d(y, size=size, mode="nearest")  # y[j - size//2 : j + (size-1)//2 + 1]
+    window_max = maximum_filter1d(
+        y, size=size, mode="nearest"
+    )  # y[j - size//2 : j + (size-1)//2 + 1]
     left = _shifted(window_max, -(gap + 1 + (size - 1) // 2))  # max of y[i - NEIGHBOURS : i - gap]
     right = _shifted(window_max, gap + 1 + size // 2)  # max of y[i + gap + 1 : i + NEIGHBOURS + 1]
     candidate = (y > SPIKE_RATIO * np.maximum(left, right)) & (y > SPIKE_NOISE_RATIO * scale)
@@ -319,7 +339,9 @@ def _clipped_runs(x: np.ndarray, scale: float) -> list[tuple[int, int]]:
                 continue
             if stop - start < CLIP_MIN_RUN:
                 continue
-            around = np.r_[x[max(start - CLIP_STEP_SPAN, 0) : start + 1], x[stop - 1 : stop + CLIP_STEP_SPAN]]
+            around = np.r_[
+                x[max(start - CLIP_STEP_SPAN, 0) : start + 1], x[stop - 1 : stop + CLIP_STEP_SPAN]
+            ]
             if np.abs(np.diff(around)).max() > CLIP_STEP_RATIO * scale:
                 runs.append((start, stop))
     return sorted(runs)
@@ -408,15 +430,16 @@ def apply_policy(record: QualityRecord, policy: QualityPolicy) -> None:
     if record.clipped and policy.clipping == "skip":
         c, t, n = record.clipped[0]
         raise SkipTrace(
-            "clipping", f"{c} at its extreme value from {t:.1f} s for {n:.2f} s ({len(record.clipped)} run(s))"
+            "clipping",
+            f"{c} at its extreme value from {t:.1f} s for {n:.2f} s ({len(record.clipped)} run(s))",
         )
     if record.coverage < policy.min_coverage:
-        gap_s = sum(length for _, _, length in record.gaps)
+        longest_gap = max((length for _, _, length in record.gaps), default=0.0)
         raise SkipTrace(
-            "gap" if gap_s > record.padded_s else "too short",
+            "gap" if longest_gap > record.padded_s else "too short",
             f"{record.coverage:.0%} of the window backed by data ({record.padded_s:.1f} s outside "
-            f"the recording, {gap_s:.1f} s in gaps); need at least {policy.min_coverage:.0%} "
-            "(quality.min_coverage)",
+            f"the recording, longest gap {longest_gap:.1f} s); need at least "
+            f"{policy.min_coverage:.0%} (quality.min_coverage)",
         )
     if record.missing and policy.missing_components == "skip":
         named = ", ".join(f"{c} {r}" for c, r in sorted(record.missing.items(), key=_zne))

@@ -170,7 +170,9 @@ def window_from_array(
             record.missing_fill = "filled with zeros"
         waveform = np.stack(
             [
-                waveform[row] if comp in missing else check_channel(waveform[row], comp, rate, policy, record)
+                waveform[row]
+                if comp in missing
+                else check_channel(waveform[row], comp, rate, policy, record)
                 for row, comp in enumerate(COMPONENTS)
             ]
         ).astype(np.float32, copy=False)
@@ -191,7 +193,10 @@ def window_from_array(
         # the anti-alias filter rings at the edges of a constant channel: keep dead channels dead
         waveform[flat_before] = constants[flat_before, None]
         if backed is not None:  # nearest recorded-sample flag on the new grid
-            idx = np.minimum((np.arange(waveform.shape[1]) * rate / config.sampling_rate_hz).astype(int), n_before - 1)
+            idx = np.minimum(
+                (np.arange(waveform.shape[1]) * rate / config.sampling_rate_hz).astype(int),
+                n_before - 1,
+            )
             backed = backed[:, idx]
         if anchor_sample is not None:
             anchor_sample = anchor_sample * config.sampling_rate_hz / rate
@@ -244,7 +249,8 @@ def _drop_truncated_components(
             window[row] = window[0] if config.missing_component == "copy_z" and z_ok else 0.0
             backed[row] = False
             record.missing_fill = (
-                "filled with a copy of Z" if config.missing_component == "copy_z" and z_ok
+                "filled with a copy of Z"
+                if config.missing_component == "copy_z" and z_ok
                 else "filled with zeros"
             )
     record.components = "".join(c for c in COMPONENTS if c not in record.missing)

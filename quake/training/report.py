@@ -316,8 +316,12 @@ def render_report(metrics: dict, extra: dict) -> str:
         lines.append("No item was skipped.")
     flagged = metrics.get("data", {}).get("quality_counts", {})
     if flagged:
-        lines += ["", "Quality flags on the traces used (what was found and done per trace, and "
-                  "every skipped trace, is in `trace_quality.csv`):", ""]
+        lines += [
+            "",
+            "Quality flags on the traces used (what was found and done per trace, and "
+            "every skipped trace, is in `trace_quality.csv`):",
+            "",
+        ]
         lines += _table(["flag", "traces"], [[f, n] for f, n in flagged.items()])
     lines += ["", f"Preprocessing: `{extra['preprocess_summary']}`", ""]
     lines += [f"Augmentation (training batches only): {extra['augment_summary']}", ""]

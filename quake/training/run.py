@@ -262,8 +262,12 @@ def write_trace_quality(adapter: WaveformDataAdapter, path: Path) -> None:
     quality flag (with what was found and done); clean traces are not listed."""
     skipped = pd.DataFrame(
         [
-            {"trace_name": item, "status": "skipped", "reason": reason.split(":", 1)[0],
-             "detail": reason.split(":", 1)[1].strip() if ":" in reason else ""}
+            {
+                "trace_name": item,
+                "status": "skipped",
+                "reason": reason.split(":", 1)[0],
+                "detail": reason.split(":", 1)[1].strip() if ":" in reason else "",
+            }
             for item, reason in adapter.dropped
         ],
         columns=["trace_name", "status", "reason", "detail"],

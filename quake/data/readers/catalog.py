@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import obspy
 import pandas as pd
 from obspy import Stream, UTCDateTime
 
@@ -40,13 +39,13 @@ from quake.data.components import (
 )
 from quake.data.config import PreprocessConfig
 from quake.data.readers.base import WaveformDataset
+from quake.data.sources import event_folder, mseed_files, read_mseed
 from quake.data.transforms import SkipTrace
 
 logger = logging.getLogger(__name__)
 
 CATALOG_FILES = ("catalog.xml", "catalog.csv")
 WAVEFORM_DIR = "waveforms"
-MSEED_PATTERNS = ("*.mseed", "*.miniseed", "*.msd")
 
 
 def find_catalog(path: Path) -> Path | None:
@@ -101,11 +100,15 @@ class CatalogDataset(WaveformDataset):
         except ValueError:
             skipped.append((event_id, f"unknown label: event_type {event_type!r}"))
             return
-        event_dir = self.waveform_dir / event_id
+        try:
+            event_dir = event_folder(self.waveform_dir, event_id)
+        except SkipTrace as exc:
+            skipped.append((event_id, str(exc)))
+            return
         if not event_dir.is_dir():
             skipped.append((event_id, f"no waveforms: folder {WAVEFORM_DIR}/{event_id} is missing"))
             return
-        files = sorted({f for pattern in MSEED_PATTERNS for f in event_dir.glob(pattern)})
+        files = mseed_files(event_dir)
         if not files:
             skipped.append(
                 (
@@ -119,7 +122,7 @@ class CatalogDataset(WaveformDataset):
         by_station: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
         for f in files:
             try:
-                header = obspy.read(str(f), format="MSEED", headonly=True)
+                header = read_mseed(f, headonly=True)
             except Exception as exc:  # obspy/libmseed raise several types for corrupt files
                 skipped.append((f"{event_id}/{f.name}", f"unreadable: {type(exc).__name__}: {exc}"))
                 continue
@@ -170,7 +173,7 @@ class CatalogDataset(WaveformDataset):
         stream = Stream()
         for rel in str(row["trace_source_files"]).split(";"):
             try:
-                stream += obspy.read(str(self.waveform_dir / rel), format="MSEED")
+                stream += read_mseed(self.waveform_dir / rel)
             except Exception as exc:
                 raise SkipTrace("unreadable", f"{rel}: {type(exc).__name__}: {exc}") from None
         band = row["trace_channel"]

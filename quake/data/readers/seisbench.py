@@ -22,6 +22,7 @@ import pandas as pd
 
 from quake.data.components import COMPONENTS, component_of, listed_components
 from quake.data.config import PreprocessConfig
+from quake.data.quality import check_numeric
 from quake.data.readers.base import LABEL_COLUMN, WaveformDataset, normalize_labels
 from quake.data.transforms import SkipTrace
 
@@ -250,7 +251,9 @@ class HDF5Dataset(WaveformDataset):
     def _arrange(self, data: Any, row: dict[str, Any]) -> np.ndarray:
         """A stored array -> ``(3, n)`` float32 Z, N, E, with the missing-component policy."""
         name = row["trace_name"]
-        data = np.asarray(data, dtype=np.float32)
+        data = np.asarray(data)
+        check_numeric(data, name)
+        data = data.astype(np.float32, copy=False)
         if data.ndim != 2:
             raise SkipTrace(
                 "bad shape", f"{name}: stored array has shape {data.shape}; expected 2-D"

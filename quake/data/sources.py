@@ -1,4 +1,9 @@
-"""Where the waveforms of a catalog event come from.
+"""Where the waveforms of a catalog event come from: the reading layer for obspy Streams.
+
+Training (:class:`quake.data.readers.catalog.CatalogDataset`) and classification read
+miniSEED through the helpers here: one list of accepted suffixes (:data:`MSEED_SUFFIXES`, any
+letter case), one way to find an event's folder that never leaves the waveform root
+(:func:`event_folder`), one reader (:func:`read_mseed`) and one grouping by station.
 
 Every source answers one question, :meth:`WaveformSource.fetch`: for one catalog event, the raw
 traces of each station (``NET.STA.LOC``) plus what could not be read and why. Sources never
@@ -27,6 +32,9 @@ from pathlib import Path
 import numpy as np
 import obspy
 
+from quake.data.components import station_key
+from quake.data.transforms import SkipTrace
+
 logger = logging.getLogger(__name__)
 
 try:  # the entry point obspy.read dispatches to for format="MSEED"
@@ -35,7 +43,8 @@ except ImportError:  # pragma: no cover - a future obspy may move it; obspy.read
     _read_mseed_plugin = None
 
 SOURCE_KINDS = ("auto", "folders", "sds", "seisbench", "fdsn")
-MSEED_SUFFIXES = (".mseed", ".miniseed", ".ms")
+#: File suffixes read as miniSEED, compared in lower case (``.MSEED`` is read too).
+MSEED_SUFFIXES = (".mseed", ".miniseed", ".ms", ".msd")
 DEFAULT_BEFORE_S = 60.0
 DEFAULT_AFTER_S = 120.0
 
@@ -70,22 +79,43 @@ class EventTraces:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def station_id_of(trace: obspy.Trace) -> str:
-    s = trace.stats
-    return f"{s.network}.{s.station}.{s.location}"
-
-
 def group_by_station(stream: obspy.Stream) -> dict[str, obspy.Stream]:
     """Split a stream by ``NET.STA.LOC``, in order of first appearance."""
     groups: dict[str, obspy.Stream] = {}
     for trace in stream:
-        groups.setdefault(station_id_of(trace), obspy.Stream()).append(trace)
+        groups.setdefault(station_key(trace.stats), obspy.Stream()).append(trace)
     return groups
 
 
-def read_mseed(path: Path) -> obspy.Stream:
-    """Read one miniSEED file; obspy's warnings about damaged records are logged (with the file
-    name) instead of printed, and whatever records are intact are kept.
+def mseed_files(folder: Path) -> list[Path]:
+    """The miniSEED files of a folder (suffix in :data:`MSEED_SUFFIXES`, any case), sorted."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in MSEED_SUFFIXES and p.is_file())
+
+
+def event_folder(root: Path, event_id: str) -> Path:
+    """``root/<event_id>``; an id that would leave ``root`` (``../x``, ``/abs``, ``a/b``) is a
+    SkipTrace ``bad event id`` naming it, so a catalog can never make quake read elsewhere."""
+    text = str(event_id)
+    folder = root / text
+    if (
+        not text
+        or text in (".", "..")
+        or Path(text).is_absolute()
+        or Path(text).name != text
+        or "\\" in text
+        or not folder.resolve().is_relative_to(root.resolve())
+    ):
+        raise SkipTrace(
+            "bad event id",
+            f"event id {text!r} is not a folder name inside {root}; expected a plain name",
+        )
+    return folder
+
+
+def read_mseed(path: Path, headonly: bool = False) -> obspy.Stream:
+    """Read one miniSEED file (``headonly``: headers only); obspy's warnings about damaged
+    records are logged (with the file name) instead of printed, and whatever records are intact
+    are kept.
 
     Calls obspy's miniSEED plugin reader directly: ``obspy.read`` spends about three quarters of
     its time per file looking its plugins up in the package metadata (1.8 ms vs 0.4 ms per file),
@@ -94,9 +124,9 @@ def read_mseed(path: Path) -> obspy.Stream:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if _read_mseed_plugin is not None:
-            stream = _read_mseed_plugin(str(path))
+            stream = _read_mseed_plugin(str(path), headonly=headonly)
         else:
-            stream = obspy.read(str(path), format="MSEED")
+            stream = obspy.read(str(path), format="MSEED", headonly=headonly)
     for warning in caught:
         logger.warning("%s: %s", path, str(warning.message).splitlines()[0])
     return stream
@@ -134,11 +164,16 @@ class EventFolderSource(WaveformSource):
 
     def fetch(self, request: EventRequest) -> EventTraces:
         result = EventTraces(request.event_id)
-        folder = self.root / request.event_id
+        try:
+            folder = event_folder(self.root, request.event_id)
+        except SkipTrace as skip:
+            logger.warning("event %r skipped: %s", request.event_id, skip)
+            result.skipped.append(("event", str(skip)))
+            return result
         if not folder.is_dir():
             result.skipped.append(("event", "no waveform folder"))
             return result
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MSEED_SUFFIXES)
+        files = mseed_files(folder)
         if not files:
             result.skipped.append(("event", "no miniSEED files in folder"))
             return result
