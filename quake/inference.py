@@ -24,29 +24,16 @@ import numpy as np
 import torch
 
 from quake.classes import ClassNames
-from quake.data import PreprocessConfig, spectrogram_batch
+from quake.data import PreprocessConfig
 from quake.models import HybridViT
+from quake.probabilities import model_probabilities
+from quake.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
 
 CLASSIFIER_FILE = "classifier.json"
 MEMBERS_DIR = "members"
 _FORMAT = "quake.EventClassifier"
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            "device 'cuda' was asked for, but torch sees no CUDA device; use 'cpu' or 'auto'"
-        )
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu' or 'cuda'")
-    return torch.device(device)
 
 
 def _as_windows(waveforms: np.ndarray | torch.Tensor, window_samples: int) -> torch.Tensor:
@@ -60,33 +47,6 @@ def _as_windows(waveforms: np.ndarray | torch.Tensor, window_samples: int) -> to
     if not torch.isfinite(x).all():
         raise ValueError("waveforms hold NaN or inf values; drop or repair those windows first")
     return x
-
-
-def model_probabilities(
-    model: torch.nn.Module,
-    waveforms: torch.Tensor,
-    config: PreprocessConfig,
-    *,
-    batch_size: int = 128,
-    device: torch.device | str = "cpu",
-) -> np.ndarray:
-    """Softmax probabilities ``(B, C)`` of one model for trimmed windows ``(B, 3, n)``."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(waveforms), batch_size):
-            batch = waveforms[start : start + batch_size].to(device, non_blocking=True)
-            logits = model(spectrogram_batch(batch, config))
-            out.append(torch.softmax(logits.float(), dim=1).cpu())
-    model.train(was_training)
-    if not out:
-        n_classes = getattr(model, "num_classes", 0)
-        return np.zeros((0, n_classes), dtype=np.float64)
-    return torch.cat(out).double().numpy()
 
 
 def weights_digest(models: Sequence[torch.nn.Module]) -> str:

@@ -50,13 +50,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from quake.classes import ClassNames  # noqa: E402
-from quake.inference import resolve_device  # noqa: E402
+from quake.runtime import resolve_device, resolve_precision  # noqa: E402
 from quake.training.augment import Augmenter, build_noise_bank  # noqa: E402
 from quake.training.config import TrainConfig  # noqa: E402
 from quake.training.config import load_config as load_train_config  # noqa: E402
 from quake.training.cross_validation import pre_event_samples  # noqa: E402
 from quake.training.distributed import init_distributed, rank_device, shutdown  # noqa: E402
-from quake.training.loop import build_model, resolve_precision, train_fold  # noqa: E402
+from quake.training.loop import build_model, train_fold  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "default.yaml"

@@ -19,11 +19,12 @@ import pytest
 import torch
 
 from quake.classify import classify_catalog, open_source, prob_column, read_catalog
-from quake.classify.run import ClassifySummary, amp_dtype, merge_summaries, run_classification
+from quake.classify.run import ClassifySummary, merge_summaries, run_classification
 from quake.classify.shard import RankGroup, Shard, merge_parts, rank_group, seed_part
 from quake.data import PreprocessConfig, SeisBenchWriter
 from quake.inference import EventClassifier
 from quake.models import Backbone, HybridViT
+from quake.runtime import amp_dtype
 
 CLASSES = ["earthquake", "explosion", "noise"]
 PROBS = [prob_column(c) for c in CLASSES]

@@ -25,11 +25,12 @@ import torch.multiprocessing as mp
 from quake.classes import ClassNames
 from quake.data import synthetic
 from quake.inference import EventClassifier, weights_digest
+from quake.runtime import resolve_precision
 from quake.training import load_config
 from quake.training.augment import Augmenter
 from quake.training.config import AugmentConfig, ModelConfig, OptimConfig
 from quake.training.distributed import SINGLE, DistContext, env_world, init_distributed, shutdown
-from quake.training.loop import build_model, resolve_precision, train_fold
+from quake.training.loop import build_model, train_fold
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ClassNames(["earthquake", "explosion", "noise"])

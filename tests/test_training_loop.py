@@ -11,13 +11,13 @@ import torch
 
 from quake.data import PreprocessConfig
 from quake.models import HybridViT, PretrainedUnavailableError
+from quake.runtime import resolve_precision
 from quake.training.augment import Augmenter
 from quake.training.config import AugmentConfig, OptimConfig
 from quake.training.loop import (
     PretrainedResolver,
     class_weights,
     parameter_groups,
-    resolve_precision,
     train_fold,
     warmup_cosine,
 )

@@ -13,12 +13,10 @@ from quake.classify.catalog import (
     read_catalog_with_events,
     write_quakeml,
 )
-from quake.classify.combine import combine_station_probabilities
 from quake.classify.run import (
     ClassifySummary,
     classify_catalog,
     prediction_columns,
-    prob_column,
     read_predictions,
 )
 from quake.data.sources import (
@@ -30,6 +28,7 @@ from quake.data.sources import (
     WaveformSource,
     open_source,
 )
+from quake.probabilities import combine_station_probabilities, prob_column
 
 __all__ = [
     "ID_RULES",

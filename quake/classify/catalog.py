@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import obspy
 import pandas as pd
@@ -27,6 +26,7 @@ from quake.data.catalog import (
     quakeml_event_id,
     text_or_empty,
 )
+from quake.runtime import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -144,14 +144,7 @@ def annotate_catalog(
 
 def write_quakeml(catalog: Catalog, path: str | os.PathLike) -> None:
     """Write QuakeML atomically (temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        catalog.write(str(tmp), format="QUAKEML")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, lambda tmp: catalog.write(str(tmp), format="QUAKEML"))
 
 
 def format_time(value: obspy.UTCDateTime | None) -> str:

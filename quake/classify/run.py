@@ -3,7 +3,7 @@
 Data flow: a reader (a DataLoader worker process when ``workers >= 1``) fetches and windows one
 event at a time (:func:`quake.classify.windows.prepare_event`) while the main process runs the
 model on batches of windows gathered across events; when an event's windows are scored its
-station probabilities are combined (:mod:`quake.classify.combine`) into its row.
+station probabilities are combined (:mod:`quake.probabilities`) into its row.
 
 Rows are written progressively and atomically: every ``flush_every`` events (at most once per
 ``flush_interval_s``, so a huge catalog is not rewritten thousands of times) the whole table so
@@ -27,13 +27,13 @@ import pandas as pd
 import torch
 
 from quake.classify.catalog import format_time
-from quake.classify.combine import combine_station_probabilities
 from quake.classify.windows import PreparedEvent, prepare_event
 from quake.data.sources import EventRequest, WaveformSource
+from quake.probabilities import combine_station_probabilities, prob_column
+from quake.runtime import autocast_for, cpu_has_native_bf16, resolve_device, write_atomic
 
 logger = logging.getLogger(__name__)
 
-PROB_PREFIX = "prob_"
 STATION_COLUMNS_HEAD = [
     "event_id",
     "station_id",
@@ -46,42 +46,12 @@ STATION_COLUMNS_HEAD = [
 ]
 
 
-def prob_column(class_name: str) -> str:
-    """``"quarry blast"`` -> ``"prob_quarry_blast"``."""
-    return PROB_PREFIX + class_name.replace(" ", "_")
-
-
 def prediction_columns(class_names: Sequence[str]) -> list[str]:
     return (
         ["event_id", "origin_time", "predicted_class"]
         + [prob_column(c) for c in class_names]
         + ["n_stations_used", "n_stations_skipped", "skip_reasons", "model_id"]
     )
-
-
-def amp_dtype(device: torch.device | str) -> torch.dtype:
-    """The autocast dtype of ``--amp``: bf16 on CPU and on GPUs that have it, else fp16."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type != "cpu":
-        raise ValueError(f"mixed precision on {device.type!r}; expected a 'cpu' or 'cuda' device")
-    return torch.bfloat16
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX); else it is emulated."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def autocast_for(device: torch.device | str, enabled: bool):
-    """``torch.autocast`` for the model call: matmuls and convolutions in :func:`amp_dtype`;
-    the z-score and STFT (not autocast ops) and the softmax (cast to float32) stay float32."""
-    device = torch.device(device)
-    if not enabled:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=amp_dtype(device))
 
 
 @dataclass
@@ -307,14 +277,8 @@ def _station_rows(prepared, station_probs, class_names) -> list[dict[str, str]]:
 
 
 def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
-    """Write ``table`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write ``table`` to ``path`` atomically (:func:`quake.runtime.write_atomic`)."""
+    write_atomic(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def _read_existing(path: Path, columns: list[str], model_id: str) -> pd.DataFrame:
@@ -493,7 +457,7 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
 
 def load_classifier(path: str | os.PathLike, device: str = "cpu"):
     """An :class:`quake.inference.EventClassifier` from a run folder or its ``model/`` folder."""
-    from quake.inference import EventClassifier, resolve_device
+    from quake.inference import EventClassifier
 
     return EventClassifier.load(path, device=resolve_device(device))
 

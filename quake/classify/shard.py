@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from quake.runtime import Ranks, rank_device, resolve_device, torchrun_ranks
+
 logger = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part{rank}-of{world_size}"
@@ -70,16 +72,8 @@ class Shard:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Shard:
         """``RANK`` / ``WORLD_SIZE`` as torchrun sets them; one process when they are absent."""
-        environ = os.environ if environ is None else environ
-        try:
-            rank = int(environ.get("RANK", "0"))
-            world_size = int(environ.get("WORLD_SIZE", "1"))
-        except ValueError:
-            raise ValueError(
-                f"RANK={environ.get('RANK')!r}, WORLD_SIZE={environ.get('WORLD_SIZE')!r}; "
-                "expected integers (as torchrun sets them)"
-            ) from None
-        return cls(rank, world_size)
+        ranks = torchrun_ranks(environ)
+        return cls(ranks.rank, ranks.world_size)
 
 
 class RankGroup:
@@ -112,13 +106,10 @@ class RankGroup:
 
     def device(self, device: str) -> str:
         """``cuda``/``auto`` -> this rank's GPU (``cuda:<LOCAL_RANK>``) when several run."""
-        import torch
-
         if self.shard.is_single or device == "cpu" or device.startswith("cuda:"):
             return device
-        if device == "auto" and not torch.cuda.is_available():
-            return "cpu"
-        return f"cuda:{self.local_rank}"
+        ranks = Ranks(self.shard.rank, self.shard.world_size, self.local_rank)
+        return str(rank_device(resolve_device(device), ranks))
 
     def close(self) -> None:
         if self._owns_group:
@@ -131,9 +122,9 @@ class RankGroup:
 @contextmanager
 def rank_group(environ: Mapping[str, str] | None = None) -> Iterator[RankGroup]:
     """The job's ranks: a gloo process group under torchrun, else a single process."""
-    environ = os.environ if environ is None else environ
-    shard = Shard.from_env(environ)
-    local_rank = int(environ.get("LOCAL_RANK", "0") or 0)
+    ranks = torchrun_ranks(environ)
+    shard = Shard(ranks.rank, ranks.world_size)
+    local_rank = ranks.local_rank
     if shard.is_single:
         yield RankGroup(shard, local_rank)
         return

@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from quake.atomic import write_text_atomic
 from quake.classes import NOISE, ClassNames
 from quake.data import PreprocessConfig, TransformOP
 from quake.models import HybridViT
+from quake.probabilities import prob_column
+from quake.runtime import write_text_atomic
 from quake.training.augment import Augmenter, build_noise_bank
 from quake.training.baseline import SpectralForestBaseline, feature_names, spectral_features
 from quake.training.config import TrainConfig
@@ -34,12 +35,6 @@ from quake.training.window_cache import map_windows
 logger = logging.getLogger(__name__)
 
 FOLD_MARKER = "fold.json"
-PROB_PREFIX = "prob_"
-
-
-def prob_column(class_name: str) -> str:
-    """``"quarry blast"`` -> ``"prob_quarry_blast"`` (the batch classification convention)."""
-    return PROB_PREFIX + class_name.replace(" ", "_")
 
 
 @dataclass

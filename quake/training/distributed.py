@@ -12,8 +12,8 @@ process: :data:`SINGLE` stands in and every collective is the identity.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -21,6 +21,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from quake.runtime import Ranks, rank_device, torchrun_ranks
 
 T = TypeVar("T")
 
@@ -30,17 +32,8 @@ COLLECTIVE_TIMEOUT = datetime.timedelta(hours=4)
 
 
 @dataclass(frozen=True)
-class DistContext:
-    """This process's place among the training processes."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+class DistContext(Ranks):
+    """This process's place among the training processes, with the collectives training needs."""
 
     @property
     def is_main(self) -> bool:
@@ -114,20 +107,8 @@ SINGLE = DistContext()
 
 
 def env_world(environ: Mapping[str, str] | None = None) -> DistContext:
-    """The ranks torchrun describes in the environment (``RANK``, ``WORLD_SIZE``, ...)."""
-    environ = os.environ if environ is None else environ
-    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
-    try:
-        world_size = int(environ.get("WORLD_SIZE", "1"))
-        rank = int(environ.get("RANK", "0"))
-        local_rank = int(environ.get("LOCAL_RANK", str(rank)))
-        local_world_size = int(environ.get("LOCAL_WORLD_SIZE", str(world_size)))
-    except ValueError:
-        found = {n: environ.get(n) for n in names}
-        raise ValueError(f"{found}: expected integers, as torchrun sets them") from None
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"RANK={rank}, WORLD_SIZE={world_size}: expected 0 <= RANK < WORLD_SIZE")
-    return DistContext(rank, world_size, local_rank, local_world_size)
+    """The ranks torchrun describes in the environment (:func:`quake.runtime.torchrun_ranks`)."""
+    return DistContext(**dataclasses.asdict(torchrun_ranks(environ)))
 
 
 def init_distributed(device: torch.device) -> DistContext:
@@ -145,19 +126,6 @@ def init_distributed(device: torch.device) -> DistContext:
             torch.cuda.set_device(rank_device(device, context))
         dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
     return context
-
-
-def rank_device(device: torch.device, context: DistContext) -> torch.device:
-    """The GPU of this rank's local rank; the CPU stays the CPU."""
-    if device.type != "cuda" or not context.enabled:
-        return device
-    count = torch.cuda.device_count()
-    if context.local_rank >= count:
-        raise ValueError(
-            f"local rank {context.local_rank} has no GPU: torch sees {count}; "
-            f"expected --nproc_per_node <= {count}"
-        )
-    return torch.device("cuda", context.local_rank)
 
 
 def shutdown(context: DistContext) -> None:

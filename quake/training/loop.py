@@ -23,8 +23,9 @@ from torch import nn
 
 from quake.classes import ClassNames
 from quake.data import PreprocessConfig, spectrogram_batch
-from quake.inference import model_probabilities
 from quake.models import HybridViT, PretrainedUnavailableError
+from quake.probabilities import LOG_PROB_EPS, model_probabilities
+from quake.runtime import AUTOCAST_DTYPES, resolve_precision
 from quake.training.augment import Augmenter
 from quake.training.config import ModelConfig, OptimConfig
 from quake.training.distributed import SINGLE, DistContext
@@ -90,30 +91,6 @@ def build_model(
         drop_path_rate=model_config.drop_path_rate,
         class_names=class_names,
     )
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` where the hardware computes bfloat16 natively (CUDA with bf16
-    support; CPUs with AVX512-BF16/AMX through oneDNN), else ``fp32``. ``fp16`` (with loss
-    scaling) is for CUDA only. Only training forward passes use it; evaluation and the saved
-    weights stay float32."""
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(
-            f"optim.precision 'fp16' needs a CUDA device, got {device.type!r}; "
-            "expected bf16 or fp32 on the CPU (or auto)"
-        )
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    try:
-        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        native = False
-    return "bf16" if native else "fp32"
-
-
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def make_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
@@ -190,7 +167,7 @@ def probabilities_at(
     batch_size: int,
     device: torch.device,
 ) -> np.ndarray:
-    """:func:`~quake.inference.model_probabilities` of the rows ``indices`` of ``waveforms``,
+    """:func:`~quake.probabilities.model_probabilities` of the rows ``indices`` of ``waveforms``,
     gathered one batch at a time: never more than ``batch_size`` windows are copied out, so a
     memory-mapped set is read a batch at a time rather than copied whole."""
     indices = np.asarray(indices, dtype=np.int64)
@@ -235,7 +212,7 @@ def evaluate(
         probabilities_at(model, waveforms, part, config, batch_size=batch_size, device=device)
     )
     pred = probs.argmax(axis=1)
-    clipped = np.clip(probs, 1e-7, 1.0)
+    clipped = np.clip(probs, LOG_PROB_EPS, 1.0)
     clipped /= clipped.sum(axis=1, keepdims=True)
     sample_weight = None if weights is None else weights.cpu().numpy()[labels]
     import warnings

@@ -7,9 +7,9 @@ can be recomputed from the saved predictions with the same library. Conventions:
   the ordinary binary AUC); ``pr_auc``: average precision, one-vs-rest, macro likewise.
 - ``ece``: expected calibration error of the top label, 15 equal-width confidence bins.
 - Event level: the station probabilities of one ``source_id`` are combined by the mean of their
-  log-probabilities, then softmax-normalised -- the rule batch classification uses
-  (:func:`quake.classify.combine.combine_station_probabilities`, same ``eps``): every station
-  votes with its confidence, and many stations do not make an event absurdly over-confident.
+  log-probabilities, then softmax-normalised -- the rule batch classification uses, from the same
+  code (:mod:`quake.probabilities`): every station votes with its confidence, and many stations
+  do not make an event absurdly over-confident.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from quake.probabilities import LOG_PROB_EPS, combine_groups
+
 SCALAR_METRICS = (
     "accuracy",
     "balanced_accuracy",
@@ -40,10 +42,6 @@ SCALAR_METRICS = (
     "ece",
 )
 ECE_BINS = 15
-_EPS = 1e-7
-#: Bounds one station's veto when station log-probabilities are averaged; the value batch
-#: classification uses (``quake.classify.combine.DEFAULT_EPS``).
-EVENT_EPS = 1e-6
 
 
 def _check_inputs(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +142,7 @@ def classification_metrics(
         }
         for name in class_names
     }
-    clipped = np.clip(probs, _EPS, 1.0)
+    clipped = np.clip(probs, LOG_PROB_EPS, 1.0)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
     return {
         "n": int(len(y_true)),
@@ -191,14 +189,7 @@ def combine_by_event(
         ids,
     )
     codes, uniques = pd.factorize(key, sort=True)
-    log_p = np.log(probs + EVENT_EPS)
-    sums = np.zeros((len(uniques), probs.shape[1]))
-    np.add.at(sums, codes, log_p)
-    counts = np.bincount(codes, minlength=len(uniques)).astype(np.float64)
-    mean_log = sums / counts[:, None]
-    mean_log -= mean_log.max(axis=1, keepdims=True)
-    event_probs = np.exp(mean_log)
-    event_probs /= event_probs.sum(axis=1, keepdims=True)
+    event_probs = combine_groups(probs, codes, len(uniques))
     event_true = np.zeros(len(uniques), dtype=np.int64)
     event_true[codes] = y_true
     return event_probs, event_true, np.asarray(uniques), n_mixed

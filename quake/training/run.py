@@ -25,9 +25,9 @@ import pandas as pd
 import torch
 import yaml
 
-from quake.atomic import write_text_atomic
 from quake.data import WaveformDataAdapter, open_dataset
-from quake.inference import EventClassifier, resolve_device, weights_digest
+from quake.inference import EventClassifier, weights_digest
+from quake.runtime import resolve_device, resolve_precision, write_text_atomic
 from quake.training import metrics as M
 from quake.training import report
 from quake.training.config import TrainConfig
@@ -48,7 +48,7 @@ from quake.training.distributed import (
     rank_device,
     shutdown,
 )
-from quake.training.loop import PretrainedResolver, progress_enabled, resolve_precision
+from quake.training.loop import PretrainedResolver, progress_enabled
 from quake.training.splits import Fold, check_disjoint_groups, grouped_folds
 from quake.training.window_cache import map_windows, place_windows
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from quake.atomic import write_text_atomic
 from quake.data import WaveformDataAdapter
+from quake.runtime import write_text_atomic
 from quake.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)

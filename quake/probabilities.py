@@ -1,0 +1,101 @@
+"""Class probabilities: computed from a model, named in tables, combined from stations into
+events. Training, classification and export all use these, so a probability means the same
+thing in a fold's predictions, a report and a catalog's ``predictions.csv``.
+
+Combination rule: the (optionally weighted) mean of the stations' log-probabilities,
+renormalised with a softmax, i.e. the normalised geometric mean of the station distributions:
+
+    p_event(c) ∝ exp( Σ_s w_s · log(p_s(c) + eps) / Σ_s w_s )
+
+Stations of one event are repeated, noisy looks at the same source. The geometric mean lets
+every station vote with its confidence (a station that is sure moves the event more than an
+arithmetic mean would let it), while dividing by the number of stations keeps an event with 30
+stations from becoming absurdly over-confident, as a plain product would. :data:`LOG_PROB_EPS`
+bounds one station's veto: a station that gives a class probability 0 cannot make it
+impossible. One station gives back its own probabilities (up to eps).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from quake.data import PreprocessConfig, spectrogram_batch
+
+#: Table columns of class probabilities: ``prob_<class>``, spaces as ``_``.
+PROB_PREFIX = "prob_"
+#: Added to a probability before its logarithm (event combination, log-loss): bounds a veto.
+LOG_PROB_EPS = 1e-6
+
+
+def prob_column(class_name: str) -> str:
+    """``"quarry blast"`` -> ``"prob_quarry_blast"``."""
+    return PROB_PREFIX + class_name.replace(" ", "_")
+
+
+def model_probabilities(
+    model: torch.nn.Module,
+    waveforms: torch.Tensor,
+    config: PreprocessConfig,
+    *,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Softmax probabilities ``(B, C)`` of one model for trimmed windows ``(B, 3, n)``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(waveforms), batch_size):
+            batch = waveforms[start : start + batch_size].to(device, non_blocking=True)
+            logits = model(spectrogram_batch(batch, config))
+            out.append(torch.softmax(logits.float(), dim=1).cpu())
+    model.train(was_training)
+    if not out:
+        n_classes = getattr(model, "num_classes", 0)
+        return np.zeros((0, n_classes), dtype=np.float64)
+    return torch.cat(out).double().numpy()
+
+
+def combine_groups(
+    probs: np.ndarray, groups: np.ndarray, n_groups: int, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """``(S, C)`` probabilities of stations, ``groups[s]`` in ``0..n_groups-1`` the event of
+    station ``s`` -> ``(n_groups, C)`` event probabilities by the rule of this module."""
+    probs = np.asarray(probs, dtype=np.float64)
+    w = np.ones(len(probs)) if weights is None else np.asarray(weights, dtype=np.float64)
+    sums = np.zeros((n_groups, probs.shape[1]))
+    np.add.at(sums, groups, w[:, None] * np.log(probs + LOG_PROB_EPS))
+    totals = np.bincount(groups, weights=w, minlength=n_groups)
+    mean_log = sums / totals[:, None]
+    mean_log -= mean_log.max(axis=1, keepdims=True)
+    out = np.exp(mean_log)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def combine_station_probabilities(
+    station_probs: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """(S, C) station probabilities (+ optional (S,) non-negative weights) -> (C,) event
+    probabilities."""
+    probs = np.asarray(station_probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[0] == 0 or probs.shape[1] == 0:
+        raise ValueError(
+            f"station_probs must have shape (stations>0, classes>0), got {probs.shape}"
+        )
+    if not np.all(np.isfinite(probs)) or probs.min() < 0:
+        raise ValueError("station_probs must be finite and >= 0")
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if weights.shape[0] != probs.shape[0]:
+            raise ValueError(
+                f"weights has {weights.shape[0]} entries for {probs.shape[0]} stations"
+            )
+        if not np.all(np.isfinite(weights)) or weights.min() < 0 or weights.sum() <= 0:
+            raise ValueError(
+                f"weights must be finite, >= 0 and not all zero, got {weights.tolist()}"
+            )
+    return combine_groups(probs, np.zeros(len(probs), dtype=np.int64), 1, weights)[0]

@@ -1,0 +1,166 @@
+"""What training, classification and export all need from the machine, in one place: the
+device, the precision/autocast policy (one bf16 check), torchrun's ranks and atomic file writes.
+
+Kept apart from the model, data and deployment code so that each of them, and training, use the
+same rules: a CPU that emulates bf16 is treated the same way everywhere, and every output file is
+replaced whole or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+#: Autocast dtype of each reduced precision.
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# --- device ----------------------------------------------------------------------------------------
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' was asked for, but torch sees no CUDA device; use 'cpu' or 'auto'"
+        )
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu' or 'cuda'")
+    return torch.device(device)
+
+
+# --- precision -------------------------------------------------------------------------------------
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere torch
+    emulates it, slower than float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bfloat16 natively."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Training precision: ``auto`` -> ``bf16`` where the device computes it natively, else
+    ``fp32``. ``fp16`` (with loss scaling) is for CUDA only. Only training forward passes use it;
+    evaluation and the saved weights stay float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"optim.precision 'fp16' needs a CUDA device, got {device.type!r}; "
+            "expected bf16 or fp32 on the CPU (or auto)"
+        )
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
+
+
+def amp_dtype(device: torch.device | str) -> torch.dtype:
+    """The autocast dtype of classification's ``--amp``: bf16 on CPU and on GPUs that have it,
+    else fp16."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type != "cpu":
+        raise ValueError(f"mixed precision on {device.type!r}; expected a 'cpu' or 'cuda' device")
+    return torch.bfloat16
+
+
+def autocast_for(device: torch.device | str, enabled: bool):
+    """``torch.autocast`` for a model call: matmuls and convolutions in :func:`amp_dtype`; the
+    z-score and STFT (not autocast ops) and the softmax (cast to float32) stay float32."""
+    device = torch.device(device)
+    if not enabled:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=amp_dtype(device))
+
+
+# --- atomic writes ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends
+    without an error, removed otherwise. The temporary file is created exclusively under an
+    unpredictable name (``mkstemp``), so a planted link cannot redirect the write, and a reader
+    sees the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` then rename over ``path`` (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+# --- torchrun ranks --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process sits in a torchrun job (one process without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def torchrun_ranks(environ: Mapping[str, str] | None = None) -> Ranks:
+    """The ranks torchrun describes in the environment (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``); training and classification both read them here."""
+    environ = os.environ if environ is None else environ
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+    try:
+        world_size = int(environ.get("WORLD_SIZE", "1") or 1)
+        rank = int(environ.get("RANK", "0") or 0)
+        local_rank = int(environ.get("LOCAL_RANK", str(rank)) or 0)
+        local_world_size = int(environ.get("LOCAL_WORLD_SIZE", str(world_size)) or 1)
+    except ValueError:
+        found = {n: environ.get(n) for n in names}
+        raise ValueError(f"{found}: expected integers, as torchrun sets them") from None
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"RANK={rank}, WORLD_SIZE={world_size}: expected 0 <= RANK < WORLD_SIZE")
+    return Ranks(rank, world_size, local_rank, local_world_size)
+
+
+def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
+    """The GPU of this process's local rank when several processes share a machine; the CPU
+    stays the CPU."""
+    if device.type != "cuda" or not ranks.enabled or device.index is not None:
+        return device
+    count = torch.cuda.device_count()
+    if ranks.local_rank >= count:
+        raise ValueError(
+            f"local rank {ranks.local_rank} has no GPU: torch sees {count}; "
+            f"expected --nproc_per_node <= {count}"
+        )
+    return torch.device("cuda", ranks.local_rank)
