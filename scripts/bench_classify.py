@@ -12,12 +12,15 @@ of distinct records, re-used across events: the benchmark measures reading and c
 physics). The batch job then classifies every event (``classify_catalog``), and the same
 classifier is timed alone on random windows at the same batch size (``predict_proba``:
 spectrogram + network) and, for the network alone, with ``quake.benchmarks.model_throughput``.
-Aim: end-to-end windows/s >= 0.5 x model-only windows/s.
+Aim: end-to-end windows/s >= 0.5 x model-only windows/s. Each setting also runs with the
+quality checks of every channel turned off (``--quality on off``), so that their cost on
+end-to-end throughput is a ratio measured in one run (aim: at most 10 %).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -40,13 +43,14 @@ from obspy.core.event import (
     WaveformStreamID,
 )
 
+from quake.benchmarks import quality_checks_off
 from quake.benchmarks.model_throughput import measure_inference, time_call
 from quake.classify import classify_catalog, open_source, read_catalog
-from quake.classify.run import autocast_for
 from quake.data import PreprocessConfig
 from quake.data.synthetic import VP_KM_S, synthesize_event
 from quake.inference import EventClassifier
 from quake.models import Backbone, HybridViT
+from quake.runtime import autocast_for
 
 EVENT_TYPES = ("earthquake", "explosion")
 NETWORK = "BX"
@@ -77,6 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["off", "on"],
         default=["off"],
         help="mixed-precision settings to run (on: bf16 autocast on CPU), e.g. --amp off on",
+    )
+    parser.add_argument(
+        "--quality",
+        nargs="+",
+        choices=["on", "off"],
+        default=["on", "off"],
+        help="quality-check settings to run (off: every channel inspection skipped), to price them",
     )
     parser.add_argument("--depth", type=int, default=4, help="depth of the random-init model")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -218,18 +229,24 @@ def main(argv: list[str] | None = None) -> int:
                    "runs": []}  # fmt: skip
         print(f"network only (quake.benchmarks.model_throughput, batch {args.batch_size}): "
               f"{network.windows_per_s:.1f} windows/s", flush=True)  # fmt: skip
-        settings = [(w, amp == "on") for w in args.workers for amp in args.amp]
-        for workers, amp in settings:
+        settings = [(w, amp == "on", q == "on") for w in args.workers for amp in args.amp
+                    for q in args.quality]  # fmt: skip
+        for workers, amp, checks in settings:
             before = model_only(classifier, args.batch_size, amp=amp)
-            out = workdir / f"predictions-w{workers}{'-amp' if amp else ''}.csv"
-            summary = classify_catalog(classifier, events, source, out, batch_size=args.batch_size,
-                                       workers=workers, progress=True, amp=amp)  # fmt: skip
+            out = (
+                workdir
+                / f"predictions-w{workers}{'-amp' if amp else ''}{'' if checks else '-noqc'}.csv"
+            )
+            with contextlib.nullcontext() if checks else quality_checks_off():
+                summary = classify_catalog(classifier, events, source, out, batch_size=args.batch_size,
+                                           workers=workers, progress=True, amp=amp)  # fmt: skip
             after = model_only(classifier, args.batch_size, amp=amp)
             model_wps = (before + after) / 2
             total = summary.total_s
             run = {
                 "workers": workers,
                 "amp": amp,
+                "quality_checks": checks,
                 **summary.to_dict(),
                 "model_only_windows_per_s": model_wps,
                 "model_only_before_after": [before, after],
@@ -237,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             results["runs"].append(run)
             print(
-                f"\nworkers={workers}, amp={'on (bf16)' if amp else 'off'}: {summary.n_events} events, {summary.n_windows} windows in {total:.1f} s -> "
+                f"\nworkers={workers}, amp={'on (bf16)' if amp else 'off'}, quality checks {'on' if checks else 'off'}: {summary.n_events} events, {summary.n_windows} windows in {total:.1f} s -> "
                 f"{summary.events_per_s:.1f} events/s, {summary.windows_per_s:.1f} windows/s end to end\n"
                 f"  model only (predict_proba, batch {args.batch_size}, same run): {model_wps:.1f} windows/s "
                 f"(before {before:.1f}, after {after:.1f}) -> end to end = {run['ratio_to_model_only']:.2f} x model only\n"
@@ -250,6 +267,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             if summary.skip_counts:
                 print(f"  skipped: {dict(summary.skip_counts)}", flush=True)
+        for on in results["runs"]:
+            off = [r for r in results["runs"] if not r["quality_checks"] and r["workers"] == on["workers"]
+                   and r["amp"] == on["amp"]]  # fmt: skip
+            if on["quality_checks"] and off:
+                cost = 1 - on["events_per_s"] / off[0]["events_per_s"]
+                on["quality_cost"] = cost
+                print(f"quality checks, workers={on['workers']}, amp={'on' if on['amp'] else 'off'}: "
+                      f"{on['events_per_s']:.2f} vs {off[0]['events_per_s']:.2f} events/s without them "
+                      f"-> they cost {cost:.1%} of end-to-end throughput", flush=True)  # fmt: skip
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
     finally:

@@ -21,6 +21,7 @@ import sys
 import torch
 
 from quake.benchmarks.model_throughput import matmul_peak, measure_inference, measure_training
+from quake.data.config import DEFAULT_SPECTROGRAM_SIZE
 from quake.models import Backbone
 
 COLUMNS = (
@@ -44,7 +45,14 @@ COLUMNS = (
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--img-size", type=int, nargs=2, default=(33, 64), metavar=("H", "W"))
+    parser.add_argument(
+        "--img-size",
+        type=int,
+        nargs=2,
+        default=DEFAULT_SPECTROGRAM_SIZE,
+        metavar=("H", "W"),
+        help="spectrogram size (default: that of the default preprocessing)",
+    )
     parser.add_argument(
         "--backbones", nargs="+", default=[b.value for b in Backbone], metavar="NAME"
     )

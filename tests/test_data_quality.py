@@ -80,7 +80,9 @@ def _classifier():
 
     torch.manual_seed(0)
     model = HybridViT(
-        depth=1, num_classes=2, img_size=CFG.spectrogram_shape[1:],
+        depth=1,
+        num_classes=2,
+        img_size=CFG.spectrogram_shape[1:],
         class_names=["earthquake", "explosion"],
     )
     return EventClassifier([model.eval()], CFG)

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from quake.data import PreprocessConfig, spectrogram_batch
-from quake.inference import EventClassifier, resolve_device
+from quake.inference import EventClassifier
 from quake.models import HybridViT
+from quake.runtime import resolve_device
 
 NAMES = ["earthquake", "explosion", "noise"]
-CONFIG = PreprocessConfig(window_s=5.12)  # 512 samples -> (3, 33, 15) spectrograms
+CONFIG = PreprocessConfig(window_s=5.12)  # 512 samples -> (3, 33, 8) spectrograms
 
 
 def _member(seed: int) -> HybridViT:
@@ -77,7 +78,7 @@ def test_inconsistent_members_are_rejected():
         EventClassifier([], CONFIG)
     other_input = HybridViT(depth=1, num_classes=3, img_size=(33, 63), class_names=NAMES)
     with pytest.raises(
-        ValueError, match=r"takes \(33, 63\) spectrograms; the preprocessing makes \(33, 15\)"
+        ValueError, match=r"takes \(33, 63\) spectrograms; the preprocessing makes \(33, 8\)"
     ):
         EventClassifier([other_input], CONFIG)
     with pytest.raises(ValueError, match="member 0 has 3 outputs; expected 2"):

@@ -17,6 +17,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from quake.data.config import DEFAULT_SPECTROGRAM_SIZE
 from quake.models.backbones import Backbone
 from quake.models.hybrid_vit import HybridViT
 
@@ -116,7 +117,7 @@ def measure_inference(
     backbone: Backbone | str,
     depth: int,
     batch: int = 128,
-    img_size: tuple[int, int] = (33, 64),
+    img_size: tuple[int, int] = DEFAULT_SPECTROGRAM_SIZE,
     repeats: int = 10,
     precision: str = "fp32",
     compile_model: bool = False,
@@ -152,7 +153,7 @@ def measure_training(
     backbone: Backbone | str,
     depth: int,
     batch: int = 128,
-    img_size: tuple[int, int] = (33, 64),
+    img_size: tuple[int, int] = DEFAULT_SPECTROGRAM_SIZE,
     repeats: int = 5,
     precision: str = "fp32",
 ) -> ModelThroughput:

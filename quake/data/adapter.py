@@ -57,7 +57,7 @@ def anchor_sample_from_metadata(meta: dict[str, Any], sampling_rate_hz: float) -
 
 
 def prepare_window(
-    raw: np.ndarray, meta: dict[str, Any], config: PreprocessConfig
+    raw: np.ndarray, meta: dict[str, Any], config: PreprocessConfig, inspect: bool = True
 ) -> tuple[np.ndarray, QualityRecord]:
     """One raw item -> ``(window (3, window_samples) float32, quality record)``.
 
@@ -67,6 +67,7 @@ def prepare_window(
     reading over in ``meta[READING_KEY]``). Raises SkipTrace with the reason: ``bad shape``,
     ``nan``, ``spike``, ``clipping``, ``too short``, ``gap``, ``wrong length`` (no TRIMMING and
     the item is not ``window_samples`` long) or ``dead`` (all three channels flat).
+    ``inspect=False``: the item was inspected before and found clean (see ``window_from_array``).
     """
     raw = np.asarray(raw)
     if raw.ndim != 2 or raw.shape[0] != 3 or raw.shape[1] == 0:
@@ -89,6 +90,7 @@ def prepare_window(
         copy_z_rows=copy_z_rows,
         reading=reading,
         missing="".join(c for c in "ZNE" if c not in listed) if listed is not None else "",
+        inspect=inspect,
     )
     return window, record
 
@@ -140,6 +142,7 @@ class WaveformDataAdapter(Dataset):
         cache = self._source.in_memory if cache_windows is None else bool(cache_windows)
         self.dropped: list[tuple[str, str]] = list(self._source.skipped)
         kept: list[int] = []
+        inspect_again: list[bool] = []  # the inspection found something to repair or keep
         padded: list[bool] = []
         flat: list[str] = []
         quality: list[str] = []
@@ -161,6 +164,7 @@ class WaveformDataAdapter(Dataset):
                     self.dropped.append((self._source.item_id(i), str(exc)))
                     continue
                 kept.append(i)
+                inspect_again.append(bool(record.spikes or record.clipped or record.non_finite))
                 padded.append(record.padded)
                 flat.append(record.dead)
                 quality.append(record.describe())
@@ -173,6 +177,8 @@ class WaveformDataAdapter(Dataset):
             bar.close()
 
         self._kept = np.asarray(kept, dtype=np.int64)
+        # a window is read again every epoch: a trace found clean is not inspected again
+        self._inspect = np.asarray(inspect_again, dtype=bool)
         self._windows: np.ndarray | None = np.stack(windows) if cache and windows else None
         if cache and not windows:
             self._windows = np.zeros((0, 3, self.config.window_samples), dtype=np.float32)
@@ -222,7 +228,7 @@ class WaveformDataAdapter(Dataset):
         if self._windows is not None:
             return self._windows[i]
         raw, meta = self._source.load(int(self._kept[i]))
-        window, _ = prepare_window(raw, meta, self.config)
+        window, _ = prepare_window(raw, meta, self.config, inspect=bool(self._inspect[i]))
         return window
 
     def get_waveforms(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -235,11 +241,11 @@ class WaveformDataAdapter(Dataset):
             bad = idx[(idx < -n) | (idx >= n)][0]
             raise IndexError(f"item index {bad} out of range for {n} items")
         out = np.empty((len(idx), 3, self.config.window_samples), dtype=np.float32)
-        sources = self._kept[idx % n] if n else idx
-        for k, (raw, meta) in enumerate(self._source.load_many(sources)):
+        rows = idx % n if n else idx
+        for k, (raw, meta) in enumerate(self._source.load_many(self._kept[rows])):
             if isinstance(raw, SkipTrace):
                 raise raw
-            out[k] = prepare_window(raw, meta, self.config)[0]
+            out[k] = prepare_window(raw, meta, self.config, inspect=bool(self._inspect[rows[k]]))[0]
         return out
 
     def load_waveforms(self, progress: bool = False, out: Any = None) -> Any:

@@ -80,7 +80,9 @@ class PreprocessConfig:
     gap_fill: str = "interpolate"
     min_sampling_rate_hz: float = 20.0
     stft_nperseg: int = 64
-    stft_hop: int = 32
+    # 0.64 s at 100 Hz: (3, 33, 32) spectrograms. Half the tokens of a hop of 32, so half the
+    # cost of an epoch, for the same accuracy per epoch on the synthetic set.
+    stft_hop: int = 64
     log_spectrogram: bool = True
     transforms: TransformOP = field(default=DEFAULT_TRANSFORMS)
     quality: QualityPolicy = field(default_factory=QualityPolicy)
@@ -173,3 +175,7 @@ def _check_positive(name: str, value: object) -> None:
 def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+#: The spectrogram ``(F, T)`` of the default preprocessing: the model's default input size.
+DEFAULT_SPECTROGRAM_SIZE: tuple[int, int] = PreprocessConfig().spectrogram_shape[1:]  # type: ignore[assignment]

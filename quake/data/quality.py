@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import maximum_filter1d
 
 
 class SkipTrace(ValueError):
@@ -68,6 +67,7 @@ CLIP_MIN_RUN = 3
 CLIP_STEP_RATIO = 10.0
 CLIP_STEP_SPAN = 3  # samples on each side of a run where the step is looked for
 DIGITIZER_BITS = (12, 16, 24, 32)
+MEDIAN_SAMPLES = 256  # samples a channel's robust statistics are estimated from
 
 COMPONENTS = "ZNE"
 
@@ -243,6 +243,10 @@ class QualityRecord:
             parts.append(f"ignored channel {', '.join(self.ignored_channels)} (unknown component)")
         return "; ".join(parts)
 
+    def has_events(self) -> bool:
+        """Whether the record holds anything placed in time (gaps, overlaps, spikes, clips)."""
+        return bool(self.gaps or self.overlaps or self.spikes or self.clipped)
+
     def shifted(self, offset_s: float, length_s: float) -> QualityRecord:
         """This record for a window starting ``offset_s`` into the array and ``length_s`` long:
         times moved to the window's clock, events outside the window dropped."""
@@ -269,36 +273,45 @@ def _zne(item: tuple[str, Any]) -> int:
 
 
 # --- detection ------------------------------------------------------------------------------------
+def _median(x: np.ndarray) -> float:
+    """Median of at most :data:`MEDIAN_SAMPLES` evenly spaced samples: robust statistics of a
+    channel need no more, and a full median per channel would cost more than the spectrogram."""
+    step = max(1, x.size // MEDIAN_SAMPLES)
+    return float(np.median(x[::step]))
+
+
 def noise_scale(x: np.ndarray) -> float:
-    """Noise scale of a channel: 1.4826 x the median absolute deviation of its first differences
-    (insensitive to a few huge samples and to a slow drift), never below the record's resolution
-    (its smallest non-zero step), so that a one-count wiggle on a quiet integer record is noise."""
+    """Noise scale of a channel: 1.4826 x the median absolute first difference (the MAD of a
+    differenced record, whose median step is ~0; insensitive to a few huge samples and to a slow
+    drift); a channel whose typical step is 0 (a quiet integer record) gets its resolution, its
+    smallest non-zero step, so that a one-count wiggle is noise."""
     if x.size < 3:
         return 0.0
-    d = np.diff(x)
-    robust = float(1.4826 * np.median(np.abs(d - np.median(d))))
-    steps = np.abs(d)
-    steps = steps[steps > 0]
-    resolution = float(steps.min()) if steps.size else 0.0
-    return max(robust, resolution)
+    d = np.abs(np.diff(x))
+    robust = 1.4826 * _median(d)
+    if robust > 0:
+        return robust
+    steps = d[d > 0]
+    return float(steps.min()) if steps.size else 0.0
 
 
 def inspect_channel(x: np.ndarray) -> ChannelFindings:
     """Spikes, clipping and non-finite samples of one channel (see the module docstring)."""
     x = np.asarray(x, dtype=np.float64)
     findings = ChannelFindings()
-    finite = np.isfinite(x)
-    findings.non_finite = int(x.size - np.count_nonzero(finite))
-    if findings.non_finite:
+    if not np.isfinite(x.sum()):
+        finite = np.isfinite(x)
+        findings.non_finite = int(x.size - np.count_nonzero(finite))
         x = np.where(finite, x, 0.0)
     if x.size < 2 * SPIKE_NEIGHBOURS:
         return findings
     scale = noise_scale(x)
     if scale == 0.0:  # a constant channel: nothing towers, nothing is cut
         return findings
-    y = np.abs(x - np.median(x))
-    if y.max() > SPIKE_NOISE_RATIO * scale:
-        findings.spikes = _spike_runs(y, scale)
+    y = np.abs(x - _median(x))
+    candidates = np.flatnonzero(y > SPIKE_NOISE_RATIO * scale)
+    if candidates.size:
+        findings.spikes = _spike_runs(y, candidates)
     # a repaired spike at a digitizer limit is a spike, not clipping
     findings.clipped = _clipped_runs(
         repair_runs(x, findings.spikes) if findings.spikes else x, scale
@@ -306,16 +319,25 @@ def inspect_channel(x: np.ndarray) -> ChannelFindings:
     return findings
 
 
-def _spike_runs(y: np.ndarray, scale: float) -> list[tuple[int, int]]:
-    gap = SPIKE_MAX_RUN  # neighbours this close may belong to the spike's own run
-    size = SPIKE_NEIGHBOURS - gap
-    window_max = maximum_filter1d(
-        y, size=size, mode="nearest"
-    )  # y[j - size//2 : j + (size-1)//2 + 1]
-    left = _shifted(window_max, -(gap + 1 + (size - 1) // 2))  # max of y[i - NEIGHBOURS : i - gap]
-    right = _shifted(window_max, gap + 1 + size // 2)  # max of y[i + gap + 1 : i + NEIGHBOURS + 1]
-    candidate = (y > SPIKE_RATIO * np.maximum(left, right)) & (y > SPIKE_NOISE_RATIO * scale)
-    return [(a, b) for a, b in _runs(candidate) if b - a <= SPIKE_MAX_RUN]
+def _spike_runs(y: np.ndarray, candidates: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of at most SPIKE_MAX_RUN samples among ``candidates`` (samples above the noise
+    floor) that tower over their neighbours, the run's closest SPIKE_MAX_RUN excluded."""
+    gap = SPIKE_MAX_RUN
+    n = y.size
+    # a spike towers over the nearest samples outside its run: a cheap first cut
+    nearest = np.maximum(
+        y[np.maximum(candidates - gap - 1, 0)], y[np.minimum(candidates + gap + 1, n - 1)]
+    )
+    candidates = candidates[y[candidates] > SPIKE_RATIO * nearest]
+    if not candidates.size:
+        return []
+    offsets = np.r_[np.arange(-SPIKE_NEIGHBOURS, -gap), np.arange(gap + 1, SPIKE_NEIGHBOURS + 1)]
+    around = np.clip(candidates[:, None] + offsets[None, :], 0, n - 1)
+    neighbours = y[around].max(axis=1)
+    towering = candidates[y[candidates] > SPIKE_RATIO * neighbours]
+    mask = np.zeros(y.size, dtype=bool)
+    mask[towering] = True
+    return [(a, b) for a, b in _runs(mask) if b - a <= SPIKE_MAX_RUN]
 
 
 def _at_digitizer_limit(value: float) -> bool:
@@ -331,7 +353,10 @@ def _clipped_runs(x: np.ndarray, scale: float) -> list[tuple[int, int]]:
     runs: list[tuple[int, int]] = []
     for extreme in (hi, lo):
         at_limit = _at_digitizer_limit(extreme)
-        for start, stop in _runs(x == extreme):
+        at_extreme = x == extreme
+        if not at_limit and np.count_nonzero(at_extreme) < CLIP_MIN_RUN:
+            continue  # the usual case: a natural peak, one sample
+        for start, stop in _runs(at_extreme):
             if start == 0 or stop == n:  # a constant stretch at an end: a dropout
                 continue
             if at_limit:
@@ -366,17 +391,6 @@ def repair_runs(x: np.ndarray, runs: list[tuple[int, int]]) -> np.ndarray:
 
 def non_finite_runs(x: np.ndarray) -> list[tuple[int, int]]:
     return _runs(~np.isfinite(x))
-
-
-def _shifted(values: np.ndarray, k: int) -> np.ndarray:
-    """``out[i] = values[i + k]``, zero where ``i + k`` falls outside."""
-    out = np.zeros_like(values)
-    n = values.size
-    if k >= 0:
-        out[: max(n - k, 0)] = values[k:]
-    else:
-        out[-k:] = values[: n + k]
-    return out
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

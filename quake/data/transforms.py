@@ -131,6 +131,7 @@ def window_from_array(
     transforms: TransformOP | None = None,
     reading: StreamArray | None = None,
     missing: str = "",
+    inspect: bool = True,
 ) -> tuple[np.ndarray, QualityRecord]:
     """``(3, n)`` float32 Z, N, E -> ``(window, quality)``: the model's window, checked.
 
@@ -155,7 +156,9 @@ def window_from_array(
       (window coverage below ``quality.min_coverage``) or ``missing component``.
 
     ``transforms`` (default ``config.transforms``) says which of DROP_NAN and TRIMMING apply.
-    The record's times are seconds from the window's first sample.
+    ``inspect=False`` skips the per-channel inspection of an array, for a trace already
+    inspected and found clean (the adapter reads a trace again every epoch; its data do not
+    change). The record's times are seconds from the window's first sample.
     """
     steps = config.transforms if transforms is None else transforms
     policy = config.quality
@@ -168,14 +171,15 @@ def window_from_array(
         record.missing = {c: "absent" for c in missing}
         if missing:
             record.missing_fill = "filled with zeros"
-        waveform = np.stack(
-            [
-                waveform[row]
-                if comp in missing
-                else check_channel(waveform[row], comp, rate, policy, record)
-                for row, comp in enumerate(COMPONENTS)
-            ]
-        ).astype(np.float32, copy=False)
+        if inspect:
+            waveform = np.stack(
+                [
+                    waveform[row]
+                    if comp in missing
+                    else check_channel(waveform[row], comp, rate, policy, record)
+                    for row, comp in enumerate(COMPONENTS)
+                ]
+            ).astype(np.float32, copy=False)
         backed = None
     if TransformOP.DROP_NAN in steps and record.non_finite and policy.non_finite == "skip":
         apply_policy(record, policy)  # the NaN check comes first, whatever the window
@@ -203,12 +207,9 @@ def window_from_array(
         record.resampled_from_hz = rate
     sr = config.sampling_rate_hz
     n = waveform.shape[1]
-    if backed is None:
-        backed = np.ones(waveform.shape, dtype=bool)
     if TransformOP.TRIMMING in steps:
         start, lo, hi = window_bounds(config, n, anchor_sample)
         window, _ = trim_window(waveform, config, anchor_sample)
-        backed, _ = trim_window(backed, config, anchor_sample)
     elif n == config.window_samples:
         start, lo, hi = 0, 0, n
         window = np.ascontiguousarray(waveform)
@@ -216,10 +217,16 @@ def window_from_array(
         raise SkipTrace(
             "wrong length", f"{n} samples without TRIMMING; expected {config.window_samples}"
         )
-    record = record.shifted(start / sr, config.window_s)
+    if record.has_events():
+        record = record.shifted(start / sr, config.window_s)
     record.padded_s = (config.window_samples - (hi - lo)) / sr
-    _drop_truncated_components(window, backed, record, config)
-    record.coverage = window_coverage(backed, record.components)
+    if backed is None:  # an array: recorded wherever it has samples
+        record.coverage = (hi - lo) / config.window_samples
+    else:  # a stream: gaps and components that end early count
+        if TransformOP.TRIMMING in steps:
+            backed, _ = trim_window(backed, config, anchor_sample)
+        _drop_truncated_components(window, backed, record, config)
+        record.coverage = window_coverage(backed, record.components)
     flat = flat_channels(window)
     record.dead = "".join(
         c for c, f in zip(COMPONENTS, flat, strict=True) if f and c not in record.missing

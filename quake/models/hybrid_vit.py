@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from quake.classes import ClassNames
+from quake.data.config import DEFAULT_SPECTROGRAM_SIZE
 from quake.models.backbones import Backbone
 from quake.models.pretrained import (
     copy_backbone_weights,
@@ -98,7 +99,7 @@ class HybridViT(nn.Module):
         depth: int | None = 4,
         in_channels: int = 3,
         num_classes: int = 2,
-        img_size: int | Sequence[int] = (33, 64),
+        img_size: int | Sequence[int] = DEFAULT_SPECTROGRAM_SIZE,
         dropout: float = 0.2,
         freeze_backbone: bool = False,
         pretrained: bool | str | os.PathLike[str] = False,

@@ -24,10 +24,6 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DEPLOY_CHOICES = ("ensemble",)
 PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")
 WINDOW_CACHE_CHOICES = ("auto", "memory", "disk")
-# Where training's preprocessing differs from PreprocessConfig's defaults: a hop of 64 samples
-# (0.64 s at 100 Hz) halves the tokens, hence the cost of an epoch, and on the synthetic set
-# gave the same accuracy per epoch as a hop of 32 -- so twice the epochs fit in the same time.
-TRAINING_PREPROCESS = {"stft_hop": 64}
 
 
 def _check(condition: bool, key: str, value: object, expected: str) -> None:
@@ -41,7 +37,7 @@ class DataConfig:
 
     path: str | None = None  # None: the embedded synthetic default set
     # PreprocessConfig fields; unset ones take PreprocessConfig's defaults
-    preprocess: dict = field(default_factory=lambda: dict(TRAINING_PREPROCESS))
+    preprocess: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         _check(
