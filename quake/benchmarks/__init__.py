@@ -16,7 +16,7 @@ def quality_checks_off() -> Iterator[None]:
     process that forks inside the block (a reader worker) inherits it."""
     original = quality.inspect_channel
 
-    def found_nothing(x):
+    def found_nothing(x, span=None):
         return quality.ChannelFindings()
 
     quality.inspect_channel = found_nothing

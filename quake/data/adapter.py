@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from quake.classes import ClassNames
 from quake.data.components import listed_components, stream_to_array_info
 from quake.data.config import PreprocessConfig, TransformOP
-from quake.data.quality import QualityRecord, check_numeric
+from quake.data.quality import COMPONENTS, QualityRecord, check_numeric
 from quake.data.readers.base import LABEL_COLUMN, READING_KEY, WaveformDataset
 from quake.data.transforms import SkipTrace, spectrogram_batch, window_from_array
 
@@ -79,7 +79,7 @@ def prepare_window(
     listed = listed_components(meta.get("trace_components"))
     if config.missing_component == "copy_z" and listed is not None and "Z" in listed:
         # the adapter's policy wins even when the reader was opened with another config
-        copy_z_rows = [row for row, comp in enumerate("ZNE") if comp not in listed]
+        copy_z_rows = [row for row, comp in enumerate(COMPONENTS) if comp not in listed]
     rate = meta.get("trace_sampling_rate_hz")
     rate = float(rate) if rate is not None and _finite(rate) else config.sampling_rate_hz
     window, record = window_from_array(
@@ -89,7 +89,7 @@ def prepare_window(
         anchor_sample=anchor_sample_from_metadata(meta, rate),
         copy_z_rows=copy_z_rows,
         reading=reading,
-        missing="".join(c for c in "ZNE" if c not in listed) if listed is not None else "",
+        missing="".join(c for c in COMPONENTS if c not in listed) if listed is not None else "",
         inspect=inspect,
     )
     return window, record
@@ -383,7 +383,7 @@ class _StreamSource(_Source):
             "station_code": sta,
             "station_location_code": loc,
             "trace_channel": channel[:-1],
-            "trace_components": "".join(c for c in "ZNE" if c in info.channels),
+            "trace_components": "".join(c for c in COMPONENTS if c in info.channels),
             "trace_start_time": str(info.starttime),
             "trace_sampling_rate_hz": info.sampling_rate_hz,
             "trace_original_sampling_rate_hz": info.original_sampling_rate_hz,

@@ -27,15 +27,14 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from obspy import Stream, UTCDateTime
+from obspy import Stream, Trace, UTCDateTime
 
 from quake.data.config import PreprocessConfig, TransformOP
-from quake.data.quality import QualityRecord, check_channel
+from quake.data.quality import COMPONENTS, QualityRecord, check_channel
 from quake.data.transforms import SkipTrace, resample_waveform, window_from_array
 
 logger = logging.getLogger(__name__)
 
-COMPONENTS = "ZNE"
 _ALIASES = {"Z": "Z", "N": "N", "E": "E", "1": "N", "2": "E"}
 
 
@@ -120,11 +119,13 @@ def stream_to_array_info(
     *,
     start: UTCDateTime | None = None,
     end: UTCDateTime | None = None,
+    window: tuple[UTCDateTime, UTCDateTime] | None = None,
 ) -> StreamArray:
     """Like :func:`stream_to_array`, also returning the start time, the channels used and the
     quality record of the reading (gaps, overlaps, spikes, clipping, non-finite samples,
     resampling, missing components; spikes repaired as ``config.quality`` says, before
-    resampling) with the mask of recorded samples."""
+    resampling) with the mask of recorded samples. ``window``: the span that will be cut, where
+    spikes and clipping are looked for (default: everywhere)."""
     if not isinstance(stream, Stream):
         raise ValueError(f"expected an obspy Stream, got {type(stream).__name__}")
     stations = sorted({station_key(tr.stats) for tr in stream})
@@ -173,7 +174,10 @@ def stream_to_array_info(
         rate = float(merged.stats.sampling_rate)
         offset_s = float(merged.stats.starttime - t0)
         # inspected and repaired at the channel's own rate: resampling would smear a glitch
-        data = check_channel(merged.data, comp, rate, config.quality, record, t0_s=offset_s)
+        span_s = None if window is None else (float(window[0] - t0), float(window[1] - t0))
+        data = check_channel(
+            merged.data, comp, rate, config.quality, record, t0_s=offset_s, span_s=span_s
+        )
         if not math.isclose(rate, sr, rel_tol=1e-9):
             record.resampled_from_hz = max(record.resampled_from_hz or 0.0, rate)
         data = resample_waveform(data, rate, sr)
@@ -257,8 +261,12 @@ def window_from_stream(
     apply here, whatever ``config.transforms`` says: a stream is never cut to length beforehand,
     and a NaN must never reach a model.
     """
-    arr = stream_to_array_info(stream, config)
     anchor_time = p_time if p_time is not None else origin_time
+    window = None
+    if anchor_time is not None and config.anchor == "p_arrival":
+        begin = UTCDateTime(anchor_time) - config.pre_arrival_s
+        window = (begin, begin + config.window_s)
+    arr = stream_to_array_info(stream, config, window=window)
     anchor_sample = None
     if anchor_time is not None:
         anchor_sample = (UTCDateTime(anchor_time) - arr.starttime) * arr.sampling_rate_hz
@@ -314,6 +322,10 @@ def _one_rate(traces: Stream) -> Stream:
 def _merge(traces: Stream, gap_fill: str):
     """One trace per component (one rate): gaps filled per ``gap_fill``, overlaps resolved by
     obspy (the first segment's samples kept)."""
+    if len(traces) == 1:  # the usual case: no copy of the stats needed
+        single = Trace(np.asarray(traces[0].data, dtype=np.float64))
+        single.stats = traces[0].stats
+        return single
     traces = traces.copy()
     for tr in traces:
         tr.data = np.asarray(tr.data, dtype=np.float64)

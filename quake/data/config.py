@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from quake.data.quality import QualityPolicy
+from quake.data.quality import QualityPolicy, from_known_keys
 
 
 class TransformOP(enum.Flag):
@@ -150,13 +150,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown PreprocessConfig keys {unknown}; expected some of {sorted(known)}"
-            )
-        return cls(**d)
+        return from_known_keys(cls, d, "PreprocessConfig")
 
     def replace(self, **changes: Any) -> PreprocessConfig:
         """A validated copy with some fields changed."""

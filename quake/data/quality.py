@@ -29,7 +29,6 @@ anti-alias filter would smear an isolated glitch over dozens of samples:
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +67,9 @@ CLIP_STEP_RATIO = 10.0
 CLIP_STEP_SPAN = 3  # samples on each side of a run where the step is looked for
 DIGITIZER_BITS = (12, 16, 24, 32)
 MEDIAN_SAMPLES = 256  # samples a channel's robust statistics are estimated from
+SPAN_MARGIN = 2 * SPIKE_NEIGHBOURS  # samples inspected beyond each end of a span
 
+#: Component order of every array: Z, N, E (rows 0, 1, 2), whatever order a file stores them in.
 COMPONENTS = "ZNE"
 
 #: Flag names, as counted in reports (``QualityRecord.flags()``).
@@ -139,13 +140,16 @@ class QualityPolicy:
             return d
         if not isinstance(d, dict):
             raise ValueError(f"quality must be a mapping of policy fields, got {d!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown quality policy keys {unknown}; expected some of {sorted(known)}"
-            )
-        return cls(**d)
+        return from_known_keys(cls, d, "quality policy")
+
+
+def from_known_keys(cls: Any, d: dict[str, Any], what: str) -> Any:
+    """``cls(**d)`` for a dataclass, a ValueError naming any key it does not have."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; expected some of {sorted(known)}")
+    return cls(**d)
 
 
 @dataclass
@@ -276,8 +280,9 @@ def _zne(item: tuple[str, Any]) -> int:
 def _median(x: np.ndarray) -> float:
     """Median of at most :data:`MEDIAN_SAMPLES` evenly spaced samples: robust statistics of a
     channel need no more, and a full median per channel would cost more than the spectrogram."""
-    step = max(1, x.size // MEDIAN_SAMPLES)
-    return float(np.median(x[::step]))
+    sample = x[:: max(1, x.size // MEDIAN_SAMPLES)]
+    k = sample.size // 2
+    return float(np.partition(sample, k)[k]) if sample.size else 0.0
 
 
 def noise_scale(x: np.ndarray) -> float:
@@ -295,14 +300,24 @@ def noise_scale(x: np.ndarray) -> float:
     return float(steps.min()) if steps.size else 0.0
 
 
-def inspect_channel(x: np.ndarray) -> ChannelFindings:
-    """Spikes, clipping and non-finite samples of one channel (see the module docstring)."""
+def inspect_channel(x: np.ndarray, span: tuple[int, int] | None = None) -> ChannelFindings:
+    """Spikes, clipping and non-finite samples of one channel (see the module docstring).
+
+    ``span``: ``[start, stop)`` samples that matter (a window and its neighbourhood): spikes
+    and clipping are looked for there only; non-finite samples anywhere count (DROP_NAN).
+    """
     x = np.asarray(x, dtype=np.float64)
     findings = ChannelFindings()
     if not np.isfinite(x.sum()):
         finite = np.isfinite(x)
         findings.non_finite = int(x.size - np.count_nonzero(finite))
         x = np.where(finite, x, 0.0)
+    if span is not None:
+        lo = max(span[0] - SPAN_MARGIN, 0)
+        inner = inspect_channel(x[lo : max(span[1] + SPAN_MARGIN, lo)])
+        findings.spikes = [(a + lo, b + lo) for a, b in inner.spikes]
+        findings.clipped = [(a + lo, b + lo) for a, b in inner.clipped]
+        return findings
     if x.size < 2 * SPIKE_NEIGHBOURS:
         return findings
     scale = noise_scale(x)
@@ -410,12 +425,17 @@ def check_channel(
     record: QualityRecord,
     *,
     t0_s: float = 0.0,
+    span_s: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Inspect one channel at its own rate, note the findings in ``record`` (times from
     ``t0_s``, seconds of the channel's first sample on the array's clock) and return the channel
-    repaired as the policy says. Skips are decided later, on the window (:func:`apply_policy`),
-    so that a fault outside the window never costs the window."""
-    findings = inspect_channel(x)
+    repaired as the policy says. ``span_s``: the part that matters, on the array's clock (the
+    window), where spikes and clipping are looked for. Skips are decided later, on the window
+    (:func:`apply_policy`), so that a fault outside the window never costs the window."""
+    span = None
+    if span_s is not None:
+        span = (int((span_s[0] - t0_s) * rate_hz), int(np.ceil((span_s[1] - t0_s) * rate_hz)))
+    findings = inspect_channel(x, span)
     if findings.non_finite:
         record.non_finite += findings.non_finite
         if policy.non_finite == "repair":
@@ -466,10 +486,3 @@ def window_coverage(backed: np.ndarray, present: str) -> float:
     if backed.shape[-1] == 0:
         return 0.0
     return float(backed[rows].mean())
-
-
-def is_finite_number(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False

@@ -17,9 +17,11 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from quake.data.quality import COMPONENTS
+
 logger = logging.getLogger(__name__)
 
-COMPONENT_ORDER = "ZNE"
+COMPONENT_ORDER = COMPONENTS
 
 
 class SeisBenchWriter:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import obspy
 
-from quake.data.components import station_key
+from quake.data.components import COMPONENTS, station_key
 from quake.data.transforms import SkipTrace
 
 logger = logging.getLogger(__name__)
@@ -327,7 +327,7 @@ def _seisbench_station(waveform: np.ndarray, meta: dict) -> StationTraces:
     loc = _meta_text(meta, "station_location_code")
     band = _meta_text(meta, "trace_channel", "HH")[:2] or "HH"
     stream = obspy.Stream()
-    for component, data in zip("ZNE", np.asarray(waveform, dtype=np.float32), strict=False):
+    for component, data in zip(COMPONENTS, np.asarray(waveform, dtype=np.float32), strict=False):
         stats = {
             "network": net,
             "station": sta,

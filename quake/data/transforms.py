@@ -246,7 +246,8 @@ def _drop_truncated_components(
     covers it is missing (``truncated``): filled by the missing-component policy, not used half
     empty."""
     present = [c for c in COMPONENTS if c not in record.missing]
-    covered = {c: float(backed[COMPONENTS.index(c)].mean()) for c in present}
+    per_row = backed.mean(axis=1)
+    covered = {c: float(per_row[COMPONENTS.index(c)]) for c in present}
     best = max(covered.values(), default=0.0)
     for comp in present:
         if covered[comp] < config.quality.min_coverage <= best:

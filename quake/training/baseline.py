@@ -25,10 +25,11 @@ from scipy.signal import hilbert, welch
 from scipy.stats import kurtosis
 from sklearn.ensemble import RandomForestClassifier
 
+from quake.data.quality import COMPONENTS
+
 logger = logging.getLogger(__name__)
 
 BAND_EDGES_HZ = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-COMPONENTS = "ZNE"
 _TINY = 1e-20
 
 

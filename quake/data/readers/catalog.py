@@ -38,6 +38,7 @@ from quake.data.components import (
     stream_to_array_info,
 )
 from quake.data.config import PreprocessConfig
+from quake.data.quality import COMPONENTS
 from quake.data.readers.base import WaveformDataset
 from quake.data.sources import event_folder, mseed_files, read_mseed
 from quake.data.transforms import SkipTrace
@@ -156,7 +157,7 @@ class CatalogDataset(WaveformDataset):
                     "station_code": sta,
                     "station_location_code": loc,
                     "trace_channel": band,
-                    "trace_components": "".join(c for c in "ZNE" if c in components),
+                    "trace_components": "".join(c for c in COMPONENTS if c in components),
                     "trace_sampling_rate_hz": config.sampling_rate_hz,
                     "trace_original_sampling_rate_hz": max(
                         float(tr.stats.sampling_rate) for tr in chosen
