@@ -13,7 +13,8 @@ continuous archives, so every path maps components, merges gaps and resamples th
   line between the samples around the gap) or ``"zeros"``; overlaps keep the first trace's data.
   Both are recorded in the quality record, and gap samples do not count as recorded.
 - Each component is inspected for spikes, clipping and non-finite samples at its own rate and
-  repaired as ``config.quality`` says (:mod:`quake.data.quality`), then resampled to ``config.sampling_rate_hz`` (polyphase, anti-aliased).
+  repaired as ``config.quality`` says (:mod:`quake.data.quality`), then resampled to
+  ``config.sampling_rate_hz`` (polyphase, anti-aliased).
 - Components are aligned on a common time grid starting at the earliest start; a component
   that starts later or ends earlier is zero-filled there.
 - A missing horizontal follows ``config.missing_component``: ``"zeros"`` or ``"copy_z"``;
@@ -30,7 +31,7 @@ import numpy as np
 from obspy import Stream, Trace, UTCDateTime
 
 from quake.data.config import PreprocessConfig, TransformOP
-from quake.data.quality import COMPONENTS, QualityRecord, check_channel
+from quake.data.quality import COMPONENTS, QualityRecord, check_channel, fill_description
 from quake.data.transforms import SkipTrace, resample_waveform, window_from_array
 
 logger = logging.getLogger(__name__)
@@ -338,18 +339,11 @@ def _merge(traces: Stream, gap_fill: str):
     return tr
 
 
-def fill_description(config: PreprocessConfig, z_present: bool = True) -> str:
-    """How a missing horizontal is filled under ``config.missing_component`` (for reports)."""
-    if config.missing_component == "copy_z" and z_present:
-        return "filled with a copy of Z"
-    return "filled with zeros"
-
-
 def _fill_missing(out: np.ndarray, info: StreamArray, config: PreprocessConfig) -> None:
     missing = info.missing
     if not missing:
         return
-    info.quality.missing_fill = fill_description(config, z_present="Z" not in missing)
+    info.quality.missing_fill = fill_description(config.missing_component, "Z" not in missing)
     if "Z" in missing:
         logger.info("%s: no vertical component; Z is zeros", info.station)
     for comp in missing.replace("Z", ""):

@@ -258,18 +258,35 @@ class QualityRecord:
         def inside(t: float, n: float = 0.0) -> bool:
             return t + n >= offset_s and t < offset_s + length_s
 
-        out = dataclasses.replace(self)
+        out = self.copy()
         out.gaps = [(c, t - offset_s, n) for c, t, n in self.gaps if inside(t, n)]
         out.overlaps = [(c, t - offset_s, n, k) for c, t, n, k in self.overlaps if inside(t, n)]
         out.spikes = [(c, t - offset_s) for c, t in self.spikes if inside(t)]
         out.clipped = [(c, t - offset_s, n) for c, t, n in self.clipped if inside(t, n)]
-        out.missing = dict(self.missing)
-        out.actions = dict(self.actions)
-        out.ignored_channels = list(self.ignored_channels)
         return out
+
+    def copy(self) -> QualityRecord:
+        """A copy whose lists and dicts are its own (a window's record may be edited)."""
+        return dataclasses.replace(
+            self,
+            gaps=list(self.gaps),
+            overlaps=list(self.overlaps),
+            missing=dict(self.missing),
+            spikes=list(self.spikes),
+            clipped=list(self.clipped),
+            ignored_channels=list(self.ignored_channels),
+            actions=dict(self.actions),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def fill_description(missing_component: str, z_present: bool = True) -> str:
+    """How a missing component is filled under the ``missing_component`` policy (for reports)."""
+    if missing_component == "copy_z" and z_present:
+        return "filled with a copy of Z"
+    return "filled with zeros"
 
 
 def _zne(item: tuple[str, Any]) -> int:

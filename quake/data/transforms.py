@@ -9,7 +9,6 @@ The adapter, training (after waveform augmentation) and batch classification all
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from fractions import Fraction
@@ -27,6 +26,7 @@ from quake.data.quality import (
     SkipTrace,  # defined beside the policy that raises it; importable from here as before
     apply_policy,
     check_channel,
+    fill_description,
     window_coverage,
 )
 
@@ -164,13 +164,13 @@ def window_from_array(
     policy = config.quality
     rate = config.sampling_rate_hz if sampling_rate_hz is None else float(sampling_rate_hz)
     if reading is not None:
-        record = dataclasses.replace(reading.quality)
+        record = reading.quality.copy()
         backed = reading.backed
     else:
         record = QualityRecord()
         record.missing = {c: "absent" for c in missing}
         if missing:
-            record.missing_fill = "filled with zeros"
+            record.missing_fill = fill_description("zeros")
         if inspect:
             waveform = np.stack(
                 [
@@ -188,7 +188,7 @@ def window_from_array(
         waveform[list(copy_z_rows)] = waveform[0]
         for row in copy_z_rows:
             record.missing.setdefault(COMPONENTS[row], "absent")
-        record.missing_fill = "filled with a copy of Z"
+        record.missing_fill = fill_description("copy_z")
     if not math.isclose(rate, config.sampling_rate_hz, rel_tol=1e-9):
         flat_before = flat_channels(waveform)
         constants = waveform[:, 0].copy()
@@ -256,11 +256,7 @@ def _drop_truncated_components(
             z_ok = comp != "Z" and "Z" not in record.missing
             window[row] = window[0] if config.missing_component == "copy_z" and z_ok else 0.0
             backed[row] = False
-            record.missing_fill = (
-                "filled with a copy of Z"
-                if config.missing_component == "copy_z" and z_ok
-                else "filled with zeros"
-            )
+            record.missing_fill = fill_description(config.missing_component, z_ok)
     record.components = "".join(c for c in COMPONENTS if c not in record.missing)
 
 
