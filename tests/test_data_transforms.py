@@ -13,7 +13,6 @@ from quake.data import (
     PreprocessConfig,
     SkipTrace,
     TransformOP,
-    check_finite,
     resample_waveform,
     spectrogram_batch,
     trim_window,
@@ -70,13 +69,19 @@ def test_config_dict_round_trip_is_json_safe():
 
 # --- DROP_NAN ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_check_finite_rejects_nan_and_inf(bad, rng):
-    x = rng.normal(size=(3, 100)).astype(np.float32)
-    check_finite(x)  # clean input passes
+def test_non_finite_samples_are_skipped_or_repaired(bad, rng):
+    cfg = PreprocessConfig(window_s=10.0, anchor="start")
+    x = rng.normal(size=(3, 1000)).astype(np.float32)
     x[2, 50] = bad
-    with pytest.raises(SkipTrace, match=r"nan: 1 NaN/inf values of 300") as info:
-        check_finite(x)
+    with pytest.raises(SkipTrace, match=r"^nan: 1 NaN/inf samples$") as info:
+        window_from_array(x, cfg)
     assert info.value.reason == "nan"
+    window, quality = window_from_array(x, cfg.replace(quality={"non_finite": "repair"}))
+    assert np.isfinite(window).all() and window[2, 50] == pytest.approx((x[2, 49] + x[2, 51]) / 2)
+    assert (
+        quality.flags() == ["non-finite"]
+        and quality.describe() == "1 non-finite samples interpolated"
+    )
 
 
 # --- TRIMMING ---------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from quake.data.readers import (
 from quake.data.seisbench_writer import SeisBenchWriter
 from quake.data.transforms import (
     SkipTrace,
-    check_finite,
     resample_waveform,
     spectrogram_batch,
     trim_window,
@@ -50,7 +49,6 @@ __all__ = [
     "WaveformDataAdapter",
     "WaveformDataset",
     "anchor_sample_from_metadata",
-    "check_finite",
     "component_of",
     "open_dataset",
     "prepare_window",

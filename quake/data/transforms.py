@@ -39,14 +39,6 @@ if TYPE_CHECKING:
 FLAT_RELATIVE_TOLERANCE = 1e-6
 
 
-def check_finite(waveform: np.ndarray) -> None:
-    """DROP_NAN: raise SkipTrace("nan") when any value is NaN or inf."""
-    finite = np.isfinite(waveform)
-    if not finite.all():
-        bad = int(finite.size - np.count_nonzero(finite))
-        raise SkipTrace("nan", f"{bad} NaN/inf values of {waveform.size}")
-
-
 def flat_channels(waveform: np.ndarray) -> np.ndarray:
     """Boolean per channel of a ``(C, n)`` array: True where the channel is flat (dead).
 
