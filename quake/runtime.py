@@ -1,5 +1,6 @@
 """What training, classification and export all need from the machine, in one place: the
-device, the precision/autocast policy (one bf16 check), torchrun's ranks and atomic file writes.
+device, the precision/autocast policy (one bf16 check), torchrun's ranks and atomic file writes
+(child processes that die with their parent: :mod:`quake.processes`).
 
 Kept apart from the model, data and deployment code so that each of them, and training, use the
 same rules: a CPU that emulates bf16 is treated the same way everywhere, and every output file is

@@ -23,7 +23,7 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from quake.classify.catalog import ID_RULES
-from quake.classify.run import run_classification
+from quake.classify.run import agreement_path, run_classification
 from quake.classify.shard import rank_group
 from quake.data.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, SOURCE_KINDS
 
@@ -55,6 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--overwrite-reviewed",
         action="store_true",
         help="also set the type of analyst-reviewed events in --quakeml",
+    )
+    parser.add_argument(
+        "--overwrite-types",
+        action="store_true",
+        help="also set the type of events that already have one in --quakeml (the previous "
+        "type goes into the comment)",
     )
     parser.add_argument("--resume", action="store_true", help="skip events already in --out")
     parser.add_argument("--batch-size", type=int, default=128, help="windows per model call")
@@ -128,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.quakeml:
         print(f"QuakeML -> {args.quakeml}: {summary.quakeml_counts}")
+    if summary.agreement:
+        print(f"catalog type vs prediction (events; also in {agreement_path(args.out)}):")
+        classes = sorted({p for row in summary.agreement.values() for p in row})
+        print("  " + " | ".join(["catalog type", *classes]))
+        for truth, row in summary.agreement.items():
+            print("  " + " | ".join([truth, *(str(row.get(c, 0)) for c in classes)]))
     return 0
 
 
@@ -141,6 +153,7 @@ def _run(args: argparse.Namespace, ranks):
         stations_out=args.stations_out,
         id_rule=args.id_rule,
         overwrite_reviewed=args.overwrite_reviewed,
+        overwrite_types=args.overwrite_types,
         resume=args.resume,
         batch_size=args.batch_size,
         source=args.source,

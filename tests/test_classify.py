@@ -151,32 +151,29 @@ def test_mixed_rates_gaps_and_vertical_only_stations_are_used(full_run):
     ).all()
 
 
-def test_quakeml_round_trip_sets_types_and_keeps_reviewed(full_run, reviewed_catalog, classifier):
+def test_quakeml_round_trip_keeps_the_analysts_types(full_run, reviewed_catalog, classifier):
     original = obspy.read_events(str(reviewed_catalog))
     classified = obspy.read_events(str(full_run["quakeml"]))
     preds = full_run["predictions"]
     assert len(classified) == len(original) == len(preds)
-    for i, (before, after, row) in enumerate(
-        zip(original, classified, preds.to_dict("records"), strict=True)
-    ):
+    for before, after, row in zip(original, classified, preds.to_dict("records"), strict=True):
         assert after.resource_id == before.resource_id
         assert any(
             classifier.model_id in c.text and row["predicted_class"] in c.text
             for c in after.comments
         )
-        if i in (REVIEWED_MANUAL, REVIEWED_STATUS):
-            assert after.event_type == before.event_type
-            assert after.event_type_certainty is None
-        else:
-            assert after.event_type == row["predicted_class"]
-            assert after.event_type_certainty == "suspected"
-    assert full_run["summary"].quakeml_counts["kept_reviewed"] == 2
+        # the analyst's types are kept: reviewed ones, and every other typed one by default
+        assert after.event_type == before.event_type and before.event_type is not None
+        assert after.event_type_certainty == before.event_type_certainty
+    counts = full_run["summary"].quakeml_counts
+    assert counts["kept_reviewed"] == 2 and counts["kept_typed"] == 46 and counts["set"] == 0
 
 
 def test_overwrite_reviewed_sets_every_type(full_run, reviewed_catalog, classifier):
     events, catalog = read_catalog_with_events(reviewed_catalog)
     assert list(np.flatnonzero(events["reviewed"])) == [REVIEWED_MANUAL, REVIEWED_STATUS]
     preds = full_run["predictions"]
+    before = [ev.event_type for ev in catalog]
     counts = annotate_catalog(
         catalog,
         list(events["event_id"]),
@@ -185,9 +182,27 @@ def test_overwrite_reviewed_sets_every_type(full_run, reviewed_catalog, classifi
         PROBS,
         classifier.model_id,
         overwrite_reviewed=True,
+        overwrite_types=True,
     )
-    assert counts["set"] == 48 and counts["kept_reviewed"] == 0
+    assert counts["set"] == 48 and counts["kept_reviewed"] == 0 and counts["kept_typed"] == 0
     assert [ev.event_type for ev in catalog] == list(preds["predicted_class"])
+    changed = [b != p for b, p in zip(before, preds["predicted_class"], strict=True)]
+    assert counts["replaced"] == sum(changed)
+    for event, was, replaced in zip(catalog, before, changed, strict=True):
+        assert event.comments[-1].text.endswith(f"; previous type: {was}") == replaced
+
+
+def test_agreement_with_the_catalog_types_is_reported(full_run, reviewed_catalog):
+    events, _ = read_catalog_with_events(reviewed_catalog)
+    preds = full_run["predictions"].set_index("event_id")
+    expected = {}
+    for event_id, event_type in zip(events["event_id"], events["event_type"], strict=True):
+        row = expected.setdefault(event_type, {c: 0 for c in CLASSES})
+        row[preds.loc[event_id, "predicted_class"]] += 1
+    assert full_run["summary"].agreement == expected
+    assert sum(n for row in expected.values() for n in row.values()) == 48
+    table = pd.read_csv(full_run["dir"] / "predictions.agreement.csv")
+    assert table.set_index("catalog type").to_dict("index") == expected
 
 
 def test_resume_gives_the_same_output(full_run, pnw, reviewed_catalog, classifier, tmp_path):

@@ -128,14 +128,17 @@ def test_reviewed_events_are_found_and_kept(tmp_path):
     )
     classes = ["explosion", "noise"]
     counts = annotate_catalog(loaded, list(events["event_id"]), predictions, classes,
-                              [prob_column(c) for c in classes], "m1")  # fmt: skip
-    assert counts == {"set": 1, "kept_reviewed": 2, "unclassified": 1, "missing": 0}
+                              [prob_column(c) for c in classes], "m1",
+                              overwrite_types=True)  # fmt: skip
+    assert counts == {"set": 1, "replaced": 1, "kept_typed": 0, "kept_reviewed": 2,
+                      "unclassified": 1, "missing": 0}  # fmt: skip
     out = tmp_path / "out.xml"
     write_quakeml(loaded, out)
     back = obspy.read_events(str(out))
     assert [e.event_type for e in back] == ["earthquake", "earthquake", "not existing", None]
     assert [e.event_type_certainty for e in back] == [None, None, "suspected", None]
     assert "noise=0.9000" in back[2].comments[0].text and "m1" in back[2].comments[0].text
+    assert back[2].comments[0].text.endswith("; previous type: earthquake")
     assert "no waveform folder" in back[3].comments[0].text
     assert not list(tmp_path.glob(".out.xml.tmp*"))
 

@@ -99,47 +99,90 @@ def annotate_catalog(
     model_id: str,
     *,
     overwrite_reviewed: bool = False,
+    overwrite_types: bool = False,
 ) -> dict[str, int]:
-    """Write predictions into ``catalog`` in place; returns counts (set, kept_reviewed, unclassified).
+    """Write predictions into ``catalog`` in place; returns counts (set, replaced,
+    kept_typed, kept_reviewed, unclassified, missing).
 
-    A classified event gets ``event_type`` = the predicted class (``noise`` -> ``not existing``),
-    ``event_type_certainty`` = ``suspected`` and a comment with the probabilities and model id.
-    An analyst-reviewed event (preferred origin manual, or reviewed/final) keeps its type unless
-    ``overwrite_reviewed``; it still gets the comment. An event without a usable waveform keeps
-    its type and gets a comment saying why.
+    Every event gets a comment with the probabilities and the model id. The type is the
+    analyst's: an event that already has an ``event_type`` keeps it unless ``overwrite_types``,
+    and an analyst-reviewed event (preferred origin manual, or reviewed/final) keeps it unless
+    ``overwrite_reviewed``. Otherwise it gets ``event_type`` = the predicted class (``noise`` ->
+    ``not existing``) and ``event_type_certainty`` = ``suspected``; a type it replaces is named in
+    the comment (``previous type: explosion``), so it is never lost. An event without a usable
+    waveform keeps its type and gets a comment saying why.
     """
     if len(event_ids) != len(catalog):
         raise ValueError(f"{len(event_ids)} event ids for a catalog of {len(catalog)} events")
     by_id = predictions.set_index("event_id", drop=False)
-    counts = {"set": 0, "kept_reviewed": 0, "unclassified": 0, "missing": 0}
+    counts = {"set": 0, "replaced": 0, "kept_typed": 0, "kept_reviewed": 0, "unclassified": 0,
+              "missing": 0}  # fmt: skip
     for event, event_id in zip(catalog, event_ids, strict=True):
         if event_id not in by_id.index:
             counts["missing"] += 1
             logger.warning("event %s has no prediction row; QuakeML left unchanged", event_id)
             continue
         row = by_id.loc[event_id].to_dict()
-        event.comments.append(
-            Comment(
-                text=prediction_comment(row, class_names, model_id, prob_columns),
-                resource_id=ResourceIdentifier(f"smi:local/quake/{model_id}/{event_id}"),
-                creation_info=CreationInfo(agency_id="quake", author=f"quake model {model_id}"),
-            )
-        )
+        text = prediction_comment(row, class_names, model_id, prob_columns)
         predicted = text_or_empty(row.get("predicted_class"))
-        if not predicted:
-            counts["unclassified"] += 1
-            continue
+        previous = text_or_empty(event.event_type)
         origin = preferred_origin(event)
         reviewed = origin is not None and is_reviewed(
             origin.evaluation_mode, origin.evaluation_status
         )
-        if reviewed and not overwrite_reviewed:
+        if not predicted:
+            counts["unclassified"] += 1
+        elif reviewed and not overwrite_reviewed:
             counts["kept_reviewed"] += 1
-            continue
-        event.event_type = class_to_event_type(predicted)
-        event.event_type_certainty = "suspected"
-        counts["set"] += 1
+        elif previous and not overwrite_types:
+            counts["kept_typed"] += 1
+        else:
+            new_type = class_to_event_type(predicted)
+            if previous and previous != new_type:
+                text += f"; previous type: {previous}"
+                counts["replaced"] += 1
+            event.event_type = new_type
+            event.event_type_certainty = "suspected"
+            counts["set"] += 1
+        event.comments.append(
+            Comment(
+                text=text,
+                resource_id=ResourceIdentifier(f"smi:local/quake/{model_id}/{event_id}"),
+                creation_info=CreationInfo(agency_id="quake", author=f"quake model {model_id}"),
+            )
+        )
     return counts
+
+
+def agreement_table(
+    events: pd.DataFrame, predictions: pd.DataFrame, class_names: Sequence[str]
+) -> pd.DataFrame:
+    """Catalog type (rows) against predicted class (columns), counted over the events that have
+    both: how the model does on events an analyst already labelled. Catalog types are compared as
+    class names (``not existing`` -> ``noise``); empty when no event has a type."""
+    catalog_types = {
+        row["event_id"]: event_type_to_class(row["event_type"])
+        for row in events.to_dict("records")
+        if text_or_empty(row.get("event_type"))
+    }
+    pairs = [
+        (catalog_types[r["event_id"]], r["predicted_class"])
+        for r in predictions.to_dict("records")
+        if r["event_id"] in catalog_types and text_or_empty(r.get("predicted_class"))
+    ]
+    if not pairs:
+        return pd.DataFrame()
+    rows = sorted({t for t, _ in pairs} | set(class_names))
+    table = pd.DataFrame(0, index=pd.Index(rows, name="catalog type"), columns=list(class_names))
+    for truth, predicted in pairs:
+        table.loc[truth, predicted] += 1
+    return table.loc[(table.sum(axis=1) > 0)]
+
+
+def event_type_to_class(event_type: object) -> str:
+    """A QuakeML event type as a class name: itself, ``not existing`` -> ``noise``."""
+    text = text_or_empty(event_type)
+    return NOISE if text == NOISE_EVENT_TYPE else text
 
 
 def write_quakeml(catalog: Catalog, path: str | os.PathLike) -> None:

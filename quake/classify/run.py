@@ -30,7 +30,13 @@ from quake.classify.catalog import format_time
 from quake.classify.windows import PreparedEvent, prepare_event
 from quake.data.sources import EventRequest, WaveformSource
 from quake.probabilities import combine_station_probabilities, prob_column
-from quake.runtime import autocast_for, cpu_has_native_bf16, resolve_device, write_atomic
+from quake.processes import die_with_parent
+from quake.runtime import (
+    autocast_for,
+    cpu_has_native_bf16,
+    resolve_device,
+    write_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +77,8 @@ class ClassifySummary:
     wait_s: float = 0.0  # main side: waiting for the reader
     total_s: float = 0.0
     quakeml_counts: dict = field(default_factory=dict)  # from annotate_catalog, when written
+    # catalog type -> predicted class -> events, when the catalog has types (agreement_table)
+    agreement: dict = field(default_factory=dict)
 
     @property
     def events_per_s(self) -> float:
@@ -98,6 +106,7 @@ class ClassifySummary:
             "events_per_s": self.events_per_s,
             "windows_per_s": self.windows_per_s,
             "quakeml_counts": dict(self.quakeml_counts),
+            "agreement": dict(self.agreement),
         }
 
 
@@ -133,6 +142,7 @@ def _keep_as_is(item):
 
 
 def _reader_worker_init(_worker_id: int) -> None:
+    die_with_parent()
     torch.set_num_threads(1)
 
 
@@ -472,6 +482,7 @@ def run_classification(
     stations_out: str | os.PathLike | None = None,
     id_rule: str = "auto",
     overwrite_reviewed: bool = False,
+    overwrite_types: bool = False,
     resume: bool = False,
     batch_size: int = 128,
     source: str = "auto",
@@ -492,7 +503,12 @@ def run_classification(
     catalog over torchrun's processes; rank 0 merges the parts, writes the QuakeML and returns
     the summary of the whole job, the other ranks their own share's.
     """
-    from quake.classify.catalog import annotate_catalog, read_catalog_with_events, write_quakeml
+    from quake.classify.catalog import (
+        agreement_table,
+        annotate_catalog,
+        read_catalog_with_events,
+        write_quakeml,
+    )
     from quake.classify.shard import RankGroup, Shard
     from quake.data.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, open_source
 
@@ -539,11 +555,24 @@ def run_classification(
             [prob_column(c) for c in class_names],
             str(classifier.model_id),
             overwrite_reviewed=overwrite_reviewed,
+            overwrite_types=overwrite_types,
         )
         write_quakeml(obspy_catalog, quakeml)
         summary.quakeml_counts = counts
         logger.info("QuakeML %s: %s", quakeml, counts)
+    table = agreement_table(events, read_predictions(out), list(classifier.class_names))
+    if not table.empty:
+        write_csv_atomic(table.reset_index(), agreement_path(out))
+        summary.agreement = {
+            str(t): {str(p): int(n) for p, n in row.items()} for t, row in table.iterrows()
+        }
     return summary
+
+
+def agreement_path(out: str | os.PathLike) -> Path:
+    """Where the catalog-type vs prediction table of ``out`` goes: ``<out stem>.agreement.csv``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".agreement.csv")
 
 
 def _classify_sharded(classifier, events, source, out, stations_out, resume, ranks, options):

@@ -23,6 +23,7 @@ from quake.classes import NOISE, ClassNames
 from quake.data import PreprocessConfig, TransformOP
 from quake.models import HybridViT
 from quake.probabilities import prob_column
+from quake.processes import DieWithParent, initialize
 from quake.runtime import write_text_atomic
 from quake.training.augment import Augmenter, build_noise_bank
 from quake.training.baseline import SpectralForestBaseline, feature_names, spectral_features
@@ -489,8 +490,18 @@ def _run_in_processes(
         with concurrent.futures.ProcessPoolExecutor(
             max_workers=workers,
             mp_context=context,
-            initializer=_init_worker,
-            initargs=(data, config, pretrained, device, progress, log_queue),
+            # the worker asks to die with this process before it imports anything heavy
+            initializer=initialize,
+            initargs=(
+                DieWithParent(),
+                _init_worker,
+                data,
+                config,
+                pretrained,
+                device,
+                progress,
+                log_queue,
+            ),  # fmt: skip
         ) as pool:
             futures = []
             for i, fold in enumerate(pending):
