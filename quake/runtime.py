@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +89,55 @@ def autocast_for(device: torch.device | str, enabled: bool):
     if not enabled:
         return torch.autocast(device.type, enabled=False)
     return torch.autocast(device.type, dtype=amp_dtype(device))
+
+
+# --- paths ------------------------------------------------------------------------------------------
+def check_outputs_apart(
+    outputs: Mapping[str, str | os.PathLike | None],
+    inputs: Mapping[str, str | os.PathLike | None],
+    *,
+    in_place: Sequence[tuple[str, str]] = (),
+) -> None:
+    """ValueError naming both paths when an output is, contains or sits inside an input or
+    another output: a job must never write over what it reads, nor two outputs over each other.
+    ``in_place`` lists ``(output, input)`` name pairs allowed to be the same file (the caller
+    keeps a backup). URLs (``http://...``) are not paths and are left alone."""
+
+    def resolved(items):
+        return {
+            name: Path(path).expanduser().resolve()
+            for name, path in items.items()
+            if path is not None and "://" not in str(path)
+        }
+
+    outs, ins = resolved(outputs), resolved(inputs)
+    allowed = set(in_place)
+    others = list(ins.items()) + list(outs.items())
+    for out_name, out in outs.items():
+        for other_name, other in others:
+            if other_name == out_name:
+                continue
+            if out == other and (out_name, other_name) in allowed:
+                continue
+            if out == other or other in out.parents or out in other.parents:
+                how = (
+                    "is" if out == other else "sits inside" if other in out.parents else "contains"
+                )
+                raise ValueError(
+                    f"{out_name} {str(out)!r} {how} {other_name} {str(other)!r}; expected an "
+                    "output apart from every input and every other output"
+                )
+
+
+def backup_path(path: str | os.PathLike) -> Path:
+    """A new name beside ``path`` for a copy of it kept before it is rewritten:
+    ``<name>.bak``, or ``<name>.bak2``, ... when that exists."""
+    path = Path(path)
+    candidate, k = path.with_name(path.name + ".bak"), 1
+    while candidate.exists():
+        k += 1
+        candidate = path.with_name(f"{path.name}.bak{k}")
+    return candidate
 
 
 # --- atomic writes ---------------------------------------------------------------------------------

@@ -62,6 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also set the type of events that already have one in --quakeml (the previous "
         "type goes into the comment)",
     )
+    parser.add_argument(
+        "--in-place",
+        action="store_true",
+        help="allow --quakeml to be the --catalog file itself (the original is kept as <name>.bak)",
+    )
     parser.add_argument("--resume", action="store_true", help="skip events already in --out")
     parser.add_argument("--batch-size", type=int, default=128, help="windows per model call")
     parser.add_argument(
@@ -154,6 +159,7 @@ def _run(args: argparse.Namespace, ranks):
         id_rule=args.id_rule,
         overwrite_reviewed=args.overwrite_reviewed,
         overwrite_types=args.overwrite_types,
+        in_place=args.in_place,
         resume=args.resume,
         batch_size=args.batch_size,
         source=args.source,

@@ -427,3 +427,38 @@ def test_stations_skipped_are_those_training_drops(full_run, pnw, classifier):
     adapter = WaveformDataAdapter(open_dataset(pnw, classifier.config), config=classifier.config)
     assert dict(full_run["summary"].skip_counts) == adapter.drop_counts()
     assert full_run["summary"].n_windows == len(adapter)
+
+
+# --- outputs never alias inputs ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("outputs", "message"),
+    [
+        ({"out": "catalog.xml"}, r"--out '.*catalog.xml' is --catalog"),
+        ({"out": "data/predictions.csv"}, r"--out '.*predictions.csv' sits inside --waveforms"),
+        ({"out": "p.csv", "stations_out": "p.csv"}, r"--out '.*p.csv' is --stations-out"),
+        ({"out": "p.csv", "quakeml": "catalog.xml"}, r"--quakeml '.*catalog.xml' is --catalog"),
+        ({"out": "model/p.csv"}, r"--out '.*p.csv' sits inside --model"),
+    ],
+)
+def test_outputs_that_alias_inputs_are_refused(model_dir, pnw, tmp_path, outputs, message):
+    shutil.copy(pnw / "catalog.xml", tmp_path / "catalog.xml")
+    (tmp_path / "data").symlink_to(pnw / "waveforms")
+    model = shutil.copytree(model_dir, tmp_path / "model")
+    before = (tmp_path / "catalog.xml").read_bytes()
+    paths = {k: tmp_path / v for k, v in outputs.items()}
+    with pytest.raises(ValueError, match=message):
+        run_classification(str(model), tmp_path / "catalog.xml", str(tmp_path / "data"),
+                           paths.pop("out"), progress=False, **paths)  # fmt: skip
+    assert (tmp_path / "catalog.xml").read_bytes() == before
+
+
+def test_quakeml_in_place_keeps_a_backup(classifier, pnw, tmp_path):
+    catalog = tmp_path / "catalog.xml"
+    shutil.copy(pnw / "catalog.xml", catalog)
+    original = catalog.read_bytes()
+    summary = run_classification(classifier, catalog, str(pnw), tmp_path / "p.csv",
+                                 quakeml=catalog, in_place=True, progress=False)  # fmt: skip
+    assert (tmp_path / "catalog.xml.bak").read_bytes() == original
+    rewritten = obspy.read_events(str(catalog))
+    assert all(any(classifier.model_id in c.text for c in e.comments) for e in rewritten)
+    assert summary.quakeml_counts["kept_typed"] == 48  # the analyst's types stay

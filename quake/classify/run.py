@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ from quake.probabilities import combine_station_probabilities, prob_column
 from quake.processes import die_with_parent
 from quake.runtime import (
     autocast_for,
+    backup_path,
+    check_outputs_apart,
     cpu_has_native_bf16,
     resolve_device,
     write_atomic,
@@ -483,6 +486,7 @@ def run_classification(
     id_rule: str = "auto",
     overwrite_reviewed: bool = False,
     overwrite_types: bool = False,
+    in_place: bool = False,
     resume: bool = False,
     batch_size: int = 128,
     source: str = "auto",
@@ -517,6 +521,15 @@ def run_classification(
         classifier = load_classifier(model, ranks.device(device))
     else:
         classifier = model
+    check_outputs_apart(
+        {"--out": out, "--stations-out": stations_out, "--quakeml": quakeml},
+        {
+            "--catalog": catalog,
+            "--waveforms": waveforms,
+            "--model": model if isinstance(model, (str, os.PathLike)) else None,
+        },
+        in_place=[("--quakeml", "--catalog")] if in_place else [],
+    )
     events, obspy_catalog = read_catalog_with_events(catalog, id_rule)
     wave_source = open_source(
         str(waveforms),
@@ -557,6 +570,11 @@ def run_classification(
             overwrite_reviewed=overwrite_reviewed,
             overwrite_types=overwrite_types,
         )
+        if Path(quakeml).resolve() == Path(catalog).resolve():  # --in-place: keep the original
+            backup = backup_path(catalog)
+            shutil.copy2(catalog, backup)
+            logger.warning("writing the classified QuakeML over %s; the original is kept as %s",
+                           catalog, backup)  # fmt: skip
         write_quakeml(obspy_catalog, quakeml)
         summary.quakeml_counts = counts
         logger.info("QuakeML %s: %s", quakeml, counts)
