@@ -10,13 +10,19 @@ replaced whole or not at all.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 #: Autocast dtype of each reduced precision.
@@ -138,6 +144,67 @@ def backup_path(path: str | os.PathLike) -> Path:
         k += 1
         candidate = path.with_name(f"{path.name}.bak{k}")
     return candidate
+
+
+# --- one writer per output ---------------------------------------------------------------------------
+class OutputLock:
+    """One writer per output: a lock file (``lock_path``) created exclusively, holding the host,
+    pid and start time of the process that writes. A second job on the same output stops at once
+    with a message naming that process; a lock left by a process that is gone (same host, pid no
+    longer running: a ``kill -9``, a crash) is taken over with a warning. Use as a context manager;
+    the lock is removed when the block ends."""
+
+    def __init__(self, lock_path: str | os.PathLike, what: str):
+        self.path = Path(lock_path)
+        self.what = what
+
+    def __enter__(self) -> OutputLock:
+        for attempt in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if attempt == 0 and self._is_stale(holder):
+                    logger.warning(
+                        "%s: taking over the lock %s left by process %s on %s (no longer running)",
+                        self.what, self.path, holder.get("pid"), holder.get("host"),
+                    )  # fmt: skip
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise ValueError(
+                    f"{self.what} is being written by another quake process (pid "
+                    f"{holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}); "
+                    f"expected one writer per output: wait for it, or remove {str(self.path)!r} "
+                    "if that process is gone"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(),
+                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, f)  # fmt: skip
+            return self
+        raise AssertionError("unreachable")
+
+    def __exit__(self, *exc: object) -> None:
+        holder = self._holder()
+        if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            self.path.unlink(missing_ok=True)
+
+    def _holder(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def _is_stale(holder: dict) -> bool:
+        if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+            return False
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
 
 # --- atomic writes ---------------------------------------------------------------------------------

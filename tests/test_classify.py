@@ -462,3 +462,49 @@ def test_quakeml_in_place_keeps_a_backup(classifier, pnw, tmp_path):
     rewritten = obspy.read_events(str(catalog))
     assert all(any(classifier.model_id in c.text for c in e.comments) for e in rewritten)
     assert summary.quakeml_counts["kept_typed"] == 48  # the analyst's types stay
+
+
+# --- one writer per output ---------------------------------------------------------------------
+def test_a_second_run_on_the_same_output_stops_at_once(model_dir, pnw, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from quake.classify.run import lock_path
+
+    out = tmp_path / "p.csv"
+    first = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "classify.py"),
+         "--model", str(model_dir), "--catalog", str(pnw / "catalog.xml"), "--waveforms",
+         str(pnw), "--out", str(out), "--batch-size", "4", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not lock_path(out).exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert lock_path(out).exists(), "the first run never took its lock"
+    with pytest.raises(
+        ValueError, match=rf"is being written by another quake process \(pid {first.pid} on"
+    ):
+        run_classification(str(model_dir), pnw / "catalog.xml", str(pnw), out, progress=False)
+    stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert len(read_predictions(out)) == 48 and not lock_path(out).exists()
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(classifier, pnw, tmp_path, caplog):
+    import json
+    import socket
+    import subprocess
+
+    from quake.classify.run import lock_path
+
+    gone = subprocess.Popen(["true"])  # a pid that has exited
+    gone.wait()
+    out = tmp_path / "p.csv"
+    lock_path(out).write_text(
+        json.dumps({"host": socket.gethostname(), "pid": gone.pid, "started": "x"})
+    )
+    run_classification(classifier, pnw / "catalog.xml", str(pnw), out, progress=False)
+    assert len(read_predictions(out)) == 48 and not lock_path(out).exists()
+    assert f"left by process {gone.pid}" in caplog.text

@@ -185,6 +185,26 @@ def test_resume_with_another_config_is_refused(finished_run, tiny_set, tmp_path)
     train(_config(tiny_set, out, **{"run.eval_batch_size": 32}))
 
 
+def test_a_run_folder_has_one_writer(finished_run, tiny_set, tmp_path):
+    import json
+    import os
+    import socket
+
+    from quake.training.run import RUN_LOCK_FILE
+
+    out = tmp_path / "locked"
+    shutil.copytree(finished_run.run_dir, out)
+    assert not (finished_run.run_dir / RUN_LOCK_FILE).exists()  # released when the run ended
+    holder = {"host": socket.gethostname(), "pid": os.getppid(), "started": "earlier"}
+    (out / RUN_LOCK_FILE).write_text(json.dumps(holder))  # a live process holds it
+    with pytest.raises(
+        ValueError,
+        match=rf"run folder .* is being written by another quake process \(pid {os.getppid()} on",
+    ):
+        train(_config(tiny_set, out))
+    assert json.loads((out / RUN_LOCK_FILE).read_text()) == holder  # not taken from its holder
+
+
 def test_folds_in_worker_processes_match_serial_training(finished_run, tiny_set, tmp_path):
     """Two folds trained side by side in two processes give the predictions of one process
     training them one after the other (same seeds, one thread each)."""

@@ -14,6 +14,7 @@ only the other events; the final file holds every catalog event exactly once, in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -33,6 +34,7 @@ from quake.data.sources import EventRequest, WaveformSource
 from quake.probabilities import combine_station_probabilities, prob_column
 from quake.processes import die_with_parent
 from quake.runtime import (
+    OutputLock,
     autocast_for,
     backup_path,
     check_outputs_apart,
@@ -530,61 +532,75 @@ def run_classification(
         },
         in_place=[("--quakeml", "--catalog")] if in_place else [],
     )
-    events, obspy_catalog = read_catalog_with_events(catalog, id_rule)
-    wave_source = open_source(
-        str(waveforms),
-        source,
-        before_s=DEFAULT_BEFORE_S if before_s is None else before_s,
-        after_s=DEFAULT_AFTER_S if after_s is None else after_s,
-        config=classifier.config,
-    )
-    logger.info("model %s; waveforms from %s", classifier.model_id, wave_source.describe())
-    options = dict(
-        batch_size=batch_size, workers=workers, flush_every=flush_every, progress=progress, amp=amp
-    )
-    if ranks.shard.is_single:
-        summary = classify_catalog(
-            classifier,
-            events,
-            wave_source,
-            out,
-            stations_out=stations_out,
-            resume=resume,
-            **options,
+    # one writer per output (a sharded job's ranks each own their part files instead)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    lock = OutputLock(lock_path(out), f"--out {str(out)!r}") if ranks.shard.is_single else None
+    with lock if lock is not None else contextlib.nullcontext():
+        events, obspy_catalog = read_catalog_with_events(catalog, id_rule)
+        wave_source = open_source(
+            str(waveforms),
+            source,
+            before_s=DEFAULT_BEFORE_S if before_s is None else before_s,
+            after_s=DEFAULT_AFTER_S if after_s is None else after_s,
+            config=classifier.config,
         )
-    else:
-        summary = _classify_sharded(
-            classifier, events, wave_source, out, stations_out, resume, ranks, options
+        logger.info("model %s; waveforms from %s", classifier.model_id, wave_source.describe())
+        options = dict(
+            batch_size=batch_size,
+            workers=workers,
+            flush_every=flush_every,
+            progress=progress,
+            amp=amp,
         )
-        if not ranks.is_main:
-            return summary
-    if quakeml is not None:
-        class_names = list(classifier.class_names)
-        counts = annotate_catalog(
-            obspy_catalog,
-            list(events["event_id"]),
-            read_predictions(out),
-            class_names,
-            [prob_column(c) for c in class_names],
-            str(classifier.model_id),
-            overwrite_reviewed=overwrite_reviewed,
-            overwrite_types=overwrite_types,
-        )
-        if Path(quakeml).resolve() == Path(catalog).resolve():  # --in-place: keep the original
-            backup = backup_path(catalog)
-            shutil.copy2(catalog, backup)
-            logger.warning("writing the classified QuakeML over %s; the original is kept as %s",
-                           catalog, backup)  # fmt: skip
-        write_quakeml(obspy_catalog, quakeml)
-        summary.quakeml_counts = counts
-        logger.info("QuakeML %s: %s", quakeml, counts)
-    table = agreement_table(events, read_predictions(out), list(classifier.class_names))
-    if not table.empty:
-        write_csv_atomic(table.reset_index(), agreement_path(out))
-        summary.agreement = {
-            str(t): {str(p): int(n) for p, n in row.items()} for t, row in table.iterrows()
-        }
-    return summary
+        if ranks.shard.is_single:
+            summary = classify_catalog(
+                classifier,
+                events,
+                wave_source,
+                out,
+                stations_out=stations_out,
+                resume=resume,
+                **options,
+            )
+        else:
+            summary = _classify_sharded(
+                classifier, events, wave_source, out, stations_out, resume, ranks, options
+            )
+            if not ranks.is_main:
+                return summary
+        if quakeml is not None:
+            class_names = list(classifier.class_names)
+            counts = annotate_catalog(
+                obspy_catalog,
+                list(events["event_id"]),
+                read_predictions(out),
+                class_names,
+                [prob_column(c) for c in class_names],
+                str(classifier.model_id),
+                overwrite_reviewed=overwrite_reviewed,
+                overwrite_types=overwrite_types,
+            )
+            if Path(quakeml).resolve() == Path(catalog).resolve():  # --in-place: keep the original
+                backup = backup_path(catalog)
+                shutil.copy2(catalog, backup)
+                logger.warning("writing the classified QuakeML over %s; the original is kept as %s",
+                               catalog, backup)  # fmt: skip
+            write_quakeml(obspy_catalog, quakeml)
+            summary.quakeml_counts = counts
+            logger.info("QuakeML %s: %s", quakeml, counts)
+        table = agreement_table(events, read_predictions(out), list(classifier.class_names))
+        if not table.empty:
+            write_csv_atomic(table.reset_index(), agreement_path(out))
+            summary.agreement = {
+                str(t): {str(p): int(n) for p, n in row.items()} for t, row in table.iterrows()
+            }
+        return summary
+
+
+def lock_path(out: str | os.PathLike) -> Path:
+    """The lock of a classification writing ``out``: ``.<name>.lock`` beside it."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.lock")
 
 
 def agreement_path(out: str | os.PathLike) -> Path:

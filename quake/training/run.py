@@ -27,7 +27,7 @@ import yaml
 
 from quake.data import WaveformDataAdapter, open_dataset
 from quake.inference import EventClassifier, weights_digest
-from quake.runtime import resolve_device, resolve_precision, write_text_atomic
+from quake.runtime import OutputLock, resolve_device, resolve_precision, write_text_atomic
 from quake.training import metrics as M
 from quake.training import report
 from quake.training.config import TrainConfig
@@ -54,6 +54,8 @@ from quake.training.window_cache import map_windows, place_windows
 
 #: The run's list of skipped traces and of traces used with a quality flag.
 TRACE_QUALITY_FILE = "trace_quality.csv"
+#: Held by the training process that writes the run folder.
+RUN_LOCK_FILE = "run.lock"
 
 logger = logging.getLogger(__name__)
 
@@ -452,12 +454,25 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
     try:
         return _train(config, progress, rank_device(device, dist), dist)
     finally:
+        if dist.is_main:  # the lock _start_run_dir took, when it got that far
+            run_dir = Path(config.run.out) if config.run.out else None
+            if run_dir is not None:
+                _run_lock(run_dir).__exit__()
         shutdown(dist)
+
+
+def _run_lock(run_dir: Path) -> OutputLock:
+    """One training process per run folder (``<run>/run.lock``)."""
+    return OutputLock(run_dir / RUN_LOCK_FILE, f"run folder {str(run_dir)!r}")
 
 
 def _start_run_dir(config: TrainConfig) -> tuple[Path, bool]:
     run_dir = Path(config.run.out) if config.run.out else default_run_dir(config)
-    return run_dir, prepare_run_dir(run_dir, config)
+    resumed = prepare_run_dir(run_dir, config)
+    if config.run.out is None:  # a new timestamped folder: remember it, to release its lock
+        config.run.out = str(run_dir)
+    _run_lock(run_dir).__enter__()  # released by train() when the run ends, however it ends
+    return run_dir, resumed
 
 
 def _train(
