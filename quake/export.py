@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from quake.data import PreprocessConfig, spectrogram_batch
 from quake.inference import CLASSIFIER_FILE, EventClassifier
 from quake.models import HybridViT
 from quake.models.hybrid_vit import CONFIG_FILE as HYBRID_VIT_FILE
+from quake.runtime import check_outputs_apart
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +151,8 @@ def export_classifier(
     ``verify`` runs each export on CPU (onnxruntime for ONNX) for a few batch sizes and compares
     with ``classifier.predict_proba``; an ONNX graph off by more than ``atol`` is an error, a
     TorchScript module off by more is dropped (with its reason in ``skipped``). The folder is
-    built under a temporary name and moved into place at the end.
+    built under a temporary name and moved into place at the end. ``source`` (the model's path)
+    must not be, contain or sit inside ``out_dir``.
     """
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in EXPORT_FORMATS]
@@ -160,14 +163,15 @@ def export_classifier(
     if not atol > 0:
         raise ValueError(f"atol must be > 0, got {atol!r}")
     out_dir = Path(out_dir)
+    if source is not None:  # --overwrite must never replace the model being exported
+        check_outputs_apart({"--out": out_dir}, {"--model": source})
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
 
     module = EnsembleProbabilities(classifier).eval()
     example = torch.from_numpy(parity_windows(classifier.config, 3, seed=1))
-    staging = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     result = ExportResult(directory=out_dir, files={})
     opset_used = None
     try:

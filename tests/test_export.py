@@ -192,6 +192,14 @@ def test_cli_exports_and_reports_errors(run_dir, tmp_path, capsys):
     assert "exists; pass overwrite=True" in capsys.readouterr().err
     assert cli.main(["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "nothing to export" in capsys.readouterr().err
+    # --overwrite never replaces the model it exports, nor a folder holding it
+    for target in (run_dir, run_dir.parent, run_dir / "model"):
+        args = ["--model", str(run_dir), "--out", str(target), "--overwrite", "--format", "onnx"]
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err
+        assert "--out" in err and "--model" in err and "expected an output apart" in err
+    assert (run_dir / "model" / "classifier.json").is_file()
+    assert not list(tmp_path.glob(".cli.*.tmp"))  # no staging folder left behind
 
 
 def test_cli_reads_preprocessing_from_a_training_config(tmp_path):
