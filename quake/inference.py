@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 from quake.classes import ClassNames
 from quake.data import PreprocessConfig
 from quake.models import HybridViT
+from quake.models.hybrid_vit import WEIGHTS_FILE
 from quake.probabilities import model_probabilities
 from quake.runtime import resolve_device
 
@@ -47,6 +49,40 @@ def _as_windows(waveforms: np.ndarray | torch.Tensor, window_samples: int) -> to
     if not torch.isfinite(x).all():
         raise ValueError("waveforms hold NaN or inf values; drop or repair those windows first")
     return x
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_weights(folder: Path, manifest: dict) -> None:
+    """ValueError naming the file when a member's weights differ from those the classifier was
+    saved with (edited, replaced or truncated after saving), so that they never load under the
+    saved model id. A folder saved before digests were recorded loads with a warning."""
+    recorded = manifest.get("weights_sha256")
+    if recorded is None:
+        logger.warning(
+            "%s records no weight digests (saved by an older quake): weights not verified",
+            folder / CLASSIFIER_FILE,
+        )
+        return
+    for member in manifest["members"]:
+        path = folder / member / WEIGHTS_FILE
+        expected = recorded.get(member)
+        if not path.is_file():
+            raise ValueError(f"{str(path)!r} is missing; expected the weights of {member}")
+        found = file_sha256(path)
+        if found != expected:
+            raise ValueError(
+                f"{str(path)!r} has SHA-256 {found[:16]}..., not the {str(expected)[:16]}... "
+                f"recorded in {CLASSIFIER_FILE} when model {manifest.get('model_id')!r} was saved; "
+                "expected the saved weights (the file was changed after saving)"
+            )
 
 
 def weights_digest(models: Sequence[torch.nn.Module]) -> str:
@@ -151,8 +187,10 @@ class EventClassifier:
         import quake
 
         directory = Path(directory)
-        staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent)
+        )
         members = []
         for k, model in enumerate(self.models):
             name = f"{MEMBERS_DIR}/member_{k}"
@@ -162,6 +200,10 @@ class EventClassifier:
             "format": _FORMAT,
             "quake_version": quake.__version__,
             "model_id": self.model_id,
+            # checked on loading: weights changed after saving never load under this id
+            "weights_sha256": {
+                name: file_sha256(staging / name / WEIGHTS_FILE) for name in members
+            },
             "class_names": self.class_names.to_list(),
             "preprocess": self.config.to_dict(),
             "members": members,
@@ -198,6 +240,7 @@ class EventClassifier:
                 f"{str(folder / CLASSIFIER_FILE)!r} has format {manifest.get('format')!r}; "
                 f"expected {_FORMAT!r}"
             )
+        verify_weights(folder, manifest)
         models = [HybridViT.load(folder / member) for member in manifest["members"]]
         return cls(
             models,

@@ -56,6 +56,33 @@ def test_save_load_round_trip(tmp_path):
         np.testing.assert_allclose(loaded.predict_proba(x), classifier.predict_proba(x), rtol=1e-6)
 
 
+def test_weights_changed_after_saving_do_not_load(tmp_path, caplog):
+    import shutil
+
+    folder = EventClassifier([_member(0), _member(1)], CONFIG, model_id="run-abc").save(
+        tmp_path / "model"
+    )
+    weights = folder / "members" / "member_1" / "model.safetensors"
+    original = weights.read_bytes()
+    _member(2).save(tmp_path / "other")  # another model's weights, same architecture
+    shutil.copy(tmp_path / "other" / "model.safetensors", weights)
+    with pytest.raises(
+        ValueError,
+        match=r"member_1/model.safetensors' has SHA-256 .* not the .* recorded in classifier.json when model 'run-abc' was saved",
+    ):
+        EventClassifier.load(folder)
+    weights.write_bytes(original[: len(original) // 2])  # truncated
+    with pytest.raises(ValueError, match="the file was changed after saving"):
+        EventClassifier.load(folder)
+    weights.write_bytes(original)
+    assert EventClassifier.load(folder).model_id == "run-abc"
+    manifest = json.loads((folder / "classifier.json").read_text())
+    del manifest["weights_sha256"]  # a folder saved before digests were recorded
+    (folder / "classifier.json").write_text(json.dumps(manifest))
+    EventClassifier.load(folder)
+    assert "records no weight digests" in caplog.text
+
+
 def test_model_id_follows_the_weights():
     a = EventClassifier([_member(0)], CONFIG)
     b = EventClassifier([_member(0)], CONFIG)
