@@ -1,9 +1,10 @@
 """Batch classification of event catalogs: every catalog event -> one row with probabilities.
 
 ``read_catalog`` (QuakeML/CSV -> table, event ids), ``open_source`` (per-event miniSEED folders,
-SDS archive, SeisBench set, FDSN), ``classify_catalog`` (the batch job, resumable),
-``combine_station_probabilities`` (stations -> event) and ``annotate_catalog`` (predictions ->
-QuakeML). ``scripts/classify.py`` is the command line.
+SDS archive, SeisBench set, FDSN: the reading layer of :mod:`quake.data.sources`, re-exported),
+``classify_catalog`` (the batch job, resumable), ``combine_station_probabilities`` (stations ->
+event, from :mod:`quake.probabilities`) and ``annotate_catalog`` (predictions -> QuakeML).
+``scripts/classify.py`` is the command line.
 """
 
 from quake.classify.catalog import (
