@@ -232,6 +232,19 @@ def test_resume_gives_the_same_output(full_run, pnw, reviewed_catalog, classifie
     )
 
 
+def test_resume_of_a_file_cut_short_names_the_line(
+    full_run, pnw, reviewed_catalog, classifier, tmp_path
+):
+    out = tmp_path / "predictions.csv"
+    text = (full_run["dir"] / "predictions.csv").read_text()
+    lines = text.splitlines(keepends=True)
+    cut = "".join(lines[:11]) + lines[11][:30]  # the 11th row cut in the middle
+    out.write_text(cut)
+    with pytest.raises(ValueError, match=r"cannot resume .*predictions.csv: line 12 is incomplete"):
+        run_classification(classifier, reviewed_catalog, str(pnw), out, resume=True, progress=False)
+    assert out.read_text() == cut  # left as it was
+
+
 class _PowerCut(RuntimeError):
     pass
 

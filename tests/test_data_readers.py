@@ -393,6 +393,14 @@ def test_corrupt_quakeml_is_a_clear_error(tmp_path):
         open_dataset(tmp_path)
 
 
+def test_truncated_quakeml_gives_the_xml_parsers_message(pnw, tmp_path):
+    text = (pnw / "catalog.xml").read_text()
+    (tmp_path / "catalog.xml").write_text(text[: len(text) // 2])  # cut mid-file
+    with pytest.raises(ValueError, match=r"catalog.xml: not well-formed XML: .*line \d+") as err:
+        open_dataset(tmp_path)
+    assert "Unknown format" not in str(err.value)
+
+
 def test_corrupt_hdf5_is_a_clear_error(tmp_path):
     pd.DataFrame({"trace_name": ["a"]}).to_csv(tmp_path / "metadata.csv", index=False)
     (tmp_path / "waveforms.hdf5").write_bytes(b"garbage" * 100)

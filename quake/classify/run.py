@@ -303,6 +303,13 @@ def _read_existing(path: Path, columns: list[str], model_id: str) -> pd.DataFram
             f"cannot resume {path}: its columns {list(table.columns)} differ from this model's "
             f"{columns}; write to a new file or drop --resume"
         )
+    incomplete = np.flatnonzero((table["model_id"] == "").to_numpy())
+    if len(incomplete):
+        raise ValueError(
+            f"cannot resume {path}: line {incomplete[0] + 2} is incomplete (no model_id; was the "
+            "file cut short?); expected complete rows of a predictions table: write to a new "
+            "file or drop --resume"
+        )
     other = sorted(set(table["model_id"]) - {model_id})
     if other:
         raise ValueError(

@@ -196,9 +196,23 @@ def _row_from_quakeml(event: Event, event_id: str) -> dict:
 
 def _read_quakeml(path: Path) -> Catalog:
     try:
-        return obspy.read_events(str(path))
+        return obspy.read_events(str(path), format="QUAKEML")
     except Exception as exc:  # obspy raises many types for a malformed file
-        raise ValueError(f"cannot read QuakeML catalog {path}: {exc}") from exc
+        raise ValueError(f"cannot read QuakeML catalog {path}: {_xml_error(path) or exc}") from exc
+
+
+def _xml_error(path: Path) -> str | None:
+    """The XML parser's own message (with line and column) when ``path`` is not well-formed XML;
+    obspy's message would only say that it could not parse the file."""
+    from lxml import etree
+
+    try:
+        etree.parse(str(path))
+    except etree.XMLSyntaxError as err:
+        return f"not well-formed XML: {err}"
+    except OSError:
+        return None
+    return None
 
 
 # --- CSV ---------------------------------------------------------------------------------------
