@@ -58,3 +58,17 @@ def test_leaky_split_is_detected():
     leaky = Fold(0, train=np.array([0, 2]), val=np.array([3]), test=np.array([1]))
     with pytest.raises(ValueError, match="source_id 'a' is in both train and test"):
         check_disjoint_groups([leaky], groups)
+
+
+def test_a_class_with_fewer_events_than_folds_is_refused():
+    labels, groups = _events(n_events=60)
+    rare = np.isin(groups, ["ev0", "ev3", "ev6"])  # three events of class 0 become class 3
+    labels = np.where(rare, 3, labels)
+    with pytest.raises(
+        ValueError, match=r"class 3 has 3 event\(s\), fewer than the 5 folds: .*--folds 3"
+    ):
+        grouped_folds(labels, groups, 5)
+    folds = grouped_folds(labels, groups, 3)  # as the message suggests: every fold sees it
+    for fold in folds:
+        assert 3 in set(labels[fold.train]) | set(labels[fold.val])
+        assert 3 in set(labels[fold.test])

@@ -290,6 +290,7 @@ def make_folds(data: CVData, config: TrainConfig, run_dir: Path) -> list[Fold]:
         config.cv.folds,
         val_fraction=config.cv.val_fraction,
         seed=config.seed,
+        class_names=data.class_names.to_list(),
     )
     path = run_dir / "fold_indices.json"
     payload = {

@@ -8,6 +8,7 @@ touched exactly once, after the checkpoint is chosen.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +59,22 @@ def _validate(labels: np.ndarray, groups: np.ndarray, n_splits: int, what: str) 
         )
 
 
+def _check_events_per_class(
+    labels: np.ndarray, groups: np.ndarray, n_folds: int, class_names: Sequence[str] | None
+) -> None:
+    """Every class needs events (groups) in every fold, or some fold tests a class its training
+    part never saw: ValueError naming the class, its event count and the folds."""
+    for label in np.unique(labels):
+        n_events = len(np.unique(groups[labels == label]))
+        if n_events < n_folds:
+            name = class_names[int(label)] if class_names is not None else label.item()
+            raise ValueError(
+                f"class {name!r} has {n_events} event(s), fewer than the {n_folds} folds: some "
+                f"fold would test it without having trained on it; expected at least {n_folds} "
+                f"events per class (fewer folds: --folds {max(n_events, 2)}, or more events)"
+            )
+
+
 def grouped_folds(
     labels: np.ndarray,
     groups: np.ndarray,
@@ -65,11 +82,14 @@ def grouped_folds(
     *,
     val_fraction: float = 0.15,
     seed: int = 0,
+    class_names: Sequence[str] | None = None,
 ) -> list[Fold]:
-    """K stratified folds grouped by ``groups``, each with a grouped validation split."""
+    """K stratified folds grouped by ``groups``, each with a grouped validation split.
+    ``class_names`` (index -> name) makes errors name a class rather than its index."""
     labels = np.asarray(labels)
     groups = np.asarray(groups).astype(str)
     _validate(labels, groups, n_folds, "cross-validation")
+    _check_events_per_class(labels, groups, n_folds, class_names)
     outer = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = []
     for k, (train_val, test) in enumerate(outer.split(np.zeros(len(labels)), labels, groups)):
