@@ -575,12 +575,13 @@ def run_classification(
             )
             if not ranks.is_main:
                 return summary
+        predictions = read_predictions(out)  # the complete table, merged when sharded
+        class_names = list(classifier.class_names)
         if quakeml is not None:
-            class_names = list(classifier.class_names)
             counts = annotate_catalog(
                 obspy_catalog,
                 list(events["event_id"]),
-                read_predictions(out),
+                predictions,
                 class_names,
                 [prob_column(c) for c in class_names],
                 str(classifier.model_id),
@@ -595,7 +596,7 @@ def run_classification(
             write_quakeml(obspy_catalog, quakeml)
             summary.quakeml_counts = counts
             logger.info("QuakeML %s: %s", quakeml, counts)
-        table = agreement_table(events, read_predictions(out), list(classifier.class_names))
+        table = agreement_table(events, predictions, class_names)
         if not table.empty:
             write_csv_atomic(table.reset_index(), agreement_path(out))
             summary.agreement = {

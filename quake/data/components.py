@@ -168,6 +168,7 @@ def stream_to_array_info(
         if start is not None
         else min(tr.stats.starttime for traces in by_component.values() for tr in traces)
     )
+    span_s = None if window is None else (float(window[0] - t0), float(window[1] - t0))
     pieces: dict[str, tuple[UTCDateTime, np.ndarray, str, float]] = {}
     for comp, traces in by_component.items():
         gaps, overlaps = gaps_and_overlaps(traces)
@@ -175,7 +176,6 @@ def stream_to_array_info(
         rate = float(merged.stats.sampling_rate)
         offset_s = float(merged.stats.starttime - t0)
         # inspected and repaired at the channel's own rate: resampling would smear a glitch
-        span_s = None if window is None else (float(window[0] - t0), float(window[1] - t0))
         data = check_channel(
             merged.data, comp, rate, config.quality, record, t0_s=offset_s, span_s=span_s
         )

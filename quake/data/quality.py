@@ -89,8 +89,6 @@ SPIKE_ACTIONS = ("use", "repair", "skip")
 CLIPPING_ACTIONS = ("use", "skip")
 NONFINITE_ACTIONS = ("repair", "skip")
 MISSING_ACTIONS = ("use", "skip")
-# Why a component is missing.
-MISSING_REASONS = ("absent", "unreadable", "truncated", "unknown channel")
 
 
 @dataclass
@@ -104,7 +102,8 @@ class QualityPolicy:
     - ``non_finite``: ``skip`` (default; DROP_NAN) or ``repair`` (straight line over NaN/inf runs).
     - ``min_coverage``: the fraction of the window that must be backed by recorded samples (gaps
       and the part outside the recording do not count); below it the window is skipped
-      (``low coverage``), from it up the gap or padding is filled and named.
+      (``too short``, or ``gap`` when a gap is the larger loss), from it up the gap or padding
+      is filled and named.
     - ``missing_components``: ``use`` (default: filled by ``missing_component`` of the config and
       named) or ``skip``. A component whose own coverage is below ``min_coverage`` (a truncated
       file, a late start) counts as missing (``truncated``), so it is filled by the same policy
@@ -277,9 +276,6 @@ class QualityRecord:
             ignored_channels=list(self.ignored_channels),
             actions=dict(self.actions),
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def fill_description(missing_component: str, z_present: bool = True) -> str:
