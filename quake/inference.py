@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,9 +26,9 @@ import torch
 from quake.classes import ClassNames
 from quake.data import PreprocessConfig
 from quake.models import HybridViT
-from quake.models.hybrid_vit import WEIGHTS_FILE
+from quake.models.hybrid_vit import WEIGHTS_FILE, read_json
 from quake.probabilities import model_probabilities
-from quake.runtime import resolve_device
+from quake.runtime import resolve_device, staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -187,10 +186,7 @@ class EventClassifier:
         import quake
 
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(
-            tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent)
-        )
+        staging = staging_dir(directory)
         members = []
         for k, model in enumerate(self.models):
             name = f"{MEMBERS_DIR}/member_{k}"
@@ -234,7 +230,9 @@ class EventClassifier:
                 f"no {CLASSIFIER_FILE} in {str(path)!r} or {str(path / 'model')!r}; expected a run "
                 "folder written by scripts/train.py or a folder written by EventClassifier.save"
             )
-        manifest = json.loads((folder / CLASSIFIER_FILE).read_text())
+        manifest = read_json(
+            folder / CLASSIFIER_FILE, "the classifier.json EventClassifier.save writes"
+        )
         if manifest.get("format") != _FORMAT:
             raise ValueError(
                 f"{str(folder / CLASSIFIER_FILE)!r} has format {manifest.get('format')!r}; "

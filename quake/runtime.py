@@ -226,6 +226,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def staging_dir(target: str | os.PathLike) -> Path:
+    """A new, empty folder beside ``target`` to build it in before renaming it into place:
+    created exclusively under an unpredictable name (``mkdtemp``), with the permissions a plain
+    ``mkdir`` would give (not ``mkdtemp``'s 0700)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(staging, 0o777 & ~_umask())
+    return staging
+
+
 def _umask() -> int:
     """The process umask, read without changing it (``os.umask`` can only set it, which would
     briefly affect files other threads create)."""

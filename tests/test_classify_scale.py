@@ -7,8 +7,10 @@ neighbours, which changes the last bits); 0.03 for bf16 autocast against float32
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,12 @@ import pytest
 import torch
 
 from quake.classify import classify_catalog, open_source, prob_column, read_catalog
-from quake.classify.run import ClassifySummary, merge_summaries, run_classification
+from quake.classify.run import (
+    ClassifySummary,
+    lock_path,
+    merge_summaries,
+    run_classification,
+)
 from quake.classify.shard import RankGroup, Shard, merge_parts, rank_group, seed_part
 from quake.data import PreprocessConfig, SeisBenchWriter
 from quake.inference import EventClassifier
@@ -209,7 +216,9 @@ def test_seed_part_takes_over_this_ranks_rows_of_a_previous_output(tmp_path):
 
 
 # --- torchrun: two CPU processes end to end ---------------------------------------------------
-def _torchrun(catalog_set: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def _torchrun(
+    catalog_set: Path, out: Path, *extra: str, check: bool = True
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -219,7 +228,7 @@ def _torchrun(catalog_set: Path, out: Path, *extra: str) -> subprocess.Completed
         "--batch-size", "8", "--workers", "0", "--no-progress", *extra,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0 or not check, result.stdout + result.stderr
     return result
 
 
@@ -244,6 +253,15 @@ def test_torchrun_two_processes_merge_to_the_single_run_and_resume(
     resumed = pd.read_csv(tmp_path / "predictions.csv", dtype=str, keep_default_na=False)
     _same_table(resumed, single_run["predictions"])
     assert list(resumed["event_id"]) == list(merged["event_id"])
+
+    # Another job (this live process, as far as the lock says) writes the output: both ranks stop.
+    lock = lock_path(tmp_path / "predictions.csv")
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    before = (tmp_path / "predictions.csv").read_bytes()
+    result = _torchrun(catalog_set, tmp_path, "--resume", check=False)
+    assert result.returncode != 0 and "being written by another quake process" in result.stderr
+    assert (tmp_path / "predictions.csv").read_bytes() == before and lock.exists()
+    assert not list(tmp_path.glob("*.part*")), "a rank started writing its part"
 
 
 # --- precision and devices --------------------------------------------------------------------

@@ -83,6 +83,13 @@ def test_weights_changed_after_saving_do_not_load(tmp_path, caplog):
     assert "records no weight digests" in caplog.text
 
 
+def test_a_classifier_json_that_is_not_json_is_named(tmp_path):
+    folder = EventClassifier([_member(0)], CONFIG).save(tmp_path / "model")
+    (folder / "classifier.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"classifier.json' is not valid JSON \(.*line 1"):
+        EventClassifier.load(tmp_path)
+
+
 def test_model_id_follows_the_weights():
     a = EventClassifier([_member(0)], CONFIG)
     b = EventClassifier([_member(0)], CONFIG)

@@ -342,3 +342,44 @@ def test_load_errors_name_the_problem(tmp_path):
     (path / "model.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"format 'something else'; expected 'quake.HybridViT'"):
         HybridViT.load(path)
+
+
+def _edit_config(path, edit) -> None:
+    config = json.loads((path / "model.json").read_text())
+    edit(config)
+    (path / "model.json").write_text(json.dumps(config))
+
+
+def test_damaged_model_folders_name_the_file_and_what_was_expected(tmp_path):
+    saved = tiny_model().save(tmp_path / "m")
+    weights = (saved / "model.safetensors").read_bytes()
+
+    _edit_config(saved, lambda c: c["init_kwargs"].update(bogus=1))
+    with pytest.raises(ValueError, match=r"model.json' has unknown init_kwargs \['bogus'\]"):
+        HybridViT.load(saved)
+    _edit_config(saved, lambda c: c["init_kwargs"].pop("bogus"))
+
+    _edit_config(saved, lambda c: c["init_kwargs"].update(depth=3))  # saved with depth 2
+    with pytest.raises(ValueError, match=r"model.safetensors' does not fit .*\(missing blocks.2\)"):
+        HybridViT.load(saved)
+    _edit_config(saved, lambda c: c["init_kwargs"].update(depth=1))
+    with pytest.raises(ValueError, match=r"does not fit .*\(unexpected blocks.1\)"):
+        HybridViT.load(saved)
+    _edit_config(saved, lambda c: c["init_kwargs"].update(depth=2))
+
+    (saved / "model.safetensors").write_bytes(weights[:1000])  # truncated copy
+    with pytest.raises(ValueError, match=r"model.safetensors' is not a readable safetensors"):
+        HybridViT.load(saved)
+    torch.save(tiny_model().state_dict(), saved / "model.safetensors")  # a pickle, renamed
+    with pytest.raises(ValueError, match=r"model.safetensors' is not a readable safetensors"):
+        HybridViT.load(saved)
+    (saved / "model.safetensors").write_bytes(weights)
+
+    (saved / "model.json").write_text('{"format": "quake.HybridViT",')
+    with pytest.raises(ValueError, match=r"model.json' is not valid JSON .*expected the model"):
+        HybridViT.load(saved)
+
+
+def test_save_leaves_no_temporary_file(tmp_path):
+    tiny_model().save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]

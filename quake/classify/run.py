@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -539,10 +539,8 @@ def run_classification(
         },
         in_place=[("--quakeml", "--catalog")] if in_place else [],
     )
-    # one writer per output (a sharded job's ranks each own their part files instead)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    lock = OutputLock(lock_path(out), f"--out {str(out)!r}") if ranks.shard.is_single else None
-    with lock if lock is not None else contextlib.nullcontext():
+    with _one_writer(out, ranks):
         events, obspy_catalog = read_catalog_with_events(catalog, id_rule)
         wave_source = open_source(
             str(waveforms),
@@ -603,6 +601,32 @@ def run_classification(
                 str(t): {str(p): int(n) for p, n in row.items()} for t, row in table.iterrows()
             }
         return summary
+
+
+@contextlib.contextmanager
+def _one_writer(out: str | os.PathLike, ranks) -> Iterator[None]:
+    """One job per output: the lock beside ``out`` (:class:`quake.runtime.OutputLock`). A
+    sharded job's rank 0 holds it for the whole job and tells the other ranks whether it got it,
+    so that all of them stop when another job writes ``out``."""
+    lock = OutputLock(lock_path(out), f"--out {str(out)!r}")
+    if ranks.shard.is_single:
+        with lock:
+            yield
+        return
+    refusal = None
+    if ranks.is_main:
+        try:
+            lock.__enter__()
+        except ValueError as err:
+            refusal = str(err)
+    refusal = ranks.gather(refusal)[0]
+    if refusal is not None:
+        raise ValueError(refusal)
+    try:
+        yield
+    finally:
+        if ranks.is_main:
+            lock.__exit__(None, None, None)
 
 
 def lock_path(out: str | os.PathLike) -> Path:

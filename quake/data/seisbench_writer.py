@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from quake.data.quality import COMPONENTS
+from quake.runtime import staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +50,7 @@ class SeisBenchWriter:
             raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it")
         self.sampling_rate_hz = float(sampling_rate_hz)
         self.bucket_size = bucket_size
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        if self._tmp.exists():
-            shutil.rmtree(self._tmp)
-        self._tmp.mkdir(parents=True)
+        self._tmp = staging_dir(self.path)
         self._h5 = h5py.File(self._tmp / "waveforms.hdf5", "w")
         fmt = self._h5.create_group("data_format")
         fmt.attrs["component_order"] = COMPONENT_ORDER

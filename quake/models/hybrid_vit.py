@@ -8,6 +8,7 @@ over them. The CLS token, after the final LayerNorm and dropout, feeds a linear 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -25,8 +26,10 @@ from quake.models.pretrained import (
     copy_backbone_weights,
     fetch_hub_state_dict,
     read_checkpoint,
+    summarise_keys,
 )
 from quake.models.stem import ConvStem, stem_grid_size
+from quake.runtime import write_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -281,12 +284,11 @@ class HybridViT(nn.Module):
             "pretrained_source": self.pretrained_info.get("source", "none"),
         }
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        weights_tmp = directory / (WEIGHTS_FILE + ".tmp")
-        config_tmp = directory / (CONFIG_FILE + ".tmp")
-        save_file(tensors, str(weights_tmp), metadata={"format": _FORMAT})
-        config_tmp.write_text(json.dumps(config, indent=2) + "\n")
-        os.replace(weights_tmp, directory / WEIGHTS_FILE)
-        os.replace(config_tmp, directory / CONFIG_FILE)
+        write_atomic(
+            directory / WEIGHTS_FILE,
+            lambda tmp: save_file(tensors, str(tmp), metadata={"format": _FORMAT}),
+        )
+        write_text_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         logger.info(
             "Saved HybridViT (%s, depth %d) to %s", self.backbone.value, self.depth, directory
         )
@@ -307,16 +309,29 @@ class HybridViT(nn.Module):
                     f"{str(path)!r} not found; expected a directory written by HybridViT.save "
                     f"({CONFIG_FILE} + {WEIGHTS_FILE})"
                 )
-        config = json.loads(config_path.read_text())
+        config = read_json(config_path, "the model.json HybridViT.save writes")
         if config.get("format") != _FORMAT:
             raise ValueError(
                 f"{str(config_path)!r} has format {config.get('format')!r}; expected {_FORMAT!r}"
             )
-        kwargs = {**config["init_kwargs"], "pretrained": False}
+        kwargs = {**config.get("init_kwargs", {}), "pretrained": False}
+        unknown = sorted(set(kwargs) - set(inspect.signature(cls).parameters))
+        if unknown:
+            raise ValueError(
+                f"{str(config_path)!r} has unknown init_kwargs {unknown}; expected only "
+                f"HybridViT arguments ({', '.join(inspect.signature(cls).parameters)})"
+            )
         if config.get("class_names") is not None:
             kwargs["class_names"] = config["class_names"]
         model = cls(**kwargs)
-        state_dict = load_file(str(weights_path), device="cpu")
+        try:
+            state_dict = load_file(str(weights_path), device="cpu")
+        except Exception as err:  # safetensors raises its own error types for a damaged file
+            raise ValueError(
+                f"{str(weights_path)!r} is not a readable safetensors file ({err}); expected the "
+                "weights HybridViT.save writes (not a truncated copy or a renamed pickle)"
+            ) from None
+        _check_weights_fit(model, state_dict, weights_path, config_path)
         model.load_state_dict(state_dict, strict=True)
         model.pretrained_info = {
             "source": f"file:{weights_path}",
@@ -332,4 +347,40 @@ class HybridViT(nn.Module):
         return (
             f"backbone={self.backbone.value}, depth={self.depth}, img_size={self.img_size}, "
             f"grid_size={self.grid_size}, num_classes={self.num_classes}"
+        )
+
+
+def read_json(path: Path, expected: str) -> dict:
+    """A JSON object from ``path``; a ValueError naming the file when it is not one."""
+    try:
+        loaded = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err}); expected {expected}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{str(path)!r} holds a {type(loaded).__name__}; expected {expected}")
+    return loaded
+
+
+def _check_weights_fit(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], weights_path: Path, config_path: Path
+) -> None:
+    """A ValueError naming both files when the weights are not those of the model the config
+    describes (a depth or backbone edited in model.json, weights of another model)."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    reshaped = sorted(
+        k for k in set(expected) & set(state_dict) if expected[k].shape != state_dict[k].shape
+    )
+    if missing or unexpected or reshaped:
+        problems = [
+            f"{label} {summarise_keys(keys)}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                ("of another shape", reshaped))
+            if keys
+        ]  # fmt: skip
+        raise ValueError(
+            f"{str(weights_path)!r} does not fit the model {str(config_path)!r} describes "
+            f"({'; '.join(problems)}); expected the init_kwargs (depth, backbone, img_size) the "
+            "weights were saved with"
         )

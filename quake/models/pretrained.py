@@ -238,7 +238,7 @@ def copy_backbone_weights(
         len(loaded),
         resampled or "none",
         len(unexpected),
-        _summarise(unexpected),
+        summarise_keys(unexpected),
     )
     if missing:
         logger.warning(
@@ -251,7 +251,7 @@ def copy_backbone_weights(
     return {"loaded": loaded, "resampled": resampled, "missing": missing, "unexpected": unexpected}
 
 
-def _summarise(keys: list[str]) -> str:
+def summarise_keys(keys: list[str]) -> str:
     """Group 'blocks.7.mlp.fc1.weight' style keys by their module for a one-line log."""
     groups: dict[str, int] = {}
     for key in keys:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +140,7 @@ def write_window_cache(adapter: WaveformDataAdapter, run_dir: Path, progress: bo
     if _complete_cache(path, marker, fingerprint):
         logger.info("window cache: reusing %s (%d windows, %s)", path, shape[0], _size(nbytes))
         return path
-    for stale in sorted(run_dir.glob(WINDOWS_FILE + ".tmp-*")):
+    for stale in sorted(run_dir.glob(f".{WINDOWS_FILE}.*.tmp")):
         logger.info("window cache: removing %s, left by an interrupted write", stale.name)
         stale.unlink(missing_ok=True)
     marker.unlink(missing_ok=True)
@@ -151,9 +152,10 @@ def write_window_cache(adapter: WaveformDataAdapter, run_dir: Path, progress: bo
             "room for them (--out elsewhere) or run.window_cache=memory"
         )
     logger.info("window cache: writing %d windows (%s) to %s", shape[0], _size(nbytes), path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{WINDOWS_FILE}.", suffix=".tmp", dir=run_dir)
+    tmp = Path(tmp_name)
     try:
-        with open(tmp, "wb") as handle:
+        with os.fdopen(fd, "wb") as handle:
             writer = _NpyWriter(handle, shape)
             adapter.load_waveforms(progress=progress, out=writer)
             if writer.rows != shape[0]:
