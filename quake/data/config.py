@@ -25,6 +25,9 @@ class TransformOP(enum.Flag):
       the P arrival (or origin time), at the trace start, or at ``offset_s``; a window that runs
       past the data is zero-padded and flagged (``trace_padded``); one with less than half of the
       window inside the data is dropped (reason ``too short``).
+    - filters (not a flag: on when configured, off by default): ``detrend``, ``taper_fraction``
+      and ``bandpass_hz`` / ``bandpass_order``, in that order, per item and channel
+      (:mod:`quake.data.filters`); a flat (dead) channel becomes zeros.
     - ``ZSCORE``: per item and channel, ``(x - mean) / std``; a flat (dead) channel becomes zeros.
     - ``SPECTROGRAM``: STFT magnitude per channel (Hann window of ``stft_nperseg`` samples, hop
       ``stft_hop``, no centre padding), ``log1p`` when ``log_spectrogram``: float32 ``(3, F, T)``
@@ -44,6 +47,7 @@ DEFAULT_TRANSFORMS = (
 ANCHORS = ("p_arrival", "start", "offset")
 MISSING_COMPONENT_POLICIES = ("zeros", "copy_z")
 GAP_FILLS = ("interpolate", "zeros")
+DETRENDS = ("none", "demean", "linear")  # "linear" removes the mean as well
 
 
 def transforms_to_names(transforms: TransformOP) -> list[str]:
@@ -84,6 +88,11 @@ class PreprocessConfig:
     # cost of an epoch, for the same accuracy per epoch on the synthetic set.
     stft_hop: int = 64
     log_spectrogram: bool = True
+    # Filters of each window before the z-score (quake.data.filters), off by default.
+    detrend: str = "none"
+    taper_fraction: float = 0.0  # of the window, at each end (obspy's max_percentage)
+    bandpass_hz: tuple[float, float] | None = None  # (low, high) corners; None: no band-pass
+    bandpass_order: int = 4  # Butterworth order (obspy's corners); zero-phase doubles it
     transforms: TransformOP = field(default=DEFAULT_TRANSFORMS)
     quality: QualityPolicy = field(default_factory=QualityPolicy)
 
@@ -108,12 +117,32 @@ class PreprocessConfig:
             raise ValueError(f"stft_nperseg must be >= 2, got {self.stft_nperseg!r}")
         if not isinstance(self.log_spectrogram, bool):
             raise ValueError(f"log_spectrogram must be True or False, got {self.log_spectrogram!r}")
+        _check_choice("detrend", self.detrend, DETRENDS)
+        tf = self.taper_fraction
+        if not _is_number(tf) or not 0 <= tf <= 0.5:
+            raise ValueError(f"taper_fraction must be a number in [0, 0.5], got {tf!r}")
+        order = self.bandpass_order
+        if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 10:
+            raise ValueError(f"bandpass_order must be an integer in [1, 10], got {order!r}")
+        if self.bandpass_hz is not None:
+            self.bandpass_hz = _check_band(self.bandpass_hz, self.sampling_rate_hz)
+            # scipy's sosfiltfilt pads each end with 3 * (2 * order + 1) samples at most
+            if self.window_samples <= 3 * (2 * order + 1):
+                raise ValueError(
+                    f"a window of {self.window_samples} samples is too short for a band-pass "
+                    f"of order {order}; expected more than {3 * (2 * order + 1)} samples"
+                )
         if TransformOP.SPECTROGRAM in self.transforms and self.stft_nperseg > self.window_samples:
             raise ValueError(
                 f"stft_nperseg={self.stft_nperseg} is longer than the window "
                 f"({self.window_samples} samples = {self.window_s} s at {self.sampling_rate_hz} Hz); "
                 "expected stft_nperseg <= window_samples"
             )
+
+    @property
+    def filters_enabled(self) -> bool:
+        """Whether any of detrend, taper and band-pass is on."""
+        return self.detrend != "none" or self.taper_fraction > 0 or self.bandpass_hz is not None
 
     @property
     def window_samples(self) -> int:
@@ -146,10 +175,14 @@ class PreprocessConfig:
         """JSON-safe dict (transforms as a list of names); inverse of :meth:`from_dict`."""
         d = dataclasses.asdict(self)
         d["transforms"] = transforms_to_names(self.transforms)
+        if self.bandpass_hz is not None:
+            d["bandpass_hz"] = list(self.bandpass_hz)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
+        """A config from :meth:`to_dict`'s output; keys it lacks (a model saved before they
+        existed) take their defaults, which keep the behaviour of that time."""
         return from_known_keys(cls, d, "PreprocessConfig")
 
     def replace(self, **changes: Any) -> PreprocessConfig:
@@ -164,6 +197,33 @@ def _is_number(value: object) -> bool:
 def _check_positive(name: str, value: object) -> None:
     if not _is_number(value) or not math.isfinite(value) or value <= 0:  # type: ignore[arg-type]
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _check_band(band: object, sampling_rate_hz: float) -> tuple[float, float]:
+    """``(low, high)`` in Hz with ``0 < low < high <`` Nyquist of the config's rate (every window
+    is resampled to it before filtering)."""
+    nyquist = sampling_rate_hz / 2
+    expected = f"expected [low, high] with 0 < low < high < {nyquist:g} Hz"
+    if isinstance(band, (str, bytes)) or not hasattr(band, "__len__") or len(band) != 2:
+        raise ValueError(f"bandpass_hz must be two corners in Hz, got {band!r}; {expected}")
+    low, high = band
+    for name, value in (("low", low), ("high", high)):
+        if not _is_number(value) or not math.isfinite(value) or value <= 0:
+            raise ValueError(
+                f"bandpass_hz {name} corner must be a finite number > 0 Hz, got {value!r}; "
+                f"{expected}"
+            )
+    if high >= nyquist:
+        raise ValueError(
+            f"bandpass_hz high corner {high!r} Hz is not below the Nyquist frequency "
+            f"{nyquist:g} Hz (sampling_rate_hz={sampling_rate_hz:g} / 2); {expected}"
+        )
+    if low >= high:
+        raise ValueError(
+            f"bandpass_hz low corner {low!r} Hz is not below the high corner {high!r} Hz; "
+            f"{expected}"
+        )
+    return (float(low), float(high))
 
 
 def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

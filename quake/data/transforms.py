@@ -3,8 +3,9 @@
 Every model window, in training and in classification, is cut and checked by
 :func:`window_from_array`.
 
-The adapter, training (after waveform augmentation) and batch classification all call
-:func:`spectrogram_batch`, so they apply identical preprocessing.
+The adapter, training (after waveform augmentation), batch classification and the ONNX export
+all call :func:`spectrogram_batch`, so they apply identical preprocessing (filters, z-score,
+spectrogram).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from scipy.signal import resample_poly
 
 from quake.data.config import PreprocessConfig, TransformOP
+from quake.data.filters import WaveformFilter, waveform_filter
 from quake.data.quality import (
     COMPONENTS,
     QualityRecord,
@@ -252,7 +254,8 @@ def _drop_truncated_components(
     record.components = "".join(c for c in COMPONENTS if c not in record.missing)
 
 
-def _zscore(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _centered(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x - mean, std, flat)`` along the last axis; ``flat`` by :func:`flat_channels`' rule."""
     n = x.shape[-1]
     mean = x.mean(dim=-1, keepdim=True)
     centered = x - mean
@@ -260,6 +263,11 @@ def _zscore(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     flat = (x.amax(dim=-1, keepdim=True) == x.amin(dim=-1, keepdim=True)) | (
         std <= FLAT_RELATIVE_TOLERANCE * mean.abs()
     )
+    return centered, std, flat
+
+
+def _zscore(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    centered, std, flat = _centered(x)
     scaled = centered.div_(std.clamp_min(torch.finfo(torch.float32).tiny)).masked_fill_(flat, 0.0)
     return scaled, flat.squeeze(-1)
 
@@ -283,15 +291,21 @@ def _stft_window(nperseg: int, device: torch.device) -> torch.Tensor:
 
 
 def spectrogram_batch(
-    waveforms: torch.Tensor, config: PreprocessConfig, *, window: torch.Tensor | None = None
+    waveforms: torch.Tensor,
+    config: PreprocessConfig,
+    *,
+    window: torch.Tensor | None = None,
+    filters: WaveformFilter | None = None,
 ) -> torch.Tensor:
     """``(B, 3, n)`` window-trimmed waveforms -> ``(B, 3, F, T)`` float32, fully batched.
 
-    Applies ZSCORE (per trace and channel, flat channel -> zeros) and SPECTROGRAM (``torch.stft``
-    magnitude, Hann window, no centre padding, ``log1p`` when ``config.log_spectrogram``) as
-    ``config.transforms`` says. Without SPECTROGRAM the (z-scored) waveforms are returned as is.
-    ``window`` is the STFT window (default: a cached periodic Hann window of
-    ``config.stft_nperseg``); a module that is exported or compiled passes its own buffer.
+    Applies the configured filters (detrend, taper, band-pass: :mod:`quake.data.filters`; a
+    flat channel stays flat, as zeros), ZSCORE (per trace and channel, flat channel -> zeros)
+    and SPECTROGRAM (``torch.stft`` magnitude, Hann window, no centre padding, ``log1p`` when
+    ``config.log_spectrogram``) as ``config`` says. Without SPECTROGRAM the (filtered, z-scored)
+    waveforms are returned as is. ``window`` is the STFT window (default: a cached periodic Hann
+    window of ``config.stft_nperseg``) and ``filters`` the filter module (default: a cached one
+    for ``config``); a module that is exported or compiled passes its own.
     """
     if not isinstance(waveforms, torch.Tensor):
         waveforms = torch.as_tensor(np.asarray(waveforms))
@@ -300,6 +314,13 @@ def spectrogram_batch(
             f"waveforms must have shape (batch, 3, samples), got {tuple(waveforms.shape)}"
         )
     x = waveforms.to(torch.float32)
+    if config.filters_enabled:
+        # a dead channel carries no signal: filtered, its float32 rounding would become noise
+        # that the z-score blows up to unit variance
+        flat = _centered(x)[2]
+        if filters is None:
+            filters = waveform_filter(config, x.shape[-1], x.device)
+        x = filters(x).masked_fill_(flat, 0.0)
     if TransformOP.ZSCORE in config.transforms:
         x, _ = _zscore(x)
     if TransformOP.SPECTROGRAM not in config.transforms:
