@@ -3,7 +3,8 @@
 One graph per classifier, not one per member: the graph takes what
 :meth:`quake.inference.EventClassifier.predict_proba` takes, trimmed Z, N, E windows
 ``(batch, 3, window_samples)`` float32, and returns what it returns, the mean of the members'
-softmax probabilities ``(batch, C)``. ZSCORE and the STFT spectrogram (the saved
+softmax probabilities ``(batch, C)``. The filters (detrend, taper, band-pass: one constant
+matrix product, :mod:`quake.data.filters`), ZSCORE and the STFT spectrogram (the saved
 :class:`~quake.data.PreprocessConfig`) are inside the graph, so a consumer cannot preprocess
 differently from training; the steps before them (DROP_NAN, resampling, TRIMMING) depend on
 metadata (rates, picks) and stay with the caller, as in batch classification. The batch axis is
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 
 from quake.data import PreprocessConfig, spectrogram_batch
+from quake.data.filters import WaveformFilter
 from quake.inference import CLASSIFIER_FILE, EventClassifier
 from quake.models import HybridViT
 from quake.models.hybrid_vit import CONFIG_FILE as HYBRID_VIT_FILE
@@ -58,8 +60,9 @@ _PARITY_BATCH_SIZES = (1, 5)  # other sizes than the one traced: the batch axis 
 class EnsembleProbabilities(nn.Module):
     """``(B, 3, window_samples)`` trimmed windows -> ``(B, C)`` mean member probabilities.
 
-    :meth:`EventClassifier.predict_proba` as one module: z-score, spectrogram, each member,
-    softmax, mean. The members are copied to the CPU, so the classifier is left as it was.
+    :meth:`EventClassifier.predict_proba` as one module: filters, z-score, spectrogram, each
+    member, softmax, mean. The members are copied to the CPU, so the classifier is left as it
+    was.
     """
 
     def __init__(self, classifier: EventClassifier):
@@ -71,9 +74,16 @@ class EnsembleProbabilities(nn.Module):
             torch.hann_window(self.config.stft_nperseg, periodic=True, dtype=torch.float32),
             persistent=False,
         )
+        self.filters = (
+            WaveformFilter(self.config, self.config.window_samples)
+            if self.config.filters_enabled
+            else None
+        )
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
-        spectrograms = spectrogram_batch(waveforms, self.config, window=self.stft_window)
+        spectrograms = spectrogram_batch(
+            waveforms, self.config, window=self.stft_window, filters=self.filters
+        )
         total = torch.softmax(self.members[0](spectrograms).float(), dim=1)
         for member in self.members[1:]:
             total = total + torch.softmax(member(spectrograms).float(), dim=1)
@@ -363,6 +373,7 @@ def _sidecar(
             "meaning": (
                 f"trimmed Z, N, E windows at {config.sampling_rate_hz:g} Hz, finite values: "
                 "DROP_NAN, resampling and TRIMMING are the caller's (quake.data.window_from_array); "
+                "the filters (preprocess: detrend, taper_fraction, bandpass_hz, bandpass_order), "
                 "ZSCORE and SPECTROGRAM are in the graph"
             ),
         },

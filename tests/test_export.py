@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import obspy
 import pytest
 import torch
+from scipy.signal import butter, sosfiltfilt
 
 from quake.data import PreprocessConfig, WaveformDataAdapter, open_dataset, spectrogram_batch
 from quake.export import (
@@ -48,20 +50,29 @@ def _members(config: PreprocessConfig, n: int, seed: int = 0) -> list[HybridViT]
     ]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+# detrend, taper and band-pass as seismologists use them (1-20 Hz, QuakeXNet's band): the export
+# tests run with them too, since the filter is part of the graph
+FILTERS = PreprocessConfig(detrend="linear", taper_fraction=0.05, bandpass_hz=(1.0, 20.0))
+
+
+def _run(tmp_path_factory, config: PreprocessConfig) -> Path:
     """A run folder as training leaves it: ``<run>/model/`` holding a 2-member ensemble."""
     run = tmp_path_factory.mktemp("run")
-    config = PreprocessConfig()
     EventClassifier(_members(config, 2), config).save(run / "model")
     return run
 
 
 @pytest.fixture(scope="module")
-def exported(run_dir, tmp_path_factory):
-    classifier = load_exportable(run_dir)
+def run_dir(tmp_path_factory) -> Path:
+    return _run(tmp_path_factory, PreprocessConfig())
+
+
+@pytest.fixture(scope="module", params=["default", "filters"])
+def exported(request, run_dir, tmp_path_factory):
+    run = run_dir if request.param == "default" else _run(tmp_path_factory, FILTERS)
+    classifier = load_exportable(run)
     out = tmp_path_factory.mktemp("export") / "exported"
-    result = export_classifier(classifier, out, source=str(run_dir))
+    result = export_classifier(classifier, out, source=str(run))
     return {"classifier": classifier, "result": result, "dir": out}
 
 
@@ -112,6 +123,31 @@ def test_sidecar_holds_classes_preprocessing_and_parity(exported):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [SIDECAR_FILE, *sidecar["files"].values()]
     )
+
+
+def test_the_filters_are_in_the_graph(exported):
+    """With the filters on, the graph gives what the members give on windows filtered outside
+    it by obspy and scipy, and the sidecar names the filter settings."""
+    classifier, out = exported["classifier"], exported["dir"]
+    config = classifier.config
+    preprocess = read_export(out)["preprocess"]
+    if not config.filters_enabled:  # recorded as off
+        assert (preprocess["detrend"], preprocess["taper_fraction"]) == ("none", 0.0)
+        assert preprocess["bandpass_hz"] is None
+        return
+    assert preprocess["detrend"] == "linear" and preprocess["taper_fraction"] == 0.05
+    assert preprocess["bandpass_hz"] == [1.0, 20.0] and preprocess["bandpass_order"] == 4
+    x = parity_windows(config, 4, seed=11)
+    outside = np.zeros_like(x)
+    sos = butter(4, (1.0, 20.0), btype="bandpass", fs=config.sampling_rate_hz, output="sos")
+    for index in np.ndindex(x.shape[:-1]):
+        trace = obspy.Trace(x[index].astype(np.float64), {"sampling_rate": 100.0})
+        trace.detrend("linear").taper(max_percentage=0.05, type="hann")
+        outside[index] = sosfiltfilt(sos, trace.data)
+    unfiltered = EventClassifier(classifier.models, PreprocessConfig())
+    got = onnx_predict_proba(out / "model.onnx", x)
+    np.testing.assert_allclose(got, unfiltered.predict_proba(outside), atol=1e-4, rtol=0)
+    assert np.abs(got - unfiltered.predict_proba(x)).max() > 1e-3  # the filter matters here
 
 
 def test_onnx_on_real_windows(exported, real_data_dir):
