@@ -48,5 +48,8 @@ class DieWithParent:
 
 def initialize(_dies_with_parent: None, initializer: Callable[..., Any], *args: Any) -> None:
     """A process-pool initializer that dies with the parent first: pass
-    ``initializer=initialize, initargs=(DieWithParent(), real_initializer, *real_args)``."""
+    ``initializer=initialize, initargs=(DieWithParent(), real_initializer, *real_args)``.
+    Ctrl-C reaches every process of the terminal's group; the worker leaves it to its parent,
+    which stops the workers itself (no traceback from each of them)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     initializer(*args)

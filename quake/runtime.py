@@ -177,6 +177,10 @@ class OutputLock:
                     f"expected one writer per output: wait for it, or remove {str(self.path)!r} "
                     "if that process is gone"
                 ) from None
+            except OSError as err:  # a read-only folder, a full disk
+                raise OSError(
+                    err.errno, f"cannot take the lock of {self.what} ({self.path}): {err.strerror}"
+                ) from None
             with os.fdopen(fd, "w") as f:
                 json.dump({"host": socket.gethostname(), "pid": os.getpid(),
                            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, f)  # fmt: skip
@@ -215,15 +219,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     unpredictable name (``mkstemp``), so a planted link cannot redirect the write, and a reader
     sees the old file or the new one, never half of one."""
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _naming_the_output(path):
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the output from the group
-        os.replace(tmp, path)
+        with _naming_the_output(path):
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from the group
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _naming_the_output(path: Path) -> Iterator[None]:
+    """An OSError while writing ``path`` (full disk, read-only folder) names ``path`` itself, not
+    the temporary file nobody asked for."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno is None:
+            raise
+        raise OSError(err.errno, f"cannot write {str(path)!r}: {err.strerror}") from err
 
 
 def staging_dir(target: str | os.PathLike) -> Path:

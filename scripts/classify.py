@@ -25,6 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from quake.classify.catalog import ID_RULES
 from quake.classify.run import agreement_path, run_classification
 from quake.classify.shard import rank_group
+from quake.cli import run_command
 from quake.data.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, SOURCE_KINDS
 
 
@@ -67,6 +68,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="allow --quakeml to be the --catalog file itself (the original is kept as <name>.bak)",
     )
+    parser.add_argument(
+        "--min-probability",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="below this probability of its predicted class an event is marked for review "
+        "(review column of --out) and --quakeml sets no type for it (default 0: none)",
+    )
     parser.add_argument("--resume", action="store_true", help="skip events already in --out")
     parser.add_argument("--batch-size", type=int, default=128, help="windows per model call")
     parser.add_argument(
@@ -103,7 +112,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "CPUs), bf16 or fp16 on GPU",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped station")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log every skipped station; a traceback with an error",
+    )
     return parser.parse_args(argv)
 
 
@@ -113,12 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    try:
-        with rank_group() as ranks:
-            summary = _run(args, ranks)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(
+        lambda: _classify(args),
+        verbose=args.verbose,
+        resume_hint=f"rerun with --resume to keep the events already in {args.out}",
+    )
+
+
+def _classify(args: argparse.Namespace) -> int:
+    with rank_group() as ranks:
+        summary = _run(args, ranks)
     if not ranks.is_main:
         return 0
     ranks_note = f" over {ranks.shard.world_size} processes" if not ranks.shard.is_single else ""
@@ -127,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary.n_unclassified} without usable waveform, {summary.n_resumed} kept from a previous run; "
         f"{summary.n_windows} station windows, {summary.events_per_s:.1f} events/s"
     )
+    if args.min_probability > 0:
+        print(
+            f"{summary.n_for_review} events below --min-probability {args.min_probability:g}: "
+            "marked for review (review column), no type set in --quakeml"
+        )
     if summary.skip_counts:
         print(
             "skipped: "
@@ -160,6 +183,7 @@ def _run(args: argparse.Namespace, ranks):
         overwrite_reviewed=args.overwrite_reviewed,
         overwrite_types=args.overwrite_types,
         in_place=args.in_place,
+        min_probability=args.min_probability,
         resume=args.resume,
         batch_size=args.batch_size,
         source=args.source,

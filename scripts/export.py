@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from quake.cli import run_command
 from quake.data import PreprocessConfig
 from quake.export import EXPORT_FORMATS, PARITY_ATOL, export_classifier, load_exportable
 
@@ -81,22 +82,23 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    try:
-        config = read_preprocess(args.preprocess) if args.preprocess else None
-        classifier = load_exportable(args.model, config)
-        result = export_classifier(
-            classifier,
-            args.out,
-            formats=args.format,
-            opset=args.opset,
-            verify=not args.no_verify,
-            atol=args.atol,
-            overwrite=args.overwrite,
-            source=str(args.model),
-        )
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    # RuntimeError: a missing exporter package, a graph that does not match predict_proba
+    return run_command(lambda: _export(args), verbose=args.verbose, also=(RuntimeError,))
+
+
+def _export(args: argparse.Namespace) -> int:
+    config = read_preprocess(args.preprocess) if args.preprocess else None
+    classifier = load_exportable(args.model, config)
+    result = export_classifier(
+        classifier,
+        args.out,
+        formats=args.format,
+        opset=args.opset,
+        verify=not args.no_verify,
+        atol=args.atol,
+        overwrite=args.overwrite,
+        source=str(args.model),
+    )
     print(f"{classifier.model_id} ({len(classifier.models)} member(s)) -> {result.directory}")
     for name, path in result.files.items():
         parity = result.parity.get(name)

@@ -89,6 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--quiet", action="store_true", default=None, help="no progress bars, warnings only"
     )
+    p.add_argument("-v", "--verbose", action="store_true", help="a traceback with an error")
     return p.parse_args(argv)
 
 
@@ -142,30 +143,36 @@ def setup_logging(quiet: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from quake.cli import run_command
+
+    state: dict = {}
+
+    def resume_hint() -> str:
+        config = state.get("config")
+        if config is None or config.run.out is None:  # stopped before the run folder existed
+            return ""
+        return f"rerun with --out {config.run.out} to resume at the first unfinished fold"
+
+    return run_command(lambda: _train(args, state), verbose=args.verbose, resume_hint=resume_hint)
+
+
+def _train(args: argparse.Namespace, state: dict) -> int:
     from quake.training import load_config, train
 
-    try:
-        config_path = (
-            args.config
-            if args.config is not None
-            else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-        )
-        config = load_config(config_path, overrides_from_args(args))
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config_path = (
+        args.config
+        if args.config is not None
+        else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    )
+    config = state["config"] = load_config(config_path, overrides_from_args(args))
     setup_logging(config.run.quiet)
-    try:
-        if config.run.quiet:
-            result = train(config)
-        else:
-            from tqdm.contrib.logging import logging_redirect_tqdm
+    if config.run.quiet:
+        result = train(config)
+    else:
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
-            with logging_redirect_tqdm():  # log lines above the progress bars
-                result = train(config)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        with logging_redirect_tqdm():  # log lines above the progress bars
+            result = train(config)
     m = result.metrics
     if m is None:  # a rank other than 0 under torchrun: rank 0 reports
         return 0

@@ -25,6 +25,7 @@ from quake.classify import (
     read_catalog_with_events,
     read_predictions,
 )
+from quake.classify.catalog import KNOWN_PROBABILITY
 from quake.classify.run import run_classification
 from quake.data import PreprocessConfig, WaveformDataAdapter, open_dataset
 from quake.inference import EventClassifier
@@ -190,6 +191,46 @@ def test_overwrite_reviewed_sets_every_type(full_run, reviewed_catalog, classifi
     assert counts["replaced"] == sum(changed)
     for event, was, replaced in zip(catalog, before, changed, strict=True):
         assert event.comments[-1].text.endswith(f"; previous type: {was}") == replaced
+
+
+def test_min_probability_leaves_unsure_events_to_the_analyst(full_run, pnw, classifier, tmp_path):
+    threshold = float(np.median(_probs(full_run["predictions"]).max(axis=1)))
+    out, quakeml = tmp_path / "predictions.csv", tmp_path / "classified.xml"
+    summary = run_classification(classifier, pnw / "catalog.xml", str(pnw), out, quakeml=quakeml,
+                                 overwrite_types=True, min_probability=threshold, workers=0,
+                                 progress=False)  # fmt: skip
+    marked = read_predictions(out)
+    top = _probs(marked).max(axis=1)
+    unsure = top < threshold
+    assert 0 < unsure.sum() < 48 and summary.n_for_review == unsure.sum()
+    assert list(marked["review"] != "") == list(unsure)
+    counts = summary.quakeml_counts
+    assert counts["for_review"] == unsure.sum() and counts["set"] == 48 - unsure.sum()
+    original = obspy.read_events(str(pnw / "catalog.xml"))
+    classified = obspy.read_events(str(quakeml))
+    rows = marked.to_dict("records")
+    for before, after, row, p, is_unsure in zip(
+        original, classified, rows, top, unsure, strict=True
+    ):
+        if is_unsure:  # no type from the model: the analyst's stays, the comment says why
+            assert after.event_type == before.event_type
+            assert "for review: probability" in after.comments[-1].text
+        else:
+            assert after.event_type == row["predicted_class"]
+            assert after.event_type_certainty == (
+                "known" if p >= KNOWN_PROBABILITY else "suspected"
+            )
+
+    # the rows kept by --resume follow the new threshold
+    summary = run_classification(classifier, pnw / "catalog.xml", str(pnw), out, resume=True,
+                                 min_probability=0.0, workers=0, progress=False)  # fmt: skip
+    assert summary.n_resumed == 48 and summary.n_for_review == 0
+    assert (read_predictions(out)["review"] == "").all()
+    with pytest.raises(
+        ValueError, match=r"--min-probability 1.5: expected a probability in \[0, 1\]"
+    ):
+        run_classification(classifier, pnw / "catalog.xml", str(pnw), tmp_path / "x.csv",
+                           min_probability=1.5)  # fmt: skip
 
 
 def test_agreement_with_the_catalog_types_is_reported(full_run, reviewed_catalog):

@@ -131,6 +131,7 @@ def test_reviewed_events_are_found_and_kept(tmp_path):
                               [prob_column(c) for c in classes], "m1",
                               overwrite_types=True)  # fmt: skip
     assert counts == {"set": 1, "replaced": 1, "kept_typed": 0, "kept_reviewed": 2,
+                      "for_review": 0,
                       "unclassified": 1, "missing": 0}  # fmt: skip
     out = tmp_path / "out.xml"
     write_quakeml(loaded, out)

@@ -1,9 +1,13 @@
-"""No process outlives its parent: reader and fold worker processes die within seconds when the
-main process of ``classify.py`` or ``train.py`` is killed with SIGKILL (real processes, real
-pnw-eqex and eqnoise-3c recordings; skipped where they are absent)."""
+"""No process outlives its parent, and a stopped job resumes to the result of an uninterrupted
+one: reader and fold worker processes die within seconds when the main process of
+``classify.py`` or ``train.py`` is killed with SIGKILL; SIGTERM stops either cleanly (lock
+released, the rows or folds done so far kept); a rerun finishes the job with the same output as
+a run never stopped (real processes, real pnw-eqex and eqnoise-3c recordings; skipped where they
+are absent)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -98,20 +102,90 @@ def big_catalog(real_data_dir, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.slow
-def test_killing_classify_kills_its_reader(big_catalog, tmp_path):
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = PreprocessConfig()
     model = HybridViT(depth=1, img_size=config.spectrogram_shape[1:],
                       class_names=["earthquake", "explosion"])  # fmt: skip
-    model_dir = EventClassifier([model], config).save(tmp_path / "model")
+    return EventClassifier([model], config).save(tmp_path_factory.mktemp("m") / "model")
+
+
+def _classify_command(model_dir: Path, catalog: Path, waveforms: Path, out: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "scripts" / "classify.py"), "--model", str(model_dir),
+            "--catalog", str(catalog), "--waveforms", str(waveforms), "--out", str(out),
+            "--workers", "1", "--batch-size", "8", "--no-progress"]  # fmt: skip
+
+
+def _assert_same_as_the_original_events(out: Path, reference: Path, n_copies: int) -> None:
+    """Every copy of a pnw-eqex event in ``out`` has the row the event itself has in
+    ``reference`` (a run over pnw-eqex never stopped), and every copy is there once."""
+    rows = pd.read_csv(out, dtype=str, keep_default_na=False)
+    expected = pd.read_csv(reference, dtype=str, keep_default_na=False).set_index("event_id")
+    assert len(rows) == len(expected) * n_copies and rows["event_id"].is_unique
+    original = rows["event_id"].str.rsplit("x", n=1).str[0]
+    pd.testing.assert_frame_equal(
+        rows.drop(columns="event_id").reset_index(drop=True),
+        expected.loc[original].reset_index(drop=True),
+    )
+
+
+@pytest.fixture(scope="module")
+def reference_predictions(model_dir, real_data_dir, tmp_path_factory) -> Path:
+    """The predictions of a classification of pnw-eqex itself, never stopped."""
+    pnw = real_data_dir / "pnw-eqex"
+    out = tmp_path_factory.mktemp("reference") / "predictions.csv"
+    subprocess.run(_classify_command(model_dir, pnw / "catalog.csv", pnw, out),
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    return out
+
+
+def _wait_for(condition, process: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert process.poll() is None, "the job ended before it could be stopped"
+        assert time.monotonic() < deadline, f"nothing to stop after {timeout_s} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_killing_classify_kills_its_reader_and_a_rerun_resumes(
+    model_dir, big_catalog, reference_predictions, tmp_path
+):
     out = tmp_path / "predictions.csv"
-    command = [sys.executable, str(ROOT / "scripts" / "classify.py"), "--model", str(model_dir),
-               "--catalog", str(big_catalog / "catalog.csv"), "--waveforms", str(big_catalog),
-               "--out", str(out), "--workers", "1", "--batch-size", "8"]  # fmt: skip
+    command = _classify_command(model_dir, big_catalog / "catalog.csv", big_catalog, out)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children = _kill_when_children_appear(process, at_least=1, timeout_s=120)
     _assert_all_gone(children)
+
+    rerun = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_same_as_the_original_events(out, reference_predictions, n_copies=20)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_classify_cleanly_and_a_rerun_resumes(
+    model_dir, big_catalog, reference_predictions, tmp_path
+):
+    out = tmp_path / "predictions.csv"
+    command = _classify_command(model_dir, big_catalog / "catalog.csv", big_catalog, out)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(out.exists, process, timeout_s=120)  # the first rows are written
+    children = _children(process.pid)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 143, stderr
+    assert f"stopped by SIGTERM; rerun with --resume to keep the events already in {out}" in stderr
+    assert "Traceback" not in stderr
+    _assert_all_gone(children)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]  # no lock, no temp
+    kept = len(pd.read_csv(out))
+    assert 0 < kept < 960
+
+    rerun = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{kept} kept from a previous run" in rerun.stdout
+    _assert_same_as_the_original_events(out, reference_predictions, n_copies=20)
 
 
 @pytest.mark.slow
@@ -129,3 +203,50 @@ def test_killing_train_kills_its_fold_workers(real_data_dir, tmp_path):
     _assert_all_gone(children)
     time.sleep(2.0)
     assert not list(run.glob("folds/fold_*/fold.json")), "a fold worker wrote after its parent died"
+
+
+def _train_command(data: Path, run: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "scripts" / "train.py"), "--backbone", "tiny",
+            "--depth", "1", "--data", str(data), "--out", str(run), "--epochs", "3",
+            "--folds", "4", "--threads", "1", "--pretrained", "none", "--no-baseline",
+            "--set", "run.parallel_folds=2", "--quiet"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_stopped_then_killed_training_resumes_to_the_uninterrupted_result(
+    real_data_dir, tmp_path
+):
+    data = real_data_dir / "eqnoise-3c"
+    if not data.is_dir():
+        pytest.skip(f"{data} not found")
+    subprocess.run(_train_command(data, tmp_path / "whole"), check=True, capture_output=True,
+                   timeout=600)  # fmt: skip
+
+    run = tmp_path / "run"
+    command = _train_command(data, run)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: any(run.glob("folds/fold_*/fold.json")), process, timeout_s=300)
+    children = _children(process.pid)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 143, stderr
+    assert f"stopped by SIGTERM; rerun with --out {run} to resume" in stderr
+    assert "Traceback" not in stderr
+    _assert_all_gone(children)
+    assert not (run / "run.lock").exists()
+    done = {p.parent.name for p in run.glob("folds/fold_*/fold.json")}
+    assert 0 < len(done) < 4
+
+    # the rerun is killed with SIGKILL while its fold workers train, then run once more
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _assert_all_gone(_kill_when_children_appear(process, at_least=1, timeout_s=180))
+    last = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert last.returncode == 0, last.stderr
+    assert "taking over the lock" in last.stderr  # left by the killed process
+
+    whole = pd.read_csv(tmp_path / "whole" / "predictions.csv")
+    resumed = pd.read_csv(run / "predictions.csv")
+    pd.testing.assert_frame_equal(resumed, whole)
+    metrics = [json.loads((r / "metrics.json").read_text()) for r in (run, tmp_path / "whole")]
+    assert metrics[0]["aggregate"] == metrics[1]["aggregate"]
+    assert set(metrics[0]["resumed_folds"]) >= {int(f.split("_")[1]) for f in done}

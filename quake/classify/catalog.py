@@ -90,6 +90,10 @@ def prediction_comment(
     )
 
 
+KNOWN_PROBABILITY = 0.95
+"""A type the model sets is ``known`` from this probability of its class on, ``suspected`` below."""
+
+
 def annotate_catalog(
     catalog: Catalog,
     event_ids: Sequence[str],
@@ -102,21 +106,24 @@ def annotate_catalog(
     overwrite_types: bool = False,
 ) -> dict[str, int]:
     """Write predictions into ``catalog`` in place; returns counts (set, replaced,
-    kept_typed, kept_reviewed, unclassified, missing).
+    kept_typed, kept_reviewed, for_review, unclassified, missing).
 
     Every event gets a comment with the probabilities and the model id. The type is the
     analyst's: an event that already has an ``event_type`` keeps it unless ``overwrite_types``,
     and an analyst-reviewed event (preferred origin manual, or reviewed/final) keeps it unless
-    ``overwrite_reviewed``. Otherwise it gets ``event_type`` = the predicted class (``noise`` ->
-    ``not existing``) and ``event_type_certainty`` = ``suspected``; a type it replaces is named in
-    the comment (``previous type: explosion``), so it is never lost. An event without a usable
-    waveform keeps its type and gets a comment saying why.
+    ``overwrite_reviewed``. An event marked for review (the ``review`` column: its predicted
+    class is below ``--min-probability``) gets no type from the model. Otherwise it gets
+    ``event_type`` = the predicted class (``noise`` -> ``not existing``) and
+    ``event_type_certainty`` = ``known`` when that class has a probability of at least
+    :data:`KNOWN_PROBABILITY`, ``suspected`` below; a type it replaces is named in the comment
+    (``previous type: explosion``), so it is never lost. An event without a usable waveform keeps
+    its type and gets a comment saying why.
     """
     if len(event_ids) != len(catalog):
         raise ValueError(f"{len(event_ids)} event ids for a catalog of {len(catalog)} events")
     by_id = predictions.set_index("event_id", drop=False)
-    counts = {"set": 0, "replaced": 0, "kept_typed": 0, "kept_reviewed": 0, "unclassified": 0,
-              "missing": 0}  # fmt: skip
+    counts = {"set": 0, "replaced": 0, "kept_typed": 0, "kept_reviewed": 0, "for_review": 0,
+              "unclassified": 0, "missing": 0}  # fmt: skip
     for event, event_id in zip(catalog, event_ids, strict=True):
         if event_id not in by_id.index:
             counts["missing"] += 1
@@ -134,6 +141,9 @@ def annotate_catalog(
             counts["unclassified"] += 1
         elif reviewed and not overwrite_reviewed:
             counts["kept_reviewed"] += 1
+        elif text_or_empty(row.get("review")):
+            text += f"; for review: {row['review']}, type not set"
+            counts["for_review"] += 1
         elif previous and not overwrite_types:
             counts["kept_typed"] += 1
         else:
@@ -142,7 +152,8 @@ def annotate_catalog(
                 text += f"; previous type: {previous}"
                 counts["replaced"] += 1
             event.event_type = new_type
-            event.event_type_certainty = "suspected"
+            top = max(float(row[col]) for col in prob_columns)
+            event.event_type_certainty = "known" if top >= KNOWN_PROBABILITY else "suspected"
             counts["set"] += 1
         event.comments.append(
             Comment(

@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,8 +61,26 @@ def prediction_columns(class_names: Sequence[str]) -> list[str]:
     return (
         ["event_id", "origin_time", "predicted_class"]
         + [prob_column(c) for c in class_names]
-        + ["n_stations_used", "n_stations_skipped", "skip_reasons", "model_id"]
+        + ["review", "n_stations_used", "n_stations_skipped", "skip_reasons", "model_id"]
     )
+
+
+def review_reason(row: dict[str, str], class_names: Sequence[str], min_probability: float) -> str:
+    """Why a classified event is left to an analyst (the ``review`` column): its predicted class
+    is less probable than ``min_probability``; empty otherwise. Computed from the row's own
+    probabilities, so rows kept from an earlier run follow this run's threshold."""
+    if not row.get("predicted_class"):
+        return ""
+    top = max(float(row[prob_column(c)]) for c in class_names)
+    if top >= min_probability:
+        return ""
+    return f"probability {top:.3f} below --min-probability {min_probability:g}"
+
+
+def check_min_probability(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"--min-probability {value!r}: expected a probability in [0, 1]")
+    return float(value)
 
 
 @dataclass
@@ -73,6 +91,7 @@ class ClassifySummary:
     n_resumed: int = 0
     n_classified: int = 0
     n_unclassified: int = 0
+    n_for_review: int = 0
     n_windows: int = 0
     skip_counts: Counter = field(default_factory=Counter)
     quality_counts: Counter = field(default_factory=Counter)  # flag -> stations used with it
@@ -99,6 +118,7 @@ class ClassifySummary:
             "n_events": self.n_events,
             "n_resumed": self.n_resumed,
             "n_classified": self.n_classified,
+            "n_for_review": self.n_for_review,
             "n_unclassified": self.n_unclassified,
             "n_windows": self.n_windows,
             "skip_counts": dict(self.skip_counts.most_common()),
@@ -254,7 +274,9 @@ def skip_summary(prepared: PreparedEvent) -> str:
     return "; ".join(parts)
 
 
-def _event_row(prepared, origin_time, probs, class_names, model_id) -> dict[str, str]:
+def _event_row(
+    prepared, origin_time, probs, class_names, model_id, min_probability
+) -> dict[str, str]:
     row = {
         "event_id": prepared.event_id,
         "origin_time": format_time(origin_time),
@@ -268,6 +290,7 @@ def _event_row(prepared, origin_time, probs, class_names, model_id) -> dict[str,
         row[prob_column(name)] = "" if probs is None else _format_prob(float(probs[i]))
     if probs is not None:
         row["predicted_class"] = class_names[int(np.argmax(probs))]
+    row["review"] = review_reason(row, class_names, min_probability)
     return row
 
 
@@ -331,12 +354,12 @@ class _Outputs:
         self.rows: dict[str, dict] = {}
         self.station_rows: list[dict] = []
 
-    def load(self, model_id: str) -> set[str]:
+    def load(self, model_id: str, review: Callable[[dict], str]) -> set[str]:
         if not self.out.is_file():
             return set()
         table = _read_existing(self.out, self.columns, model_id)
         table = table[table["event_id"].isin(self.order)]
-        self.rows = {r["event_id"]: r for r in table.to_dict("records")}
+        self.rows = {r["event_id"]: {**r, "review": review(r)} for r in table.to_dict("records")}
         if self.stations_out is not None and self.stations_out.is_file():
             stations = pd.read_csv(self.stations_out, dtype=str, keep_default_na=False)
             if list(stations.columns) == self.station_columns:
@@ -372,6 +395,7 @@ def classify_catalog(
     flush_interval_s: float = 10.0,
     progress: bool = True,
     amp: bool = False,
+    min_probability: float = 0.0,
 ) -> ClassifySummary:
     """Classify every event of ``events`` (a :func:`quake.classify.catalog.read_catalog` table).
 
@@ -379,7 +403,10 @@ def classify_catalog(
     ``class_names``, ``config``, ``model_id``). Writes ``out`` (and ``stations_out``) and returns
     a :class:`ClassifySummary`. ``workers`` reader processes prepare events ahead of the model
     (0: read in this process). ``amp`` runs the model under autocast (:func:`autocast_for`).
+    An event whose predicted class is less probable than ``min_probability`` is marked for
+    review (:func:`review_reason`).
     """
+    check_min_probability(min_probability)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     if workers < 0:
@@ -395,7 +422,11 @@ def classify_catalog(
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     outputs = _Outputs(out, stations_out, columns, station_columns, events)
     summary = ClassifySummary(n_events=len(events))
-    done = outputs.load(model_id) if resume else set()
+    done = (
+        outputs.load(model_id, lambda row: review_reason(row, class_names, min_probability))
+        if resume
+        else set()
+    )
     summary.n_resumed = len(done)
     if done:
         logger.info("resuming: %d of %d events already in %s", len(done), len(events), out)
@@ -416,10 +447,10 @@ def classify_catalog(
             event_probs = (
                 combine_station_probabilities(station_probs) if len(station_probs) else None
             )
-            outputs.add(
-                _event_row(p, origin_by_id[p.event_id], event_probs, class_names, model_id),
-                _station_rows(p, station_probs, class_names),
+            row = _event_row(
+                p, origin_by_id[p.event_id], event_probs, class_names, model_id, min_probability
             )
+            outputs.add(row, _station_rows(p, station_probs, class_names))
             summary.n_windows += len(station_probs)
             summary.n_classified += event_probs is not None
             summary.n_unclassified += event_probs is None
@@ -451,6 +482,7 @@ def classify_catalog(
         if bar is not None:
             bar.close()
     summary.total_s = time.perf_counter() - start
+    summary.n_for_review = sum(bool(r["review"]) for r in outputs.rows.values())
     missing = set(events["event_id"]) - set(outputs.rows)
     if missing:  # cannot happen unless a bug drops an event: say so loudly
         raise RuntimeError(f"{len(missing)} events have no row: {sorted(missing)[:5]}")
@@ -496,6 +528,7 @@ def run_classification(
     overwrite_reviewed: bool = False,
     overwrite_types: bool = False,
     in_place: bool = False,
+    min_probability: float = 0.0,
     resume: bool = False,
     batch_size: int = 128,
     source: str = "auto",
@@ -530,8 +563,12 @@ def run_classification(
         classifier = load_classifier(model, ranks.device(device))
     else:
         classifier = model
+    outputs = {"--out": out, "--stations-out": stations_out, "--quakeml": quakeml}
+    for flag, path in outputs.items():
+        if path is not None and Path(path).is_dir():
+            raise ValueError(f"{flag} {str(path)!r} is a folder; expected the path of a file")
     check_outputs_apart(
-        {"--out": out, "--stations-out": stations_out, "--quakeml": quakeml},
+        outputs,
         {
             "--catalog": catalog,
             "--waveforms": waveforms,
@@ -551,6 +588,7 @@ def run_classification(
         )
         logger.info("model %s; waveforms from %s", classifier.model_id, wave_source.describe())
         options = dict(
+            min_probability=min_probability,
             batch_size=batch_size,
             workers=workers,
             flush_every=flush_every,
@@ -682,6 +720,7 @@ def merge_summaries(summaries: Sequence[ClassifySummary], n_events: int) -> Clas
     for s in summaries:
         merged.n_resumed += s.n_resumed
         merged.n_classified += s.n_classified
+        merged.n_for_review += s.n_for_review
         merged.n_unclassified += s.n_unclassified
         merged.n_windows += s.n_windows
         merged.skip_counts.update(s.skip_counts)

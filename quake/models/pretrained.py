@@ -59,7 +59,13 @@ def read_checkpoint(path: str | os.PathLike[str], backbone: Backbone) -> dict[st
         reference = timm.create_model(backbone.timm_name, pretrained=False, num_classes=0)
         reference.load_pretrained(str(path))
         return reference.state_dict()
-    state_dict = load_state_dict(str(path), use_ema=True, device="cpu", weights_only=True)
+    try:
+        state_dict = load_state_dict(str(path), use_ema=True, device="cpu", weights_only=True)
+    except Exception as err:  # torch and safetensors raise their own types for unreadable files
+        raise ValueError(
+            f"cannot read checkpoint {str(path)!r} ({str(err).splitlines()[0]}); expected a "
+            "state dict of tensors (a pickle holding other objects is never unpickled)"
+        ) from None
     if not isinstance(state_dict, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in state_dict.values()
     ):

@@ -486,8 +486,9 @@ def _run_in_processes(
     logger.info(
         "training %d folds in %d processes, %d thread(s) each", len(pending), workers, per_worker
     )
+    pool = None
     try:
-        with concurrent.futures.ProcessPoolExecutor(
+        pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=workers,
             mp_context=context,
             # the worker asks to die with this process before it imports anything heavy
@@ -502,24 +503,29 @@ def _run_in_processes(
                 progress,
                 log_queue,
             ),  # fmt: skip
-        ) as pool:
-            futures = []
-            for i, fold in enumerate(pending):
-                futures.append(
-                    pool.submit(
-                        _train_in_worker,
-                        fold,
-                        fold_dir_of(run_dir, fold),
-                        per_worker,
-                        i % workers,
-                    )
-                )
-            try:
-                for future in concurrent.futures.as_completed(futures):
-                    future.result()  # re-raises a worker's error here
-            except BaseException:
-                for future in futures:  # folds not started yet are dropped; running ones finish
-                    future.cancel()
-                raise
+        )
+        futures = [
+            pool.submit(_train_in_worker, fold, fold_dir_of(run_dir, fold), per_worker, i % workers)
+            for i, fold in enumerate(pending)
+        ]
+        for future in concurrent.futures.as_completed(futures):
+            future.result()  # re-raises a worker's error here
+        pool.shutdown()
+    except BaseException:
+        if pool is not None:
+            _stop_pool(pool)
+        raise
     finally:
         listener.stop()
+
+
+def _stop_pool(pool) -> None:
+    """Stop a process pool at once: folds not started are dropped, running ones killed (a fold
+    writes its folder only when it is complete, so a rerun trains it again from the start).
+    Waiting for them instead would keep a stopped or failed run alive for minutes."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+    for process in processes:
+        process.kill()
+    for process in processes:
+        process.join(timeout=10)
+    pool.shutdown(wait=True, cancel_futures=True)  # quick now: its manager sees them dead

@@ -67,6 +67,7 @@ class PretrainedResolver:
                 self._resolved = False
                 self.status["note"] = f"unavailable, random initialisation ({error})"
         else:
+            build(self.requested)  # an unreadable or unfitting file stops the run before training
             self._resolved = self.requested
             self.status["note"] = f"weights file {self.requested}"
         return self._resolved

@@ -1,0 +1,79 @@
+"""What every quake command does around its work: one line for an ordinary failure, a clean stop
+on SIGINT/SIGTERM.
+
+An error a person can act on (a missing file, a bad value, a full disk, a read-only folder)
+ends the command with ``error: <what, and what was expected>`` on stderr and exit status 2,
+without a traceback; ``-v`` adds the traceback. SIGTERM (a scheduler's stop) is handled like
+Ctrl-C: the work unwinds through its ``finally`` blocks (outputs flushed, locks released,
+worker processes stopped), the command says how to resume, and exits with 130 or 143.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+
+EXIT_ERROR = 2
+_EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, as shells do
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised in the main thread when SIGTERM (or SIGINT) arrives."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Stopped` in the main thread while the block runs."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {s: signal.signal(s, handler) for s in _EXIT_SIGNAL}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def error_message(err: BaseException) -> str:
+    """One line for an ordinary failure: an OSError says what went wrong with which file."""
+    if isinstance(err, OSError) and err.strerror:
+        files = [repr(str(f)) for f in (err.filename, err.filename2) if f is not None]
+        return f"{err.strerror}" + (f": {' -> '.join(files)}" if files else "")
+    return str(err) or type(err).__name__
+
+
+def run_command(
+    body: Callable[[], int],
+    *,
+    verbose: bool = False,
+    resume_hint: str | Callable[[], str] = "",
+    also: tuple[type[Exception], ...] = (),
+) -> int:
+    """Run a command's ``body`` and turn its ordinary failures into one line and an exit status
+    (module docstring). Errors that are not ordinary (bugs) keep their traceback.
+    ``resume_hint`` (or a function giving it, asked when the stop comes) says how to go on;
+    ``also`` names further exception types that are ordinary failures of this command."""
+    try:
+        with stop_on_signals():
+            return body()
+    except KeyboardInterrupt as stop:
+        signum = stop.signum if isinstance(stop, Stopped) else signal.SIGINT
+        hint = resume_hint() if callable(resume_hint) else resume_hint
+        stopped = f"stopped by {signal.Signals(signum).name}"
+        print(stopped + (f"; {hint}" if hint else ""), file=sys.stderr)
+        return _EXIT_SIGNAL[signum]
+    except (ValueError, OSError, *also) as err:
+        if verbose:
+            traceback.print_exc()
+        hint = "" if verbose else " (-v for the traceback)"
+        print(f"error: {error_message(err)}{hint}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,184 @@
+"""Errors a person can act on: every ordinary failure of a quake command ends with one line
+naming the file or value and what was expected, a non-zero exit and no traceback (the traceback
+with ``-v``); SIGTERM stops a command like Ctrl-C. Real commands in real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from quake.cli import EXIT_ERROR, Stopped, run_command
+from quake.data import PreprocessConfig
+from quake.inference import EventClassifier
+from quake.models import HybridViT
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- run_command in this process ---------------------------------------------------------------
+def _fails(error: BaseException):
+    def body() -> int:
+        raise error
+
+    return body
+
+
+def test_an_ordinary_error_is_one_line_and_exit_2(capsys):
+    assert run_command(_fails(ValueError("--lr -1: expected > 0"))) == EXIT_ERROR
+    assert capsys.readouterr().err == "error: --lr -1: expected > 0 (-v for the traceback)\n"
+
+
+def test_verbose_adds_the_traceback(capsys):
+    assert run_command(_fails(ValueError("bad value")), verbose=True) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and err.endswith("error: bad value\n")
+
+
+def test_an_os_error_names_the_file(capsys):
+    error = PermissionError(13, "Permission denied", "/data/out.csv")
+    assert run_command(_fails(error)) == EXIT_ERROR
+    assert "error: Permission denied: '/data/out.csv'" in capsys.readouterr().err
+
+
+def test_a_bug_keeps_its_traceback():
+    with pytest.raises(KeyError):
+        run_command(_fails(KeyError("x")))
+
+
+def test_a_stop_says_how_to_resume(capsys):
+    assert run_command(_fails(Stopped(signal.SIGTERM)), resume_hint=lambda: "rerun it") == 143
+    assert capsys.readouterr().err == "stopped by SIGTERM; rerun it\n"
+    assert run_command(_fails(KeyboardInterrupt())) == 130
+
+
+def test_sigterm_raises_in_the_command_and_the_handler_is_restored(capsys):
+    before = signal.getsignal(signal.SIGTERM)
+
+    def body() -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return 0  # not reached: the handler raises first
+
+    assert run_command(body) == 143
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+# --- the scripts ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = PreprocessConfig()
+    model = HybridViT(depth=1, img_size=config.spectrogram_shape[1:],
+                      class_names=["earthquake", "explosion"])  # fmt: skip
+    return EventClassifier([model], config).save(tmp_path_factory.mktemp("m") / "model")
+
+
+@pytest.fixture(scope="module")
+def pnw(real_data_dir) -> Path:
+    path = real_data_dir / "pnw-eqex"
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+def _script(name: str, *args: object, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    command = [*prefix, sys.executable, str(ROOT / "scripts" / name), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def _classify(model, pnw: Path, out, *extra, prefix=()) -> subprocess.CompletedProcess:
+    return _script("classify.py", "--model", model, "--catalog", pnw / "catalog.csv",
+                   "--waveforms", pnw, "--out", out, "--no-progress", *extra,
+                   prefix=prefix)  # fmt: skip
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == EXIT_ERROR, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    for fragment in fragments:
+        assert fragment in last, last
+
+
+def test_out_that_is_a_folder(model_dir, pnw, tmp_path):
+    result = _classify(model_dir, pnw, tmp_path)
+    _assert_one_line_error(result, f"--out {str(tmp_path)!r} is a folder")
+
+
+def test_a_damaged_model_folder_is_named_and_v_gives_the_traceback(model_dir, pnw, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    config_path = model / "members" / "member_0" / "model.json"
+    config = json.loads(config_path.read_text())
+    config["init_kwargs"]["depth"] = 2
+    config_path.write_text(json.dumps(config))
+    result = _classify(model, pnw, tmp_path / "p.csv")
+    _assert_one_line_error(result, "model.safetensors' does not fit", "missing blocks.1")
+    assert not (tmp_path / "p.csv").exists()
+    verbose = _classify(model, pnw, tmp_path / "p.csv", "-v")
+    assert verbose.returncode == EXIT_ERROR and "Traceback" in verbose.stderr
+
+    (model / "classifier.json").write_text("{")
+    _assert_one_line_error(
+        _script("export.py", "--model", model, "--out", tmp_path / "export"),
+        f"{str(model / 'classifier.json')!r} is not valid JSON",
+    )
+
+
+def test_train_refuses_a_pickled_pretrained_file_and_a_set_without_labels(real_data_dir, tmp_path):
+    pickled = tmp_path / "weights.pth"
+    torch.save({"model": ValueError("not a tensor"), "w": torch.zeros(2)}, pickled)
+    data = real_data_dir / "eqnoise-3c"
+    result = _script("train.py", "--depth", "1", "--data", data, "--out", tmp_path / "run",
+                     "--pretrained", pickled, "--epochs", "1", "--no-baseline",
+                     "--quiet")  # fmt: skip
+    _assert_one_line_error(result, f"cannot read checkpoint {str(pickled)!r}", "state dict")
+    assert not list((tmp_path / "run").glob("folds/*"))  # refused before any fold trained
+
+    unlabelled = real_data_dir / "unlabelled-pnw"
+    if unlabelled.is_dir():
+        result = _script("train.py", "--depth", "1", "--data", unlabelled,
+                         "--out", tmp_path / "run2", "--quiet")  # fmt: skip
+        _assert_one_line_error(result, "has no 'event_type' column")
+
+
+# --- a full disk and a read-only folder: a small tmpfs in a private mount namespace --------------
+def _private_tmpfs_prefix(folder: Path, options: str) -> tuple[str, ...]:
+    """A command prefix that runs the command with a tmpfs (``options``) mounted over ``folder``,
+    in a user and mount namespace of its own (no privileges needed, nothing left mounted)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs util-linux unshare for a private tmpfs")
+    probe = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "mount", "-t", "tmpfs",
+         "-o", options, "tmpfs", str(folder)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        pytest.skip(f"this machine does not allow a private tmpfs: {probe.stderr.strip()}")
+    script = f'mount -t tmpfs -o {options} tmpfs "{folder}" && exec "$@"'
+    return ("unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh")
+
+
+def test_a_full_disk_is_one_line_naming_the_output(model_dir, pnw, tmp_path):
+    out_dir = tmp_path / "small"
+    out_dir.mkdir()
+    prefix = _private_tmpfs_prefix(out_dir, "size=8k")
+    result = _classify(model_dir, pnw, out_dir / "p.csv", prefix=prefix)
+    _assert_one_line_error(result, f"cannot write {str(out_dir / 'p.csv')!r}",
+                           "No space left on device")  # fmt: skip
+
+
+def test_a_read_only_folder_is_one_line_naming_the_output(model_dir, pnw, tmp_path):
+    out_dir = tmp_path / "ro"
+    out_dir.mkdir()
+    prefix = _private_tmpfs_prefix(out_dir, "ro,size=64k")
+    result = _classify(model_dir, pnw, out_dir / "p.csv", prefix=prefix)
+    _assert_one_line_error(result, str(out_dir / "p.csv"), "Read-only file system")
