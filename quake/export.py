@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from quake.data.filters import WaveformFilter
 from quake.inference import CLASSIFIER_FILE, EventClassifier
 from quake.models import HybridViT
 from quake.models.hybrid_vit import CONFIG_FILE as HYBRID_VIT_FILE
-from quake.runtime import check_outputs_apart
+from quake.runtime import check_outputs_apart, staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +179,7 @@ def export_classifier(
 
     module = EnsembleProbabilities(classifier).eval()
     example = torch.from_numpy(parity_windows(classifier.config, 3, seed=1))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    staging = staging_dir(out_dir)
     result = ExportResult(directory=out_dir, files={})
     opset_used = None
     try:
