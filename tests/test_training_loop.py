@@ -100,6 +100,18 @@ def test_early_stopping_and_best_checkpoint():
     assert fit.best_epoch == int(np.argmin(losses)) + 1
 
 
+def test_guarded_selection_keeps_the_averaged_weights_of_a_late_epoch():
+    fit = _fit(epochs=6, patience=1, min_epochs=4, selection_smoothing=2, ema_decay=0.5)
+    assert len(fit.history) >= 5  # no early stop before min_epochs
+    assert fit.best_epoch >= 4
+    losses = [h["val_loss"] for h in fit.history]
+    smoothed = [np.mean(losses[max(0, e - 2) : e]) for e in range(1, len(losses) + 1)]
+    assert fit.best_epoch == 4 + int(np.argmin(smoothed[3:]))
+    # the kept weights are those that were scored: the average, which no raw step reaches
+    fit_raw = _fit(epochs=6, patience=1, min_epochs=4, selection_smoothing=2)
+    assert not torch.equal(fit.model.cls_token, fit_raw.model.cls_token)
+
+
 def test_a_non_finite_batch_is_skipped_without_poisoning_the_model():
     rng = np.random.default_rng(1)
     waveforms = torch.from_numpy(rng.normal(size=(40, 3, PRE.window_samples)).astype(np.float32))

@@ -120,6 +120,12 @@ class OptimConfig:
     frozen_epochs: int = 0  # two-stage schedule: this many epochs with the backbone frozen first
     patience: int | None = 15  # early stopping on the validation split; None: train all epochs
     selection_metric: str = "loss"  # validation quantity that picks the checkpoint
+    # guards of the checkpoint choice (quake.training.selection): no epoch kept before
+    # min_epochs; an epoch judged by the mean of the last selection_smoothing validation scores;
+    # weights judged and kept are an EMA over steps with ema_decay (null: the raw weights)
+    min_epochs: int = 0
+    selection_smoothing: int = 1
+    ema_decay: float | None = None
     # training forward passes: auto (bf16 where native) | bf16 | fp16 (CUDA, loss scaling) | fp32
     precision: str = "auto"
 
@@ -170,6 +176,24 @@ class OptimConfig:
             "optim.precision",
             self.precision,
             f"one of {list(PRECISION_CHOICES)}",
+        )
+        _check(
+            0 <= self.min_epochs <= self.epochs,
+            "optim.min_epochs",
+            self.min_epochs,
+            f"an integer in [0, optim.epochs={self.epochs}]",
+        )
+        _check(
+            self.selection_smoothing >= 1,
+            "optim.selection_smoothing",
+            self.selection_smoothing,
+            "an integer >= 1",
+        )
+        _check(
+            self.ema_decay is None or 0.0 < self.ema_decay < 1.0,
+            "optim.ema_decay",
+            self.ema_decay,
+            "a float in (0, 1) or null",
         )
         _check(
             self.selection_metric in SELECTION_METRICS,

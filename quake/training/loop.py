@@ -29,6 +29,7 @@ from quake.runtime import AUTOCAST_DTYPES, resolve_precision
 from quake.training.augment import Augmenter
 from quake.training.config import ModelConfig, OptimConfig
 from quake.training.distributed import SINGLE, DistContext
+from quake.training.selection import CheckpointRule, WeightAverage
 
 logger = logging.getLogger(__name__)
 
@@ -330,8 +331,12 @@ def train_fold(
     val_idx = np.asarray(val_idx, dtype=np.int64)  # scored a batch at a time, never copied out
     val_y = labels[val_idx]
     history: list[dict] = []
-    best_score, best_epoch, best_state = -math.inf, 0, None
-    since_best = 0
+    rule = CheckpointRule(
+        min_epochs=optim.min_epochs, smoothing=optim.selection_smoothing, patience=optim.patience
+    )
+    average = WeightAverage(model, optim.ema_decay) if optim.ema_decay is not None else None
+    judged = model if average is None else average.model  # the weights scored and kept
+    best_state = None
     start = time.perf_counter()
     seen = 0
     train_seconds = 0.0
@@ -403,6 +408,8 @@ def train_fold(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if average is not None:
+                average.update(model)
             loss_sum += float(loss.detach()) * len(idx)
             loss_n += len(idx)
             bar.update(1)
@@ -419,7 +426,7 @@ def train_fold(
             "backbone_frozen": bool(model.backbone_frozen),
             "skipped_steps": skipped,
             **evaluate(
-                model,
+                judged,
                 waveforms,
                 val_y,
                 preprocess,
@@ -443,13 +450,9 @@ def train_fold(
                 "; going on in float32" if precision == "bf16" else "",
             )
             precision = "fp32"
-        score = _selection_score(optim.selection_metric, entry)
-        improved = score > best_score
-        if improved:
-            best_score, best_epoch, since_best = score, epoch, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        else:
-            since_best += 1
+        improved, stop = rule.update(_selection_score(optim.selection_metric, entry))
+        if improved or epoch == optim.epochs and best_state is None:
+            best_state = {k: v.detach().cpu().clone() for k, v in judged.state_dict().items()}
         logger.info(
             "%s epoch %d/%d: train loss %.4f, val loss %.4f, val macro-F1 %.3f, val bal. acc. %.3f%s",
             description,
@@ -461,12 +464,10 @@ def train_fold(
             entry["val_balanced_accuracy"],
             " *" if improved else "",
         )
-        if (
-            optim.patience is not None
-            and since_best >= optim.patience
-            and epoch > optim.frozen_epochs
-        ):
-            logger.info("%s: early stop after epoch %d (best %d)", description, epoch, best_epoch)
+        if stop and epoch > optim.frozen_epochs:
+            logger.info(
+                "%s: early stop after epoch %d (best %d)", description, epoch, rule.best_epoch
+            )
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -474,7 +475,7 @@ def train_fold(
     return FoldFit(
         model=model,
         history=history,
-        best_epoch=best_epoch,
+        best_epoch=rule.best_epoch or len(history),
         seconds=time.perf_counter() - start,
         samples_per_s=seen / train_seconds if train_seconds > 0 else 0.0,
     )
