@@ -21,6 +21,7 @@ from quake.data.components import (
 from quake.data.config import DEFAULT_TRANSFORMS, PreprocessConfig, TransformOP
 from quake.data.readers import (
     CatalogDataset,
+    LabelSpec,
     SeisBenchDataset,
     SteadDataset,
     WaveformDataset,
@@ -51,6 +52,7 @@ __all__ = [
     "anchor_sample_from_metadata",
     "component_of",
     "open_dataset",
+    "LabelSpec",
     "prepare_window",
     "resample_waveform",
     "select_band",

@@ -36,6 +36,10 @@ class DataConfig:
     """Where the traces come from and how each is preprocessed (see ``PreprocessConfig``)."""
 
     path: str | None = None  # None: the embedded synthetic default set
+    # SeisBench/STEAD metadata column of the labels (catalogs: event_type), and the set's own
+    # names -> class names (QuakeML event types or noise), e.g. {"eq": "earthquake"}
+    label_column: str = "source_type"
+    label_map: dict = field(default_factory=dict)
     # PreprocessConfig fields; unset ones take PreprocessConfig's defaults
     preprocess: dict = field(default_factory=dict)
 
@@ -46,9 +50,17 @@ class DataConfig:
             self.path,
             "a folder or null",
         )
+        self.labels()  # a label_map target that is no class name is refused here, by its name
         # PreprocessConfig validates its own fields; store them all, resolved, so that the saved
         # config says exactly what preprocessing the run used.
         self.preprocess = self.preprocess_config().to_dict()
+
+    def labels(self):
+        """The :class:`quake.data.LabelSpec` of these settings."""
+        from quake.data import LabelSpec
+
+        _check(isinstance(self.label_map, dict), "data.label_map", self.label_map, "a mapping")
+        return LabelSpec(str(self.label_column), self.label_map)
 
     def preprocess_config(self):
         """The validated :class:`quake.data.PreprocessConfig` these settings describe."""

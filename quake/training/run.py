@@ -196,7 +196,7 @@ def load_data(
         path = Path(config.data.path).expanduser()
         if not path.exists():
             raise ValueError(f"data.path {str(path)!r} does not exist; expected a dataset folder")
-    dataset = open_dataset(path, preprocess)
+    dataset = open_dataset(path, preprocess, config.data.labels())
     adapter = WaveformDataAdapter(dataset, config=preprocess, progress=progress)
     if len(adapter) == 0:
         raise ValueError(f"no usable trace in {str(path)!r}: dropped {adapter.drop_counts()}")

@@ -6,14 +6,16 @@ import os
 from pathlib import Path
 
 from quake.data.config import PreprocessConfig
-from quake.data.readers.base import WaveformDataset
+from quake.data.readers.base import LabelSpec, WaveformDataset
 from quake.data.readers.catalog import CATALOG_FILES, CatalogDataset, find_catalog
 from quake.data.readers.seisbench import SeisBenchDataset, parse_trace_name
 from quake.data.readers.stead import SteadDataset, find_stead_files
 
 
 def open_dataset(
-    path: str | os.PathLike, config: PreprocessConfig | None = None
+    path: str | os.PathLike,
+    config: PreprocessConfig | None = None,
+    labels: LabelSpec | None = None,
 ) -> WaveformDataset:
     """Open a waveform set by what ``path`` holds.
 
@@ -21,20 +23,23 @@ def open_dataset(
     - ``catalog.xml`` or ``catalog.csv`` + ``waveforms/<event_id>/*.mseed``, or the path of
       such a catalog file (:class:`CatalogDataset`; ``catalog.xml`` wins when both exist);
     - one ``*.csv`` + one ``*.hdf5``: STEAD (:class:`SteadDataset`).
+
+    ``labels`` says where the labels are and how the set's names map to class names
+    (:class:`~quake.data.readers.base.LabelSpec`).
     """
     path = Path(path)
     if not path.exists():
         raise ValueError(f"dataset path {str(path)!r} does not exist")
     if path.is_file():
         if path.suffix.lower() in (".xml", ".quakeml", ".csv"):
-            return CatalogDataset(path, config)
+            return CatalogDataset(path, config, labels)
         raise ValueError(f"{path} is a file; expected a dataset folder or a catalog .xml/.csv file")
     if (path / "metadata.csv").is_file() and (path / "waveforms.hdf5").is_file():
-        return SeisBenchDataset(path, config)
+        return SeisBenchDataset(path, config, labels)
     if find_catalog(path) is not None:
-        return CatalogDataset(path, config)
+        return CatalogDataset(path, config, labels)
     if find_stead_files(path) is not None:
-        return SteadDataset(path, config)
+        return SteadDataset(path, config, labels)
     raise ValueError(
         f"cannot tell the format of {path}: expected metadata.csv + waveforms.hdf5 (SeisBench), "
         f"{' or '.join(CATALOG_FILES)} + waveforms/ (catalog + miniSEED), or one *.csv + one "
@@ -44,6 +49,7 @@ def open_dataset(
 
 __all__ = [
     "CatalogDataset",
+    "LabelSpec",
     "SeisBenchDataset",
     "SteadDataset",
     "WaveformDataset",

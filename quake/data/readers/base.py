@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ from quake.data.transforms import SkipTrace
 logger = logging.getLogger(__name__)
 
 LABEL_COLUMN = "source_type"
+# names sets use for quake's classes, understood without a data.label_map
+BUILTIN_LABEL_ALIASES = {"earthquake_local": "earthquake", "earthquake_regional": "earthquake"}
 # Key of a sample's metadata dict that holds its StreamArray (quality record, recorded-sample
 # mask) when the reader converted an obspy Stream; not a metadata column.
 READING_KEY = "reading"
@@ -42,6 +46,45 @@ CATEGORY_COLUMNS = (
     "trace_category",
     "split",
 )
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """Where a set's labels are and how its names become quake's class names.
+
+    ``column``: the metadata column of SeisBench-format and STEAD sets that holds the label
+    (``source_type``, as SeisBench names it; e.g. ``trace_category`` or ``label``); catalogs
+    take theirs from ``event_type``. ``mapping``: a set's own names -> class names (QuakeML event
+    types or ``noise``), e.g. ``{"eq": "earthquake", "surface event": "landslide"}``; matched
+    case-insensitively, after the built-in aliases (``earthquake_local`` -> ``earthquake``).
+    """
+
+    column: str = LABEL_COLUMN
+    mapping: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        normalized = {}
+        for name, target in dict(self.mapping).items():
+            try:
+                normalized[str(name).strip().lower()] = validate_class_name(target)
+            except ValueError as err:
+                raise ValueError(f"data.label_map {name!r}: {err}") from None
+        object.__setattr__(self, "mapping", normalized)
+
+    def class_name(self, label: object) -> str | None:
+        """The class name of a set's ``label``, or None when it is not one (nor mapped to one)."""
+        key = str(label).strip().lower()
+        try:
+            return validate_class_name(self.mapping.get(key) or BUILTIN_LABEL_ALIASES.get(key, key))
+        except ValueError:
+            return None
+
+
+def unknown_label_reason(label: object, where: str = "") -> str:
+    return (
+        f"unknown label: {where}{label!r} is not a QuakeML event type or 'noise' "
+        "(map it with data.label_map)"
+    )
 
 
 class WaveformDataset:
@@ -70,9 +113,15 @@ class WaveformDataset:
         if LABEL_COLUMN in self.metadata.columns and len(self.metadata):
             self.class_names = ClassNames.from_labels(self.metadata[LABEL_COLUMN])
         for item, reason in self.skipped:
-            logger.warning("%s: skipped %s (%s)", self.name, item, reason)
-        if self.skipped:
-            logger.info("%s: %d samples, %d skipped", self.name, len(self), len(self.skipped))
+            logger.debug("%s: skipped %s (%s)", self.name, item, reason)
+        if self.skipped:  # one line for the lot: a set with 10,000 unknown labels is one problem
+            counts = Counter(reason for _, reason in self.skipped).most_common()
+            shown = "; ".join(f"{reason} x{n}" for reason, n in counts[:10])
+            more = f"; and {len(counts) - 10} other reasons" if len(counts) > 10 else ""
+            logger.warning(
+                "%s: %d samples, %d skipped: %s%s",
+                self.name, len(self), len(self.skipped), shown, more,
+            )  # fmt: skip
 
     @property
     def name(self) -> str:
@@ -194,26 +243,26 @@ def compact_metadata(metadata: pd.DataFrame) -> pd.DataFrame:
 
 
 def normalize_labels(
-    metadata: pd.DataFrame, item_column: str = "trace_name", aliases: dict[str, str] | None = None
+    metadata: pd.DataFrame, labels: LabelSpec, item_column: str = "trace_name"
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Validate ``source_type`` (after ``aliases``); rows with an unknown label are skipped."""
-    if LABEL_COLUMN not in metadata.columns:
+    """``source_type`` from ``labels.column``, as class names (``labels.mapping``); rows with an
+    unknown label are skipped. A set without the column is returned as is (unlabelled), unless
+    the column was asked for by name."""
+    if labels.column not in metadata.columns:
+        if labels.column != LABEL_COLUMN:
+            raise ValueError(
+                f"data.label_column {labels.column!r} is not a metadata column; expected one of "
+                f"{sorted(map(str, metadata.columns))}"
+            )
         return metadata, []
-    aliases = aliases or {}
     normalized: list[str | None] = []
     skipped: list[tuple[str, str]] = []
     cache: dict[Any, str | None] = {}
-    for item, label in zip(metadata[item_column], metadata[LABEL_COLUMN], strict=True):
+    for item, label in zip(metadata[item_column], metadata[labels.column], strict=True):
         if label not in cache:
-            try:
-                key = str(label).strip().lower()
-                cache[label] = validate_class_name(aliases.get(key, key))
-            except ValueError:
-                cache[label] = None
+            cache[label] = labels.class_name(label)
         if cache[label] is None:
-            skipped.append(
-                (str(item), f"unknown label: {label!r} is not a QuakeML event type or 'noise'")
-            )
+            skipped.append((str(item), unknown_label_reason(label)))
         normalized.append(cache[label])
     keep = np.array([n is not None for n in normalized], dtype=bool)
     out = metadata.copy()

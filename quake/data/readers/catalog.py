@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 from obspy import Stream, UTCDateTime
 
-from quake.classes import validate_class_name
 from quake.data.catalog import float_or_none, read_catalog, text_or_empty
 from quake.data.components import (
     StreamArray,
@@ -39,7 +38,7 @@ from quake.data.components import (
 )
 from quake.data.config import PreprocessConfig
 from quake.data.quality import COMPONENTS
-from quake.data.readers.base import WaveformDataset
+from quake.data.readers.base import LabelSpec, WaveformDataset, unknown_label_reason
 from quake.data.sources import event_folder, mseed_files, read_mseed
 from quake.data.transforms import SkipTrace
 
@@ -59,7 +58,12 @@ def find_catalog(path: Path) -> Path | None:
 class CatalogDataset(WaveformDataset):
     """A catalog + miniSEED folder; ``path`` is the folder or the catalog file itself."""
 
-    def __init__(self, path: str | os.PathLike, config: PreprocessConfig | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        config: PreprocessConfig | None = None,
+        labels: LabelSpec | None = None,
+    ):
         path = Path(path)
         if path.is_file():
             catalog_path, folder = path, path.parent
@@ -72,6 +76,7 @@ class CatalogDataset(WaveformDataset):
                 )
             catalog_path = found
         config = config or PreprocessConfig()
+        self.label_spec = labels or LabelSpec()
         self.catalog_path = catalog_path
         self.waveform_dir = folder / WAVEFORM_DIR
         # labels come from event_type, so a CSV catalog must have that column
@@ -96,10 +101,9 @@ class CatalogDataset(WaveformDataset):
         """One row of the catalog table -> metadata rows of its stations, or skips."""
         event_id = event["event_id"]
         event_type = event["event_type"] or None
-        try:
-            label = validate_class_name(event_type)
-        except ValueError:
-            skipped.append((event_id, f"unknown label: event_type {event_type!r}"))
+        label = self.label_spec.class_name(event_type) if event_type is not None else None
+        if label is None:
+            skipped.append((event_id, unknown_label_reason(event_type, "event_type ")))
             return
         try:
             event_dir = event_folder(self.waveform_dir, event_id)

@@ -23,7 +23,7 @@ import pandas as pd
 from quake.data.components import COMPONENTS, component_of, listed_components
 from quake.data.config import PreprocessConfig
 from quake.data.quality import check_numeric
-from quake.data.readers.base import LABEL_COLUMN, WaveformDataset, normalize_labels
+from quake.data.readers.base import LABEL_COLUMN, LabelSpec, WaveformDataset, normalize_labels
 from quake.data.transforms import SkipTrace
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ MAX_ROW_GAP = 8
 CHUNK_CACHE_BYTES = 32 * 1024 * 1024
 
 # Labels of other conventions that mean a QuakeML type (STEAD's trace_category values).
-LABEL_ALIASES = {"earthquake_local": "earthquake", "earthquake_regional": "earthquake"}
 
 
 def parse_trace_name(trace_name: str) -> tuple[str, tuple[Any, ...] | None]:
@@ -76,6 +75,7 @@ class HDF5Dataset(WaveformDataset):
         hdf5_path: Path,
         config: PreprocessConfig | None = None,
         default_sampling_rate_hz: float | None = None,
+        labels: LabelSpec | None = None,
     ):
         self.hdf5_path = Path(hdf5_path)
         self._h5: h5py.File | None = None
@@ -142,7 +142,7 @@ class HDF5Dataset(WaveformDataset):
                 )
             )
         metadata = metadata[present]
-        metadata, bad_labels = normalize_labels(metadata, aliases=LABEL_ALIASES)
+        metadata, bad_labels = normalize_labels(metadata, labels or LabelSpec())
         super().__init__(metadata, path=path, config=config, skipped=skipped + bad_labels)
 
     def _file(self) -> h5py.File:
@@ -295,7 +295,12 @@ def _row_runs(items: list) -> list[list]:
 class SeisBenchDataset(HDF5Dataset):
     """A SeisBench-format folder: ``metadata.csv`` + ``waveforms.hdf5``."""
 
-    def __init__(self, path: str | os.PathLike, config: PreprocessConfig | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        config: PreprocessConfig | None = None,
+        labels: LabelSpec | None = None,
+    ):
         path = Path(path)
         csv, hdf5 = path / "metadata.csv", path / "waveforms.hdf5"
         for f in (csv, hdf5):
@@ -305,7 +310,7 @@ class SeisBenchDataset(HDF5Dataset):
             metadata = pd.read_csv(csv, low_memory=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot read {csv}: {exc}") from exc
-        super().__init__(path, metadata, hdf5, config)
+        super().__init__(path, metadata, hdf5, config, labels=labels)
 
 
 def _attr_str(value: Any, default: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from quake.data.config import PreprocessConfig
+from quake.data.readers.base import LabelSpec
 from quake.data.readers.seisbench import HDF5Dataset
 
 STEAD_SAMPLING_RATE_HZ = 100.0
@@ -55,7 +56,12 @@ class SteadDataset(HDF5Dataset):
     default_component_order = "ENZ"
     default_dimension_order = "WC"
 
-    def __init__(self, path: str | os.PathLike, config: PreprocessConfig | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        config: PreprocessConfig | None = None,
+        labels: LabelSpec | None = None,
+    ):
         path = Path(path)
         files = find_stead_files(path)
         if files is None:
@@ -71,5 +77,10 @@ class SteadDataset(HDF5Dataset):
         if "trace_category" in metadata.columns:
             metadata["source_type"] = metadata["trace_category"]
         super().__init__(
-            path, metadata, hdf5, config, default_sampling_rate_hz=STEAD_SAMPLING_RATE_HZ
+            path,
+            metadata,
+            hdf5,
+            config,
+            default_sampling_rate_hz=STEAD_SAMPLING_RATE_HZ,
+            labels=labels,
         )
