@@ -391,7 +391,7 @@ def train_cache_child(path: Path, mode: str, run_dir: Path, batch_size: int) -> 
 
     from quake.training import load_config
     from quake.training.loop import build_model, probabilities_at
-    from quake.training.run import load_data
+    from quake.training.run import load_data, open_training_set
     from quake.training.splits import grouped_folds
 
     def maxrss_mb() -> float:
@@ -411,7 +411,7 @@ def train_cache_child(path: Path, mode: str, run_dir: Path, batch_size: int) -> 
     out: dict = {"mode": mode, "start_maxrss_mb": maxrss_mb()}
     with _MemorySampler() as sampler:
         t = time.perf_counter()
-        data, _, _ = load_data(config, progress=False, run_dir=run_dir)
+        data, _, _ = load_data(config, open_training_set(config), progress=False, run_dir=run_dir)
         out["load_s"] = time.perf_counter() - t
         out["traces"] = len(data.labels)
         out["window_mb"] = data.waveforms.numel() * 4 / 2**20

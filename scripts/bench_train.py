@@ -208,9 +208,9 @@ def prepare_data(args: argparse.Namespace, config: TrainConfig, path: Path) -> d
     """The windows every worker trains on, loaded once and saved to ``path``."""
     preprocess = config.data.preprocess_config()
     if args.data == "synthetic":
-        from quake.training.run import load_data
+        from quake.training.run import load_data, open_training_set
 
-        data, summary, _ = load_data(config, progress=False)
+        data, summary, _ = load_data(config, open_training_set(config), progress=False)
         payload = {
             "waveforms": data.waveforms,
             "labels": data.labels,

@@ -148,6 +148,11 @@ def test_train_refuses_a_pickled_pretrained_file_and_a_set_without_labels(real_d
         result = _script("train.py", "--depth", "1", "--data", unlabelled,
                          "--out", tmp_path / "run2", "--quiet")  # fmt: skip
         _assert_one_line_error(result, "has no 'event_type' column")
+        assert not (tmp_path / "run2").exists()  # refused before the run folder is made
+
+    typo = _script("train.py", "--data", real_data_dir / "eqnoise3c", "--out", tmp_path / "run3")
+    _assert_one_line_error(typo, "eqnoise3c' does not exist")
+    assert not (tmp_path / "run3").exists()
 
 
 # --- a full disk and a read-only folder: a small tmpfs in a private mount namespace --------------

@@ -86,3 +86,14 @@ def test_a_catalog_with_its_own_type_names(real_data_dir, tmp_path):
     original = open_dataset(pnw / "catalog.csv")
     assert list(mapped.metadata["source_type"]) == list(original.metadata["source_type"])
     assert len(open_dataset(tmp_path)) == 0  # unmapped: every event skipped, named
+
+
+def test_training_refuses_a_set_without_labels_before_making_a_run_folder(relabelled, tmp_path):
+    from quake.training.run import open_training_set
+
+    config = load_config(None, {"data.path": str(relabelled), "run.out": str(tmp_path / "run")})
+    with pytest.raises(ValueError, match=r"has no 'source_type' labels; expected a labelled set"):
+        open_training_set(config)
+    config = load_config(None, {"data.path": str(relabelled), "data.label_column": "label",
+                                "data.label_map": {"eq": "earthquake"}})  # fmt: skip
+    assert list(open_training_set(config).class_names) == ["earthquake", "noise"]

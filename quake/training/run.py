@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 import yaml
 
-from quake.data import WaveformDataAdapter, open_dataset
+from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset
 from quake.inference import EventClassifier, weights_digest
 from quake.runtime import OutputLock, resolve_device, resolve_precision, write_text_atomic
 from quake.training import metrics as M
@@ -178,16 +178,10 @@ class _RunLog:
         self.handler.close()
 
 
-def load_data(
-    config: TrainConfig,
-    progress: bool,
-    dist: DistContext = SINGLE,
-    run_dir: Path | None = None,
-) -> tuple[CVData, dict, dict]:
-    """Open the set, check every trace once, and hold the kept windows in one tensor: in
-    memory, or (``run.window_cache`` disk) memory-mapped from ``<run_dir>/windows.npy``,
-    written by rank 0 alone and opened by every rank."""
-    preprocess = config.data.preprocess_config()
+def open_training_set(config: TrainConfig, dist: DistContext = SINGLE) -> WaveformDataset:
+    """The labelled set ``config.data`` names, opened (metadata and labels, no waveform read):
+    a wrong path, an unknown format or a set without two labelled classes fails here, before
+    a run folder exists."""
     if config.data.path is None:
         from quake.data import synthetic
 
@@ -196,7 +190,31 @@ def load_data(
         path = Path(config.data.path).expanduser()
         if not path.exists():
             raise ValueError(f"data.path {str(path)!r} does not exist; expected a dataset folder")
-    dataset = open_dataset(path, preprocess, config.data.labels())
+    labels = config.data.labels()
+    dataset = open_dataset(path, config.data.preprocess_config(), labels)
+    classes = [] if dataset.class_names is None else list(dataset.class_names)
+    if len(classes) < 2:
+        found = f"only the class {classes}" if classes else f"no {labels.column!r} labels"
+        raise ValueError(
+            f"{str(path)!r} has {found}; expected a labelled set with at least two classes "
+            "(data.label_column names the column of the labels, data.label_map maps the set's "
+            "own names to class names)"
+        )
+    return dataset
+
+
+def load_data(
+    config: TrainConfig,
+    dataset: WaveformDataset,
+    progress: bool,
+    dist: DistContext = SINGLE,
+    run_dir: Path | None = None,
+) -> tuple[CVData, dict, dict]:
+    """Check every trace of ``dataset`` (:func:`open_training_set`) once, and hold the kept
+    windows in one tensor: in memory, or (``run.window_cache`` disk) memory-mapped from
+    ``<run_dir>/windows.npy``, written by rank 0 alone and opened by every rank."""
+    preprocess = config.data.preprocess_config()
+    path = dataset.path
     adapter = WaveformDataAdapter(dataset, config=preprocess, progress=progress)
     if len(adapter) == 0:
         raise ValueError(f"no usable trace in {str(path)!r}: dropped {adapter.drop_counts()}")
@@ -480,6 +498,7 @@ def _train(
     config: TrainConfig, progress: bool | None, device: torch.device, dist: DistContext
 ) -> RunResult:
     t_start = time.perf_counter()
+    dataset = open_training_set(config, dist)  # before the run folder: a typo leaves no folder
     run_dir, resumed = dist.on_main(_start_run_dir, config)
     progress = progress_enabled(config.run.quiet) if progress is None else progress
     progress = progress and dist.is_main
@@ -501,7 +520,7 @@ def _train(
         timings: dict[str, float] = {}
 
         t0 = time.perf_counter()
-        data, data_summary, dropped = load_data(config, progress, dist, run_dir=run_dir)
+        data, data_summary, dropped = load_data(config, dataset, progress, dist, run_dir=run_dir)
         timings["data_s"] = time.perf_counter() - t0
         logger.info(
             "data: %d traces, %d events, classes %s, input %s; dropped %s",
