@@ -1,5 +1,5 @@
-"""What every quake command does around its work: one line for an ordinary failure, a clean stop
-on SIGINT/SIGTERM.
+"""The ``quake`` command (:func:`main`), and what every quake command does around its work: one
+line for an ordinary failure, a clean stop on SIGINT/SIGTERM.
 
 An error a person can act on (a missing file, a bad value, a full disk, a read-only folder)
 ends the command with ``error: <what, and what was expected>`` on stderr and exit status 2,
@@ -77,3 +77,37 @@ def run_command(
         hint = "" if verbose else " (-v for the traceback)"
         print(f"error: {error_message(err)}{hint}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``quake <command> [options]``: ``train``, ``classify`` or ``export`` (each with ``--help``);
+    ``quake --version``."""
+    import argparse
+    import importlib
+    import os
+
+    from quake import __version__
+    from quake.commands import COMMANDS
+
+    # spinning OpenMP threads take the CPU other processes need on shared cores; before torch
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(
+        prog="quake",
+        description="Classify seismic events (earthquake, explosion, quarry blast, noise) from "
+        "three-component waveforms.",
+        epilog="Run 'quake <command> --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"quake {__version__}")
+    parser.add_argument(
+        "command",
+        choices=COMMANDS,
+        help="train: cross-validated training; classify: label a catalog; export: ONNX/TorchScript",
+    )
+    if not argv or argv[0].startswith("-"):  # quake, quake --help, quake --version
+        parser.parse_args(argv or ["--help"])
+        return EXIT_ERROR  # not reached: argparse exits
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        parser.error(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
+    return importlib.import_module(f"quake.commands.{command}").main(rest)

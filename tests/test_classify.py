@@ -6,7 +6,6 @@ row, that bad data is skipped with its reason, the QuakeML round trip and resume
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -386,11 +385,9 @@ def test_event_without_folder_gets_a_row_saying_so(damaged_copy, classifier, tmp
 
 
 def _load_cli():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "classify.py"
-    spec = importlib.util.spec_from_file_location("classify_cli", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from quake.commands import classify
+
+    return classify
 
 
 def test_cli_classifies_and_rejects_a_bad_id_rule(damaged_copy, model_dir, tmp_path, capsys):

@@ -187,3 +187,46 @@ def test_a_read_only_folder_is_one_line_naming_the_output(model_dir, pnw, tmp_pa
     prefix = _private_tmpfs_prefix(out_dir, "ro,size=64k")
     result = _classify(model_dir, pnw, out_dir / "p.csv", prefix=prefix)
     _assert_one_line_error(result, str(out_dir / "p.csv"), "Read-only file system")
+
+
+# --- the installed command -------------------------------------------------------------------------
+@pytest.mark.slow
+def test_pip_install_gives_a_quake_command_that_runs_anywhere(tmp_path):
+    """quake's wheel installed into a new virtual environment (its dependencies taken from this
+    one's site-packages, so nothing is downloaded), then the command from an unrelated folder."""
+    import site
+    import venv
+
+    fresh = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(fresh)
+    python = fresh / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    (Path(purelib) / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    # the wheel `pip install .` builds, built here (this environment has the build backend)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path / "wheels"), str(ROOT)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = (tmp_path / "wheels").glob("quake-*.whl")
+    install = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert install.returncode == 0, install.stdout + install.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def run(*command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(command, capture_output=True, text=True, cwd=elsewhere, timeout=120)
+
+    version = run(str(fresh / "bin" / "python"), "-m", "quake", "--version")
+    assert version.returncode == 0 and version.stdout.strip() == "quake 0.1.0"
+    helped = run(str(fresh / "bin" / "quake"), "--help")
+    assert helped.returncode == 0 and "{train,classify,export}" in helped.stdout
+    for command in ("train", "classify", "export"):
+        helped = run(str(fresh / "bin" / "quake"), command, "--help")
+        assert helped.returncode == 0, helped.stderr
+        assert helped.stdout.startswith(f"usage: quake {command} [-h]")
+    located = run(str(python), "-c", "import quake; print(quake.__file__)")
+    assert str(fresh) in located.stdout  # the installed copy, not this checkout

@@ -6,7 +6,6 @@ float32 graph of the same operations measures ~1e-7.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -210,11 +209,9 @@ def test_export_validates_its_arguments(run_dir, exported, tmp_path):
 
 
 def _load_cli():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "export.py"
-    spec = importlib.util.spec_from_file_location("export_cli", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from quake.commands import export
+
+    return export
 
 
 def test_cli_exports_and_reports_errors(run_dir, tmp_path, capsys):

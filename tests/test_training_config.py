@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _train_script():
-    spec = importlib.util.spec_from_file_location("train_script", REPO / "scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from quake.commands import train
+
+    return train
 
 
 def test_default_yaml_matches_code_defaults():
