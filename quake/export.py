@@ -13,7 +13,10 @@ dynamic.
 An export folder holds ``model.onnx`` (weights inside the file below 1.5 GB, else beside it in
 ``model.onnx.data``), ``model.torchscript.pt`` when tracing works, and ``export.json``: class
 names, the preprocessing, input and output names and shapes, and the parity measured at export
-time (onnxruntime on CPU and the traced module against ``predict_proba``).
+time (onnxruntime on CPU and the traced module against ``predict_proba``). ``model.onnx`` carries
+the class names and the preprocessing itself too, in its ``metadata_props``
+(:data:`ONNX_METADATA_KEYS`; :func:`read_onnx_metadata`), so the file alone says what its input
+must be and what its outputs are.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ OUTPUT_NAME = "probabilities"
 # (float32 graphs; what is measured is ~1e-7).
 PARITY_ATOL = 1e-5
 _FORMAT = "quake.Export"
+#: ``metadata_props`` of ``model.onnx``: JSON ``class_names`` (output order) and ``preprocess``
+#: (the PreprocessConfig), ``model_id``, ``quake_version``, and what ``input`` and ``output`` hold.
+ONNX_METADATA_KEYS = ("class_names", "preprocess", "model_id", "quake_version", "input", "output")
 _EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf caps one file at 2 GB
 _PARITY_BATCH_SIZES = (1, 5)  # other sizes than the one traced: the batch axis must be dynamic
 
@@ -185,7 +191,9 @@ def export_classifier(
     try:
         reference = _reference(classifier) if verify else None
         if "onnx" in formats:
-            opset_used = _export_onnx(module, example, staging / ONNX_FILE, opset)
+            opset_used = _export_onnx(
+                module, example, staging / ONNX_FILE, opset, onnx_metadata(classifier)
+            )
             result.files["onnx"] = out_dir / ONNX_FILE
             if reference is not None:
                 parity = _parity(reference, lambda x: onnx_predict_proba(staging / ONNX_FILE, x))
@@ -238,6 +246,41 @@ def read_export(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return sidecar
 
 
+def onnx_metadata(classifier: EventClassifier) -> dict[str, str]:
+    """The ``metadata_props`` an export of ``classifier`` carries (:data:`ONNX_METADATA_KEYS`)."""
+    import quake
+
+    config = classifier.config
+    return {
+        "class_names": json.dumps(classifier.class_names.to_list()),
+        "preprocess": json.dumps(config.to_dict()),
+        "model_id": str(classifier.model_id),
+        "quake_version": quake.__version__,
+        "input": (
+            f"{INPUT_NAME}: float32 (batch, 3, {config.window_samples}), trimmed Z, N, E windows "
+            f"at {config.sampling_rate_hz:g} Hz; filters, z-score and spectrogram of "
+            "'preprocess' are in the graph"
+        ),
+        "output": (
+            f"{OUTPUT_NAME}: float32 (batch, {len(classifier.class_names)}), class probabilities "
+            "in 'class_names' order"
+        ),
+    }
+
+
+def read_onnx_metadata(onnx_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``metadata_props`` of an exported ``model.onnx`` (weights not loaded), with
+    ``class_names`` and ``preprocess`` decoded from JSON."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    props: dict[str, Any] = {p.key: p.value for p in model.metadata_props}
+    for key in ("class_names", "preprocess"):
+        if key in props:
+            props[key] = json.loads(props[key])
+    return props
+
+
 def onnx_predict_proba(
     onnx_path: str | os.PathLike[str], waveforms: np.ndarray, batch_size: int = 128
 ) -> np.ndarray:
@@ -283,9 +326,15 @@ def _parity(reference, predict) -> dict[str, Any]:
     return {"max_abs_diff": worst, "batch_sizes": sorted(reference)}
 
 
-def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> int:
+def _export_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    opset: int | None,
+    metadata: dict[str, str],
+) -> int:
     try:
-        import onnx  # noqa: F401  (the exporter needs onnx and onnxscript)
+        import onnx  # the exporter needs onnx and onnxscript
         import onnxscript  # noqa: F401
     except ImportError as exc:
         raise RuntimeError(
@@ -308,6 +357,13 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path, opset: in
             optimize=True,
         )
     program.save(str(path), external_data=n_bytes > _EXTERNAL_DATA_BYTES)
+    # the class names and preprocessing travel in the file itself; external weights stay where
+    # the exporter put them (load_external_data=False keeps their references)
+    model = onnx.load(str(path), load_external_data=False)
+    onnx.helper.set_model_props(
+        model, {**{prop.key: prop.value for prop in model.metadata_props}, **metadata}
+    )
+    onnx.save(model, str(path))
     return int(
         next(o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx"))
     )
