@@ -180,6 +180,24 @@ class EventClassifier:
         probs = self.predict_proba(waveforms, batch_size)
         return self.class_names.decode(probs.argmax(axis=1))
 
+    def classify(self, stream, origin_time=None, picks=None):
+        """One event held in an obspy Stream (one or more stations) ->
+        :class:`quake.classify.stream.EventResult`: the event's class probabilities, each
+        station's probabilities and quality, and what was skipped and why; what
+        ``quake classify`` gives for the same event. Windows start ``pre_arrival_s`` before each
+        station's P pick (``picks``: ``{"NET.STA.LOC": time}`` or obspy Picks), else before
+        ``origin_time``.
+
+            >>> result = clf.classify(stream, origin_time="2018-04-11T20:55:29.39Z")
+            >>> result.predicted_class in clf.class_names
+            True
+            >>> int((result.stations["status"] == "skipped").sum()) == len(result.skipped)
+            True
+        """
+        from quake.classify.stream import classify_stream
+
+        return classify_stream(self, stream, origin_time, picks)
+
     # ------------------------------------------------------------------ save / load
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the classifier folder; built under a temporary name, then moved into place."""

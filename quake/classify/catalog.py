@@ -53,7 +53,7 @@ CLASSIFY_REQUIRED_FIELDS = ("origin_time",)
 
 
 def read_catalog_with_events(
-    path: str | os.PathLike, id_rule: str = "auto"
+    path: str | os.PathLike | Catalog, id_rule: str = "auto"
 ) -> tuple[pd.DataFrame, Catalog]:
     """Read a QuakeML or CSV catalog -> (event table, obspy Catalog in the same order).
 

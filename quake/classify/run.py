@@ -294,7 +294,7 @@ def _event_row(
     return row
 
 
-def _station_rows(prepared, station_probs, class_names) -> list[dict[str, str]]:
+def station_rows(prepared, station_probs, class_names) -> list[dict[str, str]]:
     rows, k = [], 0
     for s in prepared.stations:
         row = {
@@ -450,7 +450,7 @@ def classify_catalog(
             row = _event_row(
                 p, origin_by_id[p.event_id], event_probs, class_names, model_id, min_probability
             )
-            outputs.add(row, _station_rows(p, station_probs, class_names))
+            outputs.add(row, station_rows(p, station_probs, class_names))
             summary.n_windows += len(station_probs)
             summary.n_classified += event_probs is not None
             summary.n_unclassified += event_probs is None
@@ -518,8 +518,8 @@ def load_classifier(path: str | os.PathLike, device: str = "cpu"):
 
 def run_classification(
     model,
-    catalog: str | os.PathLike,
-    waveforms: str,
+    catalog,  # a path (QuakeML or CSV) or an obspy Catalog
+    waveforms,  # a path or URL, or an obspy SDS or FDSN Client
     out: str | os.PathLike,
     *,
     quakeml: str | os.PathLike | None = None,
@@ -567,12 +567,16 @@ def run_classification(
     for flag, path in outputs.items():
         if path is not None and Path(path).is_dir():
             raise ValueError(f"{flag} {str(path)!r} is a folder; expected the path of a file")
+
+    def as_path(value):  # a Catalog, a Client or a classifier in memory is no file to protect
+        return value if isinstance(value, (str, os.PathLike)) else None
+
     check_outputs_apart(
         outputs,
         {
-            "--catalog": catalog,
-            "--waveforms": waveforms,
-            "--model": model if isinstance(model, (str, os.PathLike)) else None,
+            "--catalog": as_path(catalog),
+            "--waveforms": as_path(waveforms),
+            "--model": as_path(model),
         },
         in_place=[("--quakeml", "--catalog")] if in_place else [],
     )
@@ -580,7 +584,7 @@ def run_classification(
     with _one_writer(out, ranks):
         events, obspy_catalog = read_catalog_with_events(catalog, id_rule)
         wave_source = open_source(
-            str(waveforms),
+            str(waveforms) if isinstance(waveforms, os.PathLike) else waveforms,
             source,
             before_s=DEFAULT_BEFORE_S if before_s is None else before_s,
             after_s=DEFAULT_AFTER_S if after_s is None else after_s,
@@ -624,7 +628,9 @@ def run_classification(
                 overwrite_reviewed=overwrite_reviewed,
                 overwrite_types=overwrite_types,
             )
-            if Path(quakeml).resolve() == Path(catalog).resolve():  # --in-place: keep the original
+            if (
+                as_path(catalog) and Path(quakeml).resolve() == Path(catalog).resolve()
+            ):  # --in-place
                 backup = backup_path(catalog)
                 shutil.copy2(catalog, backup)
                 logger.warning("writing the classified QuakeML over %s; the original is kept as %s",

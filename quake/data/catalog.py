@@ -297,7 +297,7 @@ def _read_csv(path: Path, id_rule: str, require: tuple[str, ...]) -> pd.DataFram
 
 
 # --- the table ---------------------------------------------------------------------------------
-def _check_ids(events: pd.DataFrame, path: Path) -> None:
+def _check_ids(events: pd.DataFrame, path: Path | str) -> None:
     empty = int((events["event_id"] == "").sum())
     if empty:
         raise ValueError(
@@ -312,15 +312,21 @@ def _check_ids(events: pd.DataFrame, path: Path) -> None:
 
 
 def _read(
-    path: str | os.PathLike, id_rule: str, require: Iterable[str]
+    path: str | os.PathLike | Catalog, id_rule: str, require: Iterable[str]
 ) -> tuple[pd.DataFrame, Catalog | None]:
-    """The event table, and the obspy Catalog when the file is QuakeML (None for a CSV)."""
-    path = Path(path)
+    """The event table, and the obspy Catalog when the file is QuakeML (None for a CSV); an
+    obspy Catalog in memory is read as its QuakeML would be."""
     check_id_rule(id_rule)
     require = tuple(require)
     unknown = [f for f in require if f not in CSV_FIELDS]
     if unknown:
         raise ValueError(f"cannot require {unknown}; expected some of {list(CSV_FIELDS)}")
+    if isinstance(path, Catalog):
+        rows = [_row_from_quakeml(ev, quakeml_event_id(ev, id_rule)) for ev in path]
+        events = pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
+        _check_ids(events, "(obspy Catalog)")
+        return events, path
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"catalog {path} does not exist")
     catalog = None
@@ -342,7 +348,7 @@ def _read(
 
 
 def read_catalog(
-    path: str | os.PathLike, id_rule: str = "auto", *, require: Iterable[str] = ()
+    path: str | os.PathLike | Catalog, id_rule: str = "auto", *, require: Iterable[str] = ()
 ) -> pd.DataFrame:
     """Read a QuakeML or CSV catalog into one row per event (:data:`CATALOG_COLUMNS`).
 
@@ -356,7 +362,7 @@ def read_catalog(
 
 
 def read_catalog_with_events(
-    path: str | os.PathLike, id_rule: str = "auto", *, require: Iterable[str] = ()
+    path: str | os.PathLike | Catalog, id_rule: str = "auto", *, require: Iterable[str] = ()
 ) -> tuple[pd.DataFrame, Catalog]:
     """:func:`read_catalog` plus the obspy Catalog in the same order (to annotate and write).
 

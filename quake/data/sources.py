@@ -28,6 +28,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import obspy
@@ -198,21 +199,23 @@ class SDSSource(WaveformSource):
 
     def __init__(
         self,
-        root: str | os.PathLike,
+        root: str | os.PathLike | Any,
         before_s: float = DEFAULT_BEFORE_S,
         after_s: float = DEFAULT_AFTER_S,
         sds_type: str = "D",
     ):
+        """``root``: the archive's folder, or an obspy SDS ``Client`` already made."""
         from obspy.clients.filesystem.sds import Client
 
-        root = Path(root)
+        client = root if isinstance(root, Client) else None
+        root = Path(client.sds_root if client is not None else root)
         if not root.is_dir():
             raise ValueError(f"SDS archive {root} does not exist or is not a directory")
         _check_margins(before_s, after_s)
         self.root = root
         self.before_s = float(before_s)
         self.after_s = float(after_s)
-        self.client = Client(str(root), sds_type=sds_type)
+        self.client = client or Client(str(root), sds_type=sds_type)
         self._nslc_by_day: dict[tuple[int, int], list[tuple[str, str, str, str]]] = {}
 
     def describe(self) -> str:
@@ -352,24 +355,27 @@ class FDSNSource(WaveformSource):
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Any,
         before_s: float = DEFAULT_BEFORE_S,
         after_s: float = DEFAULT_AFTER_S,
         max_radius_deg: float = 1.0,
         channels: str = "HH?,BH?,EH?,HN?",
         timeout_s: float = 60.0,
     ):
+        """``base_url``: the service's URL, or an obspy FDSN ``Client`` already made."""
         from obspy.clients.fdsn import Client
 
         _check_margins(before_s, after_s)
         if max_radius_deg <= 0:
             raise ValueError(f"max_radius_deg must be > 0, got {max_radius_deg!r}")
+        client = base_url if isinstance(base_url, Client) else None
+        base_url = client.base_url if client is not None else base_url
         self.base_url = base_url
         self.before_s = float(before_s)
         self.after_s = float(after_s)
         self.max_radius_deg = float(max_radius_deg)
         self.channels = channels
-        self.client = Client(base_url, timeout=timeout_s)
+        self.client = client or Client(base_url, timeout=timeout_s)
 
     def describe(self) -> str:
         return f"FDSN service {self.base_url} (radius {self.max_radius_deg:g} deg)"
@@ -443,14 +449,28 @@ def detect_source_kind(path: str) -> str:
 
 
 def open_source(
-    path: str,
+    path: str | Any,
     kind: str = "auto",
     *,
     before_s: float = DEFAULT_BEFORE_S,
     after_s: float = DEFAULT_AFTER_S,
     config=None,
 ) -> WaveformSource:
-    """Build the waveform source for ``--waveforms PATH --source KIND``."""
+    """Build the waveform source for ``--waveforms PATH --source KIND``; ``path`` may also be an
+    obspy SDS or FDSN ``Client``, or a source already made."""
+    if isinstance(path, WaveformSource):
+        return path
+    if not isinstance(path, (str, os.PathLike)):
+        from obspy.clients.fdsn import Client as FDSNClient
+        from obspy.clients.filesystem.sds import Client as SDSClient
+
+        if isinstance(path, SDSClient):
+            return SDSSource(path, before_s=before_s, after_s=after_s)
+        if isinstance(path, FDSNClient):
+            return FDSNSource(path, before_s=before_s, after_s=after_s)
+        raise ValueError(
+            f"waveforms {path!r}: expected a path, an URL, or an obspy SDS or FDSN Client"
+        )
     if kind not in SOURCE_KINDS:
         raise ValueError(f"unknown source {kind!r}; expected one of {', '.join(SOURCE_KINDS)}")
     if kind == "auto":

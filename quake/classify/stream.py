@@ -1,0 +1,116 @@
+"""One event held in an obspy Stream -> its class probabilities, station by station.
+
+The same steps as a catalog run (:mod:`quake.classify.run`): the stream is split by station,
+every station is windowed by :func:`~quake.classify.windows.prepare_event` (band choice,
+quality checks, TRIMMING at the P pick or origin time), the model scores the windows and the
+station probabilities are combined by :func:`~quake.probabilities.combine_station_probabilities`.
+So ``clf.classify(stream)`` gives what ``quake classify`` writes for the same event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import obspy
+import pandas as pd
+
+from quake.classify.run import STATION_COLUMNS_HEAD, station_rows
+from quake.classify.windows import prepare_event
+from quake.data.sources import (
+    EventRequest,
+    EventTraces,
+    StationTraces,
+    WaveformSource,
+    group_by_station,
+)
+from quake.probabilities import combine_station_probabilities, prob_column
+
+
+@dataclass
+class EventResult:
+    """What ``classify`` found for one event.
+
+    ``probabilities``: class -> probability of the event (None when no station was usable);
+    ``predicted_class``: the most probable class (None likewise); ``stations``: one row per
+    station, the columns of ``--stations-out`` (``station_id``, ``status`` used/skipped,
+    ``reason`` and ``detail`` of a skip, ``quality``, ``channels``, ``sampling_rate_hz``, and
+    ``prob_<class>`` for the stations used).
+    """
+
+    probabilities: dict[str, float] | None
+    predicted_class: str | None
+    stations: pd.DataFrame
+    skipped: dict[str, str] = field(default_factory=dict)  # station or "event" -> reason
+
+
+class _StreamSource(WaveformSource):
+    """An obspy Stream of one event, as a waveform source."""
+
+    kind = "stream"
+
+    def __init__(self, stream: obspy.Stream):
+        self.stream = stream
+
+    def describe(self) -> str:
+        return f"an obspy Stream of {len(self.stream)} traces"
+
+    def fetch(self, request: EventRequest) -> EventTraces:
+        stations = [StationTraces(sid, st) for sid, st in group_by_station(self.stream).items()]
+        skipped = [] if stations else [("event", "empty stream")]
+        return EventTraces(request.event_id, stations, skipped)
+
+
+def p_picks_of(picks: Mapping[str, obspy.UTCDateTime] | Iterable | None) -> dict:
+    """``{station id: P time}`` from a mapping (``NET.STA.LOC`` or ``NET.STA`` keys) or from
+    obspy ``Pick`` objects (those with a P phase hint, or none)."""
+    if picks is None:
+        return {}
+    if isinstance(picks, Mapping):
+        return {str(k): obspy.UTCDateTime(v) for k, v in picks.items()}
+    found = {}
+    for pick in picks:
+        hint = (pick.phase_hint or "P").upper()
+        if hint.startswith("P"):
+            wid = pick.waveform_id
+            found[f"{wid.network_code}.{wid.station_code}.{wid.location_code or ''}"] = pick.time
+    return found
+
+
+def classify_stream(
+    classifier,
+    stream: obspy.Stream,
+    origin_time: obspy.UTCDateTime | str | None = None,
+    picks: Mapping | Iterable | None = None,
+    batch_size: int = 128,
+) -> EventResult:
+    """:class:`EventResult` of one event's ``stream`` (module docstring). Windows start at each
+    station's P pick, else at the origin time, ``pre_arrival_s`` earlier, as in training."""
+    if not isinstance(stream, obspy.Stream):
+        raise ValueError(f"expected an obspy Stream of one event's stations, got {type(stream)}")
+    origin = obspy.UTCDateTime(origin_time) if origin_time is not None else None
+    config = classifier.config
+    prepared = prepare_event(
+        _StreamSource(stream), EventRequest("event", origin), p_picks_of(picks), config
+    )
+    class_names = list(classifier.class_names)
+    station_probs = (
+        classifier.predict_proba(prepared.windows, batch_size=batch_size)
+        if len(prepared.windows)
+        else np.zeros((0, len(class_names)))
+    )
+    stations = pd.DataFrame(
+        station_rows(prepared, station_probs, class_names),
+        columns=STATION_COLUMNS_HEAD + [prob_column(c) for c in class_names],
+    ).drop(columns="event_id")
+    numeric = ["sampling_rate_hz"] + [prob_column(c) for c in class_names]
+    stations[numeric] = stations[numeric].replace("", np.nan).astype(float)
+    skipped = {s.station_id: s.detail or s.reason for s in prepared.stations if not s.used}
+    if prepared.event_reason:
+        skipped["event"] = prepared.event_reason
+    if not len(station_probs):
+        return EventResult(None, None, stations, skipped)
+    event = combine_station_probabilities(station_probs)
+    probabilities = {name: float(p) for name, p in zip(class_names, event, strict=True)}
+    return EventResult(probabilities, class_names[int(np.argmax(event))], stations, skipped)
