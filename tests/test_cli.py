@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -230,3 +231,19 @@ def test_pip_install_gives_a_quake_command_that_runs_anywhere(tmp_path):
         assert helped.stdout.startswith(f"usage: quake {command} [-h]")
     located = run(str(python), "-c", "import quake; print(quake.__file__)")
     assert str(fresh) in located.stdout  # the installed copy, not this checkout
+
+
+def test_verbose_lines_name_the_event_and_the_station(model_dir, pnw, tmp_path):
+    import re
+
+    result = _classify(
+        model_dir, pnw, tmp_path / "p.csv", "-v", "--stations-out", tmp_path / "s.csv"
+    )
+    assert result.returncode == 0, result.stderr
+    stations = pd.read_csv(tmp_path / "s.csv", dtype=str, keep_default_na=False)
+    skipped = stations[stations["status"] == "skipped"]
+    assert len(skipped)
+    for row in skipped.to_dict("records"):
+        line = f"event {row['event_id']}, station {row['station_id']} skipped: "
+        assert line in result.stderr, line
+    assert len(re.findall(r"event \S+, station \S+ skipped: ", result.stderr)) == len(skipped)

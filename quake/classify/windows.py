@@ -81,6 +81,7 @@ def window_station(
     config: PreprocessConfig,
     origin_time: obspy.UTCDateTime | None,
     p_picks: dict,
+    event_id: str = "",
 ) -> tuple[np.ndarray | None, StationResult]:
     """Window one station; (None, skipped result) for unusable data, never raises."""
     channels, rate = _band_info(station.stream, config)
@@ -94,11 +95,14 @@ def window_station(
         )
     except SkipTrace as skip:
         result.reason, result.detail = skip.reason, str(skip)
-        logger.info("station %s skipped: %s", station.station_id, skip)
+        logger.info("event %s, station %s skipped: %s", event_id, station.station_id, skip)
         return None, result
     except Exception as err:  # anything unexpected in one station must not stop the batch
         result.reason, result.detail = "unusable data", f"{type(err).__name__}: {err}"
-        logger.warning("station %s: unexpected error while windowing (%s)", station.station_id, err)
+        logger.warning(
+            "event %s, station %s: unexpected error while windowing (%s)",
+            event_id, station.station_id, err,
+        )  # fmt: skip
         return None, result
     result.used = True
     result.quality = quality.describe()
@@ -136,7 +140,9 @@ def prepare_event(
             prepared.stations.append(StationResult(item, used=False, reason=reason, detail=reason))
     windows = []
     for station in traces.stations:
-        window, result = window_station(station, config, request.origin_time, p_picks)
+        window, result = window_station(
+            station, config, request.origin_time, p_picks, request.event_id
+        )
         prepared.stations.append(result)
         if window is not None:
             windows.append(window)

@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    with rank_group() as ranks:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with rank_group() as ranks, logging_redirect_tqdm():  # log lines above the progress bar
         summary = _run(args, ranks)
     if not ranks.is_main:
         return 0
