@@ -68,6 +68,12 @@ def test_run_folder_holds_every_report_file(finished_run):
     for plot in PLOTS:
         assert f"]({plot})" in report
     assert "baseline" in report and "± " in report
+    # the generated set names magnitude, distance and SNR: tables and their plot
+    for name in ("class_mean_spectrograms.png", "performance_by.png"):
+        assert (run / name).stat().st_size > 0 and f"]({name})" in report, name
+    for heading in ("station", "magnitude", "epicentral distance (km)", "SNR (dB)"):
+        assert f"### By {heading}" in report, heading
+    assert "Which model to deploy" in report.splitlines()[2]
     versions = json.loads((run / "versions.json").read_text())
     assert {"python", "torch", "timm", "numpy", "sklearn", "obspy", "quake"} <= set(versions)
 

@@ -217,3 +217,43 @@ def aggregate(per_fold: Sequence[dict]) -> dict:
 
 def _isnan(value: object) -> bool:
     return isinstance(value, float) and math.isnan(value)
+
+
+#: Thresholds of the operating-point table: a class is flagged when its probability reaches one.
+OPERATING_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def operating_points(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    thresholds: Sequence[float] = OPERATING_THRESHOLDS,
+) -> dict:
+    """Per class, one vs rest: what flagging a trace when ``probs[:, c] >= t`` gives at each
+    threshold ``t`` -- ``flagged`` (traces at or above it), ``precision`` (share of those that
+    are of class ``c``; None when none is flagged) and ``recall`` (share of the class's traces
+    flagged; None when the class has none). Above 0.5 at most one class flags a trace, so a
+    threshold is a rule "call it ``c`` only when sure", the rest going to an analyst."""
+    y_true, probs = _check_inputs(y_true, probs)
+    if len(class_names) != probs.shape[1]:
+        raise ValueError(f"{len(class_names)} class names for {probs.shape[1]} probability columns")
+    bad = [t for t in thresholds if not 0.0 < float(t) <= 1.0]
+    if bad or not len(thresholds):
+        raise ValueError(f"thresholds must be in (0, 1], got {list(thresholds)!r}")
+    result = {}
+    for c, name in enumerate(class_names):
+        positive = y_true == c
+        rows = []
+        for t in thresholds:
+            flagged = probs[:, c] >= float(t)
+            hits = int(np.sum(flagged & positive))
+            rows.append(
+                {
+                    "threshold": float(t),
+                    "flagged": int(flagged.sum()),
+                    "precision": hits / int(flagged.sum()) if flagged.any() else None,
+                    "recall": hits / int(positive.sum()) if positive.any() else None,
+                }
+            )
+        result[name] = {"support": int(positive.sum()), "points": rows}
+    return result

@@ -16,9 +16,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+from sklearn.metrics import (  # noqa: E402
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
-from quake.training.metrics import SCALAR_METRICS, reliability_bins  # noqa: E402
+from quake.runtime import write_atomic  # noqa: E402
+from quake.training import report_figures as F  # noqa: E402
+from quake.training.metrics import (  # noqa: E402
+    SCALAR_METRICS,
+    expected_calibration_error,
+    reliability_bins,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +46,9 @@ METRIC_LABELS = {
 
 
 def _save(fig, path: Path) -> None:
+    """Write ``fig`` as a PNG atomically (a reader never sees half a file)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -64,9 +76,12 @@ def plot_confusion_matrix(
     _save(fig, path)
 
 
-def _curves(kind: str, y_true, probs, class_names, baseline_probs, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 5))
+def _curves(kind: str, y_true, probs, class_names, baseline_probs, path: Path) -> list[str]:
+    """One-vs-rest curves of every class present; each legend entry carries the pooled
+    out-of-fold ROC AUC (``kind="roc"``) or average precision (``"pr"``). Returns the legend."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.2))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    labels = []
     for c, name in enumerate(class_names):
         positive = np.asarray(y_true) == c
         if positive.all() or not positive.any():
@@ -77,30 +92,36 @@ def _curves(kind: str, y_true, probs, class_names, baseline_probs, path: Path) -
                 continue
             if kind == "roc":
                 x, y, _ = roc_curve(positive, p[:, c])
+                label = f"{name} ({who}) AUC {roc_auc_score(positive, p[:, c]):.3f}"
             else:
                 y, x, _ = precision_recall_curve(positive, p[:, c])
-            ax.plot(x, y, style, color=colour, label=f"{name} ({who})")
+                label = f"{name} ({who}) AP {average_precision_score(positive, p[:, c]):.3f}"
+            ax.plot(x, y, style, color=colour, label=label)
+            labels.append(label)
     if kind == "roc":
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
-        ax.set_title("ROC, one class vs rest (out-of-fold)")
+        ax.set_title("ROC, one class vs rest (pooled out-of-fold)")
     else:
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
-        ax.set_title("Precision-recall, one class vs rest (out-of-fold)")
+        ax.set_title("Precision-recall, one class vs rest (pooled out-of-fold)")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8, loc="lower right" if kind == "roc" else "lower left")
     _save(fig, path)
+    return labels
 
 
-def plot_roc(y_true, probs, class_names, path: Path, baseline_probs=None) -> None:
-    _curves("roc", y_true, probs, class_names, baseline_probs, path)
+def plot_roc(y_true, probs, class_names, path: Path, baseline_probs=None) -> list[str]:
+    """ROC curves, AUC in the legend; returns the legend entries."""
+    return _curves("roc", y_true, probs, class_names, baseline_probs, path)
 
 
-def plot_pr(y_true, probs, class_names, path: Path, baseline_probs=None) -> None:
-    _curves("pr", y_true, probs, class_names, baseline_probs, path)
+def plot_pr(y_true, probs, class_names, path: Path, baseline_probs=None) -> list[str]:
+    """Precision-recall curves, average precision (AP) in the legend; returns the legend."""
+    return _curves("pr", y_true, probs, class_names, baseline_probs, path)
 
 
 def plot_learning_curves(
@@ -134,29 +155,34 @@ def plot_learning_curves(
     _save(fig, path)
 
 
-def plot_reliability(y_true, probs, path: Path, baseline_probs=None) -> None:
-    """Top-label confidence vs accuracy (15 bins), with the share of predictions per bin."""
+def plot_reliability(y_true, probs, path: Path, baseline_probs=None) -> list[str]:
+    """Top-label confidence vs accuracy (15 bins), with the share of predictions per bin; the
+    pooled ECE of each model in the legend. Returns the legend entries."""
     fig, (ax, ax_hist) = plt.subplots(
         2, 1, figsize=(5.5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True
     )
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+    labels = []
     for p, style, who in ((probs, "o-", "HybridViT"), (baseline_probs, "s:", "baseline")):
         if p is None:
             continue
         bins = reliability_bins(y_true, p)
         conf, acc = np.asarray(bins["confidence"]), np.asarray(bins["accuracy"])
         keep = np.isfinite(conf)
-        ax.plot(conf[keep], acc[keep], style, label=who)
+        label = f"{who}, ECE {expected_calibration_error(y_true, p):.3f}"
+        ax.plot(conf[keep], acc[keep], style, label=label)
+        labels.append(label)
         centres = (np.asarray(bins["edges"][:-1]) + np.asarray(bins["edges"][1:])) / 2
         counts = np.asarray(bins["count"], dtype=float)
         ax_hist.bar(centres, counts / counts.sum(), width=1 / len(counts), alpha=0.5, label=who)
     ax.set_ylabel("accuracy")
-    ax.set_title("Reliability (top label, out-of-fold)")
-    ax.legend(fontsize=8)
+    ax.set_title("Reliability (top label, pooled out-of-fold; ECE: 15 bins)")
+    ax.legend(fontsize=8, loc="upper left")
     ax_hist.set_xlabel("confidence")
     ax_hist.set_ylabel("share")
     ax_hist.set_xlim(0, 1)
     _save(fig, path)
+    return labels
 
 
 def write_plots(run_dir: Path, result: dict) -> list[str]:
@@ -191,12 +217,183 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def _mean(stat: dict | None) -> float | None:
+    return None if not stat else stat.get("mean")
+
+
+def deploy_advice(metrics: dict) -> list[str]:
+    """The report's first lines: which model to deploy, from the cross-validated macro F1 of the
+    HybridViT and of the baseline on the same folds (event level decides when there is one: it
+    is what batch classification reports)."""
+    k = len(metrics["folds"])
+    strategy = (metrics.get("deploy") or {}).get("strategy", "ensemble")
+    base = metrics.get("baseline") or {}
+    if not base:
+        return [
+            f"**Which model to deploy:** `model/`, the HybridViT ensemble (`deploy.strategy: "
+            f"{strategy}`); no baseline was trained to compare it with.",
+        ]
+    levels = [("trace level", metrics["aggregate"], base["aggregate"])]
+    if metrics.get("event_level") and base.get("event_level"):
+        levels.append(
+            ("event level", metrics["event_level"]["aggregate"], base["event_level"]["aggregate"])
+        )
+    figures, ahead = [], {}
+    for level, ours, theirs in levels:
+        mine, other = _mean(ours.get("macro_f1")), _mean(theirs.get("macro_f1"))
+        figures.append(
+            f"{level} HybridViT {_fmt(ours.get('macro_f1'))} vs baseline "
+            f"{_fmt(theirs.get('macro_f1'))}"
+        )
+        if mine is not None and other is not None:
+            ahead[level] = "baseline" if other > mine else "HybridViT"
+    numbers = (
+        f"Cross-validated macro F1, mean ± std over the same {k} test folds: "
+        + "; ".join(figures)
+        + "."
+    )
+    decisive = next((lv for lv, _, _ in reversed(levels) if lv in ahead), None)
+    if decisive is None:
+        return [f"**Which model to deploy:** undecided, a macro F1 is missing. {numbers}"]
+    others = [lv for lv in ahead if ahead[lv] != ahead[decisive]]
+    split = f" at {decisive} (at {others[0]} the {ahead[others[0]]} is ahead)" if others else ""
+    if ahead[decisive] == "HybridViT":
+        verdict = (
+            f"**Which model to deploy:** `model/`, the HybridViT ensemble: it beats the "
+            f"random-forest baseline on the same folds{split}."
+        )
+    else:
+        verdict = (
+            f"**Which model to deploy: the random-forest baseline beats the HybridViT on the "
+            f"same folds{split}**, so on this data the baseline is the better classifier. "
+            f"`model/` nevertheless holds the HybridViT ensemble (`deploy.strategy: {strategy}`; "
+            "quake saves no baseline model): use it knowing it is the weaker of the two here, "
+            "or train again (more epochs, pretrained weights, more data) and compare."
+        )
+    return [verdict, "", numbers]
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _operating_points_lines(points: dict) -> list[str]:
+    names = list(points)
+    thresholds = [p["threshold"] for p in points[names[0]]["points"]]
+    rows = []
+    for i, t in enumerate(thresholds):
+        row = [f"{t:g}"]
+        for name in names:
+            p = points[name]["points"][i]
+            row.append(f"{_share(p['precision'])} / {_share(p['recall'])} ({p['flagged']})")
+        rows.append(row)
+    return [
+        "A trace is called a class when that class's probability reaches the threshold; below "
+        "it the trace is left to an analyst. Each cell: precision / recall (traces flagged), "
+        "pooled over the test folds, trace level.",
+        "",
+        *_table(["threshold", *[f"{n} (support {points[n]['support']})" for n in names]], rows),
+    ]
+
+
+def _breakdown_lines(explanations: dict, names: Sequence[str]) -> list[str]:
+    lines = []
+    for table in explanations.get("breakdowns", []):
+        heading = f"### By {table['title']}"
+        note = f"From `{table['source']}`; every test trace counted once."
+        if table["by"] == "station":
+            note = (
+                f"{table['n_stations']} stations; the {F.STATION_ROWS} with most test traces "
+                "listed, the others in one row."
+            )
+        header = [table["title"], "traces", "events", "accuracy", *[f"recall {n}" for n in names]]
+        rows = []
+        for r in table["rows"]:
+            recall = [
+                f"{r['recall'][n]['recall']:.3f} ({r['recall'][n]['n']})"
+                if n in r["recall"]
+                else ""
+                for n in names
+            ]
+            rows.append([r["bin"], r["n"], r["n_events"], f"{r['accuracy']:.3f}", *recall])
+        lines += [heading, "", note, "", *_table(header, rows), ""]
+    missing = explanations.get("breakdowns_missing", [])
+    if missing:
+        lines += [
+            "Not broken down, the set's metadata lack them: "
+            + "; ".join("{} ({})".format(*F.BREAKDOWN_SOURCES[m]) for m in missing)
+            + ".",
+            "",
+        ]
+    if explanations.get("breakdown_plot"):
+        lines += [f"![Accuracy and recall by bin]({explanations['breakdown_plot']})", ""]
+    return lines
+
+
+def _examples_lines(explanations: dict) -> list[str]:
+    wrong = explanations["misclassified"]
+    lines = ["## Examples (HybridViT, out-of-fold)", ""]
+    if wrong["shown"]:
+        lines += [
+            f"{wrong['n_misclassified']} of {wrong['n_predictions']} test traces misclassified; "
+            f"the {len(wrong['shown'])} most confident mistakes (probability of the wrong class) "
+            "are drawn: Z, N, E waveforms scaled together, and the Z spectrogram the model sees.",
+            "",
+            f"![Misclassified test traces]({wrong['file']})",
+            "",
+        ]
+        lines += _table(
+            ["trace", "station", "event", "true", "predicted", "probability", "fold"],
+            [
+                [
+                    f"`{r['trace_name']}`",
+                    r["station"],
+                    f"`{r['source_id']}`",
+                    r["true_class"],
+                    r["predicted_class"],
+                    f"{r['probability']:.3f}",
+                    r["fold"],
+                ]
+                for r in wrong["shown"]
+            ],
+        )
+        lines.append("")
+    else:
+        lines += [f"No test trace was misclassified ({wrong['n_predictions']} predictions).", ""]
+    typical = explanations["typical_correct"]
+    if typical["shown"]:
+        lines += [
+            f"Typical correct traces: per class, the {typical['per_class']} with the highest "
+            "probability of their class.",
+            "",
+            f"![Typical correct test traces]({typical['file']})",
+            "",
+        ]
+    if typical["classes_without_correct"]:
+        lines += [
+            "No correct test trace for: " + ", ".join(typical["classes_without_correct"]) + ".",
+            "",
+        ]
+    means = explanations["class_means"]
+    lines += [
+        "Class-mean spectrograms (the model input, averaged per class over "
+        + ", ".join(f"{n} {c}" for c, n in means["n_traces"].items())
+        + " traces):",
+        "",
+        f"![Class-mean spectrograms]({means['file']})",
+        "",
+    ]
+    return lines
+
+
 def render_report(metrics: dict, extra: dict) -> str:
     """The Markdown text of ``report.md`` from ``metrics.json`` content and run details."""
     names = metrics["classes"]
     k = len(metrics["folds"])
     base = metrics.get("baseline") or {}
     lines = [f"# quake training report: {extra['run_name']}", ""]
+    lines += [*deploy_advice(metrics), ""]
+    explanations = metrics.get("explanations")
     pretrained = metrics.get("pretrained", {})
     if pretrained.get("source", "none") == "none":
         weights = "random initialisation (no pretrained weights)"
@@ -296,13 +493,20 @@ def render_report(metrics: dict, extra: dict) -> str:
         header.append("baseline macro F1")
     lines += _table(header, rows)
 
+    if explanations:
+        lines += ["", "## Operating points (HybridViT)", ""]
+        lines += _operating_points_lines(explanations["operating_points"])
+        lines += ["", "## Performance by station, magnitude, distance and SNR (HybridViT)", ""]
+        lines += _breakdown_lines(explanations, names)
+        lines += _examples_lines(explanations)
+
     lines += ["", "## Plots", ""]
     captions = {
         "confusion_matrix.png": "Confusion matrix",
-        "roc.png": "ROC curves (solid: HybridViT, dotted: baseline)",
-        "pr.png": "Precision-recall curves (solid: HybridViT, dotted: baseline)",
+        "roc.png": "ROC curves (solid: HybridViT, dotted: baseline; AUC in the legend)",
+        "pr.png": "Precision-recall curves (solid: HybridViT, dotted: baseline; AP in the legend)",
         "learning_curves.png": "Learning curves",
-        "reliability.png": "Reliability diagram",
+        "reliability.png": "Reliability diagram (ECE in the legend)",
     }
     for plot in PLOTS:
         lines += [f"![{captions[plot]}]({plot})", ""]

@@ -29,7 +29,7 @@ from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset
 from quake.inference import EventClassifier, weights_digest
 from quake.runtime import OutputLock, resolve_device, resolve_precision, write_text_atomic
 from quake.training import metrics as M
-from quake.training import report
+from quake.training import report, report_figures
 from quake.training.config import TrainConfig
 from quake.training.cross_validation import (
     CVData,
@@ -573,7 +573,8 @@ def _train(
             predictions_frame(data, f.test, o.probs, f.index)
             for f, o in zip(folds, outcomes, strict=True)
         ]
-        write_text_atomic(run_dir / "predictions.csv", pd.concat(all_frames).to_csv(index=False))
+        predictions = pd.concat(all_frames)
+        write_text_atomic(run_dir / "predictions.csv", predictions.to_csv(index=False))
 
         models = [load_fold_model(run_dir / "folds" / f"fold_{f.index}") for f in folds]
         model_id = f"{run_dir.name}-{weights_digest(models)[:8]}"
@@ -634,6 +635,16 @@ def _train(
             "best_epochs": [o.best_epoch for o in outcomes],
         }
         report.write_plots(run_dir, plot_input)
+        metrics["explanations"] = report_figures.write_explanations(
+            run_dir,
+            predictions,
+            data.waveforms,
+            data.labels,
+            data.class_names.to_list(),
+            data.preprocess,
+            report_figures.item_metadata(dataset.metadata, data.trace_names),
+            seed=config.seed,
+        )
         timings["reporting_s"] = time.perf_counter() - t0
         timings["total_this_process_s"] = time.perf_counter() - t_start
         metrics["timings"] = timings

@@ -1,0 +1,315 @@
+"""The report's explanations on real data (eqnoise-3c, a tiny 2-fold run): the misclassified and
+typical-correct grids, the class-mean spectrograms, the operating points, the per-station table,
+the AUC / AP / ECE in the plot legends and the deployment advice -- each checked against what the
+test computes itself from ``predictions.csv`` and the set's ``metadata.csv``. Breakdowns by
+magnitude, distance and SNR, which eqnoise-3c lacks, are checked on a crafted table."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
+
+from quake.probabilities import prob_column
+from quake.training import load_config, report, train
+from quake.training import report_figures as F
+
+FIGURES = ["class_mean_spectrograms.png", "typical_correct.png"]
+
+
+@pytest.fixture(scope="module")
+def eqnoise_run(real_data_dir, tmp_path_factory):
+    data = real_data_dir / "eqnoise-3c"
+    out = tmp_path_factory.mktemp("report") / "run"
+    config = load_config(
+        overrides={
+            "data.path": str(data),
+            "run.out": str(out),
+            "run.quiet": True,
+            "run.device": "cpu",
+            "model.depth": 1,
+            "model.pretrained": "none",
+            "cv.folds": 2,
+            "optim.epochs": 1,
+            "optim.batch_size": 16,
+            "baseline.n_estimators": 20,
+            "run.parallel_folds": 1,
+        }
+    )
+    result = train(config)
+    run = result.run_dir
+    metrics = json.loads((run / "metrics.json").read_text())
+    table = pd.read_csv(run / "predictions.csv")
+    names = metrics["classes"]
+    probs = table[[prob_column(c) for c in names]].to_numpy()
+    return {
+        "run": run,
+        "metrics": metrics,
+        "explained": metrics["explanations"],
+        "report": (run / "report.md").read_text(),
+        "table": table,
+        "names": names,
+        "y": table["y_true"].to_numpy(),
+        "probs": probs,
+        "pred": probs.argmax(axis=1),
+        "metadata": pd.read_csv(data / "metadata.csv"),
+    }
+
+
+def _png(path):
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200, path
+    assert float(np.ptp(image[..., :3])) > 0.5, f"{path} is blank"
+    return image
+
+
+def test_new_figures_are_written_and_linked_from_the_report(eqnoise_run):
+    run, text = eqnoise_run["run"], eqnoise_run["report"]
+    wrong = eqnoise_run["explained"]["misclassified"]
+    figures = FIGURES + (["misclassified.png"] if wrong["shown"] else [])
+    for name in figures:
+        _png(run / name)
+        assert f"]({name})" in text, name
+    assert sorted(eqnoise_run["explained"]["figures"]) == sorted(figures)
+    # eqnoise-3c has no magnitude, distance or SNR: no plot, one line naming what is missing
+    assert not (run / "performance_by.png").exists()
+    assert eqnoise_run["explained"]["breakdowns_missing"] == ["magnitude", "distance", "snr"]
+    missing = [line for line in text.splitlines() if line.startswith("Not broken down")]
+    assert (
+        len(missing) == 1 and "`source_magnitude`" in missing[0] and "`trace_snr_db`" in missing[0]
+    )
+    assert "### By magnitude" not in text and "### By station" in text
+
+
+def test_misclassified_grid_holds_exactly_the_most_confident_mistakes(eqnoise_run):
+    table, pred = eqnoise_run["table"], eqnoise_run["pred"]
+    wrong = table[pred != eqnoise_run["y"]].assign(
+        p=eqnoise_run["probs"].max(axis=1)[pred != eqnoise_run["y"]]
+    )
+    entry = eqnoise_run["explained"]["misclassified"]
+    shown = entry["shown"]
+    assert entry["n_misclassified"] == len(wrong) > 0
+    assert len(shown) == min(F.MISCLASSIFIED_LIMIT, len(wrong))
+    names = [s["trace_name"] for s in shown]
+    assert len(set(names)) == len(names) and set(names) <= set(wrong["trace_name"])
+    # no misclassified trace left out is more confident than one shown
+    left_out = wrong[~wrong["trace_name"].isin(names)]
+    probabilities = [s["probability"] for s in shown]
+    assert probabilities == sorted(probabilities, reverse=True)
+    if len(left_out):
+        assert left_out["p"].max() <= min(probabilities) + 1e-12
+    by_name = wrong.set_index("trace_name")
+    for s in shown:
+        row = by_name.loc[s["trace_name"]]
+        assert s["true_class"] == row["true_class"] != s["predicted_class"]
+        assert s["probability"] == pytest.approx(row["p"])
+        assert s["source_id"] == row["source_id"]
+        assert f"| `{s['trace_name']}` | {s['station']} |" in eqnoise_run["report"]
+
+
+def test_typical_correct_are_the_surest_right_ones_per_class(eqnoise_run):
+    y, probs, table = eqnoise_run["y"], eqnoise_run["probs"], eqnoise_run["table"]
+    shown = eqnoise_run["explained"]["typical_correct"]["shown"]
+    right = eqnoise_run["pred"] == y
+    for c, name in enumerate(eqnoise_run["names"]):
+        mine = [s for s in shown if s["true_class"] == name]
+        surest = np.sort(probs[right & (y == c), c])[::-1][: F.TYPICAL_PER_CLASS]
+        assert [s["probability"] for s in mine] == pytest.approx(surest.tolist())
+        assert all(s["predicted_class"] == name for s in mine)
+        assert set(s["trace_name"] for s in mine) <= set(table.loc[right & (y == c), "trace_name"])
+
+
+def test_operating_points_match_sklearn(eqnoise_run):
+    y, probs, names = eqnoise_run["y"], eqnoise_run["probs"], eqnoise_run["names"]
+    points = eqnoise_run["explained"]["operating_points"]
+    assert list(points) == names
+    for c, name in enumerate(names):
+        assert points[name]["support"] == int((y == c).sum())
+        assert [p["threshold"] for p in points[name]["points"]] == [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+        for p in points[name]["points"]:
+            flagged = probs[:, c] >= p["threshold"]
+            assert p["flagged"] == int(flagged.sum())
+            assert p["recall"] == pytest.approx(recall_score(y == c, flagged))
+            if flagged.any():
+                assert p["precision"] == pytest.approx(precision_score(y == c, flagged))
+            else:
+                assert p["precision"] is None
+    # the report's table shows the same numbers
+    row = next(line for line in eqnoise_run["report"].splitlines() if line.startswith("| 0.9 |"))
+    for c in range(len(names)):
+        flagged = probs[:, c] >= 0.9
+        recall = recall_score(y == c, flagged)
+        assert f"/ {recall:.3f} ({int(flagged.sum())})" in row
+
+
+def test_per_station_table_adds_up_to_the_test_predictions(eqnoise_run):
+    table, metadata = eqnoise_run["table"], eqnoise_run["metadata"]
+    station_table = next(t for t in eqnoise_run["explained"]["breakdowns"] if t["by"] == "station")
+    rows = station_table["rows"]
+    assert sum(r["n"] for r in rows) == len(table) == eqnoise_run["metrics"]["data"]["n_traces"]
+    # counts per NET.STA computed here from metadata.csv
+    station = metadata.set_index("trace_name").loc[table["trace_name"]]
+    keys = (station["station_network_code"] + "." + station["station_code"]).to_numpy()
+    counts = pd.Series(keys).value_counts()
+    assert station_table["n_stations"] == len(counts)
+    listed = [r for r in rows if not r["bin"].endswith("other stations")]
+    assert len(listed) == min(F.STATION_ROWS, len(counts))
+    correct = pd.Series(eqnoise_run["pred"] == eqnoise_run["y"]).groupby(keys).sum()
+    for r in listed:
+        assert r["n"] == counts[r["bin"]]
+        assert r["correct"] == correct[r["bin"]]
+        assert r["accuracy"] == pytest.approx(correct[r["bin"]] / counts[r["bin"]])
+    assert [r["n"] for r in listed] == sorted((r["n"] for r in listed), reverse=True)
+    assert min(r["n"] for r in listed) >= counts.drop([r["bin"] for r in listed]).max()
+
+
+def _ece(y, probs, bins=15):
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == y
+    total = 0.0
+    for b in range(bins):
+        low, high = b / bins, (b + 1) / bins
+        inside = (confidence > low) & (confidence <= high) if b else confidence <= high
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return total
+
+
+def test_plot_legends_carry_auc_ap_and_ece(eqnoise_run, tmp_path):
+    y, probs, names = eqnoise_run["y"], eqnoise_run["probs"], eqnoise_run["names"]
+    base = pd.read_csv(eqnoise_run["run"] / "baseline_predictions.csv")
+    base_probs = base[[prob_column(c) for c in names]].to_numpy()
+    roc = report.plot_roc(y, probs, names, tmp_path / "roc.png", base_probs)
+    pr = report.plot_pr(y, probs, names, tmp_path / "pr.png", base_probs)
+    reliability = report.plot_reliability(y, probs, tmp_path / "rel.png", base_probs)
+    for c, name in enumerate(names):
+        assert f"{name} (HybridViT) AUC {roc_auc_score(y == c, probs[:, c]):.3f}" in roc
+        assert f"{name} (baseline) AUC {roc_auc_score(y == c, base_probs[:, c]):.3f}" in roc
+        assert f"{name} (HybridViT) AP {average_precision_score(y == c, probs[:, c]):.3f}" in pr
+    assert reliability == [
+        f"HybridViT, ECE {_ece(y, probs):.3f}",
+        f"baseline, ECE {_ece(y, base_probs):.3f}",
+    ]
+    _png(tmp_path / "roc.png")
+
+
+def test_first_lines_say_which_model_to_deploy(eqnoise_run):
+    m = eqnoise_run["metrics"]
+    ours = m["event_level"]["aggregate"]["macro_f1"]["mean"]
+    theirs = m["baseline"]["event_level"]["aggregate"]["macro_f1"]["mean"]
+    lines = eqnoise_run["report"].splitlines()
+    assert lines[0].startswith("# quake training report")
+    head = "\n".join(lines[1:6])
+    assert "Which model to deploy" in lines[2]
+    assert ("baseline beats the HybridViT" in lines[2]) == (theirs > ours)
+    assert f"HybridViT {ours:.3f}" in head and f"baseline {theirs:.3f}" in head
+
+
+def _metrics(ours: float, theirs: float, ours_event: float, theirs_event: float) -> dict:
+    def agg(value):
+        return {"macro_f1": {"mean": value, "std": 0.01}}
+
+    return {
+        "folds": [{}, {}, {}],
+        "deploy": {"strategy": "ensemble"},
+        "aggregate": agg(ours),
+        "event_level": {"aggregate": agg(ours_event)},
+        "baseline": {"aggregate": agg(theirs), "event_level": {"aggregate": agg(theirs_event)}},
+    }
+
+
+def test_deploy_advice_decides_on_the_event_level():
+    loses = "\n".join(report.deploy_advice(_metrics(0.80, 0.70, 0.60, 0.75)))
+    assert "the random-forest baseline beats the HybridViT" in loses
+    assert "at trace level the HybridViT is ahead" in loses
+    assert (
+        "`model/` nevertheless holds the HybridViT ensemble (`deploy.strategy: ensemble`" in loses
+    )
+    assert "event level HybridViT 0.600 ± 0.010 vs baseline 0.750 ± 0.010" in loses
+    wins = "\n".join(report.deploy_advice(_metrics(0.70, 0.80, 0.90, 0.85)))
+    assert "`model/`, the HybridViT ensemble: it beats the random-forest baseline" in wins
+    assert "baseline beats" not in wins
+    alone = report.deploy_advice({**_metrics(0.7, 0.8, 0.9, 0.8), "baseline": None})
+    assert "no baseline was trained" in alone[0]
+
+
+def test_breakdowns_by_magnitude_distance_and_snr_on_a_crafted_table():
+    from obspy.geodetics import gps2dist_azimuth
+
+    rng = np.random.default_rng(0)
+    n = 60
+    y = rng.integers(0, 2, n)
+    p1 = np.clip(y * 0.6 + rng.uniform(0, 0.5, n), 0, 1)
+    frame = F.predicted_frame(
+        pd.DataFrame(
+            {
+                "index": np.arange(n),
+                "fold": 0,
+                "trace_name": [f"t{i}" for i in range(n)],
+                "source_id": [f"e{i // 2}" for i in range(n)],
+                "y_true": y,
+                "prob_earthquake": 1 - p1,
+                "prob_noise": p1,
+            }
+        ),
+        ["earthquake", "noise"],
+    )
+    magnitude = rng.uniform(0.2, 3.9, n)
+    magnitude[:5] = np.nan  # noise windows have none
+    distance_km = rng.choice([5.0, 15.0, 35.0, 75.0, 150.0], n)  # well inside the bins
+    metadata = pd.DataFrame(
+        {
+            "station_code": [f"S{i % 7}" for i in range(n)],
+            "source_magnitude": magnitude,
+            "source_latitude_deg": 46.0,
+            "source_longitude_deg": -122.0,
+            "station_latitude_deg": 46.0 + distance_km / 111.2,  # due north
+            "station_longitude_deg": -122.0,
+            "trace_snr_db": [f"[{a:.1f} {a + 2:.1f} {a + 4:.1f}]" for a in rng.uniform(-5, 50, n)],
+        }
+    )
+    tables, missing = F.breakdowns(frame, metadata, ["earthquake", "noise"])
+    assert missing == []
+    by = {t["by"]: t for t in tables}
+    assert set(by) == {"station", "magnitude", "distance", "snr"}
+    for t in tables:
+        assert sum(r["n"] for r in t["rows"]) == n, t["by"]
+    assert by["magnitude"]["rows"][-1] == {**by["magnitude"]["rows"][-1], "bin": "n/a", "n": 5}
+    # distances from the coordinates (obspy: within 1 % of those chosen) fall in their bins
+    km = np.array(
+        [
+            gps2dist_azimuth(46.0, -122.0, lat, lon)[0] / 1000
+            for lat, lon in metadata[["station_latitude_deg", "station_longitude_deg"]].to_numpy()
+        ]
+    )
+    np.testing.assert_allclose(km, distance_km, rtol=0.01)
+    assert by["distance"]["source"] == "source and station coordinates"
+    rows = {r["bin"]: r["n"] for r in by["distance"]["rows"]}
+    assert rows == {
+        "[0, 10)": int((distance_km == 5).sum()),
+        "[10, 20)": int((distance_km == 15).sum()),
+        "[20, 50)": int((distance_km == 35).sum()),
+        "[50, 100)": int((distance_km == 75).sum()),
+        "[100, 200)": int((distance_km == 150).sum()),
+    }
+    # SNR is the mean of the three components
+    snr = np.array(
+        [np.mean([float(v) for v in s.strip("[]").split()]) for s in metadata["trace_snr_db"]]
+    )
+    for r in by["snr"]["rows"]:
+        if r["bin"].startswith("<"):
+            inside = snr < float(r["bin"][2:])
+        elif r["bin"].startswith(">="):
+            inside = snr >= float(r["bin"][3:])
+        else:
+            low, high = (float(x) for x in r["bin"].strip("[)").split(", "))
+            inside = (snr >= low) & (snr < high)
+        assert r["n"] == int(inside.sum()), r["bin"]
+        assert r["accuracy"] == pytest.approx(
+            float((frame["y_pred"] == frame["y_true"])[inside].mean())
+        )
+    assert all(not math.isnan(r["accuracy"]) for r in by["station"]["rows"])
