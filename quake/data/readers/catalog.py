@@ -14,6 +14,10 @@ relative to ``trace_start_time``). Skipped with a reason: an event without a wav
 unreadable miniSEED file, a station with no fast-enough channel or an unknown channel code, an
 event with an unknown type. An empty catalog, a CSV catalog without an ``event_type`` column
 and empty or repeated event ids are ValueErrors.
+
+``unlabelled=True`` (pretraining, :mod:`quake.pretrain`) reads a catalog without event types
+(e.g. ``event_id,time``): every event is indexed, its type ignored, and the metadata has no
+``source_type`` column.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class CatalogDataset(WaveformDataset):
         path: str | os.PathLike,
         config: PreprocessConfig | None = None,
         labels: LabelSpec | None = None,
+        *,
+        unlabelled: bool = False,
     ):
         path = Path(path)
         if path.is_file():
@@ -77,10 +83,11 @@ class CatalogDataset(WaveformDataset):
             catalog_path = found
         config = config or PreprocessConfig()
         self.label_spec = labels or LabelSpec()
+        self.unlabelled = bool(unlabelled)
         self.catalog_path = catalog_path
         self.waveform_dir = folder / WAVEFORM_DIR
-        # labels come from event_type, so a CSV catalog must have that column
-        events = read_catalog(catalog_path, require=("event_type",))
+        # labels come from event_type, so a labelled CSV catalog must have that column
+        events = read_catalog(catalog_path, require=() if self.unlabelled else ("event_type",))
         if events.empty:
             raise ValueError(f"catalog {catalog_path} holds no event; expected at least one")
         rows: list[dict[str, Any]] = []
@@ -100,11 +107,13 @@ class CatalogDataset(WaveformDataset):
     ) -> None:
         """One row of the catalog table -> metadata rows of its stations, or skips."""
         event_id = event["event_id"]
-        event_type = event["event_type"] or None
-        label = self.label_spec.class_name(event_type) if event_type is not None else None
-        if label is None:
-            skipped.append((event_id, unknown_label_reason(event_type, "event_type ")))
-            return
+        label = None
+        if not self.unlabelled:
+            event_type = event["event_type"] or None
+            label = self.label_spec.class_name(event_type) if event_type is not None else None
+            if label is None:
+                skipped.append((event_id, unknown_label_reason(event_type, "event_type ")))
+                return
         try:
             event_dir = event_folder(self.waveform_dir, event_id)
         except SkipTrace as exc:
@@ -146,54 +155,56 @@ class CatalogDataset(WaveformDataset):
             start = min(tr.stats.starttime for tr in chosen)
             net, sta, loc = station.split(".")
             pick = picks.get(station, picks.get(f"{net}.{sta}"))
-            rows.append(
-                {
-                    "trace_name": f"{item}.{band}",
-                    "source_id": event_id,
-                    "source_type": label,
-                    "source_origin_time": origin_time,
-                    "source_latitude_deg": float_or_none(event["latitude"]),
-                    "source_longitude_deg": float_or_none(event["longitude"]),
-                    "source_depth_km": float_or_none(event["depth_km"]),
-                    "source_magnitude": float_or_none(event["magnitude"]),
-                    "source_magnitude_type": text_or_empty(event["magnitude_type"]) or None,
-                    "station_network_code": net,
-                    "station_code": sta,
-                    "station_location_code": loc,
-                    "trace_channel": band,
-                    "trace_components": "".join(c for c in COMPONENTS if c in components),
-                    "trace_sampling_rate_hz": config.sampling_rate_hz,
-                    "trace_original_sampling_rate_hz": max(
-                        float(tr.stats.sampling_rate) for tr in chosen
-                    ),
-                    "trace_start_time": str(start),
-                    "trace_p_arrival_sample": (pick - start) * config.sampling_rate_hz
-                    if pick
-                    else np.nan,
-                    "trace_source_files": ";".join(f"{event_id}/{name}" for name in chosen_files),
-                }
-            )
+            row = {
+                "trace_name": f"{item}.{band}",
+                "source_id": event_id,
+                "source_type": label,
+                "source_origin_time": origin_time,
+                "source_latitude_deg": float_or_none(event["latitude"]),
+                "source_longitude_deg": float_or_none(event["longitude"]),
+                "source_depth_km": float_or_none(event["depth_km"]),
+                "source_magnitude": float_or_none(event["magnitude"]),
+                "source_magnitude_type": text_or_empty(event["magnitude_type"]) or None,
+                "station_network_code": net,
+                "station_code": sta,
+                "station_location_code": loc,
+                "trace_channel": band,
+                "trace_components": "".join(c for c in COMPONENTS if c in components),
+                "trace_sampling_rate_hz": config.sampling_rate_hz,
+                "trace_original_sampling_rate_hz": max(
+                    float(tr.stats.sampling_rate) for tr in chosen
+                ),
+                "trace_start_time": str(start),
+                "trace_p_arrival_sample": (pick - start) * config.sampling_rate_hz
+                if pick
+                else np.nan,
+                "trace_source_files": ";".join(f"{event_id}/{name}" for name in chosen_files),
+            }
+            if self.unlabelled:
+                del row["source_type"]
+            rows.append(row)
 
     def _load(self, row: dict[str, Any]) -> StreamArray:
-        stream = Stream()
-        for rel in str(row["trace_source_files"]).split(";"):
-            try:
-                stream += read_mseed(self.waveform_dir / rel)
-            except Exception as exc:
-                raise SkipTrace("unreadable", f"{rel}: {type(exc).__name__}: {exc}") from None
-        band = row["trace_channel"]
-        station = (
-            f"{row['station_network_code']}.{row['station_code']}.{row['station_location_code']}"
+        return load_station_files(self.waveform_dir, row, self.config)
+
+
+def load_station_files(root: Path, row: dict[str, Any], config: PreprocessConfig) -> StreamArray:
+    """The traces of one metadata row (its ``trace_source_files`` under ``root``, the channels of
+    its ``trace_channel`` band and station), converted from ``trace_start_time`` on. Shared by
+    the catalog reader and the plain miniSEED tree (:mod:`quake.data.readers.mseed_tree`)."""
+    stream = Stream()
+    for rel in str(row["trace_source_files"]).split(";"):
+        try:
+            stream += read_mseed(root / rel)
+        except Exception as exc:
+            raise SkipTrace("unreadable", f"{rel}: {type(exc).__name__}: {exc}") from None
+    band = row["trace_channel"]
+    station = f"{row['station_network_code']}.{row['station_code']}.{row['station_location_code']}"
+    stream = Stream(
+        [tr for tr in stream if tr.stats.channel[:-1] == band and station_key(tr.stats) == station]
+    )
+    if not len(stream):
+        raise SkipTrace(
+            "unreadable", f"no {band}? trace of {station} in {row['trace_source_files']}"
         )
-        stream = Stream(
-            [
-                tr
-                for tr in stream
-                if tr.stats.channel[:-1] == band and station_key(tr.stats) == station
-            ]
-        )
-        if not len(stream):
-            raise SkipTrace(
-                "unreadable", f"no {band}? trace of {station} in {row['trace_source_files']}"
-            )
-        return stream_to_array_info(stream, self.config, start=UTCDateTime(row["trace_start_time"]))
+    return stream_to_array_info(stream, config, start=UTCDateTime(row["trace_start_time"]))
