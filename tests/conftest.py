@@ -24,3 +24,29 @@ def real_data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data not found at {path} (set {REAL_DATA_ENV} to point at it)")
     return path
+
+
+@pytest.fixture(scope="session")
+def pnw(real_data_dir) -> Path:
+    """``pnw-eqex``: 48 catalogued PNSN events, vertical-component miniSEED per event folder."""
+    path = real_data_dir / "pnw-eqex"
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A random-init TINY depth-1 classifier (earthquake, explosion) saved as a model folder
+    (what ``--model`` takes): plumbing, not accuracy."""
+    import torch
+
+    from quake.data import PreprocessConfig
+    from quake.inference import EventClassifier
+    from quake.models import HybridViT
+
+    torch.manual_seed(0)
+    config = PreprocessConfig()
+    model = HybridViT(depth=1, img_size=config.spectrogram_shape[1:],
+                      class_names=["earthquake", "explosion"])  # fmt: skip
+    return EventClassifier([model], config).save(tmp_path_factory.mktemp("model") / "model")

@@ -10,34 +10,14 @@ import numpy as np
 import obspy
 import pandas as pd
 import pytest
-import torch
 
 import quake
 from quake.classify.run import run_classification
-from quake.data import PreprocessConfig
-from quake.inference import EventClassifier
-from quake.models import HybridViT
 from quake.probabilities import prob_column
 
 CLASSES = ["earthquake", "explosion"]
 PROBS = [prob_column(c) for c in CLASSES]
 EVENT = "uw61362132"
-
-
-@pytest.fixture(scope="module")
-def pnw(real_data_dir):
-    path = real_data_dir / "pnw-eqex"
-    if not path.is_dir():
-        pytest.skip(f"{path} not found")
-    return path
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    config = PreprocessConfig()
-    model = HybridViT(depth=1, img_size=config.spectrogram_shape[1:], class_names=CLASSES)
-    return EventClassifier([model], config).save(tmp_path_factory.mktemp("m") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import numpy as np
 import obspy
 import pandas as pd
 import pytest
-import torch
 
 from quake.classify import (
     annotate_catalog,
@@ -26,38 +25,14 @@ from quake.classify import (
 )
 from quake.classify.catalog import KNOWN_PROBABILITY
 from quake.classify.run import run_classification
-from quake.data import PreprocessConfig, WaveformDataAdapter, open_dataset
+from quake.data import WaveformDataAdapter, open_dataset
 from quake.inference import EventClassifier
-from quake.models import Backbone, HybridViT
 
 CLASSES = ["earthquake", "explosion"]
 PROBS = [prob_column(c) for c in CLASSES]
 TRUNCATED_EVENT, TRUNCATED_STATION = "uw61551907", "CC.HIYU."  # trace ends before the origin
 GAPPY_EVENT, GAPPY_STATION = "uw61722766", "UW.PRIN."  # 3.5 s, an 18 s gap, then the rest
 REVIEWED_MANUAL, REVIEWED_STATUS = 0, 1  # catalog positions planted as analyst-reviewed
-
-
-@pytest.fixture(scope="module")
-def pnw(real_data_dir) -> Path:
-    path = real_data_dir / "pnw-eqex"
-    if not path.is_dir():
-        pytest.skip(f"{path} not found")
-    return path
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A random-init tiny classifier saved as a model folder (what --model takes)."""
-    torch.manual_seed(0)
-    config = PreprocessConfig()
-    model = HybridViT(
-        backbone=Backbone.TINY,
-        depth=1,
-        num_classes=len(CLASSES),
-        img_size=config.spectrogram_shape[1:],
-        class_names=CLASSES,
-    )
-    return EventClassifier([model], config).save(tmp_path_factory.mktemp("model") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,6 @@ import pytest
 import torch
 
 from quake.cli import EXIT_ERROR, Stopped, run_command
-from quake.data import PreprocessConfig
-from quake.inference import EventClassifier
-from quake.models import HybridViT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,21 +69,6 @@ def test_sigterm_raises_in_the_command_and_the_handler_is_restored(capsys):
 
 
 # --- the scripts ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = PreprocessConfig()
-    model = HybridViT(depth=1, img_size=config.spectrogram_shape[1:],
-                      class_names=["earthquake", "explosion"])  # fmt: skip
-    return EventClassifier([model], config).save(tmp_path_factory.mktemp("m") / "model")
-
-
-@pytest.fixture(scope="module")
-def pnw(real_data_dir) -> Path:
-    path = real_data_dir / "pnw-eqex"
-    if not path.is_dir():
-        pytest.skip(f"{path} not found")
-    return path
 
 
 def _script(name: str, *args: object, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

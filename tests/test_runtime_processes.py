@@ -17,11 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-
-from quake.data import PreprocessConfig
-from quake.inference import EventClassifier
-from quake.models import HybridViT
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
@@ -100,15 +95,6 @@ def big_catalog(real_data_dir, tmp_path_factory) -> Path:
             rows.append({**event, "event_id": event_id})
     pd.DataFrame(rows).to_csv(root / "catalog.csv", index=False)
     return root
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = PreprocessConfig()
-    model = HybridViT(depth=1, img_size=config.spectrogram_shape[1:],
-                      class_names=["earthquake", "explosion"])  # fmt: skip
-    return EventClassifier([model], config).save(tmp_path_factory.mktemp("m") / "model")
 
 
 def _classify_command(model_dir: Path, catalog: Path, waveforms: Path, out: Path) -> list[str]:
