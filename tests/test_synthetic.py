@@ -137,10 +137,10 @@ def test_set_has_seisbench_layout(small_set):
     assert set(REQUIRED_COLUMNS) <= set(meta.columns)
     assert meta.trace_name.is_unique
     with h5py.File(small_set / "waveforms.hdf5") as h5:
-        fmt = h5["data_format"].attrs
-        assert fmt["component_order"] == "ZNE"
-        assert fmt["dimension_order"] == "CW"
-        assert float(fmt["sampling_rate"]) == FS
+        fmt = h5["data_format"]  # datasets in the group, where SeisBench reads them
+        assert fmt["component_order"][()] == b"ZNE"
+        assert fmt["dimension_order"][()] == b"CW"
+        assert float(fmt["sampling_rate"][()]) == FS
         assert set(h5["data"].keys()) == set(meta.trace_name)
         for row in meta.itertuples():
             data = h5["data"][row.trace_name]
@@ -153,6 +153,7 @@ def test_set_has_seisbench_layout(small_set):
     assert sorted(meta.source_type.unique()) == sorted(synthetic.DEFAULT_CLASSES)
     stamp = synthetic.read_stamp(small_set)
     assert stamp["generator_version"] == synthetic.GENERATOR_VERSION
+    assert stamp["layout_version"] == synthetic.LAYOUT_VERSION
     assert stamp["params"]["n_events_per_class"] == 6
     assert stamp["params"]["seed"] == 5
 
@@ -504,6 +505,11 @@ def test_default_set_is_regenerated_when_stale_or_asked(small_default, monkeypat
     monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
     synthetic.default_dataset_path()
     assert synthetic.read_stamp(path)["generator_version"] == synthetic.GENERATOR_VERSION
+    before = _identity(path)  # a set of an older layout (data_format as attributes) is rewritten
+    monkeypatch.setattr(synthetic, "LAYOUT_VERSION", synthetic.LAYOUT_VERSION + 1)
+    synthetic.default_dataset_path()
+    assert synthetic.read_stamp(path)["layout_version"] == synthetic.LAYOUT_VERSION
+    assert _identity(path) != before
     before = _identity(path)
     synthetic.default_dataset_path(regenerate=True)
     assert _identity(path) != before

@@ -1,5 +1,12 @@
 """Write waveform sets in SeisBench format (``metadata.csv`` + ``waveforms.hdf5``).
 
+The layout is the one SeisBench's ``WaveformDataWriter`` produces, so that
+``seisbench.data.WaveformDataset`` opens the set and its generators iterate it: ``data_format``
+as datasets in the group (``component_order`` ``ZNE``, ``dimension_order`` ``CW``,
+``sampling_rate``, ``measurement``, ``unit``), ``data/<trace_name>`` or ``data/bucket<k>``
+arrays with ``bucket<k>$<i>,:3,:<n>`` trace names (the name given kept as
+``trace_name_original``), and a ``trace_sampling_rate_hz`` column.
+
 Used by the embedded synthetic set, the benchmarks and the tests. The folder is built under a
 temporary name and renamed into place on success, so a crash never leaves a half-written set
 that looks complete.
@@ -23,14 +30,22 @@ from quake.runtime import staging_dir
 logger = logging.getLogger(__name__)
 
 COMPONENT_ORDER = COMPONENTS
+# data_format written with every set (the sampling rate is the writer's)
+DATA_FORMAT = {
+    "component_order": COMPONENT_ORDER,
+    "dimension_order": "CW",
+    "measurement": "velocity",
+    "unit": "counts",
+}
 
 
 class SeisBenchWriter:
     """Stream traces into a new SeisBench-format folder.
 
     ``bucket_size=None`` stores each trace as ``data/<trace_name>``; an integer groups traces of
-    equal length into ``data/bucket<k>`` arrays and names them ``bucket<k>$<i>,:3,:<n>``, as
-    SeisBench does for large sets. Memory use stays at one bucket, whatever the set's size.
+    equal length into ``data/bucket<k>`` arrays and names them ``bucket<k>$<i>,:3,:<n>`` (the
+    name given is kept as ``trace_name_original``), as SeisBench does for large sets. Memory use
+    stays at one bucket, whatever the set's size.
     """
 
     def __init__(
@@ -53,11 +68,9 @@ class SeisBenchWriter:
         self._tmp = staging_dir(self.path)
         self._h5 = h5py.File(self._tmp / "waveforms.hdf5", "w")
         fmt = self._h5.create_group("data_format")
-        fmt.attrs["component_order"] = COMPONENT_ORDER
-        fmt.attrs["dimension_order"] = "CW"
-        fmt.attrs["sampling_rate"] = self.sampling_rate_hz
-        fmt.attrs["measurement"] = "velocity"
-        fmt.attrs["unit"] = "counts"
+        for key, value in DATA_FORMAT.items():  # as datasets, where SeisBench reads them
+            fmt.create_dataset(key, data=value)
+        fmt.create_dataset("sampling_rate", data=self.sampling_rate_hz)
         self._data = self._h5.create_group("data")
         self._rows: list[dict] = []
         self._bucket: list[np.ndarray] = []
@@ -77,6 +90,11 @@ class SeisBenchWriter:
             **metadata,
         }
         if self.bucket_size is None:
+            if not trace_name or "$" in trace_name or "/" in trace_name:
+                raise ValueError(
+                    f"trace name {trace_name!r}: expected a non-empty name without '$' (SeisBench's "
+                    "bucket marker) or '/' (an HDF5 group separator)"
+                )
             self._data.create_dataset(trace_name, data=waveform)
             self._rows.append(row)
             return
@@ -94,6 +112,7 @@ class SeisBenchWriter:
         self._data.create_dataset(name, data=np.stack(self._bucket))
         n = self._bucket[0].shape[1]
         for i, row in enumerate(self._bucket_rows):
+            row["trace_name_original"] = row["trace_name"]
             row["trace_name"] = f"{name}${i},:3,:{n}"
             self._rows.append(row)
         self._n_buckets += 1

@@ -34,6 +34,7 @@ import numpy as np
 import obspy
 
 from quake.data.components import COMPONENTS, station_key
+from quake.data.readers.seisbench import is_seisbench_folder
 from quake.data.transforms import SkipTrace
 
 logger = logging.getLogger(__name__)
@@ -432,7 +433,8 @@ def _looks_like_sds(root: Path) -> bool:
 
 
 def detect_source_kind(path: str) -> str:
-    """``auto`` resolution: URL -> fdsn; metadata.csv + waveforms.hdf5 -> seisbench; year folders
+    """``auto`` resolution: URL -> fdsn; metadata.csv + waveforms.hdf5 (or SeisBench chunks) ->
+    seisbench; year folders
     -> sds; any other folder -> folders."""
     if re.match(r"^https?://", path):
         return "fdsn"
@@ -441,7 +443,7 @@ def detect_source_kind(path: str) -> str:
         raise ValueError(
             f"waveforms {path!r} is neither an existing folder nor an http(s) FDSN URL"
         )
-    if (root / "metadata.csv").is_file() and (root / "waveforms.hdf5").is_file():
+    if is_seisbench_folder(root):
         return "seisbench"
     if _looks_like_sds(root):
         return "sds"

@@ -34,7 +34,8 @@ reasons a seismologist would accept, and overlap enough that a model has to lear
   of events (~8% below 5 dB) sits near the noise and the classes overlap.
 
 The default set (:func:`default_dataset_path`) is written on first use and regenerated when missing
-or when the generator version or its parameters (a JSON stamp in the folder) change.
+or when the generator version, the layout version or its parameters (a JSON stamp in the folder)
+change.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ DEFAULT_CLASSES: tuple[str, ...] = ("earthquake", "explosion", "noise")
 
 #: Bump whenever the waveforms a seed produces change: a stale default set is then regenerated.
 GENERATOR_VERSION = 2
+#: Bump whenever the files' layout changes (2: data_format as HDF5 datasets, SeisBench's form):
+#: a default set of an older layout is then rewritten.
+LAYOUT_VERSION = 2
 DEFAULT_SET_NAME = "synthetic-default"
 #: Parameters of the embedded default set (recorded in its stamp).
 DEFAULT_SET_PARAMS: dict = {
@@ -608,7 +612,11 @@ def generate_synthetic_set(
 
 def _stamp_params(**params) -> dict:
     params["stations_per_event"] = list(params["stations_per_event"])
-    return {"generator_version": GENERATOR_VERSION, "params": params}
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "layout_version": LAYOUT_VERSION,
+        "params": params,
+    }
 
 
 def _move_into_place(staging: Path, path: Path, *, overwrite: bool) -> None:

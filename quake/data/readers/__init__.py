@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from quake.data.config import PreprocessConfig
 from quake.data.readers.base import LabelSpec, WaveformDataset
 from quake.data.readers.catalog import CATALOG_FILES, CatalogDataset, find_catalog
-from quake.data.readers.seisbench import SeisBenchDataset, parse_trace_name
+from quake.data.readers.seisbench import (
+    SeisBenchDataset,
+    is_seisbench_folder,
+    parse_trace_name,
+    seisbench_chunks,
+)
 from quake.data.readers.stead import SteadDataset, find_stead_files
 
 
@@ -16,10 +22,14 @@ def open_dataset(
     path: str | os.PathLike,
     config: PreprocessConfig | None = None,
     labels: LabelSpec | None = None,
+    *,
+    chunks: Sequence[str] | str | None = None,
 ) -> WaveformDataset:
     """Open a waveform set by what ``path`` holds.
 
-    - ``metadata.csv`` + ``waveforms.hdf5``: SeisBench format (:class:`SeisBenchDataset`);
+    - ``metadata.csv`` + ``waveforms.hdf5``, or SeisBench chunks (``metadata<chunk>.csv`` +
+      ``waveforms<chunk>.hdf5``, listed in a ``chunks`` file or not): SeisBench format
+      (:class:`SeisBenchDataset`; ``chunks`` picks some of them, default all);
     - ``catalog.xml`` or ``catalog.csv`` + ``waveforms/<event_id>/*.mseed``, or the path of
       such a catalog file (:class:`CatalogDataset`; ``catalog.xml`` wins when both exist);
     - one ``*.csv`` + one ``*.hdf5``: STEAD (:class:`SteadDataset`).
@@ -30,18 +40,21 @@ def open_dataset(
     path = Path(path)
     if not path.exists():
         raise ValueError(f"dataset path {str(path)!r} does not exist")
+    if chunks is not None and not is_seisbench_folder(path):
+        raise ValueError(f"chunks={chunks!r}: {path} is not a SeisBench-format set")
     if path.is_file():
         if path.suffix.lower() in (".xml", ".quakeml", ".csv"):
             return CatalogDataset(path, config, labels)
         raise ValueError(f"{path} is a file; expected a dataset folder or a catalog .xml/.csv file")
-    if (path / "metadata.csv").is_file() and (path / "waveforms.hdf5").is_file():
-        return SeisBenchDataset(path, config, labels)
+    if is_seisbench_folder(path):
+        return SeisBenchDataset(path, config, labels, chunks=chunks)
     if find_catalog(path) is not None:
         return CatalogDataset(path, config, labels)
     if find_stead_files(path) is not None:
         return SteadDataset(path, config, labels)
     raise ValueError(
-        f"cannot tell the format of {path}: expected metadata.csv + waveforms.hdf5 (SeisBench), "
+        f"cannot tell the format of {path}: expected metadata.csv + waveforms.hdf5 or "
+        "metadata<chunk>.csv + waveforms<chunk>.hdf5 (SeisBench), "
         f"{' or '.join(CATALOG_FILES)} + waveforms/ (catalog + miniSEED), or one *.csv + one "
         "*.hdf5 (STEAD)"
     )
@@ -53,6 +66,8 @@ __all__ = [
     "SeisBenchDataset",
     "SteadDataset",
     "WaveformDataset",
+    "is_seisbench_folder",
     "open_dataset",
     "parse_trace_name",
+    "seisbench_chunks",
 ]

@@ -44,6 +44,8 @@ CATEGORY_COLUMNS = (
     "trace_channel",
     "trace_components",
     "trace_category",
+    "trace_component_order",
+    "trace_chunk",
     "split",
 )
 
