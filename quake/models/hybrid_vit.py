@@ -22,6 +22,7 @@ from torch import nn
 from quake.classes import ClassNames
 from quake.data.config import DEFAULT_SPECTROGRAM_SIZE
 from quake.models.backbones import Backbone
+from quake.models.encoder import find_encoder, load_encoder, read_encoder, run_summary
 from quake.models.pretrained import (
     copy_backbone_weights,
     fetch_hub_state_dict,
@@ -75,7 +76,7 @@ def _pretrained_arg(value: object) -> bool | str:
         return os.fspath(value)
     raise ValueError(
         f"pretrained must be True (timm's ImageNet weights), False (random init) or a path to a "
-        f"timm checkpoint file, got {value!r}"
+        f"timm checkpoint file or a pretraining folder (quake pretrain), got {value!r}"
     )
 
 
@@ -91,7 +92,10 @@ class HybridViT(nn.Module):
         dropout: dropout on the CLS feature before the head.
         freeze_backbone: start with blocks, CLS token and pos-embed frozen.
         pretrained: True for timm's ImageNet weights (cache or hub), a path for a local timm
-            checkpoint (.pth/.bin/.safetensors/.npz), False for random init.
+            checkpoint (.pth/.bin/.safetensors/.npz) or for a pretraining folder written by
+            ``quake pretrain`` (or its ``encoder.safetensors``: stem, CLS token, position
+            embedding, blocks and norm all come from it; :mod:`quake.models.encoder`), False
+            for random init.
         drop_path_rate: stochastic depth, rising linearly to this rate over the ``depth`` blocks.
         class_names: names of the outputs, saved with the model; must have ``num_classes`` names.
     """
@@ -183,6 +187,15 @@ class HybridViT(nn.Module):
         if pretrained is True:
             state_dict, location = fetch_hub_state_dict(self.backbone)
             source = "timm-hub"
+        elif (encoder_file := find_encoder(pretrained)) is not None:
+            checkpoint = read_encoder(encoder_file)
+            info = load_encoder(self, checkpoint)
+            return {
+                "source": f"pretrain-run:{checkpoint.folder}",
+                "checkpoint": str(encoder_file),
+                "pretrain_run": run_summary(checkpoint),
+                **info,
+            }
         else:
             state_dict, location = read_checkpoint(pretrained, self.backbone), pretrained
             source = f"file:{pretrained}"
@@ -226,8 +239,13 @@ class HybridViT(nn.Module):
         return {"cls_token", "pos_embed"}
 
     # ------------------------------------------------------------------ forward
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, 1 + H'W', D) normalised tokens, CLS first."""
+    def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> (B, 1 + H'W', D) normalised tokens, CLS first.
+
+        ``keep``: (B, K) indices of the patch tokens to keep (masked pretraining,
+        :mod:`quake.pretrain.objective`): only those K, with their position embeddings, go
+        through the blocks, giving (B, 1 + K, D).
+        """
         if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.img_size:
             raise ValueError(
                 f"input has shape {tuple(x.shape)}; expected (batch, {self.in_channels}, "
@@ -239,7 +257,13 @@ class HybridViT(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         x = x.flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        if keep is None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        else:
+            x = x + self.pos_embed[:, 1:]
+            x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
+            cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+            x = torch.cat([cls, x], dim=1)
         x = self.blocks(x)
         return self.norm(x)
 

@@ -82,7 +82,9 @@ class ModelConfig:
     depth: int = 4
     dropout: float = 0.2
     drop_path_rate: float = 0.05
-    pretrained: str = "auto"  # auto | none | PATH to a weights file
+    # auto | none | PATH: a timm weights file, or a pretraining folder (quake pretrain) or its
+    # encoder.safetensors
+    pretrained: str = "auto"
     freeze_backbone: bool = False  # keep the ViT blocks frozen for the whole run
 
     def validate(self) -> None:
@@ -107,14 +109,14 @@ class ModelConfig:
             self.pretrained in ("auto", "none") or bool(self.pretrained.strip()),
             "model.pretrained",
             self.pretrained,
-            "'auto', 'none' or the path of a weights file",
+            "'auto', 'none', the path of a weights file or of a pretraining folder",
         )
         if self.pretrained not in ("auto", "none"):
             _check(
-                Path(self.pretrained).expanduser().is_file(),
+                Path(self.pretrained).expanduser().exists(),
                 "model.pretrained",
                 self.pretrained,
-                "'auto', 'none' or the path of an existing weights file",
+                "'auto', 'none', an existing weights file or pretraining folder",
             )
 
 

@@ -38,7 +38,9 @@ class PretrainedResolver:
     """Turns ``model.pretrained`` (auto | none | PATH) into HybridViT's argument, once per run.
 
     ``auto`` tries timm's ImageNet weights (cache or hub); when they cannot be had it warns
-    loudly, once, and every fold trains from random init. What happened is in :attr:`status`.
+    loudly, once, and every fold trains from random init. A PATH is a timm weights file or a
+    pretraining folder (``quake pretrain``; :mod:`quake.models.encoder`), whose run is then
+    named in :attr:`status`. What happened is in :attr:`status`.
     """
 
     def __init__(self, requested: str):
@@ -68,9 +70,19 @@ class PretrainedResolver:
                 self._resolved = False
                 self.status["note"] = f"unavailable, random initialisation ({error})"
         else:
-            build(self.requested)  # an unreadable or unfitting file stops the run before training
+            # an unreadable or unfitting file stops the run before training
+            model = build(self.requested)
+            run = getattr(model, "pretrained_info", {}).get("pretrain_run")
             self._resolved = self.requested
             self.status["note"] = f"weights file {self.requested}"
+            if run is not None:
+                self.status["pretrain_run"] = run
+                self.status["note"] = (
+                    f"pretraining run {run['folder']} ({run['objective']}, "
+                    f"{run['epochs_done']} epochs, {run['windows_seen']} windows seen, "
+                    f"sources {run['sources']}): stem, CLS token, position embedding, blocks and "
+                    "norm loaded, head initialised"
+                )
         return self._resolved
 
 
