@@ -2,4 +2,4 @@
 ``export``. Each has ``parse_args`` and ``main(argv) -> exit status``; ``scripts/<name>.py``
 call the same ``main``."""
 
-COMMANDS = ("train", "classify", "export")
+COMMANDS = ("train", "classify", "export", "pretrain")
