@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quake.training.splits import Fold, check_disjoint_groups, grouped_folds
+from quake.training.config import load_config
+from quake.training.splits import (
+    Fold,
+    check_disjoint_groups,
+    check_split_values,
+    cv_folds,
+    grouped_folds,
+    predefined_folds,
+)
 
 
 def _events(n_events=60, seed=0):
@@ -72,3 +80,67 @@ def test_a_class_with_fewer_events_than_folds_is_refused():
     for fold in folds:
         assert 3 in set(labels[fold.train]) | set(labels[fold.val])
         assert 3 in set(labels[fold.test])
+
+
+# --- cv.strategy: predefined (the set's own split column, SeisBench's train/dev/test) ----------
+def _split_by_event(groups, seed=0):
+    """A split column that assigns whole events: about 60% train, 20% dev, 20% test."""
+    events = np.unique(groups)
+    part = dict(zip(events, np.random.default_rng(seed).choice(
+        ["train", "dev", "test"], len(events), p=[0.6, 0.2, 0.2]), strict=True))  # fmt: skip
+    return np.array([part[g] for g in groups], dtype=object)
+
+
+def test_predefined_split_is_one_fold_with_dev_as_validation():
+    labels, groups = _events()
+    splits = _split_by_event(groups)
+    (fold,) = cv_folds("predefined", labels, groups, splits=splits, n_folds=5, seed=3)
+    assert fold.index == 0
+    assert fold.train.tolist() == np.flatnonzero(splits == "train").tolist()
+    assert fold.val.tolist() == np.flatnonzero(splits == "dev").tolist()
+    assert fold.test.tolist() == np.flatnonzero(splits == "test").tolist()
+    check_disjoint_groups([fold], groups)
+    # the seed and the number of folds play no part: the set decides
+    assert cv_folds("predefined", labels, groups, splits=splits, seed=9)[0].test.tolist() == (
+        fold.test.tolist()
+    )
+    assert len(cv_folds("grouped", labels, groups, n_folds=3)) == 3
+
+
+def test_predefined_split_refuses_a_missing_or_bad_column():
+    labels, groups = _events()
+    with pytest.raises(ValueError, match=r"needs a 'split' column.*cv.strategy=grouped"):
+        predefined_folds(labels, groups, None)
+    splits = _split_by_event(groups)
+    splits[:3] = ["Train", "validation", np.nan]
+    with pytest.raises(ValueError, match=r"3 traces have a 'split' value.*'Train' x1.*'nan' x1"):
+        predefined_folds(labels, groups, splits)
+    assert check_split_values(np.array(["dev", "test"], dtype=object)).tolist() == ["dev", "test"]
+
+
+def test_predefined_split_refuses_an_empty_part_a_cut_event_or_an_unseen_class():
+    labels, groups = _events()
+    splits = _split_by_event(groups)
+    no_dev = np.where(splits == "dev", "train", splits)
+    with pytest.raises(ValueError, match=r"no dev traces"):
+        predefined_folds(labels, groups, no_dev)
+    cut = splits.copy()
+    event = next(g for g in np.unique(groups) if (groups == g).sum() >= 2)
+    rows = np.flatnonzero(groups == event)
+    cut[rows] = "train"
+    cut[rows[-1]] = "test"  # one station of the event on the other side
+    with pytest.raises(
+        ValueError, match=rf"source_id '{event}' in both train and test.*never cuts"
+    ):
+        predefined_folds(labels, groups, cut)
+    unseen = splits.copy()
+    unseen[(labels == 2) & (splits == "train")] = "dev"
+    with pytest.raises(ValueError, match=r"classes \['explosion'\] have dev traces but no train"):
+        predefined_folds(labels, groups, unseen, class_names=["earthquake", "noise", "explosion"])
+
+
+def test_cv_strategy_is_validated_and_grouped_by_default():
+    assert load_config().cv.strategy == "grouped"
+    assert load_config(overrides={"cv.strategy": "predefined"}).cv.strategy == "predefined"
+    with pytest.raises(ValueError, match=r"cv\.strategy='random'.*grouped, predefined"):
+        load_config(overrides={"cv.strategy": "random"})

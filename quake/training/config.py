@@ -24,6 +24,7 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DEPLOY_CHOICES = ("ensemble",)
 PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")
 WINDOW_CACHE_CHOICES = ("auto", "memory", "disk")
+CV_STRATEGIES = ("grouped", "predefined")
 
 
 def _check(condition: bool, key: str, value: object, expected: str) -> None:
@@ -258,10 +259,19 @@ class AugmentConfig:
 
 @dataclass
 class CVConfig:
+    # grouped: StratifiedGroupKFold over source_id; predefined: the set's own `split` column
+    # (SeisBench's train/dev/test: one fold, dev for early stopping; folds and val_fraction unused)
+    strategy: str = "grouped"
     folds: int = 5
     val_fraction: float = 0.15  # share of each training fold's events held out for early stopping
 
     def validate(self) -> None:
+        _check(
+            self.strategy in CV_STRATEGIES,
+            "cv.strategy",
+            self.strategy,
+            f"one of {', '.join(CV_STRATEGIES)}",
+        )
         _check(self.folds >= 2, "cv.folds", self.folds, "an integer >= 2")
         _check(
             0.0 < self.val_fraction <= 0.5,

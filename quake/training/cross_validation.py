@@ -51,6 +51,8 @@ class CVData:
     pre_event_samples: int = 0  # samples of pre-event noise at the start of each window
     # the .npy file ``waveforms`` is memory-mapped from (run.window_cache disk); None: in memory
     windows_path: Path | None = None
+    # the set's own ``split`` column (train/dev/test) for cv.strategy predefined; None: none
+    splits: np.ndarray | None = None
 
     @property
     def n_classes(self) -> int:

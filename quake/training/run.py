@@ -49,7 +49,13 @@ from quake.training.distributed import (
     shutdown,
 )
 from quake.training.loop import PretrainedResolver, progress_enabled
-from quake.training.splits import Fold, check_disjoint_groups, grouped_folds
+from quake.training.splits import (
+    SPLIT_COLUMN,
+    Fold,
+    check_disjoint_groups,
+    check_split_values,
+    cv_folds,
+)
 from quake.training.window_cache import map_windows, place_windows
 
 #: The run's list of skipped traces and of traces used with a quality flag.
@@ -200,6 +206,9 @@ def open_training_set(config: TrainConfig, dist: DistContext = SINGLE) -> Wavefo
             "(data.label_column names the column of the labels, data.label_map maps the set's "
             "own names to class names)"
         )
+    if config.cv.strategy == "predefined":  # a missing or bad split column fails before the run
+        column = dataset.metadata.get(SPLIT_COLUMN)
+        check_split_values(None if column is None else column.to_numpy(dtype=object), str(path))
     return dataset
 
 
@@ -255,6 +264,7 @@ def load_data(
         preprocess=preprocess,
         pre_event_samples=pre_event_samples(preprocess),
         windows_path=windows_path,
+        splits=meta[SPLIT_COLUMN].to_numpy(dtype=object) if SPLIT_COLUMN in meta else None,
     )
     events = pd.DataFrame({"source_id": data.source_ids, "label": labels})
     traces_per_event = events.groupby("source_id").size()
@@ -301,19 +311,22 @@ def write_trace_quality(adapter: WaveformDataAdapter, path: Path) -> None:
 
 
 def make_folds(data: CVData, config: TrainConfig, run_dir: Path) -> list[Fold]:
-    """Grouped folds; saved on first use and checked against the saved ones on resume."""
-    folds = grouped_folds(
+    """The folds of cv.strategy; saved on first use and checked against the saved ones on resume."""
+    folds = cv_folds(
+        config.cv.strategy,
         data.labels,
         data.source_ids,
-        config.cv.folds,
+        splits=data.splits,
+        n_folds=config.cv.folds,
         val_fraction=config.cv.val_fraction,
         seed=config.seed,
         class_names=data.class_names.to_list(),
     )
     path = run_dir / "fold_indices.json"
     payload = {
+        "strategy": config.cv.strategy,
         "seed": config.seed,
-        "n_folds": config.cv.folds,
+        "n_folds": len(folds),
         "val_fraction": config.cv.val_fraction,
         "group_column": "source_id",
         "indices_refer_to": "items.csv",

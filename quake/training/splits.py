@@ -1,20 +1,31 @@
 """Grouped, stratified splits: the traces of one event (``source_id``) never sit on both sides.
 
-The outer split is ``StratifiedGroupKFold`` over ``source_id``; inside each training fold a
-second grouped split holds out a validation share for early stopping, so the test fold is
-touched exactly once, after the checkpoint is chosen.
+``cv.strategy: grouped`` (the default): the outer split is ``StratifiedGroupKFold`` over
+``source_id``; inside each training fold a second grouped split holds out a validation share for
+early stopping, so the test fold is touched exactly once, after the checkpoint is chosen.
+
+``cv.strategy: predefined``: one fold from the set's own ``split`` column, SeisBench's
+``train``/``dev``/``test`` (as benchmark comparisons expect): ``dev`` is the validation split.
+It is refused when it would cut an event or test a class that training never sees.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
+from quake.training.config import CV_STRATEGIES
+
 logger = logging.getLogger(__name__)
+
+#: The metadata column of predefined splits and its values (SeisBench's names and values).
+SPLIT_COLUMN = "split"
+SPLIT_VALUES = ("train", "dev", "test")
 
 
 @dataclass(frozen=True)
@@ -147,3 +158,96 @@ def check_disjoint_groups(folds: list[Fold], groups: np.ndarray) -> None:
                         f"fold {fold.index}: source_id {sorted(shared)[0]!r} is in both "
                         f"{first} and {second} ({len(shared)} shared groups)"
                     )
+
+
+def check_split_values(splits: Sequence | np.ndarray | None, where: str = "the set") -> np.ndarray:
+    """The ``split`` values as a str array; ValueError naming the bad values (with counts) when
+    the column is missing or a row holds anything but ``train``, ``dev`` or ``test``."""
+    if splits is None:
+        raise ValueError(
+            f"cv.strategy=predefined needs a {SPLIT_COLUMN!r} column ({', '.join(SPLIT_VALUES)}, "
+            f"as in SeisBench sets); {where} has none: expected one, or cv.strategy=grouped"
+        )
+    values = np.asarray(splits, dtype=object)
+    bad = Counter(v if isinstance(v, str) else repr(v) for v in values if v not in SPLIT_VALUES)
+    if bad:
+        shown = ", ".join(f"{v!r} x{n}" for v, n in bad.most_common(5))
+        raise ValueError(
+            f"{where}: {sum(bad.values())} traces have a {SPLIT_COLUMN!r} value that is not one "
+            f"of {', '.join(SPLIT_VALUES)} ({shown}); expected every trace in one of them"
+        )
+    return values.astype(str)
+
+
+def predefined_folds(
+    labels: np.ndarray,
+    groups: np.ndarray,
+    splits: Sequence | np.ndarray | None,
+    *,
+    class_names: Sequence[str] | None = None,
+) -> list[Fold]:
+    """One fold from a set's own ``split`` column: ``train`` trains, ``dev`` is the validation
+    split (early stopping, checkpoint choice), ``test`` is scored once. ValueError naming the
+    problem when a part is empty, a class of ``dev``/``test`` has no training trace, or an event
+    (``source_id``) sits in two parts."""
+    labels = np.asarray(labels)
+    groups = np.asarray(groups).astype(str)
+    values = check_split_values(splits)
+    if not labels.shape == groups.shape == values.shape:
+        raise ValueError(
+            f"labels, groups and splits must have the same length, got {labels.shape}, "
+            f"{groups.shape} and {values.shape}"
+        )
+    parts = {name: np.flatnonzero(values == name) for name in SPLIT_VALUES}
+    empty = [name for name, idx in parts.items() if len(idx) == 0]
+    if empty:
+        counts = {name: len(idx) for name, idx in parts.items()}
+        raise ValueError(
+            f"the {SPLIT_COLUMN!r} column has no {' and no '.join(empty)} traces (counts "
+            f"{counts}); expected train, dev and test traces"
+        )
+    trained = set(labels[parts["train"]].tolist())
+    for name in ("dev", "test"):
+        unseen = sorted(set(labels[parts[name]].tolist()) - trained)
+        if unseen:
+            shown = [class_names[int(u)] if class_names is not None else u for u in unseen]
+            raise ValueError(
+                f"classes {shown} have {name} traces but no train traces in the "
+                f"{SPLIT_COLUMN!r} column; expected every class of {name} in train"
+            )
+    fold = Fold(index=0, train=parts["train"], val=parts["dev"], test=parts["test"])
+    sets = {name: set(groups[idx].tolist()) for name, idx in parts.items()}
+    for first, second in (("train", "dev"), ("train", "test"), ("dev", "test")):
+        shared = sets[first] & sets[second]
+        if shared:
+            raise ValueError(
+                f"the {SPLIT_COLUMN!r} column puts source_id {sorted(shared)[0]!r} in both "
+                f"{first} and {second} ({len(shared)} events shared): a split never cuts an "
+                "event; expected each source_id in one part, or cv.strategy=grouped"
+            )
+    logger.info(
+        "predefined split: %d train, %d dev (validation), %d test traces",
+        len(fold.train), len(fold.val), len(fold.test),
+    )  # fmt: skip
+    return [fold]
+
+
+def cv_folds(
+    strategy: str,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    *,
+    splits: Sequence | np.ndarray | None = None,
+    n_folds: int = 5,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+) -> list[Fold]:
+    """The folds of ``cv.strategy``: :func:`grouped_folds` or :func:`predefined_folds`."""
+    if strategy == "grouped":
+        return grouped_folds(
+            labels, groups, n_folds, val_fraction=val_fraction, seed=seed, class_names=class_names
+        )
+    if strategy == "predefined":
+        return predefined_folds(labels, groups, splits, class_names=class_names)
+    raise ValueError(f"cv.strategy {strategy!r}; expected one of {', '.join(CV_STRATEGIES)}")
