@@ -1,0 +1,109 @@
+"""A trained quake classifier as a SeisBench model, for code written against SeisBench.
+
+Needs the ``seisbench`` package (``pip install quake[seisbench]``)::
+
+    from quake.seisbench_model import QuakeClassifier
+
+    model = QuakeClassifier.from_quake("runs/my-run")    # a run, model or ONNX export folder
+    out = model.classify(stream, origin_time="2018-04-11T20:55:29.39Z")
+    out.probabilities      # {"earthquake": 0.93, "explosion": 0.07}
+    out.predicted_class    # "earthquake"
+
+:meth:`QuakeClassifier.classify` takes an obspy Stream of one event, like every SeisBench
+model's ``classify``, and returns a ``seisbench.util.ClassifyOutput`` holding what
+``quake classify`` gives for that event: ``probabilities`` (event class -> probability, None
+when no station was usable), ``predicted_class``, ``stations`` (one row per station, with its
+probabilities, quality and any skip reason) and ``skipped``. Windowing, resampling, component
+mapping and the quality checks are quake's own, so the numbers are the same as the command's.
+``forward`` maps trimmed ``(batch, 3, window_samples)`` Z, N, E windows to ``(batch, classes)``
+probabilities. quake classifies events, not continuous records: ``annotate`` is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+try:
+    import seisbench.models as sbm
+    import seisbench.util as sbu
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "quake.seisbench_model needs the seisbench package; install it with "
+        "pip install 'quake[seisbench]'"
+    ) from exc
+
+
+class QuakeClassifier(sbm.WaveformModel):
+    """A quake classifier (``quake.load``'s result) behind SeisBench's ``WaveformModel``.
+
+    ``component_order`` is ``ZNE``, ``sampling_rate`` and ``in_samples`` are the classifier's
+    preprocessing (``config.sampling_rate_hz``, ``config.window_samples``) and ``labels`` its
+    class names, so SeisBench code that reads them sees the model's real input.
+    """
+
+    def __init__(self, classifier: Any):
+        for attribute in ("classify", "predict_proba", "class_names", "config"):
+            if not hasattr(classifier, attribute):
+                raise TypeError(
+                    f"{type(classifier).__name__} has no {attribute!r}; expected a quake "
+                    "classifier (quake.load(path))"
+                )
+        config = classifier.config
+        super().__init__(
+            component_order="ZNE",
+            sampling_rate=float(config.sampling_rate_hz),
+            output_type="point",
+            in_samples=int(config.window_samples),
+            pred_sample=0,
+            labels=list(classifier.class_names),
+        )
+        self.classifier = classifier
+
+    @classmethod
+    def from_quake(cls, path: str | os.PathLike, device: str = "cpu") -> QuakeClassifier:
+        """The classifier in a run folder, a model folder or an ONNX export folder."""
+        import quake
+
+        return cls(quake.load(path, device=device))
+
+    @property
+    def model_id(self) -> str | None:
+        return getattr(self.classifier, "model_id", None)
+
+    def classify(
+        self, stream, origin_time: Any = None, picks: Any = None, **kwargs: Any
+    ) -> sbu.ClassifyOutput:
+        """One event in an obspy Stream -> ``ClassifyOutput`` with ``probabilities``,
+        ``predicted_class``, ``stations``, ``skipped`` and ``model_id``. Windows start
+        ``pre_arrival_s`` before each station's P pick (``picks``: ``{"NET.STA.LOC": time}`` or
+        obspy Picks), else before ``origin_time``."""
+        if kwargs:
+            raise TypeError(
+                f"unexpected arguments {sorted(kwargs)}; expected origin_time and picks "
+                "(quake's windowing and batching are fixed by the model)"
+            )
+        result = self.classifier.classify(stream, origin_time=origin_time, picks=picks)
+        return sbu.ClassifyOutput(
+            self.name,
+            probabilities=result.probabilities,
+            predicted_class=result.predicted_class,
+            stations=result.stations,
+            skipped=result.skipped,
+            model_id=self.model_id,
+        )
+
+    def annotate(self, stream, **kwargs: Any):
+        raise NotImplementedError(
+            "quake classifies events, not continuous records: use classify(stream, "
+            "origin_time=...) with the stream of one event"
+        )
+
+    def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``(batch, 3, window_samples)`` trimmed Z, N, E windows -> ``(batch, classes)``
+        probabilities, as ``predict_proba`` gives them."""
+        windows = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        return torch.from_numpy(np.asarray(self.classifier.predict_proba(windows)))

@@ -1,0 +1,49 @@
+"""The SeisBench adapter: a quake classifier used as a ``seisbench.models.WaveformModel``."""
+
+from __future__ import annotations
+
+import numpy as np
+import obspy
+import pytest
+import torch
+
+import quake
+
+pytest.importorskip("seisbench.models")
+from quake.seisbench_model import QuakeClassifier  # noqa: E402
+
+EVENT, ORIGIN = "uw61362132", "2018-04-11T20:55:29.39Z"
+
+
+def test_classify_gives_what_quake_gives(model_dir, pnw):
+    import seisbench.models as sbm
+    import seisbench.util as sbu
+
+    model = QuakeClassifier.from_quake(model_dir)
+    clf = quake.load(model_dir)
+    assert isinstance(model, sbm.WaveformModel)
+    assert model.component_order == "ZNE" and model.labels == ["earthquake", "explosion"]
+    assert model.sampling_rate == clf.config.sampling_rate_hz
+    assert model.in_samples == clf.config.window_samples
+    stream = obspy.read(str(pnw / "waveforms" / EVENT / "*.mseed"))
+    out = model.classify(stream, origin_time=ORIGIN)
+    expected = clf.classify(stream, origin_time=ORIGIN)
+    assert isinstance(out, sbu.ClassifyOutput) and out.creator == "QuakeClassifier"
+    assert out.probabilities == pytest.approx(expected.probabilities)
+    assert out.predicted_class == expected.predicted_class
+    assert out.stations["station_id"].tolist() == expected.stations["station_id"].tolist()
+    assert out.model_id == clf.model_id
+
+
+def test_forward_is_predict_proba_and_annotate_is_refused(model_dir):
+    model = QuakeClassifier.from_quake(model_dir)
+    windows = np.random.default_rng(0).normal(size=(4, 3, model.in_samples)).astype(np.float32)
+    probs = model(torch.from_numpy(windows))
+    np.testing.assert_allclose(probs.numpy(), model.classifier.predict_proba(windows), rtol=1e-6)
+    np.testing.assert_allclose(probs.sum(dim=1).numpy(), 1.0, rtol=1e-5)
+    with pytest.raises(NotImplementedError, match="classifies events, not continuous records"):
+        model.annotate(obspy.Stream())
+    with pytest.raises(TypeError, match=r"unexpected arguments \['batch_size'\]"):
+        model.classify(obspy.Stream(), batch_size=8)
+    with pytest.raises(TypeError, match="expected a quake classifier"):
+        QuakeClassifier(object())
