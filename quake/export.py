@@ -123,7 +123,16 @@ def load_exportable(
                 f"{str(path)!r} holds an EventClassifier with its own preprocessing; got a "
                 "preprocessing config as well, expected none"
             )
-        return EventClassifier.load(path)
+        from quake.classify.run import load_classifier
+
+        classifier = load_classifier(path)
+        if not isinstance(classifier, EventClassifier):
+            raise ValueError(
+                f"{str(path)!r} deploys the random-forest baseline (deploy.strategy: baseline), "
+                "which has no ONNX export; expected a HybridViT classifier (a run's HybridViT "
+                "ensemble is in its model_hybridvit/ folder)"
+            )
+        return classifier
     if (path / HYBRID_VIT_FILE).is_file():
         model = HybridViT.load(path)
         return EventClassifier([model], config or PreprocessConfig())

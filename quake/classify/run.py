@@ -15,6 +15,7 @@ only the other events; the final file holds every catalog event exactly once, in
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -510,9 +511,23 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def load_classifier(path: str | os.PathLike, device: str = "cpu"):
-    """An :class:`quake.inference.EventClassifier` from a run folder or its ``model/`` folder."""
-    from quake.inference import EventClassifier
+    """The classifier in a run folder or its ``model/`` folder: an
+    :class:`quake.inference.EventClassifier`, or a
+    :class:`quake.baseline_classifier.BaselineClassifier` (``deploy.strategy: baseline``)."""
+    from quake.baseline_classifier import FORMAT as BASELINE_FORMAT
+    from quake.baseline_classifier import BaselineClassifier
+    from quake.inference import CLASSIFIER_FILE, EventClassifier
 
+    path = Path(path)
+    folder = path / "model" if (path / "model" / CLASSIFIER_FILE).is_file() else path
+    try:
+        is_baseline = json.loads((folder / CLASSIFIER_FILE).read_text()).get("format") == (
+            BASELINE_FORMAT
+        )
+    except (OSError, ValueError):
+        is_baseline = False  # EventClassifier.load says what is wrong
+    if is_baseline:
+        return BaselineClassifier.load(folder)
     return EventClassifier.load(path, device=resolve_device(device))
 
 

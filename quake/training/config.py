@@ -21,7 +21,7 @@ import yaml
 CLASS_BALANCE_CHOICES = ("weighted_loss", "balanced_sampling", "none")
 SELECTION_METRICS = ("loss", "balanced_accuracy", "macro_f1")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-DEPLOY_CHOICES = ("ensemble",)
+DEPLOY_CHOICES = ("ensemble", "baseline")
 PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")
 WINDOW_CACHE_CHOICES = ("auto", "memory", "disk")
 CV_STRATEGIES = ("grouped", "predefined")
@@ -312,7 +312,9 @@ class BaselineConfig:
 class DeployConfig:
     """What the run leaves for batch classification in ``<run>/model/``."""
 
-    strategy: str = "ensemble"  # the K fold models, probabilities averaged
+    # ensemble: the K fold HybridViTs, probabilities averaged; baseline: the K fold random
+    # forests of the baseline instead (when the report shows that it wins on this data)
+    strategy: str = "ensemble"
 
     def validate(self) -> None:
         _check(
@@ -402,6 +404,12 @@ class TrainConfig:
             section = getattr(self, f.name)
             if dataclasses.is_dataclass(section):
                 section.validate()
+        _check(
+            self.deploy.strategy != "baseline" or self.baseline.enabled,
+            "deploy.strategy",
+            self.deploy.strategy,
+            "'ensemble' when baseline.enabled is false (the baseline is what it would deploy)",
+        )
         return self
 
     def to_dict(self) -> dict:

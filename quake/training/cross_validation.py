@@ -105,7 +105,7 @@ def run_baseline(data: CVData, folds: list[Fold], config: TrainConfig, n_jobs: i
     fs = data.preprocess.sampling_rate_hz
     features = spectral_features(data.waveforms.numpy(), fs)
     feature_seconds = time.perf_counter() - start
-    probs, models = [], None
+    probs, models, forests = [], None, []
     for fold in folds:
         fit_idx = np.concatenate([fold.train, fold.val])
         forest = SpectralForestBaseline(
@@ -116,12 +116,14 @@ def run_baseline(data: CVData, folds: list[Fold], config: TrainConfig, n_jobs: i
             n_jobs=n_jobs,
         ).fit(features[fit_idx], data.labels[fit_idx])
         probs.append(forest.predict_proba(features[fold.test], data.n_classes))
+        forests.append(forest.forest)
         models = str(forest)
     seconds = time.perf_counter() - start
     logger.info("baseline: %d features, %d folds in %.1f s", features.shape[1], len(folds), seconds)
     return {
         "probs": probs,
         "model": models,
+        "forests": forests,  # fitted sklearn forests, for deploy.strategy baseline
         "feature_names": feature_names(fs),
         "seconds": seconds,
         "feature_seconds": feature_seconds,

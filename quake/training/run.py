@@ -98,6 +98,34 @@ def fold_workers(
     return max(1, min(folds, threads + (1 if folds % threads else 0)))
 
 
+DEPLOY_BASELINE_NOTE = (
+    "deploy.strategy baseline: the {k} fold random forests on spectral features, probabilities "
+    "averaged (quake.baseline_classifier); the HybridViT ensemble is kept in {hybrid}/"
+)
+HYBRID_VIT_DIR = "model_hybridvit"
+
+
+def deploy_baseline(baseline: dict, data: CVData, run_dir: Path) -> Path:
+    """``<run>/model/`` = the fold forests of the baseline, as a BaselineClassifier."""
+    import hashlib
+
+    from quake.baseline_classifier import BaselineClassifier, forest_arrays
+
+    forests = [forest_arrays(f, data.n_classes) for f in baseline["forests"]]
+    digest = hashlib.sha256()
+    for forest in forests:
+        for name in sorted(forest):
+            digest.update(forest[name].tobytes())
+    deployed = BaselineClassifier(
+        forests,
+        data.preprocess,
+        data.class_names,
+        model_id=f"{run_dir.name}-rf-{digest.hexdigest()[:8]}",
+        info={"run": run_dir.name, "strategy": "baseline", "model": baseline["model"]},
+    )
+    return deployed.save(run_dir / "model")
+
+
 def default_run_dir(config: TrainConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{stamp}-{config.model.backbone.lower()}-d{config.model.depth}"
@@ -609,7 +637,11 @@ def _train(
                 "pretrained": pretrained.get("source"),
             },
         )
-        classifier_dir = classifier.save(run_dir / "model")
+        if config.deploy.strategy == "baseline":
+            classifier.save(run_dir / HYBRID_VIT_DIR)  # kept, not deployed
+            classifier_dir = deploy_baseline(baseline, data, run_dir)
+        else:
+            classifier_dir = classifier.save(run_dir / "model")
 
         metrics = {
             "run": run_dir.name,
@@ -622,7 +654,9 @@ def _train(
                 "strategy": config.deploy.strategy,
                 "members": len(models),
                 "folder": "model",
-                "why": DEPLOY_NOTE.format(k=len(models)),
+                "why": DEPLOY_NOTE.format(k=len(models))
+                if config.deploy.strategy == "ensemble"
+                else DEPLOY_BASELINE_NOTE.format(k=len(models), hybrid=HYBRID_VIT_DIR),
             },
             "seed": config.seed,
             "training": {

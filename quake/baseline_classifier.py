@@ -1,0 +1,191 @@
+"""The random-forest baseline as a deployable classifier (``deploy.strategy: baseline``).
+
+When the spectral-feature forest beats the HybridViT on a user's data (the report says so in
+its first lines), the run can leave it in ``<run>/model/`` instead: the K fold forests, their
+probabilities averaged, on the features of :func:`quake.training.baseline.spectral_features`
+computed from the same trimmed windows the HybridViT would get. ``quake classify``,
+``quake.load`` and ``clf.classify(stream)`` use it like the HybridViT ensemble.
+
+No pickle: each forest is stored as the arrays of its trees (children, split feature,
+threshold, class fractions at each node) in one safetensors file, and predicted here with
+numpy, all trees of a forest at once. ``predict_forest`` gives sklearn's ``predict_proba``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from quake.classes import ClassNames
+from quake.data import PreprocessConfig
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "quake.BaselineClassifier"
+CLASSIFIER_FILE = "classifier.json"
+FORESTS_FILE = "forests.safetensors"
+_ARRAYS = ("left", "right", "feature", "threshold", "value", "roots")
+
+
+def forest_arrays(forest, n_classes: int) -> dict[str, np.ndarray]:
+    """A fitted sklearn ``RandomForestClassifier`` -> flat arrays of all its trees' nodes.
+
+    Node indices are global (tree ``t``'s nodes follow tree ``t - 1``'s; ``roots`` holds each
+    tree's first node); a leaf has ``left == -1``; ``value`` holds each node's class fractions
+    over all ``n_classes`` (a class the forest never saw gets 0)."""
+    lefts, rights, features, thresholds, values, roots = [], [], [], [], [], []
+    offset = 0
+    for estimator in forest.estimators_:
+        tree = estimator.tree_
+        leaf = tree.children_left == -1
+        lefts.append(np.where(leaf, -1, tree.children_left + offset))
+        rights.append(np.where(leaf, -1, tree.children_right + offset))
+        features.append(np.where(leaf, 0, tree.feature))
+        thresholds.append(tree.threshold)
+        fractions = tree.value[:, 0, :] / tree.value[:, 0, :].sum(axis=1, keepdims=True)
+        full = np.zeros((tree.node_count, n_classes))
+        full[:, np.asarray(forest.classes_, dtype=np.int64)] = fractions
+        values.append(full)
+        roots.append(offset)
+        offset += tree.node_count
+    return {
+        "left": np.concatenate(lefts).astype(np.int64),
+        "right": np.concatenate(rights).astype(np.int64),
+        "feature": np.concatenate(features).astype(np.int64),
+        "threshold": np.concatenate(thresholds).astype(np.float64),
+        "value": np.concatenate(values).astype(np.float64),
+        "roots": np.asarray(roots, dtype=np.int64),
+    }
+
+
+def predict_forest(arrays: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+    """``(N, n_classes)`` class probabilities of a forest of :func:`forest_arrays`: every tree
+    walks all rows at once, level by level, and the leaves' fractions are averaged."""
+    x = np.asarray(features, dtype=np.float32).astype(np.float64)  # sklearn splits on float32
+    rows = np.arange(len(x))
+    node = np.repeat(arrays["roots"][:, None], len(x), axis=1)  # (trees, N)
+    while True:
+        inner = arrays["left"][node] >= 0
+        if not inner.any():
+            break
+        go_left = x[rows[None, :], arrays["feature"][node]] <= arrays["threshold"][node]
+        step = np.where(go_left, arrays["left"][node], arrays["right"][node])
+        node = np.where(inner, step, node)
+    return arrays["value"][node].mean(axis=0)
+
+
+class BaselineClassifier:
+    """The K fold forests of a run on spectral features; probabilities averaged (module doc)."""
+
+    def __init__(
+        self,
+        forests: Sequence[dict[str, np.ndarray]],
+        config: PreprocessConfig,
+        class_names: Sequence[str],
+        model_id: str,
+        info: dict | None = None,
+    ):
+        if not forests:
+            raise ValueError("BaselineClassifier needs at least one forest, got none")
+        self.forests = list(forests)
+        self.config = config
+        self.class_names = ClassNames(class_names)
+        self.model_id = model_id
+        self.info = info or {}
+
+    def predict_proba(self, waveforms: np.ndarray, batch_size: int = 128) -> np.ndarray:
+        """``(B, C)`` probabilities of trimmed ``(B, 3, window_samples)`` Z, N, E windows."""
+        from quake.training.baseline import spectral_features
+
+        windows = np.asarray(waveforms, dtype=np.float32)
+        expected = (3, self.config.window_samples)
+        if windows.ndim != 3 or windows.shape[1:] != expected:
+            raise ValueError(
+                f"waveforms have shape {windows.shape}; expected (batch, {expected[0]}, "
+                f"{expected[1]}) trimmed Z, N, E windows"
+            )
+        features = spectral_features(windows, self.config.sampling_rate_hz)
+        return np.mean([predict_forest(f, features) for f in self.forests], axis=0)
+
+    def classify(self, stream, origin_time=None, picks=None):
+        """As :meth:`quake.inference.EventClassifier.classify`."""
+        from quake.classify.stream import classify_stream
+
+        return classify_stream(self, stream, origin_time, picks)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """``classifier.json`` + ``forests.safetensors``, built beside and renamed into place."""
+        import shutil
+
+        from safetensors.numpy import save_file
+
+        from quake.inference import file_sha256
+        from quake.runtime import staging_dir
+
+        directory = Path(directory)
+        staging = staging_dir(directory)
+        tensors = {
+            f"forest_{k}.{name}": np.ascontiguousarray(forest[name])
+            for k, forest in enumerate(self.forests)
+            for name in _ARRAYS
+        }
+        save_file(tensors, str(staging / FORESTS_FILE))
+        manifest = {
+            "format": FORMAT,
+            "model_id": self.model_id,
+            "forests_sha256": file_sha256(staging / FORESTS_FILE),
+            "n_forests": len(self.forests),
+            "class_names": self.class_names.to_list(),
+            "preprocess": self.config.to_dict(),
+            "combine": "mean of the fold forests' probabilities",
+            "info": self.info,
+        }
+        (staging / CLASSIFIER_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+        return directory
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> BaselineClassifier:
+        from safetensors.numpy import load_file
+
+        from quake.inference import file_sha256
+        from quake.models.hybrid_vit import read_json
+
+        folder = Path(folder)
+        manifest = read_json(folder / CLASSIFIER_FILE, "the classifier.json of a quake model")
+        if manifest.get("format") != FORMAT:
+            raise ValueError(
+                f"{str(folder / CLASSIFIER_FILE)!r} has format {manifest.get('format')!r}; "
+                f"expected {FORMAT!r}"
+            )
+        path = folder / FORESTS_FILE
+        if not path.is_file() or file_sha256(path) != manifest.get("forests_sha256"):
+            raise ValueError(
+                f"{str(path)!r} is missing or differs from the forests saved with model "
+                f"{manifest.get('model_id')!r}; expected the file written with it"
+            )
+        tensors = load_file(str(path))
+        forests = [
+            {name: tensors[f"forest_{k}.{name}"] for name in _ARRAYS}
+            for k in range(int(manifest["n_forests"]))
+        ]
+        return cls(
+            forests,
+            PreprocessConfig.from_dict(manifest["preprocess"]),
+            manifest["class_names"],
+            model_id=manifest["model_id"],
+            info=manifest.get("info", {}),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"BaselineClassifier({self.model_id!r}, {len(self.forests)} forest(s), "
+            f"classes={self.class_names.to_list()})"
+        )
