@@ -226,12 +226,13 @@ def test_deploy_advice_decides_on_the_event_level():
     loses = "\n".join(report.deploy_advice(_metrics(0.80, 0.70, 0.60, 0.75)))
     assert "the random-forest baseline beats the HybridViT" in loses
     assert "at trace level the HybridViT is ahead" in loses
-    assert (
-        "`model/` nevertheless holds the HybridViT ensemble (`deploy.strategy: ensemble`" in loses
-    )
+    assert "`model/` holds the HybridViT ensemble (`deploy.strategy: ensemble`)" in loses
+    assert "--set deploy.strategy=baseline" in loses
+    deployed = {**_metrics(0.80, 0.70, 0.60, 0.75), "deploy": {"strategy": "baseline"}}
+    assert "`model/` holds the baseline's fold forests" in "\n".join(report.deploy_advice(deployed))
     assert "event level HybridViT 0.600 ± 0.010 vs baseline 0.750 ± 0.010" in loses
     wins = "\n".join(report.deploy_advice(_metrics(0.70, 0.80, 0.90, 0.85)))
-    assert "`model/`, the HybridViT ensemble: it beats the random-forest baseline" in wins
+    assert "the HybridViT ensemble: it beats the random-forest baseline" in wins
     assert "baseline beats" not in wins
     alone = report.deploy_advice({**_metrics(0.7, 0.8, 0.9, 0.8), "baseline": None})
     assert "no baseline was trained" in alone[0]

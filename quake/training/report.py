@@ -257,18 +257,28 @@ def deploy_advice(metrics: dict) -> list[str]:
         return [f"**Which model to deploy:** undecided, a macro F1 is missing. {numbers}"]
     others = [lv for lv in ahead if ahead[lv] != ahead[decisive]]
     split = f" at {decisive} (at {others[0]} the {ahead[others[0]]} is ahead)" if others else ""
+    deployed = (
+        "`model/` holds the baseline's fold forests (`deploy.strategy: baseline`; the HybridViT "
+        "ensemble is in `model_hybridvit/`)"
+        if strategy == "baseline"
+        else f"`model/` holds the HybridViT ensemble (`deploy.strategy: {strategy}`)"
+    )
     if ahead[decisive] == "HybridViT":
         verdict = (
-            f"**Which model to deploy:** `model/`, the HybridViT ensemble: it beats the "
-            f"random-forest baseline on the same folds{split}."
+            f"**Which model to deploy:** the HybridViT ensemble: it beats the random-forest "
+            f"baseline on the same folds{split}. {deployed}."
         )
     else:
         verdict = (
             f"**Which model to deploy: the random-forest baseline beats the HybridViT on the "
             f"same folds{split}**, so on this data the baseline is the better classifier. "
-            f"`model/` nevertheless holds the HybridViT ensemble (`deploy.strategy: {strategy}`; "
-            "quake saves no baseline model): use it knowing it is the weaker of the two here, "
-            "or train again (more epochs, pretrained weights, more data) and compare."
+            f"{deployed}"
+            + (
+                "."
+                if strategy == "baseline"
+                else ": train again with `--set deploy.strategy=baseline` to deploy the "
+                "baseline, or with more epochs, pretrained weights or more data, and compare."
+            )
         )
     return [verdict, "", numbers]
 
