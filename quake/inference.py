@@ -38,6 +38,13 @@ _FORMAT = "quake.EventClassifier"
 
 
 def _as_windows(waveforms: np.ndarray | torch.Tensor, window_samples: int) -> torch.Tensor:
+    import obspy
+
+    if isinstance(waveforms, (obspy.Stream, obspy.Trace)):
+        raise ValueError(
+            "predict_proba takes trimmed (batch, 3, window_samples) windows, got an obspy "
+            f"{type(waveforms).__name__}; expected windows, or classify(stream) for a Stream"
+        )
     x = waveforms if isinstance(waveforms, torch.Tensor) else torch.as_tensor(np.asarray(waveforms))
     if x.ndim != 3 or x.shape[1] != 3 or x.shape[2] != window_samples:
         raise ValueError(

@@ -66,6 +66,8 @@ def test_classify_without_any_usable_station_says_why(model_dir):
     assert empty.skipped == {"event": "empty stream"}
     with pytest.raises(ValueError, match="expected an obspy Stream"):
         clf.classify([np.zeros(10)])
+    with pytest.raises(ValueError, match=r"got an obspy Stream; expected windows, or classify"):
+        clf.predict_proba(obspy.read())  # obspy's example stream
 
 
 def test_classify_catalog_takes_a_catalog_in_memory(pnw, model_dir, command_run):
