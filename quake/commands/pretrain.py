@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], help="default fp32")
     p.add_argument(
         "--set",
         action="append",

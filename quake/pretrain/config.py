@@ -26,7 +26,7 @@ from quake.training.config import (
 )
 
 OBJECTIVES = ("masked_spectrogram",)
-PRETRAIN_PRECISIONS = ("auto", "bf16", "fp32")
+PRETRAIN_PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass
@@ -132,14 +132,17 @@ class ObjectiveConfig:
 
 @dataclass
 class PretrainOptimConfig:
-    epochs: int = 20
+    # 25 epochs of unlabelled-pnw (2,860 windows) take about 5 minutes on 2 CPU cores
+    epochs: int = 25
     batch_size: int = 64
     lr: float = 5e-4  # AdamW peak learning rate
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.05
     grad_clip_norm: float | None = 1.0
-    precision: str = "auto"  # auto (bf16 where native) | bf16 | fp32
+    # fp32 | bf16 | auto (bf16 where the hardware has it). fp32 by default: on a CPU with
+    # native bf16, autocast made this small model's steps slower (115 vs 290 windows/s)
+    precision: str = "fp32"
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "optim.epochs", self.epochs, "an integer >= 1")
