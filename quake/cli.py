@@ -80,8 +80,8 @@ def run_command(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``quake <command> [options]``: ``train``, ``classify`` or ``export`` (each with ``--help``);
-    ``quake --version``."""
+    """``quake <command> [options]``: ``train``, ``classify``, ``export`` or ``pretrain`` (each
+    with ``--help``); ``quake --version``."""
     import argparse
     import importlib
     import os
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "command",
         choices=COMMANDS,
-        help="train: cross-validated training; classify: label a catalog; export: ONNX/TorchScript",
+        help="train: cross-validated training; classify: label a catalog; export: ONNX/TorchScript; "
+        "pretrain: self-supervised pretraining on unlabelled recordings",
     )
     if not argv or argv[0].startswith("-"):  # quake, quake --help, quake --version
         parser.parse_args(argv or ["--help"])

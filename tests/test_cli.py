@@ -205,9 +205,12 @@ def test_pip_install_gives_a_quake_command_that_runs_anywhere(tmp_path):
 
     version = run(str(fresh / "bin" / "python"), "-m", "quake", "--version")
     assert version.returncode == 0 and version.stdout.strip() == "quake 0.1.0"
+    from quake.commands import COMMANDS
+
     helped = run(str(fresh / "bin" / "quake"), "--help")
-    assert helped.returncode == 0 and "{train,classify,export}" in helped.stdout
-    for command in ("train", "classify", "export"):
+    assert helped.returncode == 0 and "{" + ",".join(COMMANDS) + "}" in helped.stdout
+    assert {"train", "classify", "export", "pretrain"} <= set(COMMANDS)
+    for command in COMMANDS:
         helped = run(str(fresh / "bin" / "quake"), command, "--help")
         assert helped.returncode == 0, helped.stderr
         assert helped.stdout.startswith(f"usage: quake {command} [-h]")
