@@ -78,7 +78,7 @@ def overrides(variant: str, data_set: str, seed: int) -> dict[str, object]:
 
 def command(variant: str, data_set: str, seed: int) -> str:
     sets = " ".join(
-        f"--set {k}={json.dumps(v) if isinstance(v, list) else v}"
+        f"--set {k}={json.dumps(v, separators=(',', ':')) if isinstance(v, list) else v}"
         for k, v in VARIANTS[variant][1].items()
     )
     extra = "" if variant == "before" else " --no-baseline"
