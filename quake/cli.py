@@ -51,6 +51,19 @@ def error_message(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+def config_overrides(args, flag_keys: dict[str, str]) -> dict:
+    """Dotted config overrides of a command line: its ``--set KEY=VALUE`` items, then every flag
+    given (``flag_keys``: argparse destination -> dotted config key)."""
+    from quake.training.config import parse_override
+
+    overrides = dict(parse_override(item) for item in args.set)
+    for attr, key in flag_keys.items():
+        value = getattr(args, attr)
+        if value is not None:
+            overrides[key] = value
+    return overrides
+
+
 def run_command(
     body: Callable[[], int],
     *,

@@ -107,13 +107,9 @@ FLAG_KEYS = {
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
-    from quake.training.config import parse_override
+    from quake.cli import config_overrides
 
-    overrides = dict(parse_override(item) for item in args.set)
-    for attr, key in FLAG_KEYS.items():
-        value = getattr(args, attr)
-        if value is not None:
-            overrides[key] = value
+    overrides = config_overrides(args, FLAG_KEYS)
     if args.no_baseline:
         overrides["baseline.enabled"] = False
     return overrides
