@@ -25,6 +25,8 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,26 +135,11 @@ class CatalogDataset(WaveformDataset):
             return
         origin_time = str(event["origin_time"]) if event["origin_time"] else None
         picks = event["p_picks"]
-        by_station: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
-        for f in files:
-            try:
-                header = read_mseed(f, headonly=True)
-            except Exception as exc:  # obspy/libmseed raise several types for corrupt files
-                skipped.append((f"{event_id}/{f.name}", f"unreadable: {type(exc).__name__}: {exc}"))
-                continue
-            for tr in header:
-                by_station[station_key(tr.stats)].append((f, tr))
-        for station, entries in sorted(by_station.items()):
+        for rec in index_recordings(
+            files, config, skipped, event_id, lambda st: f"{event_id}.{st}"
+        ):
+            station, band, start, chosen_files = rec.station, rec.band, rec.start, rec.files
             item = f"{event_id}.{station}"
-            try:
-                chosen = select_band(Stream([tr for _, tr in entries]), config)
-                components = sorted({component_of(tr.stats.channel) for tr in chosen})
-            except SkipTrace as exc:
-                skipped.append((item, str(exc)))
-                continue
-            band = chosen[0].stats.channel[:-1]
-            chosen_files = sorted({f.name for f, tr in entries if tr.stats.channel[:-1] == band})
-            start = min(tr.stats.starttime for tr in chosen)
             net, sta, loc = station.split(".")
             pick = picks.get(station, picks.get(f"{net}.{sta}"))
             row = {
@@ -169,11 +156,9 @@ class CatalogDataset(WaveformDataset):
                 "station_code": sta,
                 "station_location_code": loc,
                 "trace_channel": band,
-                "trace_components": "".join(c for c in COMPONENTS if c in components),
+                "trace_components": rec.components,
                 "trace_sampling_rate_hz": config.sampling_rate_hz,
-                "trace_original_sampling_rate_hz": max(
-                    float(tr.stats.sampling_rate) for tr in chosen
-                ),
+                "trace_original_sampling_rate_hz": rec.original_rate_hz,
                 "trace_start_time": str(start),
                 "trace_p_arrival_sample": (pick - start) * config.sampling_rate_hz
                 if pick
@@ -186,6 +171,65 @@ class CatalogDataset(WaveformDataset):
 
     def _load(self, row: dict[str, Any]) -> StreamArray:
         return load_station_files(self.waveform_dir, row, self.config)
+
+
+@dataclass
+class StationRecording:
+    """One station's recording among a folder's miniSEED files, from their headers alone: the
+    band the model would use (:func:`~quake.data.components.select_band`) and where it is."""
+
+    station: str  # NET.STA.LOC
+    band: str  # channel code without its component letter, e.g. "HH"
+    components: str  # the component letters present, in Z, N, E order
+    files: list[str]  # names of the files that hold this band
+    start: UTCDateTime
+    end: UTCDateTime
+    original_rate_hz: float
+
+
+def index_recordings(
+    files: list[Path],
+    config: PreprocessConfig,
+    skipped: list[tuple[str, str]],
+    folder_label: str,
+    item_of: Callable[[str], str],
+) -> list[StationRecording]:
+    """The stations recorded in ``files`` (one event's folder, or any folder), in station order;
+    an unreadable or empty file and a station without a usable band are appended to
+    ``skipped`` (as ``folder_label/file`` and ``item_of(station)``). Shared by the catalog
+    reader and the plain miniSEED tree (:mod:`quake.data.readers.mseed_tree`)."""
+    by_station: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
+    for f in files:
+        try:
+            header = read_mseed(f, headonly=True)
+        except Exception as exc:  # obspy/libmseed raise several types for corrupt files
+            skipped.append((f"{folder_label}/{f.name}", f"unreadable: {type(exc).__name__}: {exc}"))
+            continue
+        if not len(header):
+            skipped.append((f"{folder_label}/{f.name}", "empty: no record in the file"))
+        for tr in header:
+            by_station[station_key(tr.stats)].append((f, tr))
+    recordings = []
+    for station, entries in sorted(by_station.items()):
+        try:
+            chosen = select_band(Stream([tr for _, tr in entries]), config)
+        except SkipTrace as exc:
+            skipped.append((item_of(station), str(exc)))
+            continue
+        letters = {component_of(tr.stats.channel) for tr in chosen}
+        band = chosen[0].stats.channel[:-1]
+        recordings.append(
+            StationRecording(
+                station=station,
+                band=band,
+                components="".join(c for c in COMPONENTS if c in letters),
+                files=sorted({f.name for f, tr in entries if tr.stats.channel[:-1] == band}),
+                start=min(tr.stats.starttime for tr in chosen),
+                end=max(tr.stats.endtime for tr in chosen),
+                original_rate_hz=max(float(tr.stats.sampling_rate) for tr in chosen),
+            )
+        )
+    return recordings
 
 
 def load_station_files(root: Path, row: dict[str, Any], config: PreprocessConfig) -> StreamArray:

@@ -18,20 +18,15 @@ from __future__ import annotations
 
 import math
 import os
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from obspy import Stream
 
-from quake.data.components import component_of, select_band, station_key
 from quake.data.config import PreprocessConfig
-from quake.data.quality import COMPONENTS
 from quake.data.readers.base import WaveformDataset
-from quake.data.readers.catalog import load_station_files
-from quake.data.sources import MSEED_SUFFIXES, read_mseed
-from quake.data.transforms import SkipTrace
+from quake.data.readers.catalog import index_recordings, load_station_files
+from quake.data.sources import MSEED_SUFFIXES
 
 
 def mseed_tree_files(root: Path) -> dict[Path, list[Path]]:
@@ -92,31 +87,12 @@ class MseedTreeDataset(WaveformDataset):
         rows: list[dict[str, Any]],
         skipped: list[tuple[str, str]],
     ) -> None:
-        by_station: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
-        for f in files:
-            rel = (folder / f.name).as_posix()
-            try:
-                header = read_mseed(f, headonly=True)
-            except Exception as exc:  # obspy/libmseed raise several types for corrupt files
-                skipped.append((rel, f"unreadable: {type(exc).__name__}: {exc}"))
-                continue
-            if not len(header):
-                skipped.append((rel, "empty: no record in the file"))
-            for tr in header:
-                by_station[station_key(tr.stats)].append((f, tr))
         group = folder.as_posix()
-        for station, entries in sorted(by_station.items()):
+        for rec in index_recordings(files, config, skipped, group, lambda st: f"{group}/{st}"):
+            station, band, start = rec.station, rec.band, rec.start
             item = f"{group}/{station}"
-            try:
-                chosen = select_band(Stream([tr for _, tr in entries]), config)
-                components = sorted({component_of(tr.stats.channel) for tr in chosen})
-            except SkipTrace as exc:
-                skipped.append((item, str(exc)))
-                continue
-            band = chosen[0].stats.channel[:-1]
-            names = sorted({f.name for f, tr in entries if tr.stats.channel[:-1] == band})
-            start = min(tr.stats.starttime for tr in chosen)
-            span_s = max(tr.stats.endtime for tr in chosen) - start
+            names = rec.files
+            span_s = rec.end - start
             n_windows = max(1, math.floor(span_s / config.window_s))
             if self.windows_per_recording is not None:
                 n_windows = min(n_windows, self.windows_per_recording)
@@ -130,11 +106,9 @@ class MseedTreeDataset(WaveformDataset):
                         "station_code": sta,
                         "station_location_code": loc,
                         "trace_channel": band,
-                        "trace_components": "".join(c for c in COMPONENTS if c in components),
+                        "trace_components": rec.components,
                         "trace_sampling_rate_hz": config.sampling_rate_hz,
-                        "trace_original_sampling_rate_hz": max(
-                            float(tr.stats.sampling_rate) for tr in chosen
-                        ),
+                        "trace_original_sampling_rate_hz": rec.original_rate_hz,
                         "trace_start_time": str(start + k * config.window_s),
                         "trace_source_files": ";".join(
                             (folder / name).as_posix() for name in names
