@@ -128,9 +128,10 @@ def load_exportable(
         classifier = load_classifier(path)
         if not isinstance(classifier, EventClassifier):
             raise ValueError(
-                f"{str(path)!r} deploys the random-forest baseline (deploy.strategy: baseline), "
-                "which has no ONNX export; expected a HybridViT classifier (a run's HybridViT "
-                "ensemble is in its model_hybridvit/ folder)"
+                f"{str(path)!r} deploys {type(classifier).__name__} (deploy.strategy: "
+                "combined or baseline), whose random forests have no ONNX export; expected a "
+                "HybridViT classifier: export the run's HybridViT ensemble alone from "
+                "model/hybridvit/ (combined) or model_hybridvit/ (baseline)"
             )
         return classifier
     if (path / HYBRID_VIT_FILE).is_file():

@@ -91,6 +91,13 @@ def verify_weights(folder: Path, manifest: dict) -> None:
             )
 
 
+def _saved_format(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None  # load says what is wrong with it
+
+
 def weights_digest(models: Sequence[torch.nn.Module]) -> str:
     """Short SHA-256 of all member weights: the same weights always give the same id."""
     digest = hashlib.sha256()
@@ -244,12 +251,17 @@ class EventClassifier:
     def load(
         cls, path: str | os.PathLike[str], device: str | torch.device = "cpu"
     ) -> EventClassifier:
-        """Load from a run folder (its ``model/``) or from the classifier folder itself."""
+        """Load from a run folder (its ``model/``, or the HybridViT part of a combined
+        ``model/``, ``model/hybridvit/``) or from the classifier folder itself."""
         path = Path(path)
-        for candidate in (path, path / "model"):
-            if (candidate / CLASSIFIER_FILE).is_file():
-                folder = candidate
-                break
+        candidates = [
+            c
+            for c in (path, path / "model", path / "model" / "hybridvit", path / "hybridvit")
+            if (c / CLASSIFIER_FILE).is_file()
+        ]
+        ours = [c for c in candidates if _saved_format(c / CLASSIFIER_FILE) == _FORMAT]
+        if ours or candidates:
+            folder = (ours or candidates)[0]
         else:
             raise FileNotFoundError(
                 f"no {CLASSIFIER_FILE} in {str(path)!r} or {str(path / 'model')!r}; expected a run "

@@ -13,6 +13,9 @@ arithmetic mean would let it), while dividing by the number of stations keeps an
 stations from becoming absurdly over-confident, as a plain product would. :data:`LOG_PROB_EPS`
 bounds one station's veto: a station that gives a class probability 0 cannot make it
 impossible. One station gives back its own probabilities (up to eps).
+
+The same rule, unweighted, combines two models' probabilities for one window
+(:func:`combine_models`: the HybridViT and the baseline under ``deploy.strategy: combined``).
 """
 
 from __future__ import annotations
@@ -74,6 +77,22 @@ def combine_groups(
     mean_log -= mean_log.max(axis=1, keepdims=True)
     out = np.exp(mean_log)
     return out / out.sum(axis=1, keepdims=True)
+
+
+def combine_models(model_probs: list[np.ndarray]) -> np.ndarray:
+    """Several models' ``(N, C)`` probabilities of the same ``N`` windows -> ``(N, C)``: the
+    rule of this module with every model one equal vote (no weight is fitted, so nothing is
+    tuned on any split)."""
+    shapes = {np.shape(p) for p in model_probs}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValueError(
+            f"model_probs must be a non-empty list of (N, C) arrays of one shape, got "
+            f"{[np.shape(p) for p in model_probs]}"
+        )
+    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in model_probs])
+    n_models, n_windows, n_classes = stacked.shape
+    groups = np.tile(np.arange(n_windows), n_models)
+    return combine_groups(stacked.reshape(-1, n_classes), groups, n_windows)
 
 
 def combine_station_probabilities(

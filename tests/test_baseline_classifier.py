@@ -82,10 +82,11 @@ def test_deploy_baseline_leaves_the_forests_in_model(real_data_dir, pnw, tmp_pat
     stream = obspy.read(str(pnw / "waveforms" / "uw61362132" / "*.mseed"))
     result = deployed.classify(stream, origin_time="2018-04-11T20:55:29.39Z")
     assert result.predicted_class in ("earthquake", "noise")
-    with pytest.raises(ValueError, match="deploys the random-forest baseline"):
+    with pytest.raises(ValueError, match="deploys BaselineClassifier"):
         load_exportable(run)
     export_classifier(load_exportable(run / "model_hybridvit"), tmp_path / "x", formats=["onnx"])
     with pytest.raises(
-        ValueError, match=r"deploy.strategy='baseline' is invalid; expected 'ensemble' when"
+        ValueError,
+        match=r"deploy.strategy='baseline' is invalid; expected 'auto' or 'ensemble' when",
     ):
         load_config(None, {"deploy.strategy": "baseline", "baseline.enabled": False})

@@ -38,6 +38,21 @@ def test_combination_is_the_normalised_geometric_mean():
     assert got.sum() == pytest.approx(1.0)
 
 
+def test_two_models_combine_per_window_by_the_same_rule():
+    from quake.probabilities import combine_models
+
+    rng = np.random.default_rng(1)
+    hybrid, forest = rng.dirichlet(np.ones(3), size=5), rng.dirichlet(np.ones(3), size=5)
+    got = combine_models([hybrid, forest])
+    for w in range(5):
+        expected = np.sqrt((hybrid[w] + 1e-6) * (forest[w] + 1e-6))
+        np.testing.assert_allclose(got[w], expected / expected.sum(), rtol=1e-10)
+    np.testing.assert_allclose(combine_models([forest, hybrid]), got, rtol=1e-12)
+    np.testing.assert_allclose(combine_models([hybrid]), hybrid, atol=1e-5)
+    with pytest.raises(ValueError, match="non-empty list of"):
+        combine_models([hybrid, forest[:3]])
+
+
 def test_agreeing_stations_sharpen_and_one_zero_is_no_veto():
     agree = np.array([[0.8, 0.2]] * 2 + [[0.6, 0.4]])
     assert combine_station_probabilities(agree)[0] > 0.6

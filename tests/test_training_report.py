@@ -13,8 +13,15 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
+import quake
 from quake.probabilities import prob_column
 from quake.training import load_config, report, train
 from quake.training import report_figures as F
@@ -201,41 +208,108 @@ def test_first_lines_say_which_model_to_deploy(eqnoise_run):
     m = eqnoise_run["metrics"]
     ours = m["event_level"]["aggregate"]["macro_f1"]["mean"]
     theirs = m["baseline"]["event_level"]["aggregate"]["macro_f1"]["mean"]
+    both = m["combined"]["event_level"]["aggregate"]["macro_f1"]["mean"]
     lines = eqnoise_run["report"].splitlines()
     assert lines[0].startswith("# quake training report")
     head = "\n".join(lines[1:6])
     assert "Which model to deploy" in lines[2]
-    assert ("baseline beats the HybridViT" in lines[2]) == (theirs > ours)
+    assert ("baseline beats the HybridViT alone" in lines[2]) == (theirs > ours)
+    assert ("`model/` as it is" in lines[2]) == (both >= max(ours, theirs))
     assert f"HybridViT {ours:.3f}" in head and f"baseline {theirs:.3f}" in head
+    assert f"combined {both:.3f}" in head
 
 
-def _metrics(ours: float, theirs: float, ours_event: float, theirs_event: float) -> dict:
+def _metrics(ours: float, theirs: float, ours_event: float, theirs_event: float,
+             both_event: float | None = None, strategy: str = "ensemble") -> dict:  # fmt: skip
     def agg(value):
         return {"macro_f1": {"mean": value, "std": 0.01}}
 
-    return {
+    metrics = {
         "folds": [{}, {}, {}],
-        "deploy": {"strategy": "ensemble"},
+        "deploy": {"strategy": strategy},
         "aggregate": agg(ours),
         "event_level": {"aggregate": agg(ours_event)},
         "baseline": {"aggregate": agg(theirs), "event_level": {"aggregate": agg(theirs_event)}},
     }
+    if both_event is not None:
+        metrics["combined"] = {"aggregate": agg(0.5), "event_level": {"aggregate": agg(both_event)}}
+    return metrics
 
 
 def test_deploy_advice_decides_on_the_event_level():
     loses = "\n".join(report.deploy_advice(_metrics(0.80, 0.70, 0.60, 0.75)))
-    assert "the random-forest baseline beats the HybridViT" in loses
-    assert "at trace level the HybridViT is ahead" in loses
+    assert "**Which model to deploy: the random-forest baseline**" in loses
+    assert "the random-forest baseline beats the HybridViT alone" in loses
     assert "`model/` holds the HybridViT ensemble (`deploy.strategy: ensemble`)" in loses
     assert "--set deploy.strategy=baseline" in loses
-    deployed = {**_metrics(0.80, 0.70, 0.60, 0.75), "deploy": {"strategy": "baseline"}}
-    assert "`model/` holds the baseline's fold forests" in "\n".join(report.deploy_advice(deployed))
-    assert "event level HybridViT 0.600 ± 0.010 vs baseline 0.750 ± 0.010" in loses
+    assert "trace level HybridViT 0.800 ± 0.010, baseline 0.700 ± 0.010" in loses
+    assert "event level HybridViT 0.600 ± 0.010, baseline 0.750 ± 0.010" in loses
+    deployed = "\n".join(
+        report.deploy_advice(_metrics(0.80, 0.70, 0.60, 0.75, strategy="baseline"))
+    )
+    assert "`model/` as it is: the random-forest baseline" in deployed
+    assert "`model/` holds the baseline's fold forests" in deployed
     wins = "\n".join(report.deploy_advice(_metrics(0.70, 0.80, 0.90, 0.85)))
-    assert "the HybridViT ensemble: it beats the random-forest baseline" in wins
+    assert "`model/` as it is: the HybridViT ensemble has the highest event level" in wins
     assert "baseline beats" not in wins
     alone = report.deploy_advice({**_metrics(0.7, 0.8, 0.9, 0.8), "baseline": None})
     assert "no baseline was trained" in alone[0]
+
+
+def test_deploy_advice_weighs_the_combination():
+    best = "\n".join(report.deploy_advice(_metrics(0.8, 0.7, 0.6, 0.75, 0.9, "combined")))
+    assert "`model/` as it is: the HybridViT and the baseline combined" in best
+    assert "the random-forest baseline beats the HybridViT alone" in best  # still said
+    assert "event level HybridViT 0.600 ± 0.010, baseline 0.750 ± 0.010, combined 0.900" in best
+    behind = "\n".join(report.deploy_advice(_metrics(0.8, 0.7, 0.95, 0.75, 0.9, "combined")))
+    assert "**Which model to deploy: the HybridViT ensemble**" in behind
+    assert "--set deploy.strategy=ensemble" in behind and "beats" not in behind
+
+
+def _geometric_mean(*probs: np.ndarray) -> np.ndarray:
+    product = np.prod([p + 1e-6 for p in probs], axis=0) ** (1 / len(probs))
+    return product / product.sum(axis=1, keepdims=True)
+
+
+def test_combined_metrics_and_model_are_the_geometric_mean_of_both(eqnoise_run, pnw):
+    """The default deploy: metrics.json's ``combined`` figures and ``model/`` both give, per
+    window, the normalised geometric mean of the HybridViT's and the baseline's probabilities."""
+    import obspy
+
+    from quake.baseline_classifier import BaselineClassifier
+    from quake.combined_classifier import CombinedClassifier
+    from quake.inference import EventClassifier
+
+    run, names = eqnoise_run["run"], eqnoise_run["names"]
+    columns = [prob_column(c) for c in names]
+    ours = eqnoise_run["table"].sort_values("index")
+    theirs = pd.read_csv(run / "baseline_predictions.csv").sort_values("index")
+    both = _geometric_mean(ours[columns].to_numpy(), theirs[columns].to_numpy())
+    for entry in eqnoise_run["metrics"]["combined"]["folds"]:
+        rows = (ours["fold"] == entry["fold"]).to_numpy()
+        y = ours["y_true"].to_numpy()[rows]
+        predicted = both[rows].argmax(axis=1)
+        assert entry["macro_f1"] == pytest.approx(f1_score(y, predicted, average="macro"))
+        assert entry["roc_auc"] == pytest.approx(roc_auc_score(y, both[rows][:, 1]), abs=1e-9)
+
+    deployed = quake.load(run)
+    assert isinstance(deployed, CombinedClassifier)
+    hybrid = EventClassifier.load(run / "model" / "hybridvit")
+    forests = BaselineClassifier.load(run / "model" / "baseline")
+    assert len(hybrid.models) == len(forests.forests) == 2
+    stream = obspy.read(str(pnw / "waveforms" / "uw61362132" / "*.mseed"))
+    result = deployed.classify(stream, origin_time="2018-04-11T20:55:29.39Z")
+    used = result.stations[result.stations["status"] == "used"]
+    assert len(used) > 0 and result.predicted_class in names
+    windows = np.random.default_rng(0).normal(size=(6, 3, deployed.config.window_samples))
+    expected = _geometric_mean(hybrid.predict_proba(windows), forests.predict_proba(windows))
+    np.testing.assert_allclose(deployed.predict_proba(windows), expected, atol=1e-6)
+
+    from quake.export import load_exportable
+
+    with pytest.raises(ValueError, match="CombinedClassifier.*model/hybridvit/"):
+        load_exportable(run)
+    assert isinstance(load_exportable(run / "model" / "hybridvit"), EventClassifier)
 
 
 def test_breakdowns_by_magnitude_distance_and_snr_on_a_crafted_table():

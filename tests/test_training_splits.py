@@ -37,6 +37,29 @@ def test_folds_are_grouped_complete_and_stratified():
         assert set(labels[fold.test]) == {0, 1, 2}  # stratified: every class in every test fold
 
 
+def test_a_train_fraction_keeps_whole_events_per_class_and_the_same_test_folds():
+    labels, groups = _events(n_events=90)
+    full = grouped_folds(labels, groups, 3, seed=2)
+    quarter = grouped_folds(labels, groups, 3, seed=2, train_fraction=0.25)
+    again = grouped_folds(labels, groups, 3, seed=2, train_fraction=0.25)
+    for f, q, a in zip(full, quarter, again, strict=True):
+        assert np.array_equal(f.test, q.test)  # the same test folds as at 100 %
+        assert np.array_equal(q.train, a.train) and np.array_equal(q.val, a.val)
+        kept = np.concatenate([q.train, q.val])
+        assert set(kept) <= set(np.concatenate([f.train, f.val]))
+        events = set(groups[kept])
+        assert np.array_equal(np.sort(kept), np.flatnonzero(np.isin(groups, list(events))))
+        for c in range(3):  # 20 training events per class per fold -> 5 kept
+            full_events = {g for g in set(groups[np.concatenate([f.train, f.val])])
+                           if labels[groups == g][0] == c}  # fmt: skip
+            mine = {g for g in events if labels[groups == g][0] == c}
+            assert len(mine) == round(0.25 * len(full_events))
+    with pytest.raises(ValueError, match=r"cv.train_fraction=0.5 is invalid.*grouped"):
+        load_config(None, {"cv.strategy": "predefined", "cv.train_fraction": 0.5})
+    with pytest.raises(ValueError, match=r"cv.train_fraction=0.0 is invalid"):
+        load_config(None, {"cv.train_fraction": 0.0})
+
+
 def test_folds_are_reproducible_and_depend_on_seed():
     labels, groups = _events()
     a = grouped_folds(labels, groups, 3, seed=7)

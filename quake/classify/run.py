@@ -31,8 +31,9 @@ import torch
 
 from quake.classify.catalog import format_time
 from quake.classify.windows import PreparedEvent, prepare_event
+from quake.context import load_context_models, predict_context
 from quake.data.sources import EventRequest, WaveformSource
-from quake.probabilities import combine_station_probabilities, prob_column
+from quake.probabilities import combine_models, combine_station_probabilities, prob_column
 from quake.processes import die_with_parent
 from quake.runtime import (
     OutputLock,
@@ -433,6 +434,7 @@ def classify_catalog(
         logger.info("resuming: %d of %d events already in %s", len(done), len(events), out)
     todo = events[~events["event_id"].isin(done)].reset_index(drop=True)
     origin_by_id = dict(zip(events["event_id"], events["origin_time"], strict=True))
+    context_by_id = catalog_context(classifier, todo)
 
     reader = _EventReader(source, todo, classifier.config)
     batcher = _WindowBatcher(classifier, batch_size, summary, amp=amp)
@@ -448,6 +450,10 @@ def classify_catalog(
             event_probs = (
                 combine_station_probabilities(station_probs) if len(station_probs) else None
             )
+            if event_probs is not None and context_by_id:
+                event_probs = combine_models([event_probs[None], context_by_id[p.event_id][None]])[
+                    0
+                ]
             row = _event_row(
                 p, origin_by_id[p.event_id], event_probs, class_names, model_id, min_probability
             )
@@ -497,6 +503,27 @@ def classify_catalog(
     return summary
 
 
+def catalog_context(classifier, events: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Event id -> the catalog-context probabilities of a model trained with
+    ``context.enabled`` (from each event's origin time, longitude, depth and magnitude), or {}
+    for a model trained on waveforms only."""
+    models = getattr(classifier, "context_models", None)
+    if not models or events.empty:
+        return {}
+    table = events.rename(
+        columns={
+            "origin_time": "source_origin_time",
+            "longitude": "source_longitude_deg",
+            "depth_km": "source_depth_km",
+            "magnitude": "source_magnitude",
+        }
+    )
+    logger.info(
+        "catalog context: origin time, longitude, depth and magnitude join each event's vote"
+    )
+    return dict(zip(events["event_id"], predict_context(models, table), strict=True))
+
+
 def _progress_bar(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
@@ -511,24 +538,30 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def load_classifier(path: str | os.PathLike, device: str = "cpu"):
-    """The classifier in a run folder or its ``model/`` folder: an
-    :class:`quake.inference.EventClassifier`, or a
-    :class:`quake.baseline_classifier.BaselineClassifier` (``deploy.strategy: baseline``)."""
-    from quake.baseline_classifier import FORMAT as BASELINE_FORMAT
-    from quake.baseline_classifier import BaselineClassifier
+    """The classifier in a run folder or its ``model/`` folder, by the format its
+    ``classifier.json`` names: a :class:`quake.combined_classifier.CombinedClassifier`
+    (``deploy.strategy: combined``), a :class:`quake.inference.EventClassifier` (``ensemble``)
+    or a :class:`quake.baseline_classifier.BaselineClassifier` (``baseline``)."""
+    from quake import baseline_classifier, combined_classifier
     from quake.inference import CLASSIFIER_FILE, EventClassifier
 
     path = Path(path)
     folder = path / "model" if (path / "model" / CLASSIFIER_FILE).is_file() else path
     try:
-        is_baseline = json.loads((folder / CLASSIFIER_FILE).read_text()).get("format") == (
-            BASELINE_FORMAT
+        saved_format = json.loads((folder / CLASSIFIER_FILE).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        saved_format = None  # EventClassifier.load says what is wrong
+    if saved_format == baseline_classifier.FORMAT:
+        classifier = baseline_classifier.BaselineClassifier.load(folder)
+    elif saved_format == combined_classifier.FORMAT:
+        classifier = combined_classifier.CombinedClassifier.load(
+            folder, device=resolve_device(device)
         )
-    except (OSError, ValueError):
-        is_baseline = False  # EventClassifier.load says what is wrong
-    if is_baseline:
-        return BaselineClassifier.load(folder)
-    return EventClassifier.load(path, device=resolve_device(device))
+    else:
+        classifier = EventClassifier.load(path, device=resolve_device(device))
+    # trained with context.enabled: the fold models of the catalog context (quake.context)
+    classifier.context_models = load_context_models(folder)
+    return classifier
 
 
 def run_classification(

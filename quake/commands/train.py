@@ -171,9 +171,13 @@ def _train(args: argparse.Namespace, state: dict) -> int:
             b = base["aggregate"][name]
             be = base["event_level"]["aggregate"][name]
             line += f"   | baseline {b['mean']:.3f} ± {b['std']:.3f} (event {be['mean']:.3f})"
+        if m.get("combined"):
+            c = m["combined"]["aggregate"][name]
+            ce = m["combined"]["event_level"]["aggregate"][name]
+            line += f"   | combined {c['mean']:.3f} ± {c['std']:.3f} (event {ce['mean']:.3f})"
         print(line)
     print(f"report: {result.run_dir / 'report.md'}")
-    print(f"model:  {result.classifier_dir}")
+    print(f"model:  {result.classifier_dir} (deploy.strategy: {m['deploy']['strategy']})")
     return 0
 
 

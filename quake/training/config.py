@@ -21,7 +21,7 @@ import yaml
 CLASS_BALANCE_CHOICES = ("weighted_loss", "balanced_sampling", "none")
 SELECTION_METRICS = ("loss", "balanced_accuracy", "macro_f1")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-DEPLOY_CHOICES = ("ensemble", "baseline")
+DEPLOY_CHOICES = ("auto", "combined", "ensemble", "baseline")
 PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")
 WINDOW_CACHE_CHOICES = ("auto", "memory", "disk")
 CV_STRATEGIES = ("grouped", "predefined")
@@ -264,6 +264,9 @@ class CVConfig:
     strategy: str = "grouped"
     folds: int = 5
     val_fraction: float = 0.15  # share of each training fold's events held out for early stopping
+    # share of each training fold's events used at all (per class, whole events; test folds
+    # unchanged): < 1 for label-efficiency curves (grouped strategy only)
+    train_fraction: float = 1.0
 
     def validate(self) -> None:
         _check(
@@ -278,6 +281,13 @@ class CVConfig:
             "cv.val_fraction",
             self.val_fraction,
             "a fraction in (0, 0.5]",
+        )
+        _check(
+            0.0 < self.train_fraction <= 1.0
+            and (self.train_fraction == 1.0 or self.strategy == "grouped"),
+            "cv.train_fraction",
+            self.train_fraction,
+            "a fraction in (0, 1], and 1 unless cv.strategy is grouped",
         )
 
 
@@ -312,9 +322,17 @@ class BaselineConfig:
 class DeployConfig:
     """What the run leaves for batch classification in ``<run>/model/``."""
 
-    # ensemble: the K fold HybridViTs, probabilities averaged; baseline: the K fold random
-    # forests of the baseline instead (when the report shows that it wins on this data)
-    strategy: str = "ensemble"
+    # combined: the K fold HybridViTs and the K fold random forests of the baseline, their
+    # probabilities combined per window (quake.combined_classifier; chosen by the recipe
+    # benchmark); ensemble: the HybridViTs alone; baseline: the forests alone; auto: combined,
+    # or ensemble when baseline.enabled is false
+    strategy: str = "auto"
+
+    def resolved(self, baseline_enabled: bool) -> str:
+        """The strategy a run applies: ``auto`` -> combined with a baseline, else ensemble."""
+        if self.strategy != "auto":
+            return self.strategy
+        return "combined" if baseline_enabled else "ensemble"
 
     def validate(self) -> None:
         _check(
@@ -323,6 +341,21 @@ class DeployConfig:
             self.strategy,
             f"one of {list(DEPLOY_CHOICES)}",
         )
+
+
+@dataclass
+class ContextConfig:
+    """Catalog context (local hour, weekday, depth, magnitude) in the event-level decision
+    (quake.context); off: waveforms only."""
+
+    enabled: bool = False
+    # IANA name ("America/Los_Angeles"), "UTC+HH:MM", or null: solar time of each event's longitude
+    timezone: str | None = None
+
+    def validate(self) -> None:
+        from quake.context import parse_timezone
+
+        parse_timezone(self.timezone)  # raises naming the value
 
 
 @dataclass
@@ -384,6 +417,7 @@ class TrainConfig:
     cv: CVConfig = field(default_factory=CVConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     # Sections that decide the results; a resumed run must match them exactly.
@@ -396,6 +430,7 @@ class TrainConfig:
         "cv",
         "baseline",
         "deploy",
+        "context",
     )
 
     def validate(self) -> TrainConfig:
@@ -405,10 +440,11 @@ class TrainConfig:
             if dataclasses.is_dataclass(section):
                 section.validate()
         _check(
-            self.deploy.strategy != "baseline" or self.baseline.enabled,
+            self.deploy.strategy in ("auto", "ensemble") or self.baseline.enabled,
             "deploy.strategy",
             self.deploy.strategy,
-            "'ensemble' when baseline.enabled is false (the baseline is what it would deploy)",
+            "'auto' or 'ensemble' when baseline.enabled is false (the baseline is part of what it "
+            "would deploy)",
         )
         return self
 

@@ -221,66 +221,123 @@ def _mean(stat: dict | None) -> float | None:
     return None if not stat else stat.get("mean")
 
 
+#: Each ``deploy.strategy`` and the model it deploys, in the report's words.
+DEPLOYED_MODEL = {
+    "ensemble": "the HybridViT ensemble",
+    "baseline": "the random-forest baseline",
+    "combined": "the HybridViT and the baseline combined",
+}
+_HOLDS = {
+    "ensemble": "`model/` holds the HybridViT ensemble",
+    "baseline": "`model/` holds the baseline's fold forests (the HybridViT ensemble is in "
+    "`model_hybridvit/`)",
+    "combined": "`model/` holds the HybridViT ensemble and the baseline's forests, combined per "
+    "window",
+}
+
+
 def deploy_advice(metrics: dict) -> list[str]:
-    """The report's first lines: which model to deploy, from the cross-validated macro F1 of the
-    HybridViT and of the baseline on the same folds (event level decides when there is one: it
-    is what batch classification reports)."""
+    """The report's first lines: which model to deploy, by the cross-validated macro F1 of the
+    HybridViT, the baseline and their combination on the same folds (event level decides when
+    there is one: it is what batch classification reports), and whether the baseline alone
+    beats the HybridViT alone."""
     k = len(metrics["folds"])
     strategy = (metrics.get("deploy") or {}).get("strategy", "ensemble")
+    holds = f"{_HOLDS[strategy]} (`deploy.strategy: {strategy}`)"
     base = metrics.get("baseline") or {}
     if not base:
         return [
-            f"**Which model to deploy:** `model/`, the HybridViT ensemble (`deploy.strategy: "
-            f"{strategy}`); no baseline was trained to compare it with.",
+            f"**Which model to deploy:** {holds}; no baseline was trained to compare it with.",
         ]
-    levels = [("trace level", metrics["aggregate"], base["aggregate"])]
+    blocks = {"ensemble": metrics, "baseline": base}
+    if metrics.get("combined"):
+        blocks["combined"] = metrics["combined"]
+    levels = ["trace level"]
     if metrics.get("event_level") and base.get("event_level"):
-        levels.append(
-            ("event level", metrics["event_level"]["aggregate"], base["event_level"]["aggregate"])
-        )
-    figures, ahead = [], {}
-    for level, ours, theirs in levels:
-        mine, other = _mean(ours.get("macro_f1")), _mean(theirs.get("macro_f1"))
-        figures.append(
-            f"{level} HybridViT {_fmt(ours.get('macro_f1'))} vs baseline "
-            f"{_fmt(theirs.get('macro_f1'))}"
-        )
-        if mine is not None and other is not None:
-            ahead[level] = "baseline" if other > mine else "HybridViT"
+        levels.append("event level")
+
+    def macro_f1(block: dict, level: str) -> dict | None:
+        agg = block["event_level"]["aggregate"] if level == "event level" else block["aggregate"]
+        return agg.get("macro_f1")
+
     numbers = (
         f"Cross-validated macro F1, mean ± std over the same {k} test folds: "
-        + "; ".join(figures)
+        + "; ".join(
+            f"{level} HybridViT {_fmt(macro_f1(metrics, level))}, baseline "
+            f"{_fmt(macro_f1(base, level))}"
+            + (
+                f", combined {_fmt(macro_f1(blocks['combined'], level))}"
+                if "combined" in blocks
+                else ""
+            )
+            for level in levels
+        )
         + "."
     )
-    decisive = next((lv for lv, _, _ in reversed(levels) if lv in ahead), None)
-    if decisive is None:
+    decisive = levels[-1]
+    scores = {name: _mean(macro_f1(block, decisive)) for name, block in blocks.items()}
+    if any(score is None for score in scores.values()):
         return [f"**Which model to deploy:** undecided, a macro F1 is missing. {numbers}"]
-    others = [lv for lv in ahead if ahead[lv] != ahead[decisive]]
-    split = f" at {decisive} (at {others[0]} the {ahead[others[0]]} is ahead)" if others else ""
-    deployed = (
-        "`model/` holds the baseline's fold forests (`deploy.strategy: baseline`; the HybridViT "
-        "ensemble is in `model_hybridvit/`)"
-        if strategy == "baseline"
-        else f"`model/` holds the HybridViT ensemble (`deploy.strategy: {strategy}`)"
-    )
-    if ahead[decisive] == "HybridViT":
+    best = max(scores, key=scores.get)  # ties go to the simpler model (dict order)
+    if best == strategy:
         verdict = (
-            f"**Which model to deploy:** the HybridViT ensemble: it beats the random-forest "
-            f"baseline on the same folds{split}. {deployed}."
+            f"**Which model to deploy:** `model/` as it is: {DEPLOYED_MODEL[best]} has the "
+            f"highest {decisive} macro F1 on the same folds. {holds}."
         )
     else:
         verdict = (
-            f"**Which model to deploy: the random-forest baseline beats the HybridViT on the "
-            f"same folds{split}**, so on this data the baseline is the better classifier. "
-            f"{deployed}"
-            + (
-                "."
-                if strategy == "baseline"
-                else ": train again with `--set deploy.strategy=baseline` to deploy the "
-                "baseline, or with more epochs, pretrained weights or more data, and compare."
-            )
+            f"**Which model to deploy: {DEPLOYED_MODEL[best]}**, ahead of the deployed model at "
+            f"{decisive} on the same folds. {holds}: train again with "
+            f"`--set deploy.strategy={best}` to deploy {DEPLOYED_MODEL[best]}."
+        )
+    if scores["baseline"] > scores["ensemble"]:
+        verdict += (
+            f" **On this data the random-forest baseline beats the HybridViT alone** "
+            f"({decisive} macro F1)."
         )
     return [verdict, "", numbers]
+
+
+def context_lines(metrics: dict) -> list[str]:
+    """The catalog-context ablation: the deployed model's event level without and with the
+    context, and the context alone, with the caution about analyst-fixed depths."""
+    ctx = metrics["context"]
+    strategy = (metrics.get("deploy") or {}).get("strategy", "ensemble")
+    block = {
+        "ensemble": metrics,
+        "baseline": metrics.get("baseline"),
+        "combined": metrics.get("combined"),
+    }[strategy]
+    waveform = block["event_level"]["aggregate"]
+    rows = [
+        [METRIC_LABELS[name], _fmt(waveform.get(name)), _fmt(ctx["event_level"]["aggregate"].get(name)),
+         _fmt(ctx["context_alone"]["aggregate"].get(name))]
+        for name in ("macro_f1", "balanced_accuracy", "roc_auc")
+    ]  # fmt: skip
+    return [
+        "### Catalog context (event level)",
+        "",
+        *_table(
+            [
+                "metric",
+                f"{DEPLOYED_MODEL[strategy]} (waveforms only)",
+                "with catalog context",
+                "catalog context alone",
+            ],
+            rows,
+        ),  # fmt: skip
+        "",
+        f"Context: local hour and weekday ({ctx['timezone']}), depth and magnitude of "
+        f"{ctx['n_events']} events ({ctx['events_with_local_time']} with an origin time, "
+        f"{ctx['events_with_depth']} with a depth, {ctx['events_with_magnitude']} with a "
+        f"magnitude); {ctx['rule']}. `model/context.json` holds the fold models; `quake "
+        "classify` applies them with the catalog's values.",
+        "",
+        "**Caution:** a catalog's depth for a blast is often fixed at the surface by an analyst "
+        "who already knew it was a blast. Then depth carries the label rather than evidence, and "
+        "the figures with context overstate what it will do for new events whose depth was "
+        "computed. Compare with the waveform-only column before relying on it.",
+    ]
 
 
 def _share(value: float | None) -> str:
@@ -429,10 +486,15 @@ def render_report(metrics: dict, extra: dict) -> str:
     header = ["metric", "HybridViT (trace)"]
     if has_event:
         header.append("HybridViT (event)")
+    combined = metrics.get("combined") or {}
     if base:
         header.append("baseline (trace)")
         if has_event:
             header.append("baseline (event)")
+    if combined:
+        header.append("combined (trace)")
+        if has_event:
+            header.append("combined (event)")
     rows = []
     for name in SCALAR_METRICS:
         row = [METRIC_LABELS[name], _fmt(metrics["aggregate"].get(name))]
@@ -442,6 +504,10 @@ def render_report(metrics: dict, extra: dict) -> str:
             row.append(_fmt(base["aggregate"].get(name)))
             if has_event:
                 row.append(_fmt(base.get("event_level", {}).get("aggregate", {}).get(name)))
+        if combined:
+            row.append(_fmt(combined["aggregate"].get(name)))
+            if has_event:
+                row.append(_fmt(combined["event_level"]["aggregate"].get(name)))
         rows.append(row)
     lines += _table(header, rows)
     if has_event:
@@ -459,6 +525,10 @@ def render_report(metrics: dict, extra: dict) -> str:
         ]
     if base:
         lines += ["", f"Baseline: {base['model']} ({base['n_features']} features), same folds."]
+    if combined:
+        lines += ["", f"Combined: {combined['rule']}; same folds."]
+    if metrics.get("context"):
+        lines += ["", *context_lines(metrics)]
 
     lines += ["", "## Per class (HybridViT, trace level, mean ± std over folds)", ""]
     rows = []

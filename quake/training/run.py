@@ -25,8 +25,11 @@ import pandas as pd
 import torch
 import yaml
 
+from quake.combined_classifier import CombinedClassifier
+from quake.context import cross_validate_context, event_table, save_context_models
 from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset
 from quake.inference import EventClassifier, weights_digest
+from quake.probabilities import combine_models
 from quake.runtime import OutputLock, resolve_device, resolve_precision, write_text_atomic
 from quake.training import metrics as M
 from quake.training import report, report_figures
@@ -98,15 +101,22 @@ def fold_workers(
     return max(1, min(folds, threads + (1 if folds % threads else 0)))
 
 
-DEPLOY_BASELINE_NOTE = (
-    "deploy.strategy baseline: the {k} fold random forests on spectral features, probabilities "
-    "averaged (quake.baseline_classifier); the HybridViT ensemble is kept in {hybrid}/"
-)
 HYBRID_VIT_DIR = "model_hybridvit"
+#: What ``model/`` holds under each ``deploy.strategy`` (metrics.json and report.md).
+DEPLOY_NOTES = {
+    "ensemble": DEPLOY_NOTE,
+    "combined": "the HybridViT and the baseline, combined per window by the normalised "
+    "geometric mean of their probabilities, equal votes (quake.combined_classifier). "
+    "HybridViT part (hybridvit/): "
+    + DEPLOY_NOTE
+    + ". Baseline part (baseline/): the {k} fold random forests, probabilities averaged",
+    "baseline": "the {k} fold random forests on spectral features, probabilities averaged "
+    "(quake.baseline_classifier); the HybridViT ensemble is kept in {hybrid}/",
+}
 
 
-def deploy_baseline(baseline: dict, data: CVData, run_dir: Path) -> Path:
-    """``<run>/model/`` = the fold forests of the baseline, as a BaselineClassifier."""
+def baseline_classifier(baseline: dict, data: CVData, run_dir: Path):
+    """The fold forests of the baseline as a deployable BaselineClassifier."""
     import hashlib
 
     from quake.baseline_classifier import BaselineClassifier, forest_arrays
@@ -116,14 +126,13 @@ def deploy_baseline(baseline: dict, data: CVData, run_dir: Path) -> Path:
     for forest in forests:
         for name in sorted(forest):
             digest.update(forest[name].tobytes())
-    deployed = BaselineClassifier(
+    return BaselineClassifier(
         forests,
         data.preprocess,
         data.class_names,
         model_id=f"{run_dir.name}-rf-{digest.hexdigest()[:8]}",
-        info={"run": run_dir.name, "strategy": "baseline", "model": baseline["model"]},
+        info={"run": run_dir.name, "model": baseline["model"]},
     )
-    return deployed.save(run_dir / "model")
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -347,6 +356,7 @@ def make_folds(data: CVData, config: TrainConfig, run_dir: Path) -> list[Fold]:
         splits=data.splits,
         n_folds=config.cv.folds,
         val_fraction=config.cv.val_fraction,
+        train_fraction=config.cv.train_fraction,
         seed=config.seed,
         class_names=data.class_names.to_list(),
     )
@@ -356,6 +366,7 @@ def make_folds(data: CVData, config: TrainConfig, run_dir: Path) -> list[Fold]:
         "seed": config.seed,
         "n_folds": len(folds),
         "val_fraction": config.cv.val_fraction,
+        "train_fraction": config.cv.train_fraction,
         "group_column": "source_id",
         "indices_refer_to": "items.csv",
         "folds": [
@@ -466,24 +477,57 @@ def compute_metrics(
         },
     }
     if baseline is not None:
-        base_folds, base_events = [], []
-        for fold, probs in zip(folds, baseline["probs"], strict=True):
-            y = data.labels[fold.test]
-            trace, event, _, n_events = _fold_metrics(y, probs, data.source_ids[fold.test], names)
-            base_folds.append({"fold": fold.index, "n_test": int(len(fold.test)), **trace})
-            base_events.append({"fold": fold.index, "n_events": n_events, **event})
+        tests = [(f.index, data.labels[f.test], data.source_ids[f.test]) for f in folds]
         result["baseline"] = {
             "model": baseline["model"],
             "n_features": len(baseline["feature_names"]),
             "features": baseline["feature_names"],
             "fit_on": "each fold's training + validation traces; tested on the same test folds",
-            "folds": base_folds,
-            "aggregate": M.aggregate(base_folds),
-            "event_level": {"folds": base_events, "aggregate": M.aggregate(base_events)},
+            **fold_level_metrics(tests, baseline["probs"], names),
+        }
+        combined = deployed_probs("combined", outcomes, baseline)
+        result["combined"] = {
+            "rule": "per window, normalised geometric mean of the HybridViT's and the "
+            "baseline's probabilities, equal votes (quake.combined_classifier)",
+            **fold_level_metrics(tests, combined, names),
         }
     else:
         result["baseline"] = None
+        result["combined"] = None
     return result
+
+
+def deployed_probs(
+    strategy: str, outcomes: list[FoldOutcome], baseline: dict | None
+) -> list[np.ndarray]:
+    """Per fold, the test probabilities of the model ``strategy`` deploys."""
+    if strategy == "baseline":
+        return list(baseline["probs"])
+    if strategy == "combined":
+        return [
+            combine_models([o.probs, b]) for o, b in zip(outcomes, baseline["probs"], strict=True)
+        ]
+    return [o.probs for o in outcomes]
+
+
+def fold_level_metrics(
+    tests: list[tuple[int, np.ndarray, np.ndarray]], probs: list[np.ndarray], class_names
+) -> dict:
+    """Per-fold trace and event metrics of one model's test probabilities and their mean ± std.
+
+    ``tests``: per fold ``(fold index, labels, source ids)`` of its test items, ``probs`` the
+    model's ``(n_test, C)`` probabilities of them. Used for the baseline and the combination
+    (and by ``scripts/bench_recipe.py`` on the predictions a run wrote)."""
+    trace_folds, event_folds = [], []
+    for (index, y, groups), p in zip(tests, probs, strict=True):
+        trace, event, _, n_events = _fold_metrics(y, p, groups, class_names)
+        trace_folds.append({"fold": index, "n_test": int(len(y)), **trace})
+        event_folds.append({"fold": index, "n_events": n_events, **event})
+    return {
+        "folds": trace_folds,
+        "aggregate": M.aggregate(trace_folds),
+        "event_level": {"folds": event_folds, "aggregate": M.aggregate(event_folds)},
+    }
 
 
 def _augment_summary(config: TrainConfig) -> str:
@@ -625,6 +669,7 @@ def _train(
             "note": resolver.status.get("note", "from the saved folds"),
             "per_fold_source": [o.pretrained_info.get("source") for o in outcomes],
         }
+        strategy = config.deploy.resolved(config.baseline.enabled)
         classifier = EventClassifier(
             models,
             data.preprocess,
@@ -632,16 +677,35 @@ def _train(
             model_id=model_id,
             info={
                 "run": run_dir.name,
-                "strategy": config.deploy.strategy,
+                "strategy": strategy,
                 "cv_macro_f1": results["aggregate"]["macro_f1"],
                 "pretrained": pretrained.get("source"),
             },
         )
-        if config.deploy.strategy == "baseline":
+        if strategy == "baseline":
             classifier.save(run_dir / HYBRID_VIT_DIR)  # kept, not deployed
-            classifier_dir = deploy_baseline(baseline, data, run_dir)
+            classifier_dir = baseline_classifier(baseline, data, run_dir).save(run_dir / "model")
+        elif strategy == "combined":
+            forests = baseline_classifier(baseline, data, run_dir)
+            classifier_dir = CombinedClassifier(
+                classifier, forests, info={"run": run_dir.name, "strategy": "combined"}
+            ).save(run_dir / "model")
         else:
             classifier_dir = classifier.save(run_dir / "model")
+        if config.context.enabled:
+            results["context"], context_models = cross_validate_context(
+                event_table(
+                    report_figures.item_metadata(dataset.metadata, data.trace_names),
+                    data.source_ids,
+                ),
+                data.labels,
+                data.source_ids,
+                folds,
+                deployed_probs(strategy, outcomes, baseline),
+                data.class_names.to_list(),
+                config.context.timezone,
+            )
+            save_context_models(context_models, classifier_dir)
 
         metrics = {
             "run": run_dir.name,
@@ -651,12 +715,10 @@ def _train(
             "dropped": dropped,
             "pretrained": pretrained,
             "deploy": {
-                "strategy": config.deploy.strategy,
+                "strategy": strategy,
                 "members": len(models),
                 "folder": "model",
-                "why": DEPLOY_NOTE.format(k=len(models))
-                if config.deploy.strategy == "ensemble"
-                else DEPLOY_BASELINE_NOTE.format(k=len(models), hybrid=HYBRID_VIT_DIR),
+                "why": DEPLOY_NOTES[strategy].format(k=len(models), hybrid=HYBRID_VIT_DIR),
             },
             "seed": config.seed,
             "training": {
@@ -704,7 +766,7 @@ def _train(
             "backbone": config.model.backbone,
             "depth": config.model.depth,
             "input_shape": tuple(data_summary["input_shape"]),
-            "deploy_note": DEPLOY_NOTE.format(k=len(models)),
+            "deploy_note": metrics["deploy"]["why"],
             "preprocess_summary": json.dumps(data.preprocess.to_dict()),
             "augment_summary": _augment_summary(config),
         }

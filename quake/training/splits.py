@@ -92,10 +92,13 @@ def grouped_folds(
     n_folds: int,
     *,
     val_fraction: float = 0.15,
+    train_fraction: float = 1.0,
     seed: int = 0,
     class_names: Sequence[str] | None = None,
 ) -> list[Fold]:
     """K stratified folds grouped by ``groups``, each with a grouped validation split.
+    ``train_fraction`` < 1 keeps that share of each fold's training events (before the
+    validation split; the test folds are unchanged), for label-efficiency curves.
     ``class_names`` (index -> name) makes errors name a class rather than its index."""
     labels = np.asarray(labels)
     groups = np.asarray(groups).astype(str)
@@ -104,12 +107,36 @@ def grouped_folds(
     outer = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = []
     for k, (train_val, test) in enumerate(outer.split(np.zeros(len(labels)), labels, groups)):
+        if train_fraction < 1.0:
+            train_val = subsample_events(
+                train_val, labels, groups, fraction=train_fraction, seed=seed + 2000 + k
+            )
         train, val = grouped_validation_split(
             train_val, labels, groups, fraction=val_fraction, seed=seed + 1000 + k
         )
         folds.append(Fold(index=k, train=np.sort(train), val=np.sort(val), test=np.sort(test)))
     check_disjoint_groups(folds, groups)
     return folds
+
+
+def subsample_events(
+    indices: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, fraction: float, seed: int
+) -> np.ndarray:
+    """The traces of a random ``fraction`` of the events in ``indices``, per class (an event's
+    class: its most common label), at least 2 events of each class so that the validation split
+    and training both still see it. Whole events: a kept event keeps all its traces."""
+    indices = np.asarray(indices)
+    rng = np.random.default_rng(seed)
+    frame = {}
+    for i in indices:
+        frame.setdefault(groups[i], []).append(labels[i])
+    event_class = {g: Counter(v).most_common(1)[0][0] for g, v in sorted(frame.items())}
+    kept = set()
+    for c in sorted(set(event_class.values())):
+        events = sorted(g for g, label in event_class.items() if label == c)
+        n = min(len(events), max(2, int(round(fraction * len(events)))))
+        kept.update(rng.choice(events, size=n, replace=False).tolist())
+    return indices[np.isin(groups[indices], list(kept))]
 
 
 def grouped_validation_split(
@@ -240,13 +267,20 @@ def cv_folds(
     splits: Sequence | np.ndarray | None = None,
     n_folds: int = 5,
     val_fraction: float = 0.15,
+    train_fraction: float = 1.0,
     seed: int = 0,
     class_names: Sequence[str] | None = None,
 ) -> list[Fold]:
     """The folds of ``cv.strategy``: :func:`grouped_folds` or :func:`predefined_folds`."""
     if strategy == "grouped":
         return grouped_folds(
-            labels, groups, n_folds, val_fraction=val_fraction, seed=seed, class_names=class_names
+            labels,
+            groups,
+            n_folds,
+            val_fraction=val_fraction,
+            train_fraction=train_fraction,
+            seed=seed,
+            class_names=class_names,
         )
     if strategy == "predefined":
         return predefined_folds(labels, groups, splits, class_names=class_names)

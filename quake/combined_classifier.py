@@ -1,0 +1,132 @@
+"""The HybridViT ensemble and the random-forest baseline voting together
+(``deploy.strategy: combined``, the default).
+
+Each window goes through both: the K fold HybridViTs (spectrograms) and the K fold forests
+(hand-made spectral and envelope features of the same trimmed window). Their two probability
+vectors are combined by :func:`quake.probabilities.combine_models`, the normalised geometric
+mean that also combines stations into events, one equal vote each. Nothing is fitted to
+combine them, so no validation split (small on small sets) can choose badly. Why: on the real
+sets the two models err on different events, and the combination beat each of them alone on
+the same folds (README, "Choosing the training recipe").
+
+Folder: ``classifier.json`` (format, class names, preprocessing, model id) with the two parts
+in ``hybridvit/`` (an :class:`quake.inference.EventClassifier`) and ``baseline/`` (a
+:class:`quake.baseline_classifier.BaselineClassifier`), each verified on loading as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from quake.baseline_classifier import BaselineClassifier
+from quake.inference import EventClassifier
+from quake.probabilities import combine_models
+
+FORMAT = "quake.CombinedClassifier"
+CLASSIFIER_FILE = "classifier.json"
+HYBRID_DIR = "hybridvit"
+BASELINE_DIR = "baseline"
+
+
+class CombinedClassifier:
+    """An :class:`EventClassifier` and a :class:`BaselineClassifier` of one run, combined per
+    window (module doc). Same interface as either: ``predict_proba``, ``classify``,
+    ``class_names``, ``config``, ``model_id``."""
+
+    def __init__(
+        self,
+        hybrid: EventClassifier,
+        baseline: BaselineClassifier,
+        model_id: str | None = None,
+        info: dict | None = None,
+    ):
+        if hybrid.class_names != baseline.class_names:
+            raise ValueError(
+                f"the HybridViT has classes {hybrid.class_names.to_list()} and the baseline "
+                f"{baseline.class_names.to_list()}; expected the same classes"
+            )
+        if hybrid.config.to_dict() != baseline.config.to_dict():
+            raise ValueError(
+                "the HybridViT and the baseline were saved with different preprocessing; "
+                "expected the two parts of one training run"
+            )
+        self.hybrid = hybrid
+        self.baseline = baseline
+        self.class_names = hybrid.class_names
+        self.config = hybrid.config
+        self.model_id = model_id or f"{hybrid.model_id}+{baseline.model_id}"
+        self.info = dict(info or {})
+
+    @property
+    def models(self) -> list:
+        """The HybridViT members (what ``quake export`` would count)."""
+        return self.hybrid.models
+
+    def to(self, device) -> CombinedClassifier:
+        self.hybrid.to(device)
+        return self
+
+    def predict_proba(self, waveforms: np.ndarray, batch_size: int = 128) -> np.ndarray:
+        """``(B, C)`` probabilities of trimmed ``(B, 3, window_samples)`` Z, N, E windows."""
+        windows = np.asarray(waveforms, dtype=np.float32)
+        return combine_models(
+            [
+                self.hybrid.predict_proba(windows, batch_size=batch_size),
+                self.baseline.predict_proba(windows, batch_size=batch_size),
+            ]
+        )
+
+    def classify(self, stream, origin_time=None, picks=None):
+        """As :meth:`quake.inference.EventClassifier.classify`."""
+        from quake.classify.stream import classify_stream
+
+        return classify_stream(self, stream, origin_time, picks)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """The folder of the module doc, built beside and renamed into place."""
+        from quake.runtime import staging_dir
+
+        directory = Path(directory)
+        staging = staging_dir(directory)
+        self.hybrid.save(staging / HYBRID_DIR)
+        self.baseline.save(staging / BASELINE_DIR)
+        manifest = {
+            "format": FORMAT,
+            "model_id": self.model_id,
+            "class_names": self.class_names.to_list(),
+            "preprocess": self.config.to_dict(),
+            "parts": {"hybridvit": HYBRID_DIR, "baseline": BASELINE_DIR},
+            "combine": "normalised geometric mean of the two parts' probabilities, equal votes",
+            "info": self.info,
+        }
+        (staging / CLASSIFIER_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+        return directory
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, device: str = "cpu") -> CombinedClassifier:
+        from quake.models.hybrid_vit import read_json
+
+        folder = Path(folder)
+        manifest = read_json(folder / CLASSIFIER_FILE, "the classifier.json of a quake model")
+        if manifest.get("format") != FORMAT:
+            raise ValueError(
+                f"{str(folder / CLASSIFIER_FILE)!r} has format {manifest.get('format')!r}; "
+                f"expected {FORMAT!r}"
+            )
+        hybrid = EventClassifier.load(folder / HYBRID_DIR, device=device)
+        baseline = BaselineClassifier.load(folder / BASELINE_DIR)
+        return cls(hybrid, baseline, model_id=manifest["model_id"], info=manifest.get("info"))
+
+    def __repr__(self) -> str:
+        return (
+            f"CombinedClassifier({self.model_id!r}, {len(self.hybrid.models)} HybridViT(s) + "
+            f"{len(self.baseline.forests)} forest(s), classes={self.class_names.to_list()})"
+        )
