@@ -146,9 +146,9 @@ class ContextModel:
     def fit(
         cls, features: np.ndarray, labels: np.ndarray, n_classes: int, timezone: str | None
     ) -> ContextModel:
-        from sklearn.linear_model import LogisticRegression
-
         import warnings
+
+        from sklearn.linear_model import LogisticRegression
 
         with warnings.catch_warnings():  # a column no training event has: median 0
             warnings.simplefilter("ignore", RuntimeWarning)

@@ -127,6 +127,8 @@ def test_a_run_with_context_reports_the_ablation_and_classify_adds_the_vote(pnw,
     report = (run / "report.md").read_text()
     assert "### Catalog context (event level)" in report and "**Caution:**" in report
     assert (run / "model" / "context.json").is_file()
+    survey = metrics["data"]["onset_survey"]  # origin times only: the window check is reported
+    assert survey["n_with_trigger"] > 0 and "- Windows: no P picks in the data" in report
 
     catalog = pd.read_csv(pnw / "catalog.csv").head(6)
     catalog.to_csv(tmp_path / "six.csv", index=False)

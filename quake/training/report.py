@@ -298,6 +298,24 @@ def deploy_advice(metrics: dict) -> list[str]:
     return [verdict, "", numbers]
 
 
+#: Below this share of recordings with their estimated S inside the window, the report warns.
+S_INSIDE_WARNING = 0.8
+
+
+def _onset_lines(survey: dict | None) -> list[str]:
+    """The window check of a set without P picks (quake.data.onsets)."""
+    if not survey:
+        return []
+    line = f"- Windows: no P picks in the data, so windows follow origin times; {survey['text']}."
+    if survey.get("share_s_inside", 1.0) < S_INSIDE_WARNING:
+        line += (
+            " **The window misses the S of many recordings**: consider a longer one, e.g. "
+            "`--set data.preprocess.window_s=40.96 --set data.preprocess.stft_hop=128` (the same "
+            "spectrogram grid)."
+        )
+    return [line]
+
+
 def context_lines(metrics: dict) -> list[str]:
     """The catalog-context ablation: the deployed model's event level without and with the
     context, and the context alone, with the caution about analyst-fixed depths."""
@@ -478,6 +496,7 @@ def render_report(metrics: dict, extra: dict) -> str:
         f"- Model: HybridViT `{extra['backbone']}`, depth {extra['depth']}, input {extra['input_shape']}; "
         f"{weights}",
         f"- Deployable model: `model/` = {extra['deploy_note']}",
+        *_onset_lines(metrics["data"].get("onset_survey")),
         "",
         "## Results",
         "",

@@ -28,6 +28,7 @@ import yaml
 from quake.combined_classifier import CombinedClassifier
 from quake.context import cross_validate_context, event_table, save_context_models
 from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset
+from quake.data.onsets import survey_onsets
 from quake.inference import EventClassifier, weights_digest
 from quake.probabilities import combine_models
 from quake.runtime import OutputLock, resolve_device, resolve_precision, write_text_atomic
@@ -321,6 +322,11 @@ def load_data(
         "window_samples": preprocess.window_samples,
         "preprocess": preprocess.to_dict(),
     }
+    if dist.is_main and preprocess.anchor == "p_arrival":
+        survey = survey_onsets(dataset, preprocess, seed=config.seed)
+        if survey is not None:
+            summary["onset_survey"] = {**survey.to_dict(), "text": survey.describe()}
+            logger.info("no P picks, windows follow origin times: %s", survey.describe())
     return data, summary, adapter.drop_counts()
 
 

@@ -1,0 +1,47 @@
+"""The first-arrival survey of sets without P picks (quake.data.onsets): a trigger at a known
+time on a crafted trace, and the survey of real pnw-eqex (origin times only) vs eqnoise-3c
+(P picks: no survey)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quake.data import open_dataset
+from quake.data.onsets import VP_VS, first_trigger_delays, survey_onsets
+from quake.training.config import load_config
+
+
+def test_a_burst_at_a_known_time_is_found():
+    fs, before = 100.0, 30.0
+    rng = np.random.default_rng(0)
+    traces = rng.normal(0, 1, (3, int(90 * fs)))
+    onset = int((before + 7.5) * fs)  # 7.5 s after the origin
+    t = np.arange(int(5 * fs)) / fs
+    traces[0, onset : onset + len(t)] += 30 * np.sin(2 * np.pi * 6 * t) * np.exp(-t)
+    traces[2] = 0.0  # a dead channel: no trigger, no error
+    delays = first_trigger_delays(traces, fs, before)
+    assert delays[0] == pytest.approx(7.5, abs=0.3)
+    assert np.isnan(delays[1]) and np.isnan(delays[2])  # noise alone does not trigger
+
+
+def _set(path):
+    config = load_config(None, {"data.path": str(path)})
+    preprocess = config.data.preprocess_config()
+    return open_dataset(path, preprocess, config.data.labels()), preprocess
+
+
+def test_the_survey_of_a_set_without_picks(real_data_dir, pnw):
+    dataset, preprocess = _set(pnw)
+    survey = survey_onsets(dataset, preprocess)
+    found = survey.delays_s[np.isfinite(survey.delays_s)]
+    assert len(survey.delays_s) > 400 and len(found) > 0.5 * len(survey.delays_s)
+    assert (survey.window_start_s, survey.window_end_s) == (-2.0, pytest.approx(18.48))
+    summary = survey.to_dict()
+    assert summary["share_p_inside"] == pytest.approx(np.mean(found < 18.48), abs=1e-3)
+    assert summary["share_s_inside"] == pytest.approx(np.mean(found * VP_VS < 18.48), abs=1e-3)
+    assert summary["p_delay_s"]["p50"] == pytest.approx(np.median(found), abs=0.01)
+    assert "first arrivals (STA/LTA)" in survey.describe()
+    assert np.all(found >= -2.0)
+    picked, preprocess = _set(real_data_dir / "eqnoise-3c")
+    assert survey_onsets(picked, preprocess) is None  # windows follow its P picks
