@@ -27,7 +27,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from bench_recipe import (  # noqa: E402
     METRICS,
@@ -161,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                         if key in results:
                             continue
                         print(f"{key}: {command(init, fraction, data_set)}", flush=True)
-                        results[key] = train_and_summarise(
-                            settings(init, fraction, data_set, seed)
-                        )
+                        results[key] = train_and_summarise(settings(init, fraction, data_set, seed))
                         save_results(results, RESULTS)
                         print(f"{key}: done in {results[key]['wall_s']:.0f} s", flush=True)
     text = table(results)

@@ -55,6 +55,11 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
         "40.96 s windows, hop 128 samples (the same 33 x 32 spectrogram grid)",
         {"data.preprocess.window_s": 40.96, "data.preprocess.stft_hop": 128},
     ),
+    "context": (
+        "the default recipe with catalog context (local hour, weekday, depth, magnitude) "
+        "in the event-level decision",
+        {"context.enabled": True},
+    ),
     "light_augment": (
         "time shift 0.25 s, component dropout 0.3, no spectrogram masks",
         {
@@ -66,7 +71,7 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     ),
 }
 # variants that also train the baseline, so the table shows them combined with it too
-WITH_BASELINE = ("before", "smoothing_b", "light_augment", "long_window")
+WITH_BASELINE = ("before", "smoothing_b", "light_augment", "long_window", "context")
 SETS = ("eqnoise-3c", "pnw-eqex")
 METRICS = ("macro_f1", "balanced_accuracy", "roc_auc")
 
@@ -149,6 +154,10 @@ def summarise(metrics: dict, run: Path | None = None) -> dict:
         out["baseline_event"] = [
             {m: f.get(m) for m in METRICS} for f in base["event_level"]["folds"]
         ]
+        if metrics.get("context"):
+            out["context_event"] = [
+                {m: f.get(m) for m in METRICS} for f in metrics["context"]["event_level"]["folds"]
+            ]
         combined = metrics.get("combined") or combined_from_predictions(run)
         out["combined_trace"] = [{m: f.get(m) for m in METRICS} for f in combined["folds"]]
         out["combined_event"] = [
@@ -215,19 +224,31 @@ def table(results: dict, seeds: list[int]) -> str:
                     [{"trace": r["baseline_trace"], "event": r["baseline_event"]} for r in before],
                 )
             )
+        for variant in VARIANTS:
+            found = [results.get(f"{variant}/{data_set}/{s}") for s in seeds]
+            found = [r for r in found if r]
+            rows.append((variant, found))
+            # the same runs deployed as deploy.strategy combined, and with catalog context
             rows.append(
                 (
-                    "combined (HybridViT + baseline)",
+                    f"{variant} + baseline, combined",
                     [
                         {"trace": r["combined_trace"], "event": r["combined_event"]}
-                        for r in before
+                        for r in found
                         if "combined_trace" in r
                     ],
                 )
             )
-        for variant in VARIANTS:
-            found = [results.get(f"{variant}/{data_set}/{s}") for s in seeds]
-            rows.append((variant, [r for r in found if r]))
+            rows.append(
+                (
+                    f"{variant}, combined + catalog context",
+                    [
+                        {"trace": [], "event": r["context_event"]}
+                        for r in found
+                        if "context_event" in r
+                    ],
+                )
+            )
         for name, runs in rows:
             if not runs:
                 continue
