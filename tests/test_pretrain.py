@@ -363,3 +363,51 @@ def test_cross_validated_training_starts_every_fold_from_the_run(finished, tmp_p
     assert pretrained["n_loaded"] == len(load_file(str(finished.out / ENCODER_FILE)))
     assert str(finished.out) in pretrained["note"]
     assert f"pretrain-run:{finished.out}" in (tmp_path / "run" / "report.md").read_text()
+
+
+# --- torchrun ------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_torchrun_two_processes_pretrain_share_the_batches(small_tree, tmp_path):
+    """Two gloo ranks on the CPU: each global batch split over them, one writer, a folder a
+    single-process run could resume, and an encoder HybridViT loads."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    config = tmp_path / "small.yaml"
+    config.write_text(
+        "data:\n  val_fraction: 0.2\n  preprocess:\n"
+        + "".join(f"    {k}: {v}\n" for k, v in SMALL.items())
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    cmd = [
+        torchrun, "--nproc_per_node", "2", "--master_port", str(port),
+        str(repo / "scripts" / "pretrain.py"), "--config", str(config),
+        "--data", str(small_tree), "--out", str(out), "--depth", "1", "--epochs", "2",
+        "--batch-size", "8", "--device", "cpu", "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=repo)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("pretraining folder:") == 1  # rank 0 alone reports
+    info = json.loads((out / PRETRAIN_FILE).read_text())
+    assert info["processes"] == 2 and info["backend"] == "gloo"
+    assert info["complete"] and info["progress"]["epochs_done"] == 2
+    n_train = info["data"]["n_train"]
+    assert info["progress"]["windows_seen"] == 2 * 8 * (n_train // 8)  # global batches of 8
+    loss = json.loads((out / "loss.json").read_text())
+    assert len(loss["step_losses"]) == 2 * (n_train // 8)
+    assert all(np.isfinite(v) for v in loss["step_losses"])
+    assert not [p.name for p in out.iterdir() if "lock" in p.name or p.name.startswith(".")]
+    model = HybridViT(depth=1, img_size=SMALL_IMG, num_classes=2, pretrained=str(out))
+    assert len(model.pretrained_info["loaded"]) == len(load_file(out / ENCODER_FILE))
+    # the same settings in one process find the run finished: same config, nothing retrained
+    again = pretrain(_pretrain_config(small_tree, out))
+    assert again.summary["progress"] == info["progress"]

@@ -136,6 +136,8 @@ def _pretrain(args: argparse.Namespace, state: dict) -> int:
         with logging_redirect_tqdm():  # log lines above the progress bar
             result = pretrain(config)
     s = result.summary
+    if s is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     p, t = s["progress"], s["timings"]
     print(f"pretraining folder: {result.out}")
     print(

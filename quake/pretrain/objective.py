@@ -124,6 +124,8 @@ class MaskedSpectrogramModel(nn.Module):
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio!r}")
         self.encoder = encoder
+        for parameter in encoder.head.parameters():  # not part of the objective (nor of DDP's)
+            parameter.requires_grad_(False)
         self.mask_ratio = float(mask_ratio)
         self.grid = tuple(encoder.grid_size)
         self.num_patches = encoder.num_patches

@@ -43,11 +43,13 @@ from quake.runtime import (
     AUTOCAST_DTYPES,
     OutputLock,
     check_outputs_apart,
+    rank_device,
     resolve_device,
     resolve_precision,
     write_atomic,
     write_text_atomic,
 )
+from quake.training.distributed import SINGLE, DistContext, init_distributed, shutdown
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ EVAL_BATCH = 256
 @dataclass
 class PretrainResult:
     out: Path
-    summary: dict  # the content of pretrain.json
+    summary: dict | None  # the content of pretrain.json; None on ranks other than 0
 
 
 def default_out() -> Path:
@@ -221,25 +223,44 @@ def pretrain(config: PretrainConfig, *, progress: bool | None = None) -> Pretrai
     )
     check_out_dir(out, config)  # a config mismatch fails before the data are read
     device = resolve_device(config.run.device)
-    threads = config.run.num_threads or max(1, os.cpu_count() or 1)
-    torch.set_num_threads(threads)
-    if progress is None:
-        progress = not config.run.quiet
-    preprocess = config.data.preprocess_config()
+    dist = init_distributed(device)  # torchrun: one process per rank; else SINGLE
+    try:
+        device = rank_device(device, dist)
+        threads = config.run.num_threads or max(1, (os.cpu_count() or 1) // dist.local_world_size)
+        torch.set_num_threads(threads)
+        if progress is None:
+            progress = not config.run.quiet
+        progress = progress and dist.is_main
+        preprocess = config.data.preprocess_config()
 
-    t0 = time.perf_counter()
-    data = load_windows(
-        config.data.paths,
-        preprocess,
-        windows_per_recording=config.data.windows_per_recording,
-        progress=progress,
-    )
-    data_s = time.perf_counter() - t0
-    out.mkdir(parents=True, exist_ok=True)
-    with OutputLock(out / LOCK_FILE, f"pretraining folder {str(out)!r}"):
-        if not check_out_dir(out, config):
-            write_text_atomic(out / CONFIG_FILE, config.to_yaml())
-        return _run(config, out, data, preprocess, device, threads, progress, data_s)
+        t0 = time.perf_counter()
+        data = load_windows(
+            config.data.paths,
+            preprocess,
+            windows_per_recording=config.data.windows_per_recording,
+            progress=progress,
+        )
+        data_s = time.perf_counter() - t0
+        lock = OutputLock(out / LOCK_FILE, f"pretraining folder {str(out)!r}")
+
+        def start_on_main() -> None:  # rank 0 alone writes; its errors reach every rank
+            out.mkdir(parents=True, exist_ok=True)
+            lock.__enter__()
+            try:
+                if not check_out_dir(out, config):
+                    write_text_atomic(out / CONFIG_FILE, config.to_yaml())
+            except BaseException:
+                lock.__exit__(None, None, None)
+                raise
+
+        dist.on_main(start_on_main)
+        try:
+            return _run(config, out, data, preprocess, device, threads, progress, data_s, dist)
+        finally:
+            if dist.is_main:
+                lock.__exit__(None, None, None)
+    finally:
+        shutdown(dist)
 
 
 def _run(
@@ -251,7 +272,10 @@ def _run(
     threads: int,
     progress: bool,
     data_s: float,
+    dist: DistContext = SINGLE,
 ) -> PretrainResult:
+    """The epochs. Under torchrun every rank holds all windows and draws the same order; each
+    global batch is split over the ranks and DDP averages the gradients; rank 0 writes."""
     from quake.training.loop import attention_backend, parameter_groups
 
     resume_path = out / RESUME_FILE
@@ -273,6 +297,11 @@ def _run(
 
     train_idx, val_idx = split_groups(data.groups, config.data.val_fraction, config.seed)
     batch_size = min(config.optim.batch_size, len(train_idx))
+    if batch_size < dist.world_size:
+        raise ValueError(
+            f"a batch of {batch_size} windows cannot be split over {dist.world_size} processes; "
+            "expected optim.batch_size (and the training windows) >= the number of processes"
+        )
     steps_per_epoch = max(1, len(train_idx) // batch_size)  # the ragged last batch is dropped
 
     state = {"epochs_done": 0, "history": [], "step_losses": [], "init": init_info}
@@ -316,6 +345,8 @@ def _run(
         },
         "device": str(device),
         "threads": threads,
+        "processes": dist.world_size,
+        "backend": ("nccl" if device.type == "cuda" else "gloo") if dist.enabled else None,
         "precision": precision,
         "versions": _versions(),
     }
@@ -377,6 +408,13 @@ def _run(
         write_text_atomic(out / PRETRAIN_FILE, json.dumps(info, indent=2) + "\n")
         return info
 
+    forward = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     bar_cls = None
     if progress:
         from tqdm.auto import tqdm as bar_cls
@@ -401,15 +439,16 @@ def _run(
                 lr = learning_rate(config, global_step, steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                rows = torch.as_tensor(order[step * batch_size : (step + 1) * batch_size])
+                batch = order[step * batch_size : (step + 1) * batch_size]
+                rows = torch.as_tensor(batch[dist.rank :: dist.world_size])
                 spec = spectrogram_batch(data.waveforms[rows], preprocess).to(device)
                 with autocast:
-                    loss = model(spec, generator=generator).loss
+                    loss = forward(spec, generator=generator).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
                 optimizer.step()
-                value = float(loss.detach())
+                value = dist.sum([float(loss.detach())])[0] / dist.world_size
                 if not math.isfinite(value):
                     raise ValueError(
                         f"the pretraining loss became {value} at epoch {epoch + 1}, step "
@@ -417,7 +456,7 @@ def _run(
                     )
                 losses.append(value)
                 if bar is not None:
-                    bar.update(len(rows))
+                    bar.update(len(batch))
                     bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.1e}")
             seconds = time.perf_counter() - t_epoch
             if bar is not None:
@@ -436,8 +475,10 @@ def _run(
             state["step_losses"].extend(losses)
             state["epochs_done"] = epoch + 1
             state["n_windows"] = len(data)
-            save_resume(out / RESUME_FILE, model, optimizer, state)
-            write_outputs(complete=epoch + 1 == config.optim.epochs)
+            if dist.is_main:
+                save_resume(out / RESUME_FILE, model, optimizer, state)
+                write_outputs(complete=epoch + 1 == config.optim.epochs)
+            dist.barrier()  # the epoch is on disk before any rank goes on
             logger.info(
                 "epoch %d/%d: loss %.4f, held-out %s, %.0f windows/s, %.0f s",
                 epoch + 1,
@@ -447,6 +488,8 @@ def _run(
                 entry["windows_per_s"],
                 seconds,
             )
+    if not dist.is_main:
+        return PretrainResult(out=out, summary=None)
     info = write_outputs(complete=True)
     return PretrainResult(out=out, summary=info)
 
