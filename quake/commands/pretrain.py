@@ -29,7 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="PATH",
         help="unlabelled data (repeat to pool several): SeisBench set, catalog + miniSEED "
-        "folder (or the catalog file), or a folder tree of miniSEED files",
+        "folder (or the catalog file), a folder tree of miniSEED files, or an SDS archive "
+        "(with --start and --end)",
     )
     p.add_argument(
         "--out", help="output folder (default runs/pretrain-<timestamp>); an existing one resumes"
@@ -56,8 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--windows-per-recording",
         type=int,
-        help="plain miniSEED trees: consecutive windows per recording (default 1)",
+        help="plain miniSEED trees: consecutive windows per recording; SDS archives: random "
+        "crops per station-day (default 1)",
     )
+    p.add_argument("--start", help="SDS archives: the first time read (ISO 8601)")
+    p.add_argument("--end", help="SDS archives: the time reading stops (ISO 8601)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
@@ -85,6 +89,8 @@ FLAG_KEYS = {
     "lr": "optim.lr",
     "mask_ratio": "objective.mask_ratio",
     "windows_per_recording": "data.windows_per_recording",
+    "start": "data.start",
+    "end": "data.end",
     "seed": "seed",
     "device": "run.device",
     "threads": "run.num_threads",

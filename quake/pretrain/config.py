@@ -35,7 +35,9 @@ class PretrainDataConfig:
 
     paths: list[str] = field(default_factory=list)
     preprocess: dict = field(default_factory=dict)
-    windows_per_recording: int | None = 1  # plain miniSEED trees; null: every whole window
+    windows_per_recording: int | None = 1  # miniSEED trees, SDS crops; null: every whole window
+    start: str | None = None  # SDS archives: the time range read (ISO 8601)
+    end: str | None = None
     val_fraction: float = 0.05  # events (source_id) held out for the validation loss
 
     def validate(self) -> None:
@@ -63,6 +65,17 @@ class PretrainDataConfig:
             self.val_fraction,
             "a float in [0, 0.5)",
         )
+        if self.start is not None or self.end is not None:
+            from quake.data.readers.sds import parse_time
+
+            _check(
+                self.start is not None and self.end is not None,
+                "data.start / data.end",
+                (self.start, self.end),
+                "both times (an SDS archive is read between them), or neither",
+            )
+            t0, t1 = parse_time(self.start, "data.start"), parse_time(self.end, "data.end")
+            _check(t1 > t0, "data.end", self.end, f"a time after data.start ({self.start})")
         self.preprocess = self.preprocess_config().to_dict()
 
     def preprocess_config(self):

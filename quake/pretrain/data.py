@@ -7,6 +7,8 @@ Each ``--data`` path is opened by what it holds, labels ignored:
 - a catalog + miniSEED folder, or the catalog file itself, with or without ``event_type``
   (:class:`~quake.data.readers.catalog.CatalogDataset` with ``unlabelled=True``): windows
   anchored as in training (P pick, else origin time);
+- an SDS archive (year folders), read between ``data.start`` and ``data.end``
+  (:class:`~quake.data.readers.sds.SdsDataset`): random window crops of each station-day;
 - any other folder: a plain tree of miniSEED files
   (:class:`~quake.data.readers.mseed_tree.MseedTreeDataset`), windows from each recording's
   start.
@@ -30,6 +32,7 @@ import torch
 from quake.data import PreprocessConfig, WaveformDataAdapter, WaveformDataset
 from quake.data.readers.catalog import CatalogDataset, find_catalog
 from quake.data.readers.mseed_tree import MseedTreeDataset
+from quake.data.readers.sds import SdsDataset
 from quake.data.readers.seisbench import SeisBenchDataset
 from quake.data.readers.stead import SteadDataset, find_stead_files
 from quake.data.sources import detect_source_kind
@@ -40,10 +43,14 @@ CATALOG_SUFFIXES = (".csv", ".xml", ".quakeml", ".qml")
 
 
 def open_unlabelled(
-    path: str | os.PathLike, config: PreprocessConfig, windows_per_recording: int | None = 1
+    path: str | os.PathLike,
+    config: PreprocessConfig,
+    windows_per_recording: int | None = 1,
+    time_range: tuple[str, str] | None = None,
+    seed: int = 0,
 ) -> tuple[WaveformDataset, str]:
     """``(dataset, kind)`` for one ``--data`` path (module docstring); kind is ``seisbench``,
-    ``stead``, ``catalog`` or ``miniseed-tree``."""
+    ``stead``, ``catalog``, ``sds`` (read within ``time_range``) or ``miniseed-tree``."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"data path {str(path)!r} does not exist")
@@ -60,11 +67,20 @@ def open_unlabelled(
     if find_stead_files(path) is not None:
         return SteadDataset(path, config), "stead"
     if detect_source_kind(str(path)) == "sds":
-        raise ValueError(
-            f"{str(path)!r} looks like an SDS archive (year folders); pretraining does not read "
-            "SDS archives yet: expected a SeisBench set, a catalog + miniSEED folder or a folder "
-            "tree of *.mseed files"
+        if time_range is None:
+            raise ValueError(
+                f"{str(path)!r} is an SDS archive (year folders); expected a time range to read "
+                "(--start and --end, data.start and data.end)"
+            )
+        dataset = SdsDataset(
+            path,
+            config,
+            start=time_range[0],
+            end=time_range[1],
+            windows_per_recording=windows_per_recording,
+            seed=seed,
         )
+        return dataset, "sds"
     return MseedTreeDataset(path, config, windows_per_recording=windows_per_recording), (
         "miniseed-tree"
     )
@@ -95,12 +111,14 @@ def load_windows(
     config: PreprocessConfig,
     *,
     windows_per_recording: int | None = 1,
+    time_range: tuple[str, str] | None = None,
+    seed: int = 0,
     progress: bool = False,
 ) -> UnlabelledWindows:
     """Open every path, check every item once, and pool the kept windows."""
     arrays, groups, sources = [], [], []
     for k, path in enumerate(paths):
-        dataset, kind = open_unlabelled(path, config, windows_per_recording)
+        dataset, kind = open_unlabelled(path, config, windows_per_recording, time_range, seed)
         adapter = WaveformDataAdapter(dataset, config=config, progress=progress)
         windows = adapter.load_waveforms(progress=progress)
         ids = adapter.metadata.get("source_id", adapter.metadata["trace_name"]).astype(str)

@@ -238,6 +238,8 @@ def pretrain(config: PretrainConfig, *, progress: bool | None = None) -> Pretrai
             config.data.paths,
             preprocess,
             windows_per_recording=config.data.windows_per_recording,
+            time_range=(config.data.start, config.data.end) if config.data.start else None,
+            seed=config.seed,
             progress=progress,
         )
         data_s = time.perf_counter() - t0
