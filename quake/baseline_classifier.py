@@ -82,6 +82,9 @@ def predict_forest(arrays: dict[str, np.ndarray], features: np.ndarray) -> np.nd
 class BaselineClassifier:
     """The K fold forests of a run on spectral features; probabilities averaged (module doc)."""
 
+    #: The catalog-context fold models saved beside it (quake.context), set on loading.
+    context_models = None
+
     def __init__(
         self,
         forests: Sequence[dict[str, np.ndarray]],

@@ -38,6 +38,9 @@ class CombinedClassifier:
     window (module doc). Same interface as either: ``predict_proba``, ``classify``,
     ``class_names``, ``config``, ``model_id``."""
 
+    #: The catalog-context fold models saved beside it (quake.context), set on loading.
+    context_models = None
+
     def __init__(
         self,
         hybrid: EventClassifier,

@@ -119,6 +119,9 @@ class EventClassifier:
         info: free JSON-safe details kept with the model (run name, CV metrics, ...).
     """
 
+    #: The catalog-context fold models saved beside it (quake.context), set on loading.
+    context_models = None
+
     def __init__(
         self,
         models: Sequence[HybridViT],

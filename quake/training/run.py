@@ -725,6 +725,7 @@ def _train(
                 "members": len(models),
                 "folder": "model",
                 "why": DEPLOY_NOTES[strategy].format(k=len(models), hybrid=HYBRID_VIT_DIR),
+                "catalog_context": config.context.enabled,
             },
             "seed": config.seed,
             "training": {
