@@ -285,7 +285,7 @@ def _worker(rank: int, job: dict) -> None:
             seed=seed,
         )
         augmenter = TimedAugmenter.from_config(
-            config.augment,
+            config.augment.resolved(windows_follow_picks=True),  # the synthetic set has picks
             sampling_rate_hz=preprocess.sampling_rate_hz,
             missing_component=preprocess.missing_component,
             noise_bank=noise_bank,

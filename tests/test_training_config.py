@@ -140,3 +140,22 @@ def test_parse_override(text, expected):
 def test_parse_override_rejects_missing_equals():
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         parse_override("optim.lr")
+
+
+def test_null_augmentation_keys_follow_what_the_windows_start_at(real_data_dir, pnw):
+    from quake.training.augment import Augmenter
+    from quake.training.config import AUGMENT_BY_ANCHOR, AugmentConfig
+    from quake.training.run import open_training_set, windows_follow_picks
+
+    picked = AugmentConfig().resolved(windows_follow_picks=True)
+    assert {k: getattr(picked, k) for k in AUGMENT_BY_ANCHOR["picks"]} == {
+        "time_shift_s": 0.25, "channel_dropout_prob": 0.3, "time_mask_prob": 0.0,
+        "freq_mask_prob": 0.0,
+    }  # fmt: skip
+    origin = AugmentConfig(time_shift_s=2.0).resolved(windows_follow_picks=False)
+    assert origin.time_shift_s == 2.0 and origin.time_mask_prob == 0.5  # a set value stays
+    with pytest.raises(ValueError, match=r"augment keys \['time_shift_s', .*\] are null"):
+        Augmenter.from_config(AugmentConfig(), sampling_rate_hz=100.0)
+    for path, expected in ((real_data_dir / "eqnoise-3c", True), (pnw, False)):
+        config = load_config(None, {"data.path": str(path)})
+        assert windows_follow_picks(config, open_training_set(config)) is expected

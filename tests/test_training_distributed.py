@@ -77,7 +77,7 @@ def _fit(
         img_size=tuple(preprocess.spectrogram_shape[1:]),
     )
     augmenter = Augmenter.from_config(
-        AugmentConfig(enabled=augment),
+        AugmentConfig(enabled=augment).resolved(windows_follow_picks=False),
         sampling_rate_hz=100.0,
         noise_bank=waveforms[train_idx[labels[train_idx] == 2]],
     )

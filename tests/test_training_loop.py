@@ -78,7 +78,8 @@ def _fit(**optim_kwargs):
     model = HybridViT(depth=1, num_classes=2, img_size=PRE.spectrogram_shape[1:])
     optim = OptimConfig(**{"epochs": 3, "batch_size": 8, "warmup_epochs": 0.0, **optim_kwargs})
     augmenter = Augmenter.from_config(
-        AugmentConfig(noise_prob=0.0), sampling_rate_hz=PRE.sampling_rate_hz
+        AugmentConfig(noise_prob=0.0).resolved(windows_follow_picks=False),
+        sampling_rate_hz=PRE.sampling_rate_hz,
     )
     train, val = np.r_[0:15, 20:35], np.r_[15:20, 35:40]
     return train_fold(

@@ -12,6 +12,7 @@ what varies between real recordings, and :class:`AddRealNoise` varies exactly th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -245,9 +246,18 @@ class Augmenter:
         noise_bank: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Augmenter:
-        """Build from an :class:`~quake.training.config.AugmentConfig`; off when not enabled."""
+        """Build from an :class:`~quake.training.config.AugmentConfig` whose ``null`` keys were
+        resolved (``config.resolved(windows_follow_picks)``); off when not enabled."""
         if not config.enabled:
             return cls([], [], generator)
+        unresolved = [
+            k for k, v in dataclasses.asdict(config).items() if v is None and k != "amplitude_scale"
+        ]
+        if unresolved:
+            raise ValueError(
+                f"augment keys {unresolved} are null (chosen by what the windows start at); "
+                "expected AugmentConfig.resolved(windows_follow_picks) first"
+            )
         steps: list = []
         max_shift = int(round(config.time_shift_s * sampling_rate_hz))
         if max_shift > 0:

@@ -218,26 +218,65 @@ class OptimConfig:
         )
 
 
+#: What ``null`` means for the augmentation keys below, by what the windows start at (chosen by
+#: the recipe benchmark, README "Choosing the training recipe"): where windows follow P picks
+#: the onset sits at a known place and is the strongest cue, so it is barely moved and never
+#: masked; where they follow origin times the onset's place varies anyway.
+AUGMENT_BY_ANCHOR = {
+    "picks": {
+        "time_shift_s": 0.25,
+        "channel_dropout_prob": 0.3,
+        "time_mask_prob": 0.0,
+        "freq_mask_prob": 0.0,
+    },
+    "origin": {
+        "time_shift_s": 1.0,
+        "channel_dropout_prob": 0.1,
+        "time_mask_prob": 0.5,
+        "freq_mask_prob": 0.5,
+    },
+}
+
+
 @dataclass
 class AugmentConfig:
-    """Waveform and spectrogram augmentations, applied to training batches only."""
+    """Waveform and spectrogram augmentations, applied to training batches only. ``null`` for
+    the four keys of :data:`AUGMENT_BY_ANCHOR`: chosen by what the windows start at."""
 
     enabled: bool = True
-    time_shift_s: float = 1.0  # window moved by up to this many seconds (zero padded)
+    time_shift_s: float | None = None  # window moved by up to this many seconds (circular)
     noise_prob: float = 0.5  # add a real noise window from the training fold
     noise_snr_db: list[float] = field(default_factory=lambda: [10.0, 30.0])
     amplitude_scale: list[float] | None = None  # per-channel gain range; a no-op with ZSCORE
-    channel_dropout_prob: float = 0.1  # zero one randomly chosen component
-    time_mask_prob: float = 0.5
+    channel_dropout_prob: float | None = None  # zero one randomly chosen component
+    time_mask_prob: float | None = None
     time_mask_max_frac: float = 0.1
-    freq_mask_prob: float = 0.5
+    freq_mask_prob: float | None = None
     freq_mask_max_frac: float = 0.1
 
+    def resolved(self, windows_follow_picks: bool) -> AugmentConfig:
+        """A copy with every ``null`` of :data:`AUGMENT_BY_ANCHOR` replaced for these windows."""
+        values = AUGMENT_BY_ANCHOR["picks" if windows_follow_picks else "origin"]
+        return dataclasses.replace(
+            self, **{k: v for k, v in values.items() if getattr(self, k) is None}
+        )
+
     def validate(self) -> None:
-        _check(self.time_shift_s >= 0, "augment.time_shift_s", self.time_shift_s, "a float >= 0")
+        _check(
+            self.time_shift_s is None or self.time_shift_s >= 0,
+            "augment.time_shift_s",
+            self.time_shift_s,
+            "a float >= 0, or null (by anchoring)",
+        )
         for name in ("noise_prob", "channel_dropout_prob", "time_mask_prob", "freq_mask_prob"):
             value = getattr(self, name)
-            _check(0.0 <= value <= 1.0, f"augment.{name}", value, "a probability in [0, 1]")
+            _check(
+                value is None or 0.0 <= value <= 1.0,
+                f"augment.{name}",
+                value,
+                "a probability in [0, 1]"
+                + (", or null (by anchoring)" if name != "noise_prob" else ""),
+            )
         for name in ("time_mask_max_frac", "freq_mask_max_frac"):
             value = getattr(self, name)
             _check(0.0 <= value < 1.0, f"augment.{name}", value, "a fraction in [0, 1)")

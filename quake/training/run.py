@@ -11,6 +11,7 @@ differing keys named, when the resolved config changed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ import yaml
 from quake.combined_classifier import CombinedClassifier
 from quake.context import cross_validate_context, event_table, save_context_models
 from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset
-from quake.data.onsets import survey_onsets
+from quake.data.onsets import needs_survey, survey_onsets
 from quake.inference import EventClassifier, weights_digest
 from quake.probabilities import combine_models
 from quake.runtime import OutputLock, resolve_device, resolve_precision, write_text_atomic
@@ -571,6 +572,13 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
         shutdown(dist)
 
 
+def windows_follow_picks(config: TrainConfig, dataset: WaveformDataset) -> bool:
+    """Whether the windows start at P picks (most traces carry one and the anchor is the P
+    arrival) rather than at origin times: what the augmentation defaults depend on."""
+    anchor = config.data.preprocess_config().anchor
+    return anchor == "p_arrival" and not needs_survey(dataset.metadata)
+
+
 def _run_lock(run_dir: Path) -> OutputLock:
     """One training process per run folder (``<run>/run.lock``)."""
     return OutputLock(run_dir / RUN_LOCK_FILE, f"run folder {str(run_dir)!r}")
@@ -591,6 +599,8 @@ def _train(
     t_start = time.perf_counter()
     dataset = open_training_set(config, dist)  # before the run folder: a typo leaves no folder
     run_dir, resumed = dist.on_main(_start_run_dir, config)
+    follows_picks = windows_follow_picks(config, dataset)
+    config = dataclasses.replace(config, augment=config.augment.resolved(follows_picks))
     progress = progress_enabled(config.run.quiet) if progress is None else progress
     progress = progress and dist.is_main
     cores = max(1, (os.cpu_count() or 1) // dist.local_world_size)
@@ -613,6 +623,12 @@ def _train(
         t0 = time.perf_counter()
         data, data_summary, dropped = load_data(config, dataset, progress, dist, run_dir=run_dir)
         timings["data_s"] = time.perf_counter() - t0
+        data_summary["windows_follow_picks"] = follows_picks
+        logger.info(
+            "windows follow %s: augmentation %s",
+            "P picks" if follows_picks else "origin times",
+            _augment_summary(config),
+        )
         logger.info(
             "data: %d traces, %d events, classes %s, input %s; dropped %s",
             data_summary["n_traces"],
