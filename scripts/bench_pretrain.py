@@ -29,6 +29,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 
 from bench_recipe import (  # noqa: E402
+    BEFORE_AUGMENT,
     METRICS,
     REPO,
     SETS,
@@ -55,6 +56,7 @@ def variant(init: str, fraction: float) -> str:
 
 def settings(init: str, fraction: float, data_set: str, seed: int) -> dict[str, object]:
     return {
+        **BEFORE_AUGMENT,  # the recipe these runs were made with, for every set
         "data.path": str(real_data_dir() / data_set),
         "model.backbone": "tiny",
         "model.depth": 4,
@@ -70,9 +72,10 @@ def settings(init: str, fraction: float, data_set: str, seed: int) -> dict[str, 
 
 def command(init: str, fraction: float, data_set: str) -> str:
     pretrained = "runs/pretrain-pnw" if init == "pretrained" else "none"
+    augment = " ".join(f"--set {k}={v}" for k, v in BEFORE_AUGMENT.items())
     return (
         f"python scripts/train.py --backbone tiny --depth 4 --data ../shared/data/real/{data_set} "
-        f"--pretrained {pretrained} --set cv.train_fraction={fraction} --seed S"
+        f"--pretrained {pretrained} --set cv.train_fraction={fraction} {augment} --seed S"
     )
 
 

@@ -36,6 +36,14 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "recipe_runs.json"
 TABLE = REPO / "benchmarks" / "recipe.md"
 
+# The augmentation of the recipe before this work (since then ``null``: by what the windows
+# start at); every variant starts from it, so each command reproduces its run
+BEFORE_AUGMENT = {
+    "augment.time_shift_s": 1.0,
+    "augment.channel_dropout_prob": 0.1,
+    "augment.time_mask_prob": 0.5,
+    "augment.freq_mask_prob": 0.5,
+}
 # name -> (what it changes, the --set overrides on top of the default config)
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "before": ("the default config before the recipe work", {}),
@@ -56,8 +64,8 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
         {"data.preprocess.window_s": 40.96, "data.preprocess.stft_hop": 128},
     ),
     "context": (
-        "the default recipe with catalog context (local hour, weekday, depth, magnitude) "
-        "in the event-level decision",
+        "as before, with catalog context (local hour, weekday, depth, magnitude) in the "
+        "event-level decision",
         {"context.enabled": True},
     ),
     "light_augment": (
@@ -84,9 +92,13 @@ def run_dir(variant: str, data_set: str, seed: int) -> Path:
     return REPO / "runs" / "recipe" / variant / data_set / f"seed{seed}"
 
 
+def variant_settings(variant: str) -> dict[str, object]:
+    return {**BEFORE_AUGMENT, **VARIANTS[variant][1]}
+
+
 def overrides(variant: str, data_set: str, seed: int) -> dict[str, object]:
     return {
-        **VARIANTS[variant][1],
+        **variant_settings(variant),
         "data.path": str(real_data_dir() / data_set),
         "model.backbone": "tiny",
         "model.depth": 4,
@@ -103,7 +115,7 @@ def overrides(variant: str, data_set: str, seed: int) -> dict[str, object]:
 def command(variant: str, data_set: str, seed: int) -> str:
     sets = " ".join(
         f"--set {k}={json.dumps(v, separators=(',', ':')) if isinstance(v, list) else v}"
-        for k, v in VARIANTS[variant][1].items()
+        for k, v in variant_settings(variant).items()
     )
     extra = "" if variant in WITH_BASELINE else " --no-baseline"
     return (
