@@ -66,6 +66,11 @@ class CombinedClassifier:
         self.info = dict(info or {})
 
     @property
+    def device(self):
+        """Where the HybridViT part runs (the forests run on the CPU)."""
+        return self.hybrid.device
+
+    @property
     def models(self) -> list:
         """The HybridViT members (what ``quake export`` would count)."""
         return self.hybrid.models
