@@ -45,3 +45,11 @@ def test_the_survey_of_a_set_without_picks(real_data_dir, pnw):
     assert np.all(found >= -2.0)
     picked, preprocess = _set(real_data_dir / "eqnoise-3c")
     assert survey_onsets(picked, preprocess) is None  # windows follow its P picks
+
+
+def test_a_large_set_is_surveyed_on_a_sample(pnw):
+    dataset, preprocess = _set(pnw)
+    survey = survey_onsets(dataset, preprocess, max_traces=50, seed=3)
+    assert 30 < len(survey.delays_s) <= 50  # the sample (494 in all), less what QC skips
+    again = survey_onsets(dataset, preprocess, max_traces=50, seed=3)
+    np.testing.assert_array_equal(survey.delays_s, again.delays_s)

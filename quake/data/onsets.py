@@ -129,14 +129,13 @@ def survey_onsets(dataset, config, max_traces: int = 2000, seed: int = 0) -> Ons
         pre_arrival_s=SURVEY_BEFORE_S,
         offset_s=0.0,
     )
+    if len(dataset) > max_traces:  # a sample, drawn before anything is read
+        rng = np.random.default_rng(seed)
+        dataset = dataset.filter(np.sort(rng.choice(len(dataset), max_traces, replace=False)))
     adapter = WaveformDataAdapter(dataset, config=long)
-    rng = np.random.default_rng(seed)
-    rows = np.arange(len(adapter))
-    if len(rows) > max_traces:
-        rows = np.sort(rng.choice(rows, size=max_traces, replace=False))
-    if not len(rows):
+    if not len(adapter):
         return None
-    z = adapter.get_waveforms(rows)[:, 0]
+    z = adapter.get_waveforms(np.arange(len(adapter)))[:, 0]
     delays = first_trigger_delays(z, long.sampling_rate_hz, SURVEY_BEFORE_S)
     start = config.offset_s - config.pre_arrival_s
     return OnsetSurvey(delays, start, start + config.window_s)
