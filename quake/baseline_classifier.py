@@ -13,7 +13,6 @@ numpy, all trees of a forest at once. ``predict_forest`` gives sklearn's ``predi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -27,7 +26,6 @@ from quake.data import PreprocessConfig
 logger = logging.getLogger(__name__)
 
 FORMAT = "quake.BaselineClassifier"
-CLASSIFIER_FILE = "classifier.json"
 FORESTS_FILE = "forests.safetensors"
 _ARRAYS = ("left", "right", "feature", "threshold", "value", "roots")
 
@@ -123,11 +121,10 @@ class BaselineClassifier:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """``classifier.json`` + ``forests.safetensors``, built beside and renamed into place."""
-        import shutil
 
         from safetensors.numpy import save_file
 
-        from quake.inference import file_sha256
+        from quake.inference import file_sha256, write_manifest
         from quake.runtime import staging_dir
 
         directory = Path(directory)
@@ -148,26 +145,16 @@ class BaselineClassifier:
             "combine": "mean of the fold forests' probabilities",
             "info": self.info,
         }
-        (staging / CLASSIFIER_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-        return directory
+        return write_manifest(staging, manifest, directory)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> BaselineClassifier:
         from safetensors.numpy import load_file
 
-        from quake.inference import file_sha256
-        from quake.models.hybrid_vit import read_json
+        from quake.inference import file_sha256, read_manifest
 
         folder = Path(folder)
-        manifest = read_json(folder / CLASSIFIER_FILE, "the classifier.json of a quake model")
-        if manifest.get("format") != FORMAT:
-            raise ValueError(
-                f"{str(folder / CLASSIFIER_FILE)!r} has format {manifest.get('format')!r}; "
-                f"expected {FORMAT!r}"
-            )
+        manifest = read_manifest(folder, FORMAT)
         path = folder / FORESTS_FILE
         if not path.is_file() or file_sha256(path) != manifest.get("forests_sha256"):
             raise ValueError(

@@ -16,19 +16,16 @@ in ``hybridvit/`` (an :class:`quake.inference.EventClassifier`) and ``baseline/`
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from quake.baseline_classifier import BaselineClassifier
-from quake.inference import EventClassifier
+from quake.inference import EventClassifier, read_manifest, write_manifest
 from quake.probabilities import combine_models
 
 FORMAT = "quake.CombinedClassifier"
-CLASSIFIER_FILE = "classifier.json"
 HYBRID_DIR = "hybridvit"
 BASELINE_DIR = "baseline"
 
@@ -112,23 +109,12 @@ class CombinedClassifier:
             "combine": "normalised geometric mean of the two parts' probabilities, equal votes",
             "info": self.info,
         }
-        (staging / CLASSIFIER_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-        return directory
+        return write_manifest(staging, manifest, directory)
 
     @classmethod
     def load(cls, folder: str | os.PathLike, device: str = "cpu") -> CombinedClassifier:
-        from quake.models.hybrid_vit import read_json
-
         folder = Path(folder)
-        manifest = read_json(folder / CLASSIFIER_FILE, "the classifier.json of a quake model")
-        if manifest.get("format") != FORMAT:
-            raise ValueError(
-                f"{str(folder / CLASSIFIER_FILE)!r} has format {manifest.get('format')!r}; "
-                f"expected {FORMAT!r}"
-            )
+        manifest = read_manifest(folder, FORMAT)
         hybrid = EventClassifier.load(folder / HYBRID_DIR, device=device)
         baseline = BaselineClassifier.load(folder / BASELINE_DIR)
         return cls(hybrid, baseline, model_id=manifest["model_id"], info=manifest.get("info"))

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from quake.data import PreprocessConfig
 from quake.models import HybridViT
 from quake.models.hybrid_vit import WEIGHTS_FILE, read_json
 from quake.probabilities import model_probabilities
-from quake.runtime import resolve_device, staging_dir
+from quake.runtime import publish_staged, resolve_device, staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +90,29 @@ def verify_weights(folder: Path, manifest: dict) -> None:
             )
 
 
-def _saved_format(path: Path) -> str | None:
+def saved_format(path: Path) -> str | None:
+    """The ``format`` a ``classifier.json`` names, or None when it cannot be read."""
     try:
         return json.loads(path.read_text()).get("format")
     except (OSError, ValueError, AttributeError):
         return None  # load says what is wrong with it
+
+
+def read_manifest(folder: Path, expected_format: str) -> dict:
+    """``folder/classifier.json``, refused naming the file unless it has ``expected_format``."""
+    manifest = read_json(folder / CLASSIFIER_FILE, "the classifier.json of a quake model")
+    if manifest.get("format") != expected_format:
+        raise ValueError(
+            f"{str(folder / CLASSIFIER_FILE)!r} has format {manifest.get('format')!r}; "
+            f"expected {expected_format!r}"
+        )
+    return manifest
+
+
+def write_manifest(staging: Path, manifest: dict, directory: Path) -> Path:
+    """Write ``classifier.json`` into the staged folder and move it into place."""
+    (staging / CLASSIFIER_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return publish_staged(staging, directory)
 
 
 def weights_digest(models: Sequence[torch.nn.Module]) -> str:
@@ -241,10 +258,7 @@ class EventClassifier:
             "combine": "mean of member probabilities",
             "info": self.info,
         }
-        (staging / CLASSIFIER_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
+        write_manifest(staging, manifest, directory)
         logger.info(
             "saved EventClassifier %s (%d members) to %s", self.model_id, len(members), directory
         )
@@ -262,7 +276,7 @@ class EventClassifier:
             for c in (path, path / "model", path / "model" / "hybridvit", path / "hybridvit")
             if (c / CLASSIFIER_FILE).is_file()
         ]
-        ours = [c for c in candidates if _saved_format(c / CLASSIFIER_FILE) == _FORMAT]
+        ours = [c for c in candidates if saved_format(c / CLASSIFIER_FILE) == _FORMAT]
         if ours or candidates:
             folder = (ours or candidates)[0]
         else:
@@ -270,14 +284,7 @@ class EventClassifier:
                 f"no {CLASSIFIER_FILE} in {str(path)!r} or {str(path / 'model')!r}; expected a run "
                 "folder written by scripts/train.py or a folder written by EventClassifier.save"
             )
-        manifest = read_json(
-            folder / CLASSIFIER_FILE, "the classifier.json EventClassifier.save writes"
-        )
-        if manifest.get("format") != _FORMAT:
-            raise ValueError(
-                f"{str(folder / CLASSIFIER_FILE)!r} has format {manifest.get('format')!r}; "
-                f"expected {_FORMAT!r}"
-            )
+        manifest = read_manifest(folder, _FORMAT)
         verify_weights(folder, manifest)
         models = [HybridViT.load(folder / member) for member in manifest["members"]]
         return cls(

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -253,6 +254,15 @@ def staging_dir(target: str | os.PathLike) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     os.chmod(staging, 0o777 & ~_umask())
     return staging
+
+
+def publish_staged(staging: Path, target: str | os.PathLike) -> Path:
+    """Move a folder built in :func:`staging_dir` into place, replacing what was there."""
+    target = Path(target)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    return target
 
 
 def _umask() -> int:

@@ -15,7 +15,6 @@ only the other events; the final file holds every catalog event exactly once, in
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -543,17 +542,14 @@ def load_classifier(path: str | os.PathLike, device: str = "cpu"):
     (``deploy.strategy: combined``), a :class:`quake.inference.EventClassifier` (``ensemble``)
     or a :class:`quake.baseline_classifier.BaselineClassifier` (``baseline``)."""
     from quake import baseline_classifier, combined_classifier
-    from quake.inference import CLASSIFIER_FILE, EventClassifier
+    from quake.inference import CLASSIFIER_FILE, EventClassifier, saved_format
 
     path = Path(path)
     folder = path / "model" if (path / "model" / CLASSIFIER_FILE).is_file() else path
-    try:
-        saved_format = json.loads((folder / CLASSIFIER_FILE).read_text()).get("format")
-    except (OSError, ValueError, AttributeError):
-        saved_format = None  # EventClassifier.load says what is wrong
-    if saved_format == baseline_classifier.FORMAT:
+    kind = saved_format(folder / CLASSIFIER_FILE)  # None: EventClassifier.load says what is wrong
+    if kind == baseline_classifier.FORMAT:
         classifier = baseline_classifier.BaselineClassifier.load(folder)
-    elif saved_format == combined_classifier.FORMAT:
+    elif kind == combined_classifier.FORMAT:
         classifier = combined_classifier.CombinedClassifier.load(
             folder, device=resolve_device(device)
         )
