@@ -77,9 +77,14 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
             "augment.freq_mask_prob": 0.0,
         },
     ),
+    "fusion": (
+        "fusion head: band powers, envelopes and H/V of the spectrogram beside the CLS token",
+        {"model.fusion": True},
+    ),
+    "short_schedule": ("40 epochs, patience 10", {"optim.epochs": 40, "optim.patience": 10}),
 }
 # variants that also train the baseline, so the table shows them combined with it too
-WITH_BASELINE = ("before", "smoothing_b", "light_augment", "long_window", "context")
+WITH_BASELINE = ("before", "smoothing_b", "light_augment", "long_window", "context", "fusion")
 SETS = ("eqnoise-3c", "pnw-eqex")
 METRICS = ("macro_f1", "balanced_accuracy", "roc_auc")
 

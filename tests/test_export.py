@@ -35,7 +35,9 @@ pytest.importorskip("onnxscript")
 CLASSES = ["earthquake", "explosion", "noise"]
 
 
-def _members(config: PreprocessConfig, n: int, seed: int = 0) -> list[HybridViT]:
+def _members(
+    config: PreprocessConfig, n: int, seed: int = 0, fusion: bool = False
+) -> list[HybridViT]:
     torch.manual_seed(seed)
     return [
         HybridViT(
@@ -44,20 +46,22 @@ def _members(config: PreprocessConfig, n: int, seed: int = 0) -> list[HybridViT]
             num_classes=len(CLASSES),
             img_size=config.spectrogram_shape[1:],
             class_names=CLASSES,
+            fusion=fusion,
         )
         for _ in range(n)
     ]
 
 
 # detrend, taper and band-pass as seismologists use them (1-20 Hz, QuakeXNet's band): the export
-# tests run with them too, since the filter is part of the graph
+# tests run with them too, since the filter is part of the graph; so is the fusion head's
+# physical summary of the spectrogram (quake.models.fusion), exported with them
 FILTERS = PreprocessConfig(detrend="linear", taper_fraction=0.05, bandpass_hz=(1.0, 20.0))
 
 
-def _run(tmp_path_factory, config: PreprocessConfig) -> Path:
+def _run(tmp_path_factory, config: PreprocessConfig, fusion: bool = False) -> Path:
     """A run folder as training leaves it: ``<run>/model/`` holding a 2-member ensemble."""
     run = tmp_path_factory.mktemp("run")
-    EventClassifier(_members(config, 2), config).save(run / "model")
+    EventClassifier(_members(config, 2, fusion=fusion), config).save(run / "model")
     return run
 
 
@@ -66,9 +70,13 @@ def run_dir(tmp_path_factory) -> Path:
     return _run(tmp_path_factory, PreprocessConfig())
 
 
-@pytest.fixture(scope="module", params=["default", "filters"])
+@pytest.fixture(scope="module", params=["default", "filters+fusion"])
 def exported(request, run_dir, tmp_path_factory):
-    run = run_dir if request.param == "default" else _run(tmp_path_factory, FILTERS)
+    if request.param == "default":
+        run = run_dir
+    else:
+        run = _run(tmp_path_factory, FILTERS, fusion=True)
+        assert all(m.fusion is not None for m in load_exportable(run).models)
     classifier = load_exportable(run)
     out = tmp_path_factory.mktemp("export") / "exported"
     result = export_classifier(classifier, out, source=str(run))

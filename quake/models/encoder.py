@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 ENCODER_FILE = "encoder.safetensors"
 PRETRAIN_FILE = "pretrain.json"
 ENCODER_FORMAT = "quake.pretrain.encoder"
-#: Tensors a pretraining run does not train (the classification head).
-HEAD_PREFIX = "head."
+#: Tensors a pretraining run does not train (the classification head, the fusion features).
+HEAD_PREFIXES = ("head.", "fusion.")
 
 
 def encoder_arguments(model: Any) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def encoder_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {
         k: v.detach().contiguous().cpu()
         for k, v in model.state_dict().items()
-        if not k.startswith(HEAD_PREFIX)
+        if not k.startswith(HEAD_PREFIXES)
     }
 
 
@@ -188,10 +188,10 @@ def load_encoder(model: nn.Module, checkpoint: EncoderCheckpoint) -> dict[str, l
             "run's model.backbone and model.depth, or pretrain again with this model's)"
         )
     own = model.state_dict()
-    expected = [k for k in own if not k.startswith(HEAD_PREFIX)]
+    expected = [k for k in own if not k.startswith(HEAD_PREFIXES)]
     state = checkpoint.state_dict
     missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in own or k.startswith(HEAD_PREFIX)]
+    unexpected = [k for k in state if k not in own or k.startswith(HEAD_PREFIXES)]
     if missing or unexpected:
         raise ValueError(
             f"{str(checkpoint.path)!r} does not fit a HybridViT with {ours}: missing tensors "
@@ -224,7 +224,7 @@ def load_encoder(model: nn.Module, checkpoint: EncoderCheckpoint) -> dict[str, l
                     f"expected {tuple(own[key].shape)} for {ours}"
                 )
             own[key].copy_(value)
-    not_pretrained = [k for k in own if k.startswith(HEAD_PREFIX)]
+    not_pretrained = [k for k in own if k.startswith(HEAD_PREFIXES)]
     logger.info(
         "Pretrained encoder %s: loaded %d tensors (stem, CLS, pos_embed, %d blocks, norm); "
         "resampled %s; the head (%s) keeps its initialisation",

@@ -3,7 +3,8 @@
 A (B, C, F, T) spectrogram goes through the conv stem to a (B, D, F/8, T/8) map, which is
 flattened into tokens; a CLS token is prepended, position embeddings added, and the first
 ``depth`` blocks of a timm ViT (timm's own ``Block`` modules, fused attention included) run
-over them. The CLS token, after the final LayerNorm and dropout, feeds a linear head.
+over them. The CLS token, after the final LayerNorm and dropout, feeds a linear head; with
+``fusion`` the head also sees the spectrogram's physical features (:mod:`quake.models.fusion`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from quake.classes import ClassNames
 from quake.data.config import DEFAULT_SPECTROGRAM_SIZE
 from quake.models.backbones import Backbone
 from quake.models.encoder import find_encoder, load_encoder, read_encoder, run_summary
+from quake.models.fusion import FUSION_DIM, PhysicalFeatures
 from quake.models.pretrained import (
     copy_backbone_weights,
     fetch_hub_state_dict,
@@ -98,6 +100,8 @@ class HybridViT(nn.Module):
             for random init.
         drop_path_rate: stochastic depth, rising linearly to this rate over the ``depth`` blocks.
         class_names: names of the outputs, saved with the model; must have ``num_classes`` names.
+        fusion: the head also sees the spectrogram's band powers, envelopes and H/V ratio
+            (:mod:`quake.models.fusion`) beside the CLS token.
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class HybridViT(nn.Module):
         pretrained: bool | str | os.PathLike[str] = False,
         drop_path_rate: float = 0.0,
         class_names: ClassNames | Sequence[str] | None = None,
+        fusion: bool = False,
     ):
         super().__init__()
         import timm
@@ -125,8 +130,9 @@ class HybridViT(nn.Module):
         self.dropout = _rate("dropout", dropout)
         self.drop_path_rate = _rate("drop_path_rate", drop_path_rate)
         pretrained = _pretrained_arg(pretrained)
-        if not isinstance(freeze_backbone, bool):
-            raise ValueError(f"freeze_backbone must be True or False, got {freeze_backbone!r}")
+        for name, flag in (("freeze_backbone", freeze_backbone), ("fusion", fusion)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
         self.class_names = None if class_names is None else ClassNames(class_names)
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(
@@ -156,7 +162,10 @@ class HybridViT(nn.Module):
         self.blocks = vit.blocks
         self.norm = vit.norm
         self.head_drop = nn.Dropout(self.dropout)
-        self.head = nn.Linear(self.embed_dim, self.num_classes)
+        self.fusion = (
+            PhysicalFeatures(self.in_channels, self.img_size) if fusion else None
+        )
+        self.head = nn.Linear(self.embed_dim + (FUSION_DIM if fusion else 0), self.num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
@@ -267,13 +276,21 @@ class HybridViT(nn.Module):
         x = self.blocks(x)
         return self.norm(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """(B, 1 + H'W', D) tokens -> (B, num_classes) logits from the CLS token."""
-        x = self.head_drop(x[:, 0])
+    def forward_head(
+        self, x: torch.Tensor, pre_logits: bool = False, spectrogram: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, 1 + H'W', D) tokens -> (B, num_classes) logits from the CLS token (with
+        ``fusion``, and the physical features of the input ``spectrogram`` beside it)."""
+        x = x[:, 0]
+        if self.fusion is not None:
+            if spectrogram is None:
+                raise ValueError("a HybridViT with fusion needs the input spectrogram in its head")
+            x = torch.cat([x, self.fusion(spectrogram).to(x.dtype)], dim=1)
+        x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return self.forward_head(self.forward_features(x), spectrogram=x)
 
     # ------------------------------------------------------------------ save / load
     @property
@@ -290,6 +307,7 @@ class HybridViT(nn.Module):
             "pretrained": self._pretrained_arg,
             "drop_path_rate": self.drop_path_rate,
             "class_names": None if self.class_names is None else self.class_names.to_list(),
+            "fusion": self.fusion is not None,
         }
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -370,7 +388,8 @@ class HybridViT(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"backbone={self.backbone.value}, depth={self.depth}, img_size={self.img_size}, "
-            f"grid_size={self.grid_size}, num_classes={self.num_classes}"
+            f"grid_size={self.grid_size}, num_classes={self.num_classes}, "
+            f"fusion={self.fusion is not None}"
         )
 
 

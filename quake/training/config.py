@@ -87,6 +87,8 @@ class ModelConfig:
     # encoder.safetensors
     pretrained: str = "auto"
     freeze_backbone: bool = False  # keep the ViT blocks frozen for the whole run
+    # the head also sees the spectrogram's band powers, envelopes and H/V (quake.models.fusion)
+    fusion: bool = False
 
     def validate(self) -> None:
         from quake.models import Backbone

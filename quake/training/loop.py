@@ -104,6 +104,7 @@ def build_model(
         pretrained=pretrained,
         drop_path_rate=model_config.drop_path_rate,
         class_names=class_names,
+        fusion=model_config.fusion,
     )
 
 
