@@ -38,9 +38,7 @@ def test_summary_is_the_mean_spectrum_envelope_and_hv_of_real_recordings(real_sp
     s = x.numpy().astype(np.float64)
     spectrum, envelope = s.mean(axis=3), s.mean(axis=2)  # computed here, independently
     hv = (spectrum[:, 1] + spectrum[:, 2]) / 2 - spectrum[:, 0]
-    expected = np.concatenate(
-        [spectrum.reshape(4, -1), envelope.reshape(4, -1), hv], axis=1
-    )
+    expected = np.concatenate([spectrum.reshape(4, -1), envelope.reshape(4, -1), hv], axis=1)
     np.testing.assert_allclose(summary.numpy(), expected, rtol=1e-5, atol=1e-6)
     # a vertical-only recording has no H/V part
     assert spectrogram_summary(x[:, :1]).shape == (4, summary_size(1, IMG)) == (4, 33 + 32)

@@ -162,9 +162,7 @@ class HybridViT(nn.Module):
         self.blocks = vit.blocks
         self.norm = vit.norm
         self.head_drop = nn.Dropout(self.dropout)
-        self.fusion = (
-            PhysicalFeatures(self.in_channels, self.img_size) if fusion else None
-        )
+        self.fusion = PhysicalFeatures(self.in_channels, self.img_size) if fusion else None
         self.head = nn.Linear(self.embed_dim + (FUSION_DIM if fusion else 0), self.num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
