@@ -1,16 +1,19 @@
 #!/usr/bin/env python
 """Is pretraining on unlabelled recordings worth it? The label-efficiency curve: the HybridViT
-from random initialisation and from a ``quake pretrain`` encoder, each trained on 25 %, 50 % and
-100 % of every fold's training events, on the same grouped folds (the test folds do not change
-with the fraction), the baseline and the default combination beside them.
+from random initialisation and from a ``quake pretrain`` encoder (on unlabelled-pnw, or on it
+pooled with eqnoise-3c's recordings), each trained on 10 %, 25 %, 50 % and 100 % of every fold's
+training events, on the same grouped folds (the test folds do not change with the fraction), the
+baseline and the default combination beside them.
 
     python scripts/pretrain.py --data ../shared/data/real/unlabelled-pnw --out runs/pretrain-pnw
+    python scripts/pretrain.py --data ../shared/data/real/unlabelled-pnw \
+        --data ../shared/data/real/eqnoise-3c --out runs/pretrain-pooled
     python scripts/bench_pretrain.py                    # both sets, seed 0
     python scripts/bench_pretrain.py --sets eqnoise-3c --fractions 0.25 1.0 --seeds 0 1
     python scripts/bench_pretrain.py --table-only
 
 Each (init, fraction, set, seed) is one ``scripts/train.py --backbone tiny --depth 4`` run with
-``--set cv.train_fraction=F`` and ``--pretrained none`` or ``--pretrained runs/pretrain-pnw``,
+``--set cv.train_fraction=F`` and ``--pretrained none|runs/pretrain-pnw|runs/pretrain-pooled``,
 in ``runs/pretrain-bench/<init>@<percent>/<set>/seed<S>/``. Figures go to
 ``benchmarks/pretrain_runs.json`` and the table to ``benchmarks/pretrain.md``, with the
 pretraining run's cost (minutes, windows/s) from its ``pretrain.json``. Nothing here chooses
@@ -27,6 +30,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from bench_recipe import (  # noqa: E402
     BEFORE_AUGMENT,
@@ -42,12 +46,28 @@ from bench_recipe import (  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "pretrain_runs.json"
 TABLE = REPO / "benchmarks" / "pretrain.md"
-PRETRAIN_RUN = REPO / "runs" / "pretrain-pnw"
-PRETRAIN_COMMAND = (
-    "python scripts/pretrain.py --data ../shared/data/real/unlabelled-pnw --out runs/pretrain-pnw"
-)
-FRACTIONS = (0.25, 0.5, 1.0)
-INITS = ("random", "pretrained")
+REAL = "../shared/data/real"
+#: init -> (pretraining run folder, the command that makes it); "random" has none
+PRETRAIN_RUNS = {
+    "pretrained": (
+        "runs/pretrain-pnw",
+        f"python scripts/pretrain.py --data {REAL}/unlabelled-pnw --out runs/pretrain-pnw",
+    ),
+    # unlabelled-pnw and eqnoise-3c's recordings without their labels: eqnoise-3c's test folds
+    # are among the pretraining windows (never their labels), as a user pretraining on all of
+    # their own recordings would have it
+    "pooled": (
+        "runs/pretrain-pooled",
+        f"python scripts/pretrain.py --data {REAL}/unlabelled-pnw --data {REAL}/eqnoise-3c "
+        "--out runs/pretrain-pooled",
+    ),
+}
+FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+INITS = ("random", "pretrained", "pooled")
+
+
+def pretrain_run(init: str) -> Path:
+    return REPO / PRETRAIN_RUNS[init][0]
 
 
 def variant(init: str, fraction: float) -> str:
@@ -60,7 +80,7 @@ def settings(init: str, fraction: float, data_set: str, seed: int) -> dict[str, 
         "data.path": str(real_data_dir() / data_set),
         "model.backbone": "tiny",
         "model.depth": 4,
-        "model.pretrained": str(PRETRAIN_RUN) if init == "pretrained" else "none",
+        "model.pretrained": "none" if init == "random" else str(pretrain_run(init)),
         "cv.train_fraction": fraction,
         "seed": seed,
         "run.out": str(
@@ -71,7 +91,7 @@ def settings(init: str, fraction: float, data_set: str, seed: int) -> dict[str, 
 
 
 def command(init: str, fraction: float, data_set: str) -> str:
-    pretrained = "runs/pretrain-pnw" if init == "pretrained" else "none"
+    pretrained = "none" if init == "random" else PRETRAIN_RUNS[init][0]
     augment = " ".join(f"--set {k}={v}" for k, v in BEFORE_AUGMENT.items())
     return (
         f"python scripts/train.py --backbone tiny --depth 4 --data ../shared/data/real/{data_set} "
@@ -79,14 +99,15 @@ def command(init: str, fraction: float, data_set: str) -> str:
     )
 
 
-def pretraining_cost() -> str:
-    path = PRETRAIN_RUN / "pretrain.json"
+def pretraining_cost(init: str) -> str:
+    folder, make = PRETRAIN_RUNS[init]
+    path = pretrain_run(init) / "pretrain.json"
     if not path.is_file():
-        return f"(no pretraining run at {PRETRAIN_RUN}: `{PRETRAIN_COMMAND}`)"
+        return f"{init}: no pretraining run at {folder} (`{make}`)."
     run = json.loads(path.read_text())
     progress, timings, data = run["progress"], run["timings"], run["data"]
     return (
-        f"Pretraining (`{PRETRAIN_COMMAND}`, {run['objective']['name']}): "
+        f"{init} (`{make}`, {run['objective']['name']}): "
         f"{data['n_windows']} windows ({data['hours']:.1f} h of recordings), "
         f"{progress['epochs_done']} epochs in {timings['training_s'] / 60:.1f} min of training at "
         f"{timings['windows_per_s']:.0f} windows/s on {run['device']} ({run['threads']} threads); "
@@ -101,7 +122,9 @@ def table(results: dict) -> str:
         "seed, the same test folds at every fraction. Written by `python "
         "scripts/bench_pretrain.py`.",
         "",
-        pretraining_cost(),
+        "Pretraining runs:",
+        "",
+        *(f"- {pretraining_cost(init)}" for init in PRETRAIN_RUNS),
         "",
     ]
     for data_set in SETS:
@@ -130,7 +153,7 @@ def table(results: dict) -> str:
         lines.append("")
     lines += ["Commands (S the seed):", ""]
     for init in INITS:
-        lines.append(f"- {init}: `{command(init, 0.25, '<set>')}` (and 0.5, 1.0)")
+        lines.append(f"- {init}: `{command(init, 0.25, '<set>')}` (and 0.1, 0.5, 1.0)")
     return "\n".join(lines) + "\n"
 
 
@@ -149,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-only", action="store_true", help="no training, just the table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not args.table_only and "pretrained" in args.inits:
-        if not (PRETRAIN_RUN / "encoder.safetensors").is_file():
-            parser.error(f"no pretrained encoder in {PRETRAIN_RUN}; run `{PRETRAIN_COMMAND}`")
+    for init in args.inits if not args.table_only else ():
+        if init != "random" and not (pretrain_run(init) / "encoder.safetensors").is_file():
+            folder, make = PRETRAIN_RUNS[init]
+            parser.error(f"no pretrained encoder in {folder}; run `{make}`")
 
     results = load_results(RESULTS)
     if not args.table_only:
