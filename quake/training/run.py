@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +33,14 @@ from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset
 from quake.data.onsets import needs_survey, survey_onsets
 from quake.inference import EventClassifier, weights_digest
 from quake.probabilities import combine_models
-from quake.runtime import OutputLock, resolve_device, resolve_precision, write_text_atomic
+from quake.runtime import (
+    OutputLock,
+    publish_staged,
+    resolve_device,
+    resolve_precision,
+    staging_dir,
+    write_text_atomic,
+)
 from quake.training import metrics as M
 from quake.training import report, report_figures
 from quake.training.config import TrainConfig
@@ -86,6 +94,19 @@ class RunResult:
     run_dir: Path
     metrics: dict | None  # None on the ranks other than 0 under torchrun: they write nothing
     classifier_dir: Path
+
+
+def save_deployed(classifier, context_models, target: Path) -> Path:
+    """``model/`` in one step: the deployed classifier and, with catalog context, its
+    ``context.json`` appear together or not at all."""
+    staging = staging_dir(target)
+    try:
+        folder = classifier.save(staging / target.name)
+        if context_models is not None:
+            save_context_models(context_models, folder)
+        return publish_staged(folder, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def fold_workers(
@@ -704,16 +725,7 @@ def _train(
                 "pretrained": pretrained.get("source"),
             },
         )
-        if strategy == "baseline":
-            classifier.save(run_dir / HYBRID_VIT_DIR)  # kept, not deployed
-            classifier_dir = baseline_classifier(baseline, data, run_dir).save(run_dir / "model")
-        elif strategy == "combined":
-            forests = baseline_classifier(baseline, data, run_dir)
-            classifier_dir = CombinedClassifier(
-                classifier, forests, info={"run": run_dir.name, "strategy": "combined"}
-            ).save(run_dir / "model")
-        else:
-            classifier_dir = classifier.save(run_dir / "model")
+        context_models = None
         if config.context.enabled:
             results["context"], context_models = cross_validate_context(
                 event_table(
@@ -727,7 +739,17 @@ def _train(
                 data.class_names.to_list(),
                 config.context.timezone,
             )
-            save_context_models(context_models, classifier_dir)
+        if strategy == "baseline":
+            classifier.save(run_dir / HYBRID_VIT_DIR)  # kept, not deployed
+            deployed = baseline_classifier(baseline, data, run_dir)
+        elif strategy == "combined":
+            forests = baseline_classifier(baseline, data, run_dir)
+            deployed = CombinedClassifier(
+                classifier, forests, info={"run": run_dir.name, "strategy": "combined"}
+            )
+        else:
+            deployed = classifier
+        classifier_dir = save_deployed(deployed, context_models, run_dir / "model")
 
         metrics = {
             "run": run_dir.name,
