@@ -256,6 +256,17 @@ def staging_dir(target: str | os.PathLike) -> Path:
     return staging
 
 
+def config_differences(old: object, new: object, prefix: str = "") -> list[str]:
+    """``"key.sub: old -> new"`` for every leaf where two nested config dicts differ: what a
+    resumed run's refusal names."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += config_differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
 def publish_staged(staging: Path, target: str | os.PathLike) -> Path:
     """Move a folder built in :func:`staging_dir` into place, replacing what was there."""
     target = Path(target)

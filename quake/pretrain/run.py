@@ -43,6 +43,7 @@ from quake.runtime import (
     AUTOCAST_DTYPES,
     OutputLock,
     check_outputs_apart,
+    config_differences,
     rank_device,
     resolve_device,
     resolve_precision,
@@ -74,15 +75,6 @@ def default_out() -> Path:
     return Path("runs") / f"pretrain-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _differences(old: object, new: object, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
-
-
 def check_out_dir(out: Path, config: PretrainConfig) -> bool:
     """True when ``out`` holds this config's run (to resume), False when it is new or empty.
     A folder of another config (the differing keys named) or not a pretraining folder is a
@@ -90,7 +82,7 @@ def check_out_dir(out: Path, config: PretrainConfig) -> bool:
     saved_path = out / CONFIG_FILE
     if saved_path.is_file():
         saved = PretrainConfig.from_dict(yaml.safe_load(saved_path.read_text())).result_dict()
-        diffs = _differences(saved, config.result_dict())
+        diffs = config_differences(saved, config.result_dict())
         if diffs:
             raise ValueError(
                 f"cannot resume {str(out)!r}: its config differs from this one in "

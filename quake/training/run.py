@@ -35,6 +35,7 @@ from quake.inference import EventClassifier, weights_digest
 from quake.probabilities import combine_models
 from quake.runtime import (
     OutputLock,
+    config_differences,
     publish_staged,
     resolve_device,
     resolve_precision,
@@ -184,15 +185,6 @@ def versions() -> dict:
     }
 
 
-def _differences(old: object, new: object, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
-
-
 def prepare_run_dir(run_dir: Path, config: TrainConfig) -> bool:
     """Create the run folder, or check that an existing one was started with this config.
 
@@ -202,7 +194,7 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig) -> bool:
     config_path = run_dir / CONFIG_FILE
     if config_path.is_file():
         saved = TrainConfig.from_dict(yaml.safe_load(config_path.read_text()))
-        diffs = _differences(saved.result_dict(), config.result_dict())
+        diffs = config_differences(saved.result_dict(), config.result_dict())
         if diffs:
             raise ValueError(
                 f"cannot resume {str(run_dir)!r}: its config differs from this one in "
