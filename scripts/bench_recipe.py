@@ -44,6 +44,8 @@ BEFORE_AUGMENT = {
     "augment.time_mask_prob": 0.5,
     "augment.freq_mask_prob": 0.5,
 }
+#: augmentation by what the windows start at (the defaults' null): written nowhere in a command
+BY_ANCHOR = dict.fromkeys(BEFORE_AUGMENT)
 # name -> (what it changes, the --set overrides on top of the default config)
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "before": ("the default config before the recipe work", {}),
@@ -82,9 +84,21 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
         {"model.fusion": True},
     ),
     "short_schedule": ("40 epochs, patience 10", {"optim.epochs": 40, "optim.patience": 10}),
+    "fusion_short": (
+        "augmentation by anchoring (light at P picks), fusion head, 40 epochs, patience 10",
+        {**BY_ANCHOR, "model.fusion": True, "optim.epochs": 40, "optim.patience": 10},
+    ),
 }
 # variants that also train the baseline, so the table shows them combined with it too
-WITH_BASELINE = ("before", "smoothing_b", "light_augment", "long_window", "context", "fusion")
+WITH_BASELINE = (
+    "before",
+    "smoothing_b",
+    "light_augment",
+    "long_window",
+    "context",
+    "fusion",
+    "fusion_short",
+)
 SETS = ("eqnoise-3c", "pnw-eqex")
 METRICS = ("macro_f1", "balanced_accuracy", "roc_auc")
 
@@ -121,6 +135,7 @@ def command(variant: str, data_set: str, seed: int) -> str:
     sets = " ".join(
         f"--set {k}={json.dumps(v, separators=(',', ':')) if isinstance(v, list) else v}"
         for k, v in variant_settings(variant).items()
+        if v is not None  # null: the default, nothing to set
     )
     extra = "" if variant in WITH_BASELINE else " --no-baseline"
     return (
