@@ -6,7 +6,8 @@
 reads every --data path (SeisBench set, catalog + miniSEED folder with or without event types,
 or a plain folder tree of miniSEED files; labels ignored), cuts the windows as training does
 (the same preprocessing keys; --preprocess-from takes them from a training config), trains the
-encoder with masked spectrogram modelling and writes DIR/: encoder.safetensors, pretrain.json,
+encoder with masked spectrogram modelling (or --objective contrastive: two stations of one
+event as the positive pair) and writes DIR/: encoder.safetensors, pretrain.json,
 loss.json, loss.png. Rerun with the same --out to resume after the last finished epoch.
 """
 
@@ -53,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument(
+        "--objective",
+        choices=["masked_spectrogram", "contrastive"],
+        help="masked_spectrogram (default): redraw hidden spectrogram cells; contrastive: two "
+        "stations of one event (or two views of one window) as the positive pair",
+    )
     p.add_argument("--mask-ratio", type=float, help="fraction of the tokens masked (default 0.6)")
     p.add_argument(
         "--windows-per-recording",
@@ -87,6 +94,7 @@ FLAG_KEYS = {
     "epochs": "optim.epochs",
     "batch_size": "optim.batch_size",
     "lr": "optim.lr",
+    "objective": "objective.name",
     "mask_ratio": "objective.mask_ratio",
     "windows_per_recording": "data.windows_per_recording",
     "start": "data.start",

@@ -25,7 +25,7 @@ from quake.training.config import (
     merge,
 )
 
-OBJECTIVES = ("masked_spectrogram",)
+OBJECTIVES = ("masked_spectrogram", "contrastive")
 PRETRAIN_PRECISIONS = ("fp32", "bf16", "auto")
 
 
@@ -129,6 +129,8 @@ class ObjectiveConfig:
     decoder_dim: int = 128
     decoder_depth: int = 1
     decoder_heads: int = 4
+    temperature: float = 0.1  # contrastive: of the softmax over similarities
+    projection_dim: int = 128  # contrastive: width of the compared embedding
 
     def validate(self) -> None:
         _check(self.name in OBJECTIVES, "objective.name", self.name, f"one of {list(OBJECTIVES)}")
@@ -141,6 +143,8 @@ class ObjectiveConfig:
             self.decoder_dim,
             f"a positive multiple of objective.decoder_heads ({self.decoder_heads})",
         )
+        _check(self.temperature > 0, "objective.temperature", self.temperature, "> 0")
+        _check(self.projection_dim >= 1, "objective.projection_dim", self.projection_dim, ">= 1")
 
 
 @dataclass

@@ -7,9 +7,9 @@ pairs and no augmentation policy, and it trains exactly the parts a classifier r
 (it must describe a visible cell well enough to infer its neighbours), the CLS token, the
 position embedding (a hidden cell is found by its position alone) and the blocks. Seismic
 spectrograms are smooth in time and frequency, so predicting a cell from its surroundings asks
-for the onsets, the frequency content and the decay that also tell event types apart. A
-contrastive objective would need two views of one window and a negative-sampling policy; it is
-the next thing to measure against this one.
+for the onsets, the frequency content and the decay that also tell event types apart. The
+contrastive alternative (:mod:`quake.pretrain.contrastive`, two stations of one event as the
+positive pair) is measured against it in the README.
 
 How it is done, per batch:
 

@@ -32,13 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from torch import nn
 
 from quake.data import PreprocessConfig, spectrogram_batch
 from quake.models import HybridViT
 from quake.models.encoder import ENCODER_FILE, PRETRAIN_FILE, encoder_arguments, save_encoder
 from quake.pretrain.config import PretrainConfig
+from quake.pretrain.contrastive import ContrastiveModel, PartnerIndex
 from quake.pretrain.data import UnlabelledWindows, load_windows, split_groups
-from quake.pretrain.objective import PATCH, MaskedSpectrogramModel, random_masking
+from quake.pretrain.objective import PATCH, MaskedSpectrogramModel
 from quake.runtime import (
     AUTOCAST_DTYPES,
     OutputLock,
@@ -283,9 +285,14 @@ def _run(
         "tensors_loaded": len(encoder.pretrained_info.get("loaded", [])),
     }
     o = config.objective
-    model = MaskedSpectrogramModel(
-        encoder, o.mask_ratio, o.decoder_dim, o.decoder_depth, o.decoder_heads
-    ).to(device)
+    partners = None
+    if o.name == "contrastive":
+        model = ContrastiveModel(encoder, o.temperature, o.projection_dim).to(device)
+        partners = PartnerIndex(data.groups)
+    else:
+        model = MaskedSpectrogramModel(
+            encoder, o.mask_ratio, o.decoder_dim, o.decoder_depth, o.decoder_heads
+        ).to(device)
     groups = parameter_groups(model, config.optim.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=config.optim.lr)
 
@@ -318,16 +325,7 @@ def _run(
         "config": config.result_dict(),
         "model": {**encoder_arguments(encoder), "grid_size": list(encoder.grid_size)},
         "preprocess": preprocess.to_dict(),
-        "objective": {
-            "name": o.name,
-            "mask_ratio": o.mask_ratio,
-            "tokens": model.num_patches,
-            "visible_tokens": model.keep,
-            "patch": [PATCH, PATCH],
-            "target": "log-spectrogram patch of each masked token cell, normalised per patch",
-            "loss": "mean squared error over the masked cells",
-            "decoder": {"dim": o.decoder_dim, "depth": o.decoder_depth, "heads": o.decoder_heads},
-        },
+        "objective": objective_summary(config, model, partners),
         "data": {
             "sources": data.sources,
             "n_windows": len(data),
@@ -346,22 +344,28 @@ def _run(
     }
     logger.info(
         "pretraining %s depth %d on %d windows (%.1f h; %d held out) from %d source(s): "
-        "%d tokens, %d visible, %d steps per epoch, device %s, %s",
+        "%s, %d steps per epoch, device %s, %s",
         config.model.backbone,
         config.model.depth,
         len(data),
         len(data) * window_h,
         len(val_idx),
         len(data.sources),
-        model.num_patches,
-        model.keep,
+        o.name,
         steps_per_epoch,
         device,
         precision,
     )
-    val_masks = random_masking(
-        len(val_idx), model.num_patches, model.keep, torch.Generator().manual_seed(config.seed)
-    )
+
+    def batch_loss(rows: np.ndarray, generator: torch.Generator, run=None) -> torch.Tensor:
+        """The objective on windows ``rows`` (through ``run``: the DDP wrapper when training)."""
+        run = run or model
+        spec = spectrogram_batch(data.waveforms[torch.as_tensor(rows)], preprocess).to(device)
+        if partners is None:
+            return run(spec, generator=generator).loss
+        other = torch.as_tensor(partners.draw(rows, generator))
+        partner = spectrogram_batch(data.waveforms[other], preprocess).to(device)
+        return run(spec, partner, torch.as_tensor(partners.codes[rows]), generator).loss
 
     def summary(complete: bool) -> dict:
         history = state["history"]
@@ -434,10 +438,8 @@ def _run(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 batch = order[step * batch_size : (step + 1) * batch_size]
-                rows = torch.as_tensor(batch[dist.rank :: dist.world_size])
-                spec = spectrogram_batch(data.waveforms[rows], preprocess).to(device)
                 with autocast:
-                    loss = forward(spec, generator=generator).loss
+                    loss = batch_loss(batch[dist.rank :: dist.world_size], generator, forward)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
@@ -455,7 +457,7 @@ def _run(
             seconds = time.perf_counter() - t_epoch
             if bar is not None:
                 bar.close()
-            val_loss = _held_out_loss(model, data, val_idx, val_masks, preprocess, device)
+            val_loss = _held_out_loss(model, batch_loss, val_idx, config.seed)
             entry = {
                 "epoch": epoch + 1,
                 "train_loss": float(np.mean(losses)),
@@ -489,27 +491,43 @@ def _run(
 
 
 @torch.no_grad()
-def _held_out_loss(
-    model: MaskedSpectrogramModel,
-    data: UnlabelledWindows,
-    val_idx: np.ndarray,
-    val_masks: tuple[torch.Tensor, torch.Tensor],
-    preprocess: PreprocessConfig,
-    device: torch.device,
-) -> float | None:
-    """The objective on the held-out windows, with the same masks every epoch (eval mode)."""
+def _held_out_loss(model: nn.Module, batch_loss, val_idx: np.ndarray, seed: int) -> float | None:
+    """The objective on the held-out windows, with the same masks (and partners) every epoch:
+    one generator, seeded alike each time (eval mode)."""
     if len(val_idx) == 0:
         return None
     model.eval()
-    total, cells = 0.0, 0
-    keep, masked = val_masks
+    generator = torch.Generator().manual_seed(seed)
+    total = 0.0
     for start in range(0, len(val_idx), EVAL_BATCH):
-        rows = torch.as_tensor(val_idx[start : start + EVAL_BATCH])
-        part = slice(start, start + len(rows))
-        spec = spectrogram_batch(data.waveforms[rows], preprocess).to(device)
-        result = model(spec, masking=(keep[part], masked[part]))
-        n = int(masked[part].sum())
-        total += float(result.loss) * n
-        cells += n
+        rows = val_idx[start : start + EVAL_BATCH]
+        total += float(batch_loss(rows, generator)) * len(rows)
     model.train()
-    return total / cells
+    return total / len(val_idx)
+
+
+def objective_summary(config: PretrainConfig, model: nn.Module, partners) -> dict:
+    """What ``pretrain.json`` says of the objective."""
+    o = config.objective
+    if partners is not None:
+        paired = int((partners.size > 1).sum())
+        return {
+            "name": o.name,
+            "positives": "another station's window of the same event (the window itself when "
+            "its event has one), each view with its own frequency and time mask",
+            "events": len(partners.size),
+            "events_with_several_windows": paired,
+            "loss": "symmetric InfoNCE over the batch, same-event negatives removed",
+            "temperature": o.temperature,
+            "projection_dim": o.projection_dim,
+        }
+    return {
+        "name": o.name,
+        "mask_ratio": o.mask_ratio,
+        "tokens": model.num_patches,
+        "visible_tokens": model.keep,
+        "patch": [PATCH, PATCH],
+        "target": "log-spectrogram patch of each masked token cell, normalised per patch",
+        "loss": "mean squared error over the masked cells",
+        "decoder": {"dim": o.decoder_dim, "depth": o.decoder_depth, "heads": o.decoder_heads},
+    }
