@@ -61,9 +61,15 @@ PRETRAIN_RUNS = {
         f"python scripts/pretrain.py --data {REAL}/unlabelled-pnw --data {REAL}/eqnoise-3c "
         "--out runs/pretrain-pooled",
     ),
+    # the other objective, at about the same pretraining time (an epoch costs ~3 times more)
+    "contrastive": (
+        "runs/pretrain-contrastive",
+        f"python scripts/pretrain.py --data {REAL}/unlabelled-pnw --objective contrastive "
+        "--epochs 8 --out runs/pretrain-contrastive",
+    ),
 }
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
-INITS = ("random", "pretrained", "pooled")
+INITS = ("random", "pretrained", "pooled", "contrastive")
 
 
 def pretrain_run(init: str) -> Path:
