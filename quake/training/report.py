@@ -493,8 +493,14 @@ def render_report(metrics: dict, extra: dict) -> str:
         f"- Data: `{extra['data_path']}` — {metrics['data']['n_traces']} traces kept, "
         f"{metrics['data']['n_events']} events; per class: "
         + ", ".join(f"{n} {c}" for c, n in metrics["data"]["class_counts"].items()),
-        f"- Model: HybridViT `{extra['backbone']}`, depth {extra['depth']}, input {extra['input_shape']}; "
-        f"{weights}",
+        f"- Model: HybridViT `{extra['backbone']}`, depth {extra['depth']}, input "
+        f"{extra['input_shape']}"
+        + (
+            ", fusion head (band powers, envelopes, H/V beside the CLS token)"
+            if extra.get("fusion")
+            else ""
+        )
+        + f"; {weights}",
         f"- Deployable model: `model/` = {extra['deploy_note']}",
         *_onset_lines(metrics["data"].get("onset_survey")),
         "",

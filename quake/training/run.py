@@ -802,6 +802,7 @@ def _train(
             "data_path": data_summary["path"],
             "backbone": config.model.backbone,
             "depth": config.model.depth,
+            "fusion": config.model.fusion,
             "input_shape": tuple(data_summary["input_shape"]),
             "deploy_note": metrics["deploy"]["why"],
             "preprocess_summary": json.dumps(data.preprocess.to_dict()),
