@@ -21,6 +21,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -357,15 +358,17 @@ def _run(
         precision,
     )
 
-    def batch_loss(rows: np.ndarray, generator: torch.Generator, run=None) -> torch.Tensor:
-        """The objective on windows ``rows`` (through ``run``: the DDP wrapper when training)."""
-        run = run or model
+    def batch_loss(rows: np.ndarray, generator: torch.Generator, training: bool = False):
+        """The objective on windows ``rows``; while training through the DDP wrapper (when
+        there is one) and autocast, the spectrograms always in float32."""
         spec = spectrogram_batch(data.waveforms[torch.as_tensor(rows)], preprocess).to(device)
-        if partners is None:
-            return run(spec, generator=generator).loss
-        other = torch.as_tensor(partners.draw(rows, generator))
-        partner = spectrogram_batch(data.waveforms[other], preprocess).to(device)
-        return run(spec, partner, torch.as_tensor(partners.codes[rows]), generator).loss
+        inputs: tuple = (spec,)
+        if partners is not None:
+            other = torch.as_tensor(partners.draw(rows, generator))
+            partner = spectrogram_batch(data.waveforms[other], preprocess).to(device)
+            inputs = (spec, partner, torch.as_tensor(partners.codes[rows]))
+        with autocast if training else contextlib.nullcontext():
+            return (forward if training else model)(*inputs, generator=generator).loss
 
     def summary(complete: bool) -> dict:
         history = state["history"]
@@ -438,8 +441,7 @@ def _run(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 batch = order[step * batch_size : (step + 1) * batch_size]
-                with autocast:
-                    loss = batch_loss(batch[dist.rank :: dist.world_size], generator, forward)
+                loss = batch_loss(batch[dist.rank :: dist.world_size], generator, training=True)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
