@@ -38,6 +38,14 @@ ENCODER_FORMAT = "quake.pretrain.encoder"
 HEAD_PREFIXES = ("head.", "fusion.")
 
 
+def freeze_head(model: nn.Module) -> None:
+    """Freeze the tensors a pretraining objective does not use (head, fusion): DDP must see
+    every trainable parameter take part in the loss."""
+    for name, parameter in model.named_parameters():
+        if name.startswith(HEAD_PREFIXES):
+            parameter.requires_grad_(False)
+
+
 def encoder_arguments(model: Any) -> dict[str, Any]:
     """The HybridViT arguments the encoder tensors' shapes depend on."""
     return {

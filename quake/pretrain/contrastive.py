@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quake.models import HybridViT
-from quake.models.encoder import HEAD_PREFIXES
+from quake.models.encoder import freeze_head
 
 #: The largest band of frequency bins and run of frames each view hides, as a fraction.
 VIEW_MASK_FRACTION = 0.2
@@ -98,9 +98,7 @@ class ContrastiveModel(nn.Module):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         self.encoder = encoder
-        for name, parameter in encoder.named_parameters():
-            if name.startswith(HEAD_PREFIXES):  # not part of the objective (nor of DDP's)
-                parameter.requires_grad_(False)
+        freeze_head(encoder)
         self.temperature = float(temperature)
         dim = encoder.embed_dim
         self.projection = nn.Sequential(

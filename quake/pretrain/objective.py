@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quake.models import HybridViT
-from quake.models.encoder import HEAD_PREFIXES
+from quake.models.encoder import freeze_head
 from quake.models.stem import STEM_LAYERS
 
 #: Pixels per token cell along each axis: the stem's total stride.
@@ -125,9 +125,7 @@ class MaskedSpectrogramModel(nn.Module):
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio!r}")
         self.encoder = encoder
-        for name, parameter in encoder.named_parameters():
-            if name.startswith(HEAD_PREFIXES):  # not part of the objective (nor of DDP's)
-                parameter.requires_grad_(False)
+        freeze_head(encoder)
         self.mask_ratio = float(mask_ratio)
         self.grid = tuple(encoder.grid_size)
         self.num_patches = encoder.num_patches
