@@ -84,9 +84,9 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
         {"model.fusion": True},
     ),
     "short_schedule": ("40 epochs, patience 10", {"optim.epochs": 40, "optim.patience": 10}),
-    "light_short": (
-        "augmentation by anchoring (light at P picks), 40 epochs, patience 10",
-        {**BY_ANCHOR, "optim.epochs": 40, "optim.patience": 10},
+    "fusion_light": (
+        "augmentation by anchoring (light at P picks), fusion head",
+        {**BY_ANCHOR, "model.fusion": True},
     ),
     "fusion_short": (
         "augmentation by anchoring (light at P picks), fusion head, 40 epochs, patience 10",
@@ -102,7 +102,7 @@ WITH_BASELINE = (
     "context",
     "fusion",
     "fusion_short",
-    "light_short",
+    "fusion_light",
 )
 SETS = ("eqnoise-3c", "pnw-eqex")
 METRICS = ("macro_f1", "balanced_accuracy", "roc_auc")
