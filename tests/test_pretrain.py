@@ -81,34 +81,45 @@ def test_masked_cells_never_reach_the_encoder():
     assert torch.equal(a.target[~masked], b.target[~masked])
 
 
+def fit_on_a_tiny_set(model, held_out_loss, training_loss, steps: int) -> tuple[float, float]:
+    """``steps`` AdamW steps of ``training_loss(generator)`` -> the ``held_out_loss()`` before and
+    after (eval mode, no grad). Every part of the encoder (stem, CLS token, position embedding,
+    blocks) must have moved from its own initial value."""
+
+    def held() -> float:
+        model.eval()
+        with torch.no_grad():
+            loss = float(held_out_loss())
+        model.train()
+        return loss
+
+    initial = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    before = held()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        loss = training_loss(generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    trained = model.encoder.state_dict()
+    for key in ("stem.0.weight", "cls_token", "pos_embed", "blocks.0.attn.qkv.weight"):
+        assert not torch.allclose(trained[key], initial[key]), key
+    return before, held()
+
+
 def test_the_objective_learns_on_a_tiny_set():
     torch.manual_seed(0)
     model = MaskedSpectrogramModel(HybridViT(depth=1, img_size=SMALL_IMG), mask_ratio=0.5)
     spec = _spectrograms(32)
     fixed = random_masking(32, model.num_patches, model.keep, torch.Generator().manual_seed(9))
-
-    def held_loss() -> float:
-        model.eval()
-        with torch.no_grad():
-            loss = float(model(spec, masking=fixed).loss)
-        model.train()
-        return loss
-
-    before = held_loss()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(40):
-        loss = model(spec, generator=generator).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    after = held_loss()
+    before, after = fit_on_a_tiny_set(
+        model,
+        lambda: model(spec, masking=fixed).loss,
+        lambda generator: model(spec, generator=generator).loss,
+        steps=40,
+    )
     assert after < 0.8 * before, (before, after)  # measured: 1.35 -> 0.98
-    # the encoder's parts all learned: stem, CLS token, position embedding and blocks
-    fresh = HybridViT(depth=1, img_size=SMALL_IMG).state_dict()
-    trained = model.encoder.state_dict()
-    for key in ("stem.0.weight", "cls_token", "pos_embed", "blocks.0.attn.qkv.weight"):
-        assert not torch.allclose(trained[key], fresh[key]), key
 
 
 # --- the run folder -----------------------------------------------------------------------------
