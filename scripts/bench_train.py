@@ -321,6 +321,9 @@ def _worker(rank: int, job: dict) -> None:
             "skipped_steps": fit.history[-1]["skipped_steps"],
         }
         Path(job["out"].format(rank=rank)).write_text(json.dumps(result))
+        # Leave together: a rank that tears the process group down while another is still in
+        # the last all-reduce can abort that rank (gloo, seen on a loaded machine).
+        dist.barrier()
     finally:
         shutdown(dist)
 
