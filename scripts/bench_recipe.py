@@ -92,6 +92,14 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
         "augmentation by anchoring (light at P picks), fusion head, 40 epochs, patience 10",
         {**BY_ANCHOR, "model.fusion": True, "optim.epochs": 40, "optim.patience": 10},
     ),
+    "patience10": (
+        "augmentation by anchoring (light at P picks), patience 10",
+        {**BY_ANCHOR, "optim.patience": 10},
+    ),
+    "batch32": (
+        "augmentation by anchoring (light at P picks), batch 32",
+        {**BY_ANCHOR, "optim.batch_size": 32},
+    ),
 }
 # variants that also train the baseline, so the table shows them combined with it too
 WITH_BASELINE = (
@@ -103,6 +111,8 @@ WITH_BASELINE = (
     "fusion",
     "fusion_short",
     "fusion_light",
+    "patience10",
+    "batch32",
 )
 SETS = ("eqnoise-3c", "pnw-eqex")
 METRICS = ("macro_f1", "balanced_accuracy", "roc_auc")
