@@ -4,10 +4,12 @@
 Each window goes through both: the K fold HybridViTs (spectrograms) and the K fold forests
 (hand-made spectral and envelope features of the same trimmed window). Their two probability
 vectors are combined by :func:`quake.probabilities.combine_models`, the normalised geometric
-mean that also combines stations into events, one equal vote each. Nothing is fitted to
-combine them, so no validation split (small on small sets) can choose badly. Why: on the real
-sets the two models err on different events, and the combination beat each of them alone on
-the same folds (README, "Choosing the training recipe").
+mean that also combines stations into events, the HybridViT voting with ``hybrid_weight`` and
+the forests with the rest (``deploy.hybrid_weight``, saved in ``classifier.json``; folders
+saved before it existed vote equally). The weight is a default chosen by measurement, not
+fitted per run, so no validation split (small on small sets) can choose badly. Why combine:
+on the real sets the two models err on different events, and the combination beat each of
+them alone on the same folds (README, "Choosing the training recipe").
 
 Folder: ``classifier.json`` (format, class names, preprocessing, model id) with the two parts
 in ``hybridvit/`` (an :class:`quake.inference.EventClassifier`) and ``baseline/`` (a
@@ -44,6 +46,7 @@ class CombinedClassifier:
         baseline: BaselineClassifier,
         model_id: str | None = None,
         info: dict | None = None,
+        hybrid_weight: float = 0.5,
     ):
         if hybrid.class_names != baseline.class_names:
             raise ValueError(
@@ -55,7 +58,13 @@ class CombinedClassifier:
                 "the HybridViT and the baseline were saved with different preprocessing; "
                 "expected the two parts of one training run"
             )
+        if not 0.0 <= hybrid_weight <= 1.0:
+            raise ValueError(
+                f"hybrid_weight must be from 0 (the forests alone) to 1 (the HybridViT alone), "
+                f"got {hybrid_weight!r}"
+            )
         self.hybrid = hybrid
+        self.hybrid_weight = float(hybrid_weight)
         self.baseline = baseline
         self.class_names = hybrid.class_names
         self.config = hybrid.config
@@ -83,7 +92,8 @@ class CombinedClassifier:
             [
                 self.hybrid.predict_proba(windows, batch_size=batch_size),
                 self.baseline.predict_proba(windows, batch_size=batch_size),
-            ]
+            ],
+            weights=[self.hybrid_weight, 1.0 - self.hybrid_weight],
         )
 
     def classify(self, stream, origin_time=None, picks=None):
@@ -106,7 +116,8 @@ class CombinedClassifier:
             "class_names": self.class_names.to_list(),
             "preprocess": self.config.to_dict(),
             "parts": {"hybridvit": HYBRID_DIR, "baseline": BASELINE_DIR},
-            "combine": "normalised geometric mean of the two parts' probabilities, equal votes",
+            "combine": "normalised geometric mean of the two parts' probabilities, weighted",
+            "hybrid_weight": self.hybrid_weight,
             "info": self.info,
         }
         return write_manifest(staging, manifest, directory)
@@ -117,7 +128,13 @@ class CombinedClassifier:
         manifest = read_manifest(folder, FORMAT)
         hybrid = EventClassifier.load(folder / HYBRID_DIR, device=device)
         baseline = BaselineClassifier.load(folder / BASELINE_DIR)
-        return cls(hybrid, baseline, model_id=manifest["model_id"], info=manifest.get("info"))
+        return cls(
+            hybrid,
+            baseline,
+            model_id=manifest["model_id"],
+            info=manifest.get("info"),
+            hybrid_weight=manifest.get("hybrid_weight", 0.5),  # older folders: equal votes
+        )
 
     def __repr__(self) -> str:
         return (

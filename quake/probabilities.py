@@ -14,11 +14,13 @@ stations from becoming absurdly over-confident, as a plain product would. :data:
 bounds one station's veto: a station that gives a class probability 0 cannot make it
 impossible. One station gives back its own probabilities (up to eps).
 
-The same rule, unweighted, combines two models' probabilities for one window
-(:func:`combine_models`: the HybridViT and the baseline under ``deploy.strategy: combined``).
+The same rule combines two models' probabilities for one window (:func:`combine_models`: the
+HybridViT and the baseline under ``deploy.strategy: combined``, each with its share of the vote).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -79,20 +81,32 @@ def combine_groups(
     return out / out.sum(axis=1, keepdims=True)
 
 
-def combine_models(model_probs: list[np.ndarray]) -> np.ndarray:
+def combine_models(
+    model_probs: list[np.ndarray], weights: Sequence[float] | None = None
+) -> np.ndarray:
     """Several models' ``(N, C)`` probabilities of the same ``N`` windows -> ``(N, C)``: the
-    rule of this module with every model one equal vote (no weight is fitted, so nothing is
-    tuned on any split)."""
+    rule of this module, each model voting with its weight (``None``: equal votes; weights
+    are relative, so ``[1, 3]`` is ``[0.25, 0.75]``)."""
     shapes = {np.shape(p) for p in model_probs}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise ValueError(
             f"model_probs must be a non-empty list of (N, C) arrays of one shape, got "
             f"{[np.shape(p) for p in model_probs]}"
         )
+    n_models = len(model_probs)
+    votes = np.ones(n_models) if weights is None else np.asarray(weights, dtype=np.float64)
+    if votes.shape != (n_models,) or not np.all(np.isfinite(votes)) or votes.min() < 0:
+        raise ValueError(
+            f"weights must be {n_models} finite numbers >= 0, one per model, got {weights!r}"
+        )
+    if votes.sum() <= 0:
+        raise ValueError(f"weights must not all be 0, got {weights!r}")
     stacked = np.stack([np.asarray(p, dtype=np.float64) for p in model_probs])
-    n_models, n_windows, n_classes = stacked.shape
+    _, n_windows, n_classes = stacked.shape
     groups = np.tile(np.arange(n_windows), n_models)
-    return combine_groups(stacked.reshape(-1, n_classes), groups, n_windows)
+    return combine_groups(
+        stacked.reshape(-1, n_classes), groups, n_windows, np.repeat(votes, n_windows)
+    )
 
 
 def combine_station_probabilities(

@@ -159,36 +159,12 @@ def command(variant: str, data_set: str, seed: int) -> str:
     ).strip()
 
 
-def combined_from_predictions(run: Path) -> dict:
-    """The ``combined`` block of metrics.json, for runs made before training computed it: the
-    same function on the test predictions the run wrote for the HybridViT and the baseline."""
-    import pandas as pd
-
-    from quake.probabilities import combine_models, prob_column
-    from quake.training.run import fold_level_metrics
-
-    ours = pd.read_csv(run / "predictions.csv").sort_values("index")
-    theirs = pd.read_csv(run / "baseline_predictions.csv").sort_values("index")
-    if not np.array_equal(ours["index"].to_numpy(), theirs["index"].to_numpy()):
-        raise ValueError(f"{run}: the HybridViT and baseline predictions cover different items")
-    names = sorted(
-        {c for c in zip(ours["y_true"], ours["true_class"], strict=True)}, key=lambda c: c[0]
-    )
-    columns = [prob_column(name) for _, name in names]
-    tests, probs = [], []
-    for fold, part in ours.groupby("fold", sort=True):
-        rows = (ours["fold"] == fold).to_numpy()
-        tests.append(
-            (int(fold), part["y_true"].to_numpy(), part["source_id"].astype(str).to_numpy())
-        )
-        probs.append(
-            combine_models([part[columns].to_numpy(), theirs.loc[rows, columns].to_numpy()])
-        )
-    return fold_level_metrics(tests, probs, [name for _, name in names])
-
-
 def summarise(metrics: dict, run: Path | None = None) -> dict:
-    """What the table needs from a run's metrics.json: per-fold figures, trace and event level."""
+    """What the table needs from a run's metrics.json: per-fold figures, trace and event level.
+    Runs made before training computed the combination get it from their predictions, at the
+    equal votes they were deployed with."""
+    from quake.training.run import combined_from_predictions
+
     out = {
         "trace": [{m: f.get(m) for m in METRICS} for f in metrics["folds"]],
         "event": [{m: f.get(m) for m in METRICS} for f in metrics["event_level"]["folds"]],
@@ -205,7 +181,7 @@ def summarise(metrics: dict, run: Path | None = None) -> dict:
             out["context_event"] = [
                 {m: f.get(m) for m in METRICS} for f in metrics["context"]["event_level"]["folds"]
             ]
-        combined = metrics.get("combined") or combined_from_predictions(run)
+        combined = metrics.get("combined") or combined_from_predictions(run, 0.5)
         out["combined_trace"] = [{m: f.get(m) for m in METRICS} for f in combined["folds"]]
         out["combined_event"] = [
             {m: f.get(m) for m in METRICS} for f in combined["event_level"]["folds"]

@@ -53,6 +53,25 @@ def test_two_models_combine_per_window_by_the_same_rule():
         combine_models([hybrid, forest[:3]])
 
 
+def test_weighted_models_vote_by_their_share():
+    from quake.probabilities import combine_models
+
+    rng = np.random.default_rng(2)
+    hybrid, forest = rng.dirichlet(np.ones(3), size=4), rng.dirichlet(np.ones(3), size=4)
+    got = combine_models([hybrid, forest], [0.25, 0.75])
+    expected = (hybrid + 1e-6) ** 0.25 * (forest + 1e-6) ** 0.75
+    np.testing.assert_allclose(got, expected / expected.sum(axis=1, keepdims=True), rtol=1e-10)
+    np.testing.assert_allclose(combine_models([hybrid, forest], [1, 3]), got, rtol=1e-12)
+    np.testing.assert_allclose(combine_models([hybrid, forest], [1, 0]), hybrid, atol=1e-5)
+    np.testing.assert_allclose(combine_models([hybrid, forest], [0, 1]), forest, atol=1e-5)
+    np.testing.assert_allclose(
+        combine_models([hybrid, forest], [0.5, 0.5]), combine_models([hybrid, forest]), rtol=1e-12
+    )
+    for bad in ([0.5], [-0.1, 1.1], [0, 0], [np.nan, 1]):
+        with pytest.raises(ValueError, match="weights must"):
+            combine_models([hybrid, forest], bad)
+
+
 def test_agreeing_stations_sharpen_and_one_zero_is_no_veto():
     agree = np.array([[0.8, 0.2]] * 2 + [[0.6, 0.4]])
     assert combine_station_probabilities(agree)[0] > 0.6

@@ -94,6 +94,7 @@ def test_cli_flags_map_to_config_keys(tmp_path):
             r"model\.pretrained='/no/such/weights\.pth'",
         ),
         ({"seed": -1}, r"seed=-1"),
+        ({"deploy.hybrid_weight": 1.5}, r"deploy\.hybrid_weight=1\.5.*from 0 .* to 1"),
     ],
 )
 def test_bad_values_are_rejected_with_the_value_named(overrides, match):

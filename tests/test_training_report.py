@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import matplotlib.image
 import numpy as np
@@ -28,6 +29,9 @@ from quake.training import report_figures as F
 
 FIGURES = ["class_mean_spectrograms.png", "typical_correct.png"]
 
+#: Not the default, so the test sees the configured weight reach the metrics and the model.
+HYBRID_WEIGHT = 0.3
+
 
 @pytest.fixture(scope="module")
 def eqnoise_run(real_data_dir, tmp_path_factory):
@@ -46,6 +50,7 @@ def eqnoise_run(real_data_dir, tmp_path_factory):
             "optim.batch_size": 16,
             "baseline.n_estimators": 20,
             "run.parallel_folds": 1,
+            "deploy.hybrid_weight": HYBRID_WEIGHT,
         }
     )
     result = train(config)
@@ -266,14 +271,15 @@ def test_deploy_advice_weighs_the_combination():
     assert "--set deploy.strategy=ensemble" in behind and "beats" not in behind
 
 
-def _geometric_mean(*probs: np.ndarray) -> np.ndarray:
-    product = np.prod([p + 1e-6 for p in probs], axis=0) ** (1 / len(probs))
+def _geometric_mean(hybrid: np.ndarray, forest: np.ndarray, w: float) -> np.ndarray:
+    product = (hybrid + 1e-6) ** w * (forest + 1e-6) ** (1 - w)
     return product / product.sum(axis=1, keepdims=True)
 
 
-def test_combined_metrics_and_model_are_the_geometric_mean_of_both(eqnoise_run, pnw):
+def test_combined_metrics_and_model_are_the_geometric_mean_of_both(eqnoise_run, pnw, tmp_path):
     """The default deploy: metrics.json's ``combined`` figures and ``model/`` both give, per
-    window, the normalised geometric mean of the HybridViT's and the baseline's probabilities."""
+    window, the normalised geometric mean of the HybridViT's and the baseline's probabilities,
+    weighted by ``deploy.hybrid_weight``."""
     import obspy
 
     from quake.baseline_classifier import BaselineClassifier
@@ -284,7 +290,8 @@ def test_combined_metrics_and_model_are_the_geometric_mean_of_both(eqnoise_run, 
     columns = [prob_column(c) for c in names]
     ours = eqnoise_run["table"].sort_values("index")
     theirs = pd.read_csv(run / "baseline_predictions.csv").sort_values("index")
-    both = _geometric_mean(ours[columns].to_numpy(), theirs[columns].to_numpy())
+    both = _geometric_mean(ours[columns].to_numpy(), theirs[columns].to_numpy(), HYBRID_WEIGHT)
+    assert eqnoise_run["metrics"]["combined"]["hybrid_weight"] == HYBRID_WEIGHT
     for entry in eqnoise_run["metrics"]["combined"]["folds"]:
         rows = (ours["fold"] == entry["fold"]).to_numpy()
         y = ours["y_true"].to_numpy()[rows]
@@ -294,6 +301,7 @@ def test_combined_metrics_and_model_are_the_geometric_mean_of_both(eqnoise_run, 
 
     deployed = quake.load(run)
     assert isinstance(deployed, CombinedClassifier)
+    assert deployed.hybrid_weight == HYBRID_WEIGHT
     hybrid = EventClassifier.load(run / "model" / "hybridvit")
     forests = BaselineClassifier.load(run / "model" / "baseline")
     assert len(hybrid.models) == len(forests.forests) == 2
@@ -302,8 +310,20 @@ def test_combined_metrics_and_model_are_the_geometric_mean_of_both(eqnoise_run, 
     used = result.stations[result.stations["status"] == "used"]
     assert len(used) > 0 and result.predicted_class in names
     windows = np.random.default_rng(0).normal(size=(6, 3, deployed.config.window_samples))
-    expected = _geometric_mean(hybrid.predict_proba(windows), forests.predict_proba(windows))
+    expected = _geometric_mean(
+        hybrid.predict_proba(windows), forests.predict_proba(windows), HYBRID_WEIGHT
+    )
     np.testing.assert_allclose(deployed.predict_proba(windows), expected, atol=1e-6)
+
+    # a folder saved before deploy.hybrid_weight existed: equal votes, as it was deployed
+    older = tmp_path / "older"
+    shutil.copytree(run / "model", older)
+    manifest = json.loads((older / "classifier.json").read_text())
+    del manifest["hybrid_weight"]
+    (older / "classifier.json").write_text(json.dumps(manifest))
+    equal = _geometric_mean(hybrid.predict_proba(windows), forests.predict_proba(windows), 0.5)
+    np.testing.assert_allclose(quake.load(older).predict_proba(windows), equal, atol=1e-6)
+    assert not np.allclose(equal, expected, atol=1e-3)
 
     from quake.export import load_exportable
 
@@ -388,3 +408,19 @@ def test_breakdowns_by_magnitude_distance_and_snr_on_a_crafted_table():
             float((frame["y_pred"] == frame["y_true"])[inside].mean())
         )
     assert all(not math.isnan(r["accuracy"]) for r in by["station"]["rows"])
+
+
+def test_a_finished_run_is_rescored_at_any_hybrid_weight(eqnoise_run):
+    """``combined_from_predictions`` (scripts/bench_combine.py) gives back the run's own
+    combined figures at its weight, the baseline's at 0 and the HybridViT's at 1."""
+    from quake.training.run import combined_from_predictions
+
+    run, metrics = eqnoise_run["run"], eqnoise_run["metrics"]
+    for weight, block in ((HYBRID_WEIGHT, metrics["combined"]), (0.0, metrics["baseline"])):
+        again = combined_from_predictions(run, weight)
+        for got, want in zip(again["folds"], block["folds"], strict=True):
+            assert got["macro_f1"] == pytest.approx(want["macro_f1"])
+            assert got["roc_auc"] == pytest.approx(want["roc_auc"], abs=1e-6)
+    alone = combined_from_predictions(run, 1.0)
+    for got, want in zip(alone["folds"], metrics["folds"], strict=True):
+        assert got["macro_f1"] == pytest.approx(want["macro_f1"])

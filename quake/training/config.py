@@ -368,6 +368,10 @@ class DeployConfig:
     # benchmark); ensemble: the HybridViTs alone; baseline: the forests alone; auto: combined,
     # or ensemble when baseline.enabled is false
     strategy: str = "auto"
+    # combined: the HybridViT's share of the vote, the forests have the rest (0.5: equal votes).
+    # A network's softmax is more peaked than the vote share of 300 trees, so at equal votes
+    # the HybridViT decides most windows (README, "Choosing the training recipe").
+    hybrid_weight: float = 0.5
 
     def resolved(self, baseline_enabled: bool) -> str:
         """The strategy a run applies: ``auto`` -> combined with a baseline, else ensemble."""
@@ -381,6 +385,12 @@ class DeployConfig:
             "deploy.strategy",
             self.strategy,
             f"one of {list(DEPLOY_CHOICES)}",
+        )
+        _check(
+            isinstance(self.hybrid_weight, (int, float)) and 0.0 <= self.hybrid_weight <= 1.0,
+            "deploy.hybrid_weight",
+            self.hybrid_weight,
+            "a number from 0 (the forests alone) to 1 (the HybridViT alone)",
         )
 
 

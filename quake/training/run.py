@@ -32,7 +32,7 @@ from quake.context import cross_validate_context, event_table, save_context_mode
 from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset
 from quake.data.onsets import needs_survey, survey_onsets
 from quake.inference import EventClassifier, weights_digest
-from quake.probabilities import combine_models
+from quake.probabilities import combine_models, prob_column
 from quake.runtime import (
     OutputLock,
     config_differences,
@@ -130,7 +130,8 @@ HYBRID_VIT_DIR = "model_hybridvit"
 DEPLOY_NOTES = {
     "ensemble": DEPLOY_NOTE,
     "combined": "the HybridViT and the baseline, combined per window by the normalised "
-    "geometric mean of their probabilities, equal votes (quake.combined_classifier). "
+    "geometric mean of their probabilities, the HybridViT's share of the vote {w:g} "
+    "(deploy.hybrid_weight; quake.combined_classifier). "
     "HybridViT part (hybridvit/): "
     + DEPLOY_NOTE
     + ". Baseline part (baseline/): the {k} fold random forests, probabilities averaged",
@@ -456,6 +457,7 @@ def compute_metrics(
     folds: list[Fold],
     outcomes: list[FoldOutcome],
     baseline: dict | None,
+    hybrid_weight: float = 0.5,
 ) -> dict:
     names = data.class_names.to_list()
     fold_entries, event_entries, n_mixed_total, n_events_total = [], [], 0, 0
@@ -505,10 +507,12 @@ def compute_metrics(
             "fit_on": "each fold's training + validation traces; tested on the same test folds",
             **fold_level_metrics(tests, baseline["probs"], names),
         }
-        combined = deployed_probs("combined", outcomes, baseline)
+        combined = deployed_probs("combined", outcomes, baseline, hybrid_weight)
         result["combined"] = {
             "rule": "per window, normalised geometric mean of the HybridViT's and the "
-            "baseline's probabilities, equal votes (quake.combined_classifier)",
+            f"baseline's probabilities, the HybridViT's share of the vote {hybrid_weight:g} "
+            "(deploy.hybrid_weight; quake.combined_classifier)",
+            "hybrid_weight": hybrid_weight,
             **fold_level_metrics(tests, combined, names),
         }
     else:
@@ -518,16 +522,45 @@ def compute_metrics(
 
 
 def deployed_probs(
-    strategy: str, outcomes: list[FoldOutcome], baseline: dict | None
+    strategy: str, outcomes: list[FoldOutcome], baseline: dict | None, hybrid_weight: float = 0.5
 ) -> list[np.ndarray]:
-    """Per fold, the test probabilities of the model ``strategy`` deploys."""
+    """Per fold, the test probabilities of the model ``strategy`` deploys (``hybrid_weight``:
+    the HybridViT's share of the vote in ``combined``)."""
     if strategy == "baseline":
         return list(baseline["probs"])
     if strategy == "combined":
+        votes = [hybrid_weight, 1.0 - hybrid_weight]
         return [
-            combine_models([o.probs, b]) for o, b in zip(outcomes, baseline["probs"], strict=True)
+            combine_models([o.probs, b], votes)
+            for o, b in zip(outcomes, baseline["probs"], strict=True)
         ]
     return [o.probs for o in outcomes]
+
+
+def combined_from_predictions(run_dir: Path, hybrid_weight: float) -> dict:
+    """The ``combined`` block of a finished run's metrics.json at another ``hybrid_weight``,
+    from the test predictions it wrote for the HybridViT and the baseline (nothing retrained):
+    how the deployed combination would have scored on the same folds."""
+    run_dir = Path(run_dir)
+    ours = pd.read_csv(run_dir / "predictions.csv").sort_values("index")
+    theirs = pd.read_csv(run_dir / "baseline_predictions.csv").sort_values("index")
+    if not np.array_equal(ours["index"].to_numpy(), theirs["index"].to_numpy()):
+        raise ValueError(
+            f"{str(run_dir)!r}: the HybridViT and baseline predictions cover different items; "
+            "expected the two prediction tables of one finished run"
+        )
+    names = json.loads((run_dir / "metrics.json").read_text())["classes"]
+    columns = [prob_column(name) for name in names]
+    votes = [hybrid_weight, 1.0 - hybrid_weight]
+    tests, probs = [], []
+    for fold, part in ours.groupby("fold", sort=True):
+        rows = (ours["fold"] == fold).to_numpy()
+        tests.append(
+            (int(fold), part["y_true"].to_numpy(), part["source_id"].astype(str).to_numpy())
+        )
+        both = [part[columns].to_numpy(), theirs.loc[rows, columns].to_numpy()]
+        probs.append(combine_models(both, votes))
+    return fold_level_metrics(tests, probs, names)
 
 
 def fold_level_metrics(
@@ -688,7 +721,7 @@ def _train(
             timings[f"fold_{o.fold}_s"] = o.seconds
 
         t0 = time.perf_counter()
-        results = compute_metrics(data, folds, outcomes, baseline)
+        results = compute_metrics(data, folds, outcomes, baseline, config.deploy.hybrid_weight)
         all_frames = [
             predictions_frame(data, f.test, o.probs, f.index)
             for f, o in zip(folds, outcomes, strict=True)
@@ -727,7 +760,7 @@ def _train(
                 data.labels,
                 data.source_ids,
                 folds,
-                deployed_probs(strategy, outcomes, baseline),
+                deployed_probs(strategy, outcomes, baseline, config.deploy.hybrid_weight),
                 data.class_names.to_list(),
                 config.context.timezone,
             )
@@ -737,7 +770,10 @@ def _train(
         elif strategy == "combined":
             forests = baseline_classifier(baseline, data, run_dir)
             deployed = CombinedClassifier(
-                classifier, forests, info={"run": run_dir.name, "strategy": "combined"}
+                classifier,
+                forests,
+                info={"run": run_dir.name, "strategy": "combined"},
+                hybrid_weight=config.deploy.hybrid_weight,
             )
         else:
             deployed = classifier
@@ -754,7 +790,9 @@ def _train(
                 "strategy": strategy,
                 "members": len(models),
                 "folder": "model",
-                "why": DEPLOY_NOTES[strategy].format(k=len(models), hybrid=HYBRID_VIT_DIR),
+                "why": DEPLOY_NOTES[strategy].format(
+                    k=len(models), hybrid=HYBRID_VIT_DIR, w=config.deploy.hybrid_weight
+                ),
                 "catalog_context": config.context.enabled,
             },
             "seed": config.seed,

@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""The HybridViT's share of the vote in the deployed combination (``deploy.hybrid_weight``),
+measured on finished runs: nothing is retrained, each run's test predictions of the HybridViT
+and the baseline are combined again at every weight, on the very same folds.
+
+    python scripts/train.py --backbone tiny --depth 4 --data DATA --seed S --out runs/w/SET-sS
+    python scripts/bench_combine.py eqnoise-3c=runs/w/eqnoise-3c-s* pnw-eqex=runs/w/pnw-eqex-s*
+
+Each argument is ``NAME=RUN [RUN ...]`` as one shell word after globbing, or just a run folder
+(its own name). Prints, per set and weight, the mean +- std over all folds of the runs named and
+the worst fold: trace macro F1, event macro F1, event balanced accuracy, event ROC AUC.
+Weight 0 is the baseline alone, 1 the HybridViT alone. ``--json PATH`` keeps every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+WEIGHTS = (0.0, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0)
+COLUMNS = (  # (figure, level, metric)
+    ("trace macro F1", "trace", "macro_f1"),
+    ("event macro F1", "event", "macro_f1"),
+    ("event bal. acc.", "event", "balanced_accuracy"),
+    ("event ROC AUC", "event", "roc_auc"),
+)
+
+
+def parse_sets(words: list[str]) -> dict[str, list[Path]]:
+    """``NAME=RUN`` words (or bare run folders) -> {name: [run folders]}, in order."""
+    sets: dict[str, list[Path]] = {}
+    name = None
+    for word in words:
+        if "=" in word:
+            name, word = word.split("=", 1)
+        run = Path(word)
+        if not (run / "predictions.csv").is_file() or not (run / "metrics.json").is_file():
+            raise ValueError(
+                f"{word!r} is not a finished training run; expected a run folder with "
+                "predictions.csv, baseline_predictions.csv and metrics.json"
+            )
+        sets.setdefault(name or run.name, []).append(run)
+    return sets
+
+
+def fold_figures(runs: list[Path], weight: float) -> dict[str, list[float]]:
+    """Every fold of every run at ``weight``: {column name: [figure per fold]}."""
+    from quake.training.run import combined_from_predictions
+
+    out: dict[str, list[float]] = {name: [] for name, _, _ in COLUMNS}
+    for run in runs:
+        block = combined_from_predictions(run, weight)
+        folds = {"trace": block["folds"], "event": block["event_level"]["folds"]}
+        for name, level, metric in COLUMNS:
+            out[name] += [f[metric] for f in folds[level] if f.get(metric) is not None]
+    return out
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f} ({np.min(values):.3f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("runs", nargs="+", help="NAME=RUN or RUN, finished run folders")
+    parser.add_argument("--weights", nargs="+", type=float, default=list(WEIGHTS))
+    parser.add_argument("--json", default=None, help="write every fold's figures here")
+    args = parser.parse_args(argv)
+    try:
+        sets = parse_sets(args.runs)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    figures = {}
+    for name, runs in sets.items():
+        print(f"\n{name}: {len(runs)} run(s), mean ± std over all folds (worst fold)")
+        print("| HybridViT weight | " + " | ".join(c for c, _, _ in COLUMNS) + " |")
+        print("|---" * (len(COLUMNS) + 1) + "|")
+        figures[name] = {}
+        for weight in args.weights:
+            folds = fold_figures(runs, weight)
+            figures[name][str(weight)] = folds
+            cells = [cell(folds[c]) for c, _, _ in COLUMNS]
+            print(f"| {weight:g} | " + " | ".join(cells) + " |")
+    if args.json:
+        from quake.runtime import write_text_atomic
+
+        write_text_atomic(Path(args.json), json.dumps(figures, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
