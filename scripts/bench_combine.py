@@ -3,13 +3,15 @@
 measured on finished runs: nothing is retrained, each run's test predictions of the HybridViT
 and the baseline are combined again at every weight, on the very same folds.
 
-    python scripts/train.py --backbone tiny --depth 4 --data DATA --seed S --out runs/w/SET-sS
-    python scripts/bench_combine.py eqnoise-3c=runs/w/eqnoise-3c-s* pnw-eqex=runs/w/pnw-eqex-s*
+    python scripts/train.py --backbone tiny --depth 4 --data DATA --seed S --out runs/combine/SET-sS
+    python scripts/bench_combine.py eqnoise-3c=runs/combine/eqnoise-3c-s* pnw-eqex=runs/combine/pnw-eqex-s*
 
-Each argument is ``NAME=RUN [RUN ...]`` as one shell word after globbing, or just a run folder
-(its own name). Prints, per set and weight, the mean +- std over all folds of the runs named and
-the worst fold: trace macro F1, event macro F1, event balanced accuracy, event ROC AUC.
-Weight 0 is the baseline alone, 1 the HybridViT alone. ``--json PATH`` keeps every figure.
+``NAME=RUN`` starts a set called NAME with its first run folder; the folders after it, up to the
+next ``NAME=``, join it (so a shell glob works); a folder before any ``NAME=`` is a set of its
+own. Prints, per set and weight, the mean +- std over all folds of the set's runs and the worst
+fold: trace macro F1, event macro F1, event balanced accuracy, event ROC AUC. Weight 0 is the
+baseline alone, 1 the HybridViT alone. ``--markdown PATH`` also writes the tables (with this
+command), ``--json PATH`` every fold's figures.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("runs", nargs="+", help="NAME=RUN or RUN, finished run folders")
     parser.add_argument("--weights", nargs="+", type=float, default=list(WEIGHTS))
+    parser.add_argument("--markdown", default=None, help="write the tables here")
     parser.add_argument("--json", default=None, help="write every fold's figures here")
     args = parser.parse_args(argv)
     try:
@@ -79,20 +82,24 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    figures = {}
+    from quake.runtime import write_text_atomic
+
+    figures: dict[str, dict] = {}
+    lines = ["`python scripts/bench_combine.py " + " ".join(argv or sys.argv[1:]) + "`"]
     for name, runs in sets.items():
-        print(f"\n{name}: {len(runs)} run(s), mean ± std over all folds (worst fold)")
-        print("| HybridViT weight | " + " | ".join(c for c, _, _ in COLUMNS) + " |")
-        print("|---" * (len(COLUMNS) + 1) + "|")
-        figures[name] = {}
+        lines += ["", f"{name}: {len(runs)} run(s), mean ± std over all folds (worst fold)", ""]
+        lines.append("| HybridViT weight | " + " | ".join(c for c, _, _ in COLUMNS) + " |")
+        lines.append("|---" * (len(COLUMNS) + 1) + "|")
+        figures[name] = {"runs": [str(r) for r in runs]}
         for weight in args.weights:
             folds = fold_figures(runs, weight)
             figures[name][str(weight)] = folds
             cells = [cell(folds[c]) for c, _, _ in COLUMNS]
-            print(f"| {weight:g} | " + " | ".join(cells) + " |")
+            lines.append(f"| {weight:g} | " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+    if args.markdown:
+        write_text_atomic(Path(args.markdown), "\n".join(lines) + "\n")
     if args.json:
-        from quake.runtime import write_text_atomic
-
         write_text_atomic(Path(args.json), json.dumps(figures, indent=1) + "\n")
     return 0
 

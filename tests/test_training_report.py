@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import matplotlib.image
 import numpy as np
@@ -424,3 +425,22 @@ def test_a_finished_run_is_rescored_at_any_hybrid_weight(eqnoise_run):
     alone = combined_from_predictions(run, 1.0)
     for got, want in zip(alone["folds"], metrics["folds"], strict=True):
         assert got["macro_f1"] == pytest.approx(want["macro_f1"])
+
+
+def test_bench_combine_prints_and_keeps_the_figures_of_each_weight(eqnoise_run, tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_combine.py"
+    spec = importlib.util.spec_from_file_location("bench_combine", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    run, metrics = eqnoise_run["run"], eqnoise_run["metrics"]
+    out = tmp_path / "w.json"
+    assert script.main([f"eq={run}", "--weights", "0", str(HYBRID_WEIGHT), "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())["eq"]
+    for weight, block in (("0.0", metrics["baseline"]), (str(HYBRID_WEIGHT), metrics["combined"])):
+        want = [f["macro_f1"] for f in block["folds"]]
+        assert figures[weight]["trace macro F1"] == pytest.approx(want)
+    assert "| 0.3 |" in capsys.readouterr().out
+    assert script.main([str(tmp_path)]) == 2
+    assert "not a finished training run" in capsys.readouterr().err
