@@ -85,7 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     from quake.runtime import write_text_atomic
 
     figures: dict[str, dict] = {}
-    lines = ["`python scripts/bench_combine.py " + " ".join(argv or sys.argv[1:]) + "`"]
+    lines = [
+        "# The HybridViT's share of the vote in the combined model (deploy.hybrid_weight)",
+        "",
+        "`python scripts/bench_combine.py " + " ".join(argv or sys.argv[1:]) + "`",
+        "",
+        "Each run: `python scripts/train.py --backbone tiny --depth 4 [--data SET] --seed S "
+        "--out RUN`; its test predictions of the HybridViT and the baseline combined again at "
+        "each weight on the same folds (nothing retrained). 0: the baseline alone, 1: the "
+        "HybridViT alone.",
+    ]
     for name, runs in sets.items():
         lines += ["", f"{name}: {len(runs)} run(s), mean ± std over all folds (worst fold)", ""]
         lines.append("| HybridViT weight | " + " | ".join(c for c, _, _ in COLUMNS) + " |")

@@ -272,6 +272,22 @@ def test_deploy_advice_weighs_the_combination():
     assert "--set deploy.strategy=ensemble" in behind and "beats" not in behind
 
 
+def test_deploy_advice_breaks_a_tie_by_the_trace_level_then_keeps_the_deployed_model():
+    # event level equal at the precision shown (0.98535 and 0.98532): the trace level decides
+    tie = _metrics(0.942, 0.956, 0.964, 0.98535, 0.98532, "combined")
+    tie["combined"]["aggregate"] = {"macro_f1": {"mean": 0.961, "std": 0.01}}
+    assert "`model/` as it is: the HybridViT and the baseline combined" in "\n".join(
+        report.deploy_advice(tie)
+    )
+    tie["combined"]["aggregate"] = {"macro_f1": {"mean": 0.950, "std": 0.01}}
+    assert "**Which model to deploy: the random-forest baseline**" in "\n".join(
+        report.deploy_advice(tie)
+    )
+    # equal at both levels: the deployed model stays
+    same = _metrics(0.9, 0.9, 0.95, 0.95, strategy="baseline")
+    assert "`model/` as it is: the random-forest baseline" in "\n".join(report.deploy_advice(same))
+
+
 def _geometric_mean(hybrid: np.ndarray, forest: np.ndarray, w: float) -> np.ndarray:
     product = (hybrid + 1e-6) ** w * (forest + 1e-6) ** (1 - w)
     return product / product.sum(axis=1, keepdims=True)

@@ -275,22 +275,36 @@ def deploy_advice(metrics: dict) -> list[str]:
         + "."
     )
     decisive = levels[-1]
-    scores = {name: _mean(macro_f1(block, decisive)) for name, block in blocks.items()}
-    if any(score is None for score in scores.values()):
+    if any(_mean(macro_f1(block, decisive)) is None for block in blocks.values()):
         return [f"**Which model to deploy:** undecided, a macro F1 is missing. {numbers}"]
-    best = max(scores, key=scores.get)  # ties go to the simpler model (dict order)
+
+    def rank(name: str) -> tuple:
+        """The decisive level's macro F1 at the precision shown, the other level breaking a
+        tie: a difference in the fifth decimal must not send a user to retrain."""
+        means = (_mean(macro_f1(blocks[name], level)) for level in reversed(levels))
+        return tuple(round(m, 3) if m is not None else -1.0 for m in means)
+
+    # a full tie keeps the deployed model, then goes to the simpler one (dict order)
+    best = max(blocks, key=lambda name: (rank(name), name == strategy))
+    rivals = [rank(name) for name in blocks if name != best]
+    if rank(best) in rivals:
+        why = f"ties the best macro F1 at {' and '.join(levels)}"
+    elif rank(best)[0] in [r[0] for r in rivals]:
+        why = f"ties the best {decisive} macro F1 and leads at the {levels[0]}"
+    else:
+        why = f"has the highest {decisive} macro F1"
     if best == strategy:
         verdict = (
-            f"**Which model to deploy:** `model/` as it is: {DEPLOYED_MODEL[best]} has the "
-            f"highest {decisive} macro F1 on the same folds. {holds}."
+            f"**Which model to deploy:** `model/` as it is: {DEPLOYED_MODEL[best]} {why} on "
+            f"the same folds. {holds}."
         )
     else:
         verdict = (
-            f"**Which model to deploy: {DEPLOYED_MODEL[best]}**, ahead of the deployed model at "
-            f"{decisive} on the same folds. {holds}: train again with "
+            f"**Which model to deploy: {DEPLOYED_MODEL[best]}**, ahead of the deployed model "
+            f"({why}) on the same folds. {holds}: train again with "
             f"`--set deploy.strategy={best}` to deploy {DEPLOYED_MODEL[best]}."
         )
-    if scores["baseline"] > scores["ensemble"]:
+    if rank("baseline") > rank("ensemble"):
         verdict += (
             f" **On this data the random-forest baseline beats the HybridViT alone** "
             f"({decisive} macro F1)."
