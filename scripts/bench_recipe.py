@@ -116,6 +116,8 @@ WITH_BASELINE = (
 )
 SETS = ("eqnoise-3c", "pnw-eqex")
 METRICS = ("macro_f1", "balanced_accuracy", "roc_auc")
+#: The HybridViT's share of the vote in the table's combined rows (deploy.hybrid_weight)
+EQUAL_VOTES = 0.5
 
 
 def real_data_dir() -> Path:
@@ -161,8 +163,8 @@ def command(variant: str, data_set: str, seed: int) -> str:
 
 def summarise(metrics: dict, run: Path | None = None) -> dict:
     """What the table needs from a run's metrics.json: per-fold figures, trace and event level.
-    Runs made before training computed the combination get it from their predictions, at the
-    equal votes they were deployed with."""
+    The combination is always scored at equal votes, as every row of the table was (from the
+    run's predictions; ``scripts/bench_combine.py`` measures other weights)."""
     from quake.training.run import combined_from_predictions
 
     out = {
@@ -181,7 +183,10 @@ def summarise(metrics: dict, run: Path | None = None) -> dict:
             out["context_event"] = [
                 {m: f.get(m) for m in METRICS} for f in metrics["context"]["event_level"]["folds"]
             ]
-        combined = metrics.get("combined") or combined_from_predictions(run, 0.5)
+        combined = metrics.get("combined")
+        # runs made before training scored the combination, or at another weight
+        if not combined or combined.get("hybrid_weight", EQUAL_VOTES) != EQUAL_VOTES:
+            combined = combined_from_predictions(run, EQUAL_VOTES)
         out["combined_trace"] = [{m: f.get(m) for m in METRICS} for f in combined["folds"]]
         out["combined_event"] = [
             {m: f.get(m) for m in METRICS} for f in combined["event_level"]["folds"]
@@ -283,7 +288,7 @@ def table(results: dict, seeds: list[int]) -> str:
         lines.append("")
     lines += [
         "Variants and commands (seed S; the baseline and the combination of the HybridViT with "
-        "it, `deploy.strategy: combined`, come from the `before` runs):",
+        "it, `deploy.strategy: combined` at equal votes, come from the `before` runs):",
         "",
     ]
     for variant, (what, _) in VARIANTS.items():
