@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from quake.training.selection import CheckpointRule, WeightAverage, choose_epoch
+from quake.training.selection import BestEpochs, CheckpointRule, WeightAverage, choose_epoch
 
 # A curve like the one that collapsed a fold: a lucky spike at epoch 1 on a tiny validation
 # split, a dip, then a steady climb to a plateau from epoch 8 on.
@@ -58,3 +58,26 @@ def test_the_weight_average_follows_the_weights_with_its_decay():
     assert not any(p.requires_grad for p in average.model.parameters())
     with pytest.raises(ValueError, match=r"optim.ema_decay 1.0: expected a float in \(0, 1\)"):
         WeightAverage(model, decay=1.0)
+
+
+def test_the_k_best_epochs_are_kept_and_averaged():
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.BatchNorm1d(1))
+    best = BestEpochs(3)
+    assert best.averaged() is None
+    # validation scores (higher is better) of epochs 1-5; the weight is set to the epoch number
+    for epoch, score in enumerate([-0.9, -0.5, -0.7, -0.2, -0.8], start=1):
+        with torch.no_grad():
+            model[0].weight.fill_(float(epoch))
+        model[1].num_batches_tracked.fill_(epoch)
+        best.offer(score, epoch, model)
+    assert best.epochs == [4, 2, 3]  # best first; epochs 1 and 5 dropped
+    kept = best.averaged()
+    torch.testing.assert_close(kept["0.weight"], torch.tensor([[3.0]]))  # (4 + 2 + 3) / 3
+    assert int(kept["1.num_batches_tracked"]) == 4  # integers from the best epoch
+    assert not best.offer(-0.95, 6, model)  # worse than all three kept
+    one = BestEpochs(1)
+    for epoch, score in enumerate([-0.9, -0.5, -0.5], start=1):
+        one.offer(score, epoch, model)
+    assert one.epochs == [2]  # a tie does not replace the earlier epoch (as CheckpointRule)
+    with pytest.raises(ValueError, match="optim.average_best 0"):
+        BestEpochs(0)

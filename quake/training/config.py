@@ -139,10 +139,12 @@ class OptimConfig:
     selection_metric: str = "loss"  # validation quantity that picks the checkpoint
     # guards of the checkpoint choice (quake.training.selection): no epoch kept before
     # min_epochs; an epoch judged by the mean of the last selection_smoothing validation scores;
-    # weights judged and kept are an EMA over steps with ema_decay (null: the raw weights)
+    # weights judged and kept are an EMA over steps with ema_decay (null: the raw weights); the
+    # fold keeps the mean of the weights of its average_best best epochs (1: the best alone)
     min_epochs: int = 0
     selection_smoothing: int = 1
     ema_decay: float | None = None
+    average_best: int = 1
     # training forward passes: auto (bf16 where native) | bf16 | fp16 (CUDA, loss scaling) | fp32
     precision: str = "auto"
 
@@ -206,6 +208,7 @@ class OptimConfig:
             self.selection_smoothing,
             "an integer >= 1",
         )
+        _check(self.average_best >= 1, "optim.average_best", self.average_best, "an integer >= 1")
         _check(
             self.ema_decay is None or 0.0 < self.ema_decay < 1.0,
             "optim.ema_decay",

@@ -29,7 +29,7 @@ from quake.runtime import AUTOCAST_DTYPES, resolve_precision
 from quake.training.augment import Augmenter
 from quake.training.config import ModelConfig, OptimConfig
 from quake.training.distributed import SINGLE, DistContext
-from quake.training.selection import CheckpointRule, WeightAverage
+from quake.training.selection import BestEpochs, CheckpointRule, WeightAverage
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ def train_fold(
     )
     average = WeightAverage(model, optim.ema_decay) if optim.ema_decay is not None else None
     judged = model if average is None else average.model  # the weights scored and kept
-    best_state = None
+    best = BestEpochs(optim.average_best)  # the weights the fold keeps
     start = time.perf_counter()
     seen = 0
     train_seconds = 0.0
@@ -464,8 +464,8 @@ def train_fold(
             )
             precision = "fp32"
         improved, stop = rule.update(_selection_score(optim.selection_metric, entry))
-        if improved or epoch == optim.epochs and best_state is None:
-            best_state = {k: v.detach().cpu().clone() for k, v in judged.state_dict().items()}
+        if epoch >= optim.min_epochs and math.isfinite(rule.smoothed()):
+            best.offer(rule.smoothed(), epoch, judged)
         logger.info(
             "%s epoch %d/%d: train loss %.4f, val loss %.4f, val macro-F1 %.3f, val bal. acc. %.3f%s",
             description,
@@ -482,8 +482,11 @@ def train_fold(
                 "%s: early stop after epoch %d (best %d)", description, epoch, rule.best_epoch
             )
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    kept = best.averaged()
+    if kept is not None:  # else no finite validation score: the last weights stay
+        model.load_state_dict(kept)
+        if optim.average_best > 1:
+            logger.info("%s: weights averaged over epochs %s", description, best.epochs)
     model.eval()
     return FoldFit(
         model=model,

@@ -8,7 +8,9 @@ and the fold collapses on its test part. Three guards, each optional and measure
 - ``selection_smoothing``: an epoch is judged by the mean validation score of the last k epochs,
   so a single spike does not win;
 - ``ema_decay``: the weights judged and kept are an exponential moving average of the weights
-  over the training steps (:class:`WeightAverage`), smoother than any one step's.
+  over the training steps (:class:`WeightAverage`), smoother than any one step's;
+- ``average_best``: the fold keeps the mean of the weights of its k best epochs
+  (:class:`BestEpochs`), so no single epoch's luck decides alone.
 """
 
 from __future__ import annotations
@@ -99,3 +101,43 @@ class WeightAverage:
                 target.lerp_(value.detach(), 1.0 - decay)
             else:
                 target.copy_(value)
+
+
+class BestEpochs:
+    """The weights of the ``k`` best epochs so far (by a score, higher is better) and their
+    mean: a model averaged over epochs of one run stays in one basin, and its validation luck is
+    spread over k epochs. Integer buffers (BatchNorm's step count) come from the best epoch."""
+
+    def __init__(self, k: int):
+        if k < 1:
+            raise ValueError(f"optim.average_best {k!r}: expected an integer >= 1")
+        self.k = k
+        self.kept: list[tuple[float, int, dict[str, torch.Tensor]]] = []  # best first
+
+    def offer(self, score: float, epoch: int, model: nn.Module) -> bool:
+        """Keep a copy of ``model``'s weights if ``score`` is among the ``k`` best; whether it was."""
+        if len(self.kept) == self.k and score <= self.kept[-1][0]:
+            return False
+        state = {name: v.detach().cpu().clone() for name, v in model.state_dict().items()}
+        self.kept.append((float(score), epoch, state))
+        self.kept.sort(key=lambda entry: -entry[0])
+        del self.kept[self.k :]
+        return True
+
+    @property
+    def epochs(self) -> list[int]:
+        """The kept epochs, best first."""
+        return [epoch for _, epoch, _ in self.kept]
+
+    def averaged(self) -> dict[str, torch.Tensor] | None:
+        """The mean of the kept weights (None before any epoch was offered)."""
+        if not self.kept:
+            return None
+        states = [state for _, _, state in self.kept]
+        out = {}
+        for name, best in states[0].items():
+            if best.dtype.is_floating_point:
+                out[name] = torch.stack([state[name] for state in states]).mean(dim=0)
+            else:
+                out[name] = best.clone()
+        return out
