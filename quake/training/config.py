@@ -144,7 +144,7 @@ class OptimConfig:
     min_epochs: int = 0
     selection_smoothing: int = 1
     ema_decay: float | None = None
-    average_best: int = 1
+    average_best: int = 3
     # training forward passes: auto (bf16 where native) | bf16 | fp16 (CUDA, loss scaling) | fp32
     precision: str = "auto"
 
