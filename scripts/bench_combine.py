@@ -40,7 +40,8 @@ def parse_sets(words: list[str]) -> dict[str, list[Path]]:
         if "=" in word:
             name, word = word.split("=", 1)
         run = Path(word)
-        if not (run / "predictions.csv").is_file() or not (run / "metrics.json").is_file():
+        needed = ("predictions.csv", "baseline_predictions.csv", "metrics.json")
+        if not all((run / name).is_file() for name in needed):
             raise ValueError(
                 f"{word!r} is not a finished training run; expected a run folder with "
                 "predictions.csv, baseline_predictions.csv and metrics.json"
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write every fold's figures here")
     args = parser.parse_args(argv)
     try:
+        bad = [w for w in args.weights if not 0.0 <= w <= 1.0]
+        if bad:
+            raise ValueError(f"--weights {bad} out of range; expected numbers from 0 to 1")
         sets = parse_sets(args.runs)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -460,3 +460,5 @@ def test_bench_combine_prints_and_keeps_the_figures_of_each_weight(eqnoise_run, 
     assert "| 0.3 |" in capsys.readouterr().out
     assert script.main([str(tmp_path)]) == 2
     assert "not a finished training run" in capsys.readouterr().err
+    assert script.main([str(run), "--weights", "1.5"]) == 2
+    assert "--weights [1.5] out of range" in capsys.readouterr().err
