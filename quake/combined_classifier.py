@@ -32,6 +32,15 @@ HYBRID_DIR = "hybridvit"
 BASELINE_DIR = "baseline"
 
 
+def combine_parts(
+    hybrid_probs: np.ndarray, baseline_probs: np.ndarray, hybrid_weight: float
+) -> np.ndarray:
+    """The combined model's ``(N, C)`` probabilities from its two parts' for the same windows:
+    the HybridViT votes with ``hybrid_weight``, the forests with the rest. Training's metrics,
+    the deployed model and ``scripts/bench_combine.py`` all combine through this."""
+    return combine_models([hybrid_probs, baseline_probs], [hybrid_weight, 1.0 - hybrid_weight])
+
+
 class CombinedClassifier:
     """An :class:`EventClassifier` and a :class:`BaselineClassifier` of one run, combined per
     window (module doc). Same interface as either: ``predict_proba``, ``classify``,
@@ -88,12 +97,10 @@ class CombinedClassifier:
     def predict_proba(self, waveforms: np.ndarray, batch_size: int = 128) -> np.ndarray:
         """``(B, C)`` probabilities of trimmed ``(B, 3, window_samples)`` Z, N, E windows."""
         windows = np.asarray(waveforms, dtype=np.float32)
-        return combine_models(
-            [
-                self.hybrid.predict_proba(windows, batch_size=batch_size),
-                self.baseline.predict_proba(windows, batch_size=batch_size),
-            ],
-            weights=[self.hybrid_weight, 1.0 - self.hybrid_weight],
+        return combine_parts(
+            self.hybrid.predict_proba(windows, batch_size=batch_size),
+            self.baseline.predict_proba(windows, batch_size=batch_size),
+            self.hybrid_weight,
         )
 
     def classify(self, stream, origin_time=None, picks=None):

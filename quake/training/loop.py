@@ -464,8 +464,8 @@ def train_fold(
             )
             precision = "fp32"
         improved, stop = rule.update(_selection_score(optim.selection_metric, entry))
-        if epoch >= optim.min_epochs and math.isfinite(rule.smoothed()):
-            best.offer(rule.smoothed(), epoch, judged)
+        if rule.judged_score is not None and math.isfinite(rule.judged_score):
+            best.offer(rule.judged_score, epoch, judged)
         logger.info(
             "%s epoch %d/%d: train loss %.4f, val loss %.4f, val macro-F1 %.3f, val bal. acc. %.3f%s",
             description,

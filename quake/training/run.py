@@ -27,12 +27,11 @@ import pandas as pd
 import torch
 import yaml
 
-from quake.combined_classifier import CombinedClassifier
+from quake.combined_classifier import CombinedClassifier, combine_parts
 from quake.context import cross_validate_context, event_table, save_context_models
 from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset
 from quake.data.onsets import needs_survey, survey_onsets
 from quake.inference import EventClassifier, weights_digest
-from quake.probabilities import combine_models, prob_column
 from quake.runtime import (
     OutputLock,
     config_differences,
@@ -51,6 +50,7 @@ from quake.training.cross_validation import (
     load_fold_model,
     pre_event_samples,
     predictions_frame,
+    probs_from_frame,
     resolve_pretrained,
     run_baseline,
     run_deep_folds,
@@ -529,9 +529,8 @@ def deployed_probs(
     if strategy == "baseline":
         return list(baseline["probs"])
     if strategy == "combined":
-        votes = [hybrid_weight, 1.0 - hybrid_weight]
         return [
-            combine_models([o.probs, b], votes)
+            combine_parts(o.probs, b, hybrid_weight)
             for o, b in zip(outcomes, baseline["probs"], strict=True)
         ]
     return [o.probs for o in outcomes]
@@ -550,16 +549,14 @@ def combined_from_predictions(run_dir: Path, hybrid_weight: float) -> dict:
             "expected the two prediction tables of one finished run"
         )
     names = json.loads((run_dir / "metrics.json").read_text())["classes"]
-    columns = [prob_column(name) for name in names]
-    votes = [hybrid_weight, 1.0 - hybrid_weight]
     tests, probs = [], []
     for fold, part in ours.groupby("fold", sort=True):
         rows = (ours["fold"] == fold).to_numpy()
         tests.append(
             (int(fold), part["y_true"].to_numpy(), part["source_id"].astype(str).to_numpy())
         )
-        both = [part[columns].to_numpy(), theirs.loc[rows, columns].to_numpy()]
-        probs.append(combine_models(both, votes))
+        hybrid = probs_from_frame(part, names)
+        probs.append(combine_parts(hybrid, probs_from_frame(theirs[rows], names), hybrid_weight))
     return fold_level_metrics(tests, probs, names)
 
 

@@ -33,6 +33,7 @@ class CheckpointRule:
         self.smoothing = smoothing
         self.patience = patience
         self.scores: list[float] = []
+        self.judged_score: float | None = None  # the last epoch's; None before min_epochs
         self.best_epoch = 0
         self.best_score = -math.inf
         self._since_best = 0
@@ -47,8 +48,9 @@ class CheckpointRule:
         self.scores.append(float(score))
         epoch = len(self.scores)
         if epoch < self.min_epochs:
+            self.judged_score = None
             return False, False
-        judged = self.smoothed()
+        self.judged_score = judged = self.smoothed()
         improved = judged > self.best_score
         if improved:
             self.best_epoch, self.best_score, self._since_best = epoch, judged, 0
