@@ -177,8 +177,10 @@ def test_adapter_on_streams_including_obspy_example():
 def test_p_anchor_is_converted_when_the_set_is_resampled(tmp_path):
     rate, p_sample = 50.0, 1000
     waveform = np.zeros((3, 3000), dtype=np.float32)
+    noise = np.random.default_rng(0).normal(size=(3, 3000))
     waveform[0] = np.exp(-0.5 * ((np.arange(3000) - p_sample) / 3.0) ** 2)  # a pulse at P
-    waveform[1:] = np.random.default_rng(0).normal(size=(2, 3000))
+    waveform[0] += 1e-3 * noise[0]  # a live sensor: exact zeros would be a dropout
+    waveform[1:] = noise[1:]
     with SeisBenchWriter(tmp_path / "set", sampling_rate_hz=rate) as writer:
         writer.add(
             "a",

@@ -23,10 +23,11 @@ from quake.data import (
     SkipTrace,
     WaveformDataAdapter,
     open_dataset,
+    prepare_window,
     spectrogram_batch,
     window_from_stream,
 )
-from quake.data.quality import QualityPolicy, inspect_channel
+from quake.data.quality import QualityPolicy, dropout_runs, inspect_channel
 
 T0 = UTCDateTime("2020-01-01T00:00:00")
 P_S = 5.0  # eqnoise-3c windows start 5 s before P (trace_p_arrival_sample = 500)
@@ -238,6 +239,101 @@ def test_a_dead_channel_and_an_unknown_channel_letter_are_named(record):
     assert quality.ignored_channels == ["HHX"]
     assert "dead channel N" in quality.describe() and "ignored channel HHX" in quality.describe()
     assert window[0].any() and window[2].any()  # Z and E are used, not dropped with HHX
+
+
+# --- dropouts: constant stretches written into the file ------------------------------------------
+LATE_START = "phasenet_PG_AR_2004101107051561_noise"  # its recording starts 3.33 s in
+
+
+def _real_item(real_data_dir: Path, name: str) -> tuple[np.ndarray, dict]:
+    path = real_data_dir / "eqnoise-3c"
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    dataset = open_dataset(path)
+    return dataset.get_sample(dataset.metadata["trace_name"].tolist().index(name))
+
+
+def test_a_window_without_pick_starts_where_the_recording_does(real_data_dir):
+    """The noise window of PG.AR begins with 3.33 s of zeros (held by the file's writer before
+    the recording started). A window without an anchor used to start at sample 0: a flat
+    stretch and then noise, which a spectrogram model reads as an onset."""
+    data, meta = _real_item(real_data_dir, LATE_START)
+    first = int(np.flatnonzero((data != data[:, :1]).any(axis=0))[0])
+    assert 300 < first < 400 and not data[:, :first].any()
+    window, quality = prepare_window(data, meta, CFG)
+    np.testing.assert_array_equal(window, data[:, first : first + CFG.window_samples])
+    assert quality.flags() == ["dropout"] and quality.coverage == 1.0
+    assert quality.describe() == (
+        f"window starts after {first / 100:.1f} s of constant samples (Z, N, E)"
+    )
+
+
+def test_the_adapter_reads_a_dropout_item_the_same_way_every_epoch(real_data_dir, tmp_path):
+    data, meta = _real_item(real_data_dir, LATE_START)
+    with SeisBenchWriter(tmp_path / "set", sampling_rate_hz=100.0) as writer:
+        writer.add("late", data, source_id="ev1", source_type="noise")
+    adapter = WaveformDataAdapter(open_dataset(tmp_path / "set"), config=CFG)
+    assert adapter.quality_counts == {"dropout": 1}
+    expected, _ = prepare_window(data, meta, CFG)
+    np.testing.assert_array_equal(adapter.get_waveform(0), expected)  # read again, not cached
+    assert adapter.get_waveform(0)[:, :10].any()
+
+
+def test_a_dropout_inside_an_anchored_window_is_named_and_counted(record):
+    held = record.copy()
+    start = int((P_S + 4.0) * 100)
+    held[:, start : start + 100] = held[:, start - 1 : start]  # the last value held for 1 s
+    window, quality = _window(_stream(held))
+    clean, _ = _window(_stream(record))
+    offset = int(WINDOW_START_S * 100)
+    np.testing.assert_array_equal(window[:, : start - offset], clean[:, : start - offset])
+    assert quality.flags() == ["dropout"]
+    assert quality.describe() == "constant 1.0 s at 6.0 s (Z, N, E); window 95% covered"
+    assert quality.coverage == pytest.approx(1 - 1.0 / CFG.window_s, abs=1e-3)
+    long = record.copy()
+    long[:, start : start + 600] = 0
+    with pytest.raises(SkipTrace, match=r"^dropout: 71% of the window backed by data") as skip:
+        _window(_stream(long))
+    assert "longest constant stretch 6.0 s" in str(skip.value)
+
+
+def test_what_is_not_a_dropout(record):
+    live = record[0].astype(np.float64)
+    assert dropout_runs(live, 100.0) == []
+    short = live.copy()
+    short[1000:1049] = 0.0  # 0.49 s: below DROPOUT_MIN_S
+    assert dropout_runs(short, 100.0) == []
+    short[1000:1050] = 0.0
+    assert dropout_runs(short, 100.0) == [(1000, 1050)]
+    assert dropout_runs(np.full(2900, 7.0), 100.0) == []  # a dead channel is named as such
+    assert dropout_runs(short, 100.0, clipped=[(990, 1060)]) == []  # clipping is clipping
+    slow = live[::50]  # 2 Hz: 10 samples (5 s) at the least
+    slow[20:29] = 0.0
+    assert dropout_runs(slow, 2.0) == []
+    slow[20:30] = 0.0
+    assert dropout_runs(slow, 2.0) == [(20, 30)]
+
+
+def test_a_quiet_station_recorded_at_its_resolution_has_no_dropout(pnw):
+    """UW.CDF (pnw-eqex) records +-1 count around 817: most samples repeat the last one, and
+    runs of 0.5 s and longer are its noise, not a fill."""
+    trace = obspy.read(str(pnw / "waveforms" / "uw61788522" / "UW.CDF..EHZ.mseed"))[0]
+    x = trace.data.astype(np.float64)
+    repeats = np.count_nonzero(x[1:] == x[:-1]) / (x.size - 1)
+    assert repeats > 0.8 and np.ptp(x) <= 4
+    assert dropout_runs(x, trace.stats.sampling_rate) == []
+    noisy = x + np.random.default_rng(0).normal(size=x.size)  # the same record, not quantized
+    noisy[5000:5100] = 0.0
+    assert dropout_runs(noisy, trace.stats.sampling_rate) == [(5000, 5100)]
+
+
+def test_a_gap_zero_filled_by_the_merge_is_not_also_a_dropout(record):
+    gappy = Stream()
+    for tr in _stream(record):  # 3 s missing, 4 s after P
+        gappy += tr.slice(T0, T0 + P_S + 4.0)
+        gappy += tr.slice(T0 + P_S + 7.0, tr.stats.endtime)
+    _, quality = _window(gappy, CFG.replace(gap_fill="zeros"))
+    assert quality.flags() == ["gap"] and quality.dropouts == []
 
 
 def test_conflicting_overlaps_are_flagged(record):

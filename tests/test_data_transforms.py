@@ -160,6 +160,7 @@ def test_window_from_array_resamples_and_moves_the_anchor(rng):
     cfg = PreprocessConfig()
     x = np.zeros((3, 2000), dtype=np.float32)
     x[0] = np.exp(-0.5 * ((np.arange(2000) - 1000) / 3.0) ** 2)  # a pulse 20 s in, at 50 Hz
+    x[0] += 1e-3 * rng.normal(size=2000)  # a live sensor: exact zeros would be a dropout
     x[1] = 3.0  # a flat channel stays exactly flat through the filter
     x[2] = rng.normal(size=2000)
     window, quality = window_from_array(x, cfg, sampling_rate_hz=50.0, anchor_sample=1000.0)

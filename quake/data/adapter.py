@@ -65,8 +65,8 @@ def prepare_window(
     :func:`~quake.data.transforms.window_from_array` (quality checks and policy, resampling,
     TRIMMING, as classification applies them; a reader that converted a Stream hands its
     reading over in ``meta[READING_KEY]``). Raises SkipTrace with the reason: ``bad shape``,
-    ``nan``, ``spike``, ``clipping``, ``too short``, ``gap``, ``wrong length`` (no TRIMMING and
-    the item is not ``window_samples`` long) or ``dead`` (all three channels flat).
+    ``nan``, ``spike``, ``clipping``, ``too short``, ``gap``, ``dropout``, ``wrong length`` (no
+    TRIMMING and the item is not ``window_samples`` long) or ``dead`` (all three channels flat).
     ``inspect=False``: the item was inspected before and found clean (see ``window_from_array``).
     """
     raw = np.asarray(raw)
@@ -164,7 +164,9 @@ class WaveformDataAdapter(Dataset):
                     self.dropped.append((self._source.item_id(i), str(exc)))
                     continue
                 kept.append(i)
-                inspect_again.append(bool(record.spikes or record.clipped or record.non_finite))
+                inspect_again.append(
+                    bool(record.spikes or record.clipped or record.non_finite or record.dropouts)
+                )
                 padded.append(record.padded)
                 flat.append(record.dead)
                 quality.append(record.describe())

@@ -32,7 +32,12 @@ from obspy import Stream, Trace, UTCDateTime
 
 from quake.data.config import PreprocessConfig, TransformOP
 from quake.data.quality import COMPONENTS, QualityRecord, check_channel, fill_description
-from quake.data.transforms import SkipTrace, resample_waveform, window_from_array
+from quake.data.transforms import (
+    SkipTrace,
+    mark_unrecorded,
+    resample_waveform,
+    window_from_array,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +192,12 @@ def stream_to_array_info(
             record.gaps.append((comp, float(gap_start - t0), length))
         for ov_start, length, conflicting in overlaps:
             record.overlaps.append((comp, float(ov_start - t0), length, conflicting))
+    # a gap zero-filled by the merge is a gap, not also a dropout
+    record.dropouts = [
+        (c, t, length)
+        for c, t, length in record.dropouts
+        if not any(g == c and t < g0 + gn and g0 < t + length for g, g0, gn in record.gaps)
+    ]
 
     if end is not None:
         n = int(round((end - t0) * sr))
@@ -203,10 +214,7 @@ def stream_to_array_info(
         if hi > lo:
             out[row, lo:hi] = data[lo - offset : hi - offset]
             backed[row, lo:hi] = True
-    for comp, gap_start_s, length in record.gaps:
-        g0 = int(round(gap_start_s * sr))
-        g1 = g0 + int(round(length * sr))
-        backed[COMPONENTS.index(comp), max(g0, 0) : max(min(g1, n), 0)] = False
+    mark_unrecorded(backed, record.gaps + record.dropouts, sr)
     if record.gaps:
         record.actions["gap"] = (
             "interpolated" if config.gap_fill == "interpolate" else "zero-filled"

@@ -24,6 +24,16 @@ anti-alias filter would smear an isolated glitch over dozens of samples:
   :data:`CLIP_MIN_RUN` samples long and entered or left by a step steeper than
   :data:`CLIP_STEP_RATIO` times the noise scale. A natural peak of a band-limited signal is
   rounded (small steps around it); a saturated one is cut flat.
+- **dropout**: a run of identical samples at least :data:`DROPOUT_MIN_S` (and
+  :data:`DROPOUT_MIN_SAMPLES`) long that is not clipping, on a channel that is not flat
+  throughout: a gap filled by whoever wrote the file (zeros, or the last value held), often
+  before a recording started. A live sensor never repeats a sample for half a second, unless
+  it is recorded at its resolution (a quiet station of one or two counts, whose samples repeat
+  more often than not, :data:`DROPOUT_QUANTIZED`: none of its runs is a dropout); an array
+  format cannot say which samples were recorded, so this is how quake finds out. Dropouts do not
+  count as recorded (coverage), and a window without an anchor starts after a leading one
+  (:func:`~quake.data.transforms.window_from_array`): a flat stretch followed by noise looks
+  like an onset to a classifier.
 """
 
 from __future__ import annotations
@@ -68,6 +78,9 @@ CLIP_STEP_SPAN = 3  # samples on each side of a run where the step is looked for
 DIGITIZER_BITS = (12, 16, 24, 32)
 MEDIAN_SAMPLES = 256  # samples a channel's robust statistics are estimated from
 SPAN_MARGIN = 2 * SPIKE_NEIGHBOURS  # samples inspected beyond each end of a span
+DROPOUT_MIN_S = 0.5
+DROPOUT_MIN_SAMPLES = 10
+DROPOUT_QUANTIZED = 0.5  # share of repeated samples outside the runs above which none is one
 
 #: Component order of every array: Z, N, E (rows 0, 1, 2), whatever order a file stores them in.
 COMPONENTS = "ZNE"
@@ -81,6 +94,7 @@ FLAGS = (
     "partial window",
     "missing component",
     "dead channel",
+    "dropout",
     "non-finite",
     "resampled",
 )
@@ -102,8 +116,8 @@ class QualityPolicy:
     - ``non_finite``: ``skip`` (default; DROP_NAN) or ``repair`` (straight line over NaN/inf runs).
     - ``min_coverage``: the fraction of the window that must be backed by recorded samples (gaps
       and the part outside the recording do not count); below it the window is skipped
-      (``too short``, or ``gap`` when a gap is the larger loss), from it up the gap or padding
-      is filled and named.
+      (``too short``, or ``gap`` / ``dropout`` when a gap or a constant stretch is the larger
+      loss), from it up the gap or padding is filled and named.
     - ``missing_components``: ``use`` (default: filled by ``missing_component`` of the config and
       named) or ``skip``. A component whose own coverage is below ``min_coverage`` (a truncated
       file, a late start) counts as missing (``truncated``), so it is filled by the same policy
@@ -175,6 +189,7 @@ class QualityRecord:
     dead: str = ""  # flat channels
     spikes: list[tuple[str, float]] = field(default_factory=list)  # (comp, time_s)
     clipped: list[tuple[str, float, float]] = field(default_factory=list)  # (comp, start_s, len_s)
+    dropouts: list[tuple[str, float, float]] = field(default_factory=list)  # (comp, start_s, len_s)
     non_finite: int = 0
     resampled_from_hz: float | None = None
     ignored_channels: list[str] = field(default_factory=list)  # channel letter not Z/N/E/1/2
@@ -191,6 +206,7 @@ class QualityRecord:
             "partial window": self.padded_s > 0,
             "missing component": bool(self.missing),
             "dead channel": bool(self.dead),
+            "dropout": bool(self.dropouts),
             "non-finite": self.non_finite > 0,
             "resampled": self.resampled_from_hz is not None,
         }
@@ -229,6 +245,7 @@ class QualityRecord:
                 text
                 + (f", {conflicting} with conflicting samples (first kept)" if conflicting else "")
             )
+        parts.extend(_describe_dropouts(self.dropouts))
         if self.padded_s > 0:
             parts.append(f"window {self.coverage:.0%} covered, {self.padded_s:.1f} s zero-padded")
         elif self.coverage < 1.0:
@@ -248,7 +265,7 @@ class QualityRecord:
 
     def has_events(self) -> bool:
         """Whether the record holds anything placed in time (gaps, overlaps, spikes, clips)."""
-        return bool(self.gaps or self.overlaps or self.spikes or self.clipped)
+        return bool(self.gaps or self.overlaps or self.spikes or self.clipped or self.dropouts)
 
     def shifted(self, offset_s: float, length_s: float) -> QualityRecord:
         """This record for a window starting ``offset_s`` into the array and ``length_s`` long:
@@ -262,6 +279,7 @@ class QualityRecord:
         out.overlaps = [(c, t - offset_s, n, k) for c, t, n, k in self.overlaps if inside(t, n)]
         out.spikes = [(c, t - offset_s) for c, t in self.spikes if inside(t)]
         out.clipped = [(c, t - offset_s, n) for c, t, n in self.clipped if inside(t, n)]
+        out.dropouts = [(c, t - offset_s, n) for c, t, n in self.dropouts if inside(t, n)]
         return out
 
     def copy(self) -> QualityRecord:
@@ -273,9 +291,29 @@ class QualityRecord:
             missing=dict(self.missing),
             spikes=list(self.spikes),
             clipped=list(self.clipped),
+            dropouts=list(self.dropouts),
             ignored_channels=list(self.ignored_channels),
             actions=dict(self.actions),
         )
+
+
+def _describe_dropouts(dropouts: list[tuple[str, float, float]]) -> list[str]:
+    """``constant 1.2 s at 6.0 s (Z, N, E)`` per stretch (its part in the window), its components
+    together; ``window starts after 3.3 s of constant samples (Z, N, E)`` for a leading stretch
+    the window was moved past."""
+    stretches: dict[tuple[float, float], list[str]] = {}
+    for c, t, n in dropouts:
+        stretches.setdefault((round(t, 1), round(t + n, 1)), []).append(c)
+    parts = []
+    for (t, end), cs in list(stretches.items())[:3]:
+        named = ", ".join(sorted(set(cs), key=COMPONENTS.find))
+        if end <= 0.0:
+            parts.append(f"window starts after {end - t:.1f} s of constant samples ({named})")
+        else:
+            parts.append(f"constant {end - max(t, 0.0):.1f} s at {max(t, 0.0):.1f} s ({named})")
+    if len(stretches) > 3:
+        parts.append(f"{len(stretches) - 3} more constant stretches")
+    return parts
 
 
 def fill_description(missing_component: str, z_present: bool = True) -> str:
@@ -400,6 +438,26 @@ def _clipped_runs(x: np.ndarray, scale: float) -> list[tuple[int, int]]:
     return sorted(runs)
 
 
+def dropout_runs(
+    x: np.ndarray, rate_hz: float, clipped: list[tuple[int, int]] = ()
+) -> list[tuple[int, int]]:
+    """``[start, stop)`` runs of identical samples long enough to be a dropout (module
+    docstring), those inside a ``clipped`` run excepted; none on a channel flat throughout."""
+    x = np.asarray(x)
+    min_run = max(DROPOUT_MIN_SAMPLES, int(np.ceil(DROPOUT_MIN_S * rate_hz)))
+    if x.size < min_run:
+        return []
+    repeats = x[1:] == x[:-1]  # repeats[i]: sample i + 1 equals sample i
+    if repeats.all():
+        return []  # a dead channel: reported as such, not as a dropout
+    runs = [(a, b) for a, b in _runs(repeats) if b + 1 - a >= min_run]
+    in_runs = sum(b - a for a, b in runs)  # repeats inside the candidate runs
+    live_pairs = repeats.size - in_runs
+    if live_pairs and int(np.count_nonzero(repeats)) - in_runs > DROPOUT_QUANTIZED * live_pairs:
+        return []  # recorded at its resolution (a quiet integer record): runs are its noise
+    return [(a, b + 1) for a, b in runs if not any(c0 <= a and b + 1 <= c1 for c0, c1 in clipped)]
+
+
 def repair_runs(x: np.ndarray, runs: list[tuple[int, int]]) -> np.ndarray:
     """``x`` with each ``[start, stop)`` run replaced by a straight line between the samples
     around it (the nearest sample at an edge)."""
@@ -464,6 +522,8 @@ def check_channel(
             x = repair_runs(x, findings.spikes)
     for start, stop in findings.clipped:
         record.clipped.append((component, t0_s + start / rate_hz, (stop - start) / rate_hz))
+    for start, stop in dropout_runs(x, rate_hz, findings.clipped):
+        record.dropouts.append((component, t0_s + start / rate_hz, (stop - start) / rate_hz))
     return x
 
 
@@ -482,10 +542,16 @@ def apply_policy(record: QualityRecord, policy: QualityPolicy) -> None:
         )
     if record.coverage < policy.min_coverage:
         longest_gap = max((length for _, _, length in record.gaps), default=0.0)
+        longest_dropout = max((length for _, _, length in record.dropouts), default=0.0)
+        if longest_dropout > max(longest_gap, record.padded_s):
+            reason, longest = "dropout", f"longest constant stretch {longest_dropout:.1f} s"
+        else:
+            reason = "gap" if longest_gap > record.padded_s else "too short"
+            longest = f"longest gap {longest_gap:.1f} s"
         raise SkipTrace(
-            "gap" if longest_gap > record.padded_s else "too short",
+            reason,
             f"{record.coverage:.0%} of the window backed by data ({record.padded_s:.1f} s outside "
-            f"the recording, longest gap {longest_gap:.1f} s); need at least "
+            f"the recording, {longest}); need at least "
             f"{policy.min_coverage:.0%} (quality.min_coverage)",
         )
     if record.missing and policy.missing_components == "skip":

@@ -70,44 +70,59 @@ def resample_waveform(waveform: np.ndarray, from_hz: float, to_hz: float) -> np.
 
 
 def window_start_sample(
-    config: PreprocessConfig, n_samples: int, anchor_sample: float | None = None
+    config: PreprocessConfig,
+    n_samples: int,
+    anchor_sample: float | None = None,
+    recorded: tuple[int, int] | None = None,
 ) -> int:
     """First sample of the TRIMMING window (may be negative, then the window is front-padded).
 
     ``anchor="p_arrival"``: ``pre_arrival_s`` before ``anchor_sample`` (the P arrival, or the
     origin time when there is no P); without an anchor sample it falls back to the trace start.
     ``"start"``: the trace start. ``"offset"``: ``offset_s`` after the trace start.
+    ``recorded``: ``[first, stop)`` of the samples backed by a recording; the trace start is
+    then its first recorded sample, moved back only as far as the window needs to end inside
+    the recording (a file that begins with a dropout must not put a flat stretch into every
+    window cut without an anchor).
     """
     del n_samples  # the start never depends on the length; kept for a uniform signature
-    if config.anchor == "p_arrival":
-        if anchor_sample is None or not np.isfinite(anchor_sample):
-            return 0
+    if config.anchor == "p_arrival" and anchor_sample is not None and np.isfinite(anchor_sample):
         return int(round(anchor_sample - config.pre_arrival_s * config.sampling_rate_hz))
     if config.anchor == "offset":
         return int(round(config.offset_s * config.sampling_rate_hz))
-    return 0
+    if recorded is None:
+        return 0
+    first, stop = recorded
+    return max(min(first, stop - config.window_samples), 0)
 
 
 def window_bounds(
-    config: PreprocessConfig, n_samples: int, anchor_sample: float | None = None
+    config: PreprocessConfig,
+    n_samples: int,
+    anchor_sample: float | None = None,
+    recorded: tuple[int, int] | None = None,
 ) -> tuple[int, int, int]:
     """TRIMMING as indices: ``(start, lo, hi)``; the window is samples ``[start, start +
     window_samples)`` of the trace, of which ``[lo, hi)`` lie inside its ``n_samples``."""
-    start = window_start_sample(config, n_samples, anchor_sample)
+    start = window_start_sample(config, n_samples, anchor_sample, recorded)
     lo, hi = max(start, 0), min(start + config.window_samples, n_samples)
     return start, lo, max(hi, lo)
 
 
 def trim_window(
-    waveform: np.ndarray, config: PreprocessConfig, anchor_sample: float | None = None
+    waveform: np.ndarray,
+    config: PreprocessConfig,
+    anchor_sample: float | None = None,
+    recorded: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, bool]:
     """TRIMMING: cut ``(C, n)`` to ``(C, window_samples)``; returns ``(window, padded)``.
 
     Samples of the window outside the data are zeros and ``padded`` is True. Whether enough of
     the window is covered is the quality policy's call (:func:`window_from_array`).
+    ``recorded``: see :func:`window_start_sample`.
     """
     size = config.window_samples
-    start, lo, hi = window_bounds(config, waveform.shape[-1], anchor_sample)
+    start, lo, hi = window_bounds(config, waveform.shape[-1], anchor_sample, recorded)
     if lo == start and hi == start + size:
         return np.ascontiguousarray(waveform[:, lo:hi]), False
     window = np.zeros((waveform.shape[0], size), dtype=waveform.dtype)
@@ -146,8 +161,8 @@ def window_from_array(
     - coverage of the window and of each component: a component mostly outside the recording
       counts as missing (``truncated``) and is filled by the missing-component policy;
     - dead (flat) channels; all three flat -> ``dead``;
-    - the policy: SkipTrace ``nan`` (DROP_NAN), ``spike``, ``clipping``, ``too short`` / ``gap``
-      (window coverage below ``quality.min_coverage``) or ``missing component``.
+    - the policy: SkipTrace ``nan`` (DROP_NAN), ``spike``, ``clipping``, ``too short`` / ``gap`` /
+      ``dropout`` (window coverage below ``quality.min_coverage``) or ``missing component``.
 
     ``transforms`` (default ``config.transforms``) says which of DROP_NAN and TRIMMING apply.
     ``inspect=False`` skips the per-channel inspection of an array, for a trace already
@@ -174,7 +189,7 @@ def window_from_array(
                     for row, comp in enumerate(COMPONENTS)
                 ]
             ).astype(np.float32, copy=False)
-        backed = None
+        backed = _backed_outside_dropouts(record, waveform.shape[1], rate)
     if TransformOP.DROP_NAN in steps and record.non_finite and policy.non_finite == "skip":
         apply_policy(record, policy)  # the NaN check comes first, whatever the window
     if len(copy_z_rows):
@@ -201,9 +216,10 @@ def window_from_array(
         record.resampled_from_hz = rate
     sr = config.sampling_rate_hz
     n = waveform.shape[1]
+    recorded = None if backed is None else _recorded_span(backed, record)
     if TransformOP.TRIMMING in steps:
-        start, lo, hi = window_bounds(config, n, anchor_sample)
-        window, _ = trim_window(waveform, config, anchor_sample)
+        start, lo, hi = window_bounds(config, n, anchor_sample, recorded)
+        window, _ = trim_window(waveform, config, anchor_sample, recorded)
     elif n == config.window_samples:
         start, lo, hi = 0, 0, n
         window = np.ascontiguousarray(waveform)
@@ -214,11 +230,11 @@ def window_from_array(
     if record.has_events():
         record = record.shifted(start / sr, config.window_s)
     record.padded_s = (config.window_samples - (hi - lo)) / sr
-    if backed is None:  # an array: recorded wherever it has samples
+    if backed is None:  # an array without dropouts: recorded wherever it has samples
         record.coverage = (hi - lo) / config.window_samples
-    else:  # a stream: gaps and components that end early count
+    else:  # gaps, dropouts and components that end early count
         if TransformOP.TRIMMING in steps:
-            backed, _ = trim_window(backed, config, anchor_sample)
+            backed, _ = trim_window(backed, config, anchor_sample, recorded)
         _drop_truncated_components(window, backed, record, config)
         record.coverage = window_coverage(backed, record.components)
     flat = flat_channels(window)
@@ -231,6 +247,40 @@ def window_from_array(
     if flat.all():
         raise SkipTrace("dead", "all three channels are flat")
     return window, record
+
+
+def _backed_outside_dropouts(
+    record: QualityRecord, n_samples: int, rate_hz: float
+) -> np.ndarray | None:
+    """An array's mask of recorded samples: everywhere but its dropouts and missing rows;
+    None when it has no dropout (then every sample it holds counts as recorded)."""
+    if not record.dropouts:
+        return None
+    backed = np.ones((len(COMPONENTS), n_samples), dtype=bool)
+    for comp in record.missing:
+        backed[COMPONENTS.index(comp)] = False
+    mark_unrecorded(backed, record.dropouts, rate_hz)
+    return backed
+
+
+def mark_unrecorded(
+    backed: np.ndarray, spans: Sequence[tuple[str, float, float]], rate_hz: float
+) -> None:
+    """Set ``backed`` False over each ``(component, start_s, length_s)`` span."""
+    n = backed.shape[1]
+    for comp, start_s, length_s in spans:
+        a = int(round(start_s * rate_hz))
+        b = a + int(round(length_s * rate_hz))
+        backed[COMPONENTS.index(comp), max(a, 0) : max(min(b, n), 0)] = False
+
+
+def _recorded_span(backed: np.ndarray, record: QualityRecord) -> tuple[int, int] | None:
+    """``[first, stop)`` of the samples recorded on any component present; None if none is."""
+    rows = [COMPONENTS.index(c) for c in COMPONENTS if c not in record.missing] or [0, 1, 2]
+    any_row = backed[rows].any(axis=0)
+    if not any_row.any():
+        return None
+    return int(np.argmax(any_row)), int(any_row.size - np.argmax(any_row[::-1]))
 
 
 def _drop_truncated_components(
