@@ -117,12 +117,20 @@ def test_misclassified_grid_holds_exactly_the_most_confident_mistakes(eqnoise_ru
     if len(left_out):
         assert left_out["p"].max() <= min(probabilities) + 1e-12
     by_name = wrong.set_index("trace_name")
+    baseline = pd.read_csv(eqnoise_run["run"] / "baseline_predictions.csv").set_index("trace_name")
     for s in shown:
         row = by_name.loc[s["trace_name"]]
         assert s["true_class"] == row["true_class"] != s["predicted_class"]
         assert s["probability"] == pytest.approx(row["p"])
         assert s["source_id"] == row["source_id"]
-        assert f"| `{s['trace_name']}` | {s['station']} |" in eqnoise_run["report"]
+        theirs = baseline.loc[s["trace_name"], prob_column(s["predicted_class"])]
+        assert s["baseline_probability"] == pytest.approx(theirs)
+        assert (
+            f"| `{s['trace_name']}` | {s['station']} | `{s['source_id']}` | {s['true_class']} | "
+            f"{s['predicted_class']} | {s['probability']:.3f} | {theirs:.3f} | {s['fold']} |"
+        ) in eqnoise_run["report"]
+    agreeing = sum(s["baseline_probability"] > 0.5 for s in shown)
+    assert f"For {agreeing} of these traces it is above 0.5 as well" in eqnoise_run["report"]
 
 
 def test_typical_correct_are_the_surest_right_ones_per_class(eqnoise_run):

@@ -441,8 +441,12 @@ def _examples_lines(explanations: dict) -> list[str]:
             f"![Misclassified test traces]({wrong['file']})",
             "",
         ]
+        with_baseline = all(r.get("baseline_probability") is not None for r in wrong["shown"])
+        agreeing = [r for r in wrong["shown"] if (r.get("baseline_probability") or 0) > 0.5]
         lines += _table(
-            ["trace", "station", "event", "true", "predicted", "probability", "fold"],
+            ["trace", "station", "event", "true", "predicted", "probability"]
+            + (["baseline"] if with_baseline else [])
+            + ["fold"],
             [
                 [
                     f"`{r['trace_name']}`",
@@ -451,12 +455,22 @@ def _examples_lines(explanations: dict) -> list[str]:
                     r["true_class"],
                     r["predicted_class"],
                     f"{r['probability']:.3f}",
-                    r["fold"],
                 ]
+                + ([f"{r['baseline_probability']:.3f}"] if with_baseline else [])
+                + [r["fold"]]
                 for r in wrong["shown"]
             ],
         )
         lines.append("")
+        if with_baseline:
+            lines += [
+                "baseline: the random forest's probability of the same predicted class, on the "
+                f"same fold. For {len(agreeing)} of these traces it is above 0.5 as well: two "
+                "models trained on different inputs agree against the label, so check the "
+                "label and the window first (a noise window that holds another event, a record "
+                "whose event is on one component only) before reading them as model errors.",
+                "",
+            ]
     else:
         lines += [f"No test trace was misclassified ({wrong['n_predictions']} predictions).", ""]
     typical = explanations["typical_correct"]

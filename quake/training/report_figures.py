@@ -228,6 +228,9 @@ def _shown(items: pd.DataFrame) -> list[dict]:
             "true_class": str(row["true_class"]),
             "predicted_class": str(row["predicted_class"]),
             "probability": float(row["probability"]),
+            "baseline_probability": (
+                float(row["baseline_probability"]) if "baseline_probability" in row else None
+            ),
         }
         for _, row in items.iterrows()
     ]
@@ -559,6 +562,7 @@ def write_explanations(
     misclassified_limit: int = MISCLASSIFIED_LIMIT,
     typical_per_class: int = TYPICAL_PER_CLASS,
     seed: int = 0,
+    baseline_predictions: pd.DataFrame | None = None,
 ) -> dict:
     """Write the example grids, the class means and the breakdown plot into ``run_dir``; return
     what ``report.md`` shows (JSON-safe).
@@ -566,11 +570,17 @@ def write_explanations(
     ``predictions``: the columns of ``predictions.csv`` (``index`` into ``waveforms`` /
     ``labels``); ``waveforms``: ``(N, 3, samples)`` trimmed windows (tensor or memory map; only
     the rows drawn are read); ``metadata``: the set's metadata, one row per window (same
-    order), or None.
+    order), or None. ``baseline_predictions``: the baseline's ``predictions.csv`` columns on the
+    same items; each example then carries the baseline's probability of the class predicted
+    (where it agrees against the label as well, the label is the first thing to check).
     """
     run_dir = Path(run_dir)
     class_names = list(class_names)
     frame = predicted_frame(predictions.reset_index(drop=True), class_names)
+    if baseline_predictions is not None:
+        theirs = baseline_predictions.set_index("index")[[prob_column(c) for c in class_names]]
+        probs = theirs.loc[frame["index"]].to_numpy(dtype=np.float64)
+        frame["baseline_probability"] = probs[np.arange(len(frame)), frame["y_pred"]]
     meta = None if metadata is None else metadata.reset_index(drop=True)
     indices = frame["index"].to_numpy(dtype=np.int64)
     item_meta = None if meta is None else meta.iloc[indices].reset_index(drop=True)

@@ -683,15 +683,18 @@ def _train(
         folds = dist.on_main(make_folds, data, config, run_dir)
 
         baseline = None
+        baseline_predictions = None
         if config.baseline.enabled and dist.is_main:
             baseline = run_baseline(data, folds, config, n_jobs=threads)
             timings["baseline_s"] = baseline["seconds"]
-            frames = [
-                predictions_frame(data, f.test, p, f.index)
-                for f, p in zip(folds, baseline["probs"], strict=True)
-            ]
+            baseline_predictions = pd.concat(
+                [
+                    predictions_frame(data, f.test, p, f.index)
+                    for f, p in zip(folds, baseline["probs"], strict=True)
+                ]
+            )
             write_text_atomic(
-                run_dir / "baseline_predictions.csv", pd.concat(frames).to_csv(index=False)
+                run_dir / "baseline_predictions.csv", baseline_predictions.to_csv(index=False)
             )
 
         resolver = PretrainedResolver(config.model.pretrained)
@@ -825,6 +828,7 @@ def _train(
             data.preprocess,
             report_figures.item_metadata(dataset.metadata, data.trace_names),
             seed=config.seed,
+            baseline_predictions=baseline_predictions,
         )
         timings["reporting_s"] = time.perf_counter() - t0
         timings["total_this_process_s"] = time.perf_counter() - t_start
