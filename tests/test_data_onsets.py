@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from quake.data import open_dataset
-from quake.data.onsets import VP_VS, first_trigger_delays, survey_onsets
+from quake.data.onsets import VP_VS, first_trigger_delays, peak_sta_lta, survey_onsets
 from quake.training.config import load_config
 
 
@@ -53,3 +53,42 @@ def test_a_large_set_is_surveyed_on_a_sample(pnw):
     assert 30 < len(survey.delays_s) <= 50  # the sample (494 in all), less what QC skips
     again = survey_onsets(dataset, preprocess, max_traces=50, seed=3)
     np.testing.assert_array_equal(survey.delays_s, again.delays_s)
+
+
+def test_noise_windows_holding_an_arrival_are_found(real_data_dir, capsys):
+    """eqnoise-3c: BG.NEG's 'noise' window (the 29 s before its event) holds another local
+    event 10 s in; BG.ACR's does not."""
+    import importlib.util
+    from pathlib import Path
+
+    from quake.data import PreprocessConfig, WaveformDataAdapter
+
+    path = real_data_dir / "eqnoise-3c"
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    config = PreprocessConfig()
+    names = [
+        "phasenet_BG_NEG_2011070416090892_noise",
+        "phasenet_BG_ACR_2012120413330715_noise",
+    ]
+    dataset = open_dataset(path)
+    rows = [dataset.metadata["trace_name"].tolist().index(n) for n in names]
+    adapter = WaveformDataAdapter(
+        dataset.filter(np.isin(np.arange(len(dataset)), rows)), config=config
+    )
+    order = [adapter.metadata["trace_name"].tolist().index(n) for n in names]
+    ratios = peak_sta_lta(adapter.get_waveforms(order), config.sampling_rate_hz)
+    assert ratios[0] > 6.0 > 4.0 > ratios[1] > 1.0
+    assert (peak_sta_lta(np.zeros((1, 3, 2048)), 100.0) == 0.0).all()  # nothing live
+
+    script = Path(__file__).parents[1] / "scripts" / "check_noise_windows.py"
+    spec = importlib.util.spec_from_file_location("check_noise_windows", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "windows labelled noise reach an STA/LTA ratio of 6" in out
+    assert "phasenet_BG_NEG_2011070416090892_noise" in out
+    assert "phasenet_BG_ACR_2012120413330715_noise" not in out
+    with pytest.raises(SystemExit):
+        module.main([str(path), "--class", "explosion"])

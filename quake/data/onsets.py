@@ -8,6 +8,10 @@ classic STA/LTA, 2-15 Hz) and reports the delays after the origin time. The S de
 estimated as ``VP_VS`` times the P delay (a crustal Vp/Vs with the origin time as zero), so the
 survey says which share of the recordings has P, and S, inside a window of a given length.
 Training writes it into the report (``data.onset_survey`` in metrics.json).
+
+The same detector checks labels (:func:`peak_sta_lta`, ``scripts/check_noise_windows.py``): a
+window labelled noise that triggers it holds an arrival, often another event recorded in the
+"noise before the event" a set was cut from.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ SURVEY_AFTER_S = 60.0
 STA_S, LTA_S = 0.5, 10.0
 TRIGGER_ON, TRIGGER_OFF = 4.0, 1.5
 BAND_HZ = (2.0, 15.0)
+LABEL_CHECK_LTA_S = 5.0  # a model window is ~20 s: a 10 s LTA would leave half of it unseen
 VP_VS = 1.73
 PICK_COLUMN = "trace_p_arrival_sample"
 
@@ -113,6 +118,32 @@ def first_trigger_delays(z: np.ndarray, sampling_rate_hz: float, before_s: float
         ]
         if onsets:
             out[i] = onsets[0] / fs - before_s
+    return out
+
+
+def peak_sta_lta(
+    windows: np.ndarray, sampling_rate_hz: float, lta_s: float = LABEL_CHECK_LTA_S
+) -> np.ndarray:
+    """``(N, C, n)`` windows -> ``(N,)`` the largest classic STA/LTA ratio (``STA_S`` / ``lta_s``,
+    :data:`BAND_HZ`) over their live components, after the first ``lta_s`` seconds (an arrival
+    before then is not seen); 0 where none is live. A noise window above about 6 holds an
+    arrival (another event, a burst)."""
+    from obspy.signal.filter import bandpass
+    from obspy.signal.trigger import classic_sta_lta
+
+    fs = float(sampling_rate_hz)
+    high = min(BAND_HZ[1], 0.45 * fs)
+    lta = int(lta_s * fs)
+    out = np.zeros(len(windows))
+    for i, window in enumerate(np.asarray(windows, dtype=np.float64)):
+        for trace in window:
+            if trace.max() == trace.min() or trace.size <= lta:
+                continue
+            filtered = bandpass(trace - trace.mean(), BAND_HZ[0], high, fs, corners=4)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ratio = classic_sta_lta(filtered, int(STA_S * fs), lta)
+            out[i] = max(out[i], float(ratio[lta:].max()))
     return out
 
 
