@@ -39,6 +39,7 @@ anti-alias filter would smear an isolated glitch over dozens of samples:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,7 +265,8 @@ class QualityRecord:
         return "; ".join(parts)
 
     def has_events(self) -> bool:
-        """Whether the record holds anything placed in time (gaps, overlaps, spikes, clips)."""
+        """Whether the record holds anything placed in time (gaps, overlaps, spikes, clips,
+        dropouts)."""
         return bool(self.gaps or self.overlaps or self.spikes or self.clipped or self.dropouts)
 
     def shifted(self, offset_s: float, length_s: float) -> QualityRecord:
@@ -439,7 +441,7 @@ def _clipped_runs(x: np.ndarray, scale: float) -> list[tuple[int, int]]:
 
 
 def dropout_runs(
-    x: np.ndarray, rate_hz: float, clipped: list[tuple[int, int]] = ()
+    x: np.ndarray, rate_hz: float, clipped: Sequence[tuple[int, int]] = ()
 ) -> list[tuple[int, int]]:
     """``[start, stop)`` runs of identical samples long enough to be a dropout (module
     docstring), those inside a ``clipped`` run excepted; none on a channel flat throughout."""
