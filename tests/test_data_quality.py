@@ -385,3 +385,19 @@ def test_quality_policy_round_trips_and_validates():
         PreprocessConfig(quality={"min_coverage": 1.5})
     with pytest.raises(ValueError, match=r"unknown quality policy keys \['spike'\]"):
         PreprocessConfig(quality={"spike": "use"})
+
+
+def test_the_benchmarks_switch_turns_every_channel_check_off_and_back_on(record):
+    """bench_classify / bench_data measure the checks' cost with ``quality_checks_off``: inside
+    it a glitch and a dropout go unnoticed, after it both are found again."""
+    from quake.benchmarks import quality_checks_off
+
+    faulty = record.copy()
+    faulty[0, int((P_S + 10.0) * 100)] = 2**23
+    start = int((P_S + 4.0) * 100)
+    faulty[:, start : start + 100] = 0
+    with quality_checks_off():
+        _, quiet = _window(_stream(faulty))
+    _, found = _window(_stream(faulty))
+    assert quiet.flags() == []
+    assert found.flags() == ["spike", "dropout"]

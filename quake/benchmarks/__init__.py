@@ -11,16 +11,19 @@ from quake.data import quality
 
 @contextlib.contextmanager
 def quality_checks_off() -> Iterator[None]:
-    """Inspection of every channel (spikes, clipping, non-finite samples) replaced by "found
-    nothing", to measure what the quality checks cost in one run. For benchmarks only: a
+    """Inspection of every channel (spikes, clipping, non-finite samples, dropouts) replaced by
+    "found nothing", to measure what the quality checks cost in one run. For benchmarks only: a
     process that forks inside the block (a reader worker) inherits it."""
-    original = quality.inspect_channel
+    originals = quality.inspect_channel, quality.dropout_runs
 
     def found_nothing(x, span=None):
         return quality.ChannelFindings()
 
-    quality.inspect_channel = found_nothing
+    def no_dropouts(x, rate_hz, clipped=()):
+        return []
+
+    quality.inspect_channel, quality.dropout_runs = found_nothing, no_dropouts
     try:
         yield
     finally:
-        quality.inspect_channel = original
+        quality.inspect_channel, quality.dropout_runs = originals
