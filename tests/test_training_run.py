@@ -251,3 +251,25 @@ def test_command_line_end_to_end(tiny_set, tmp_path):
     if m["pretrained"]["source"] == "none":  # offline: one loud warning, then random init
         assert done.stderr.count("PRETRAINED WEIGHTS UNAVAILABLE") == 1
     assert (out / "model" / "classifier.json").is_file()
+
+
+def test_the_last_log_line_names_the_deployed_model_first(finished_run):
+    """The deployed model is the combination; a last line that led with the HybridViT alone
+    read as the figure of what ``model/`` holds."""
+    metrics = finished_run.metrics
+    assert metrics["deploy"]["strategy"] == "combined"
+    done = [
+        line
+        for line in (finished_run.run_dir / "train.log").read_text().splitlines()
+        if "quake.training.run: done in" in line
+    ]
+    assert len(done) == 1
+
+    def figure(block):
+        agg = block["aggregate"]["macro_f1"]
+        return f"{agg['mean']:.3f} ± {agg['std']:.3f}"
+
+    assert (
+        f"macro-F1 deployed (combined) {figure(metrics['combined'])}, "
+        f"HybridViT {figure(metrics)}, baseline {figure(metrics['baseline'])}; run folder"
+    ) in done[0]

@@ -848,18 +848,32 @@ def _train(
             "augment_summary": _augment_summary(config),
         }
         write_text_atomic(run_dir / "report.md", report.render_report(_json_safe(metrics), extra))
-        agg = metrics["aggregate"]["macro_f1"]
         logger.info(
-            "done in %.0f s: macro-F1 %.3f ± %.3f%s; run folder %s",
+            "done in %.0f s: macro-F1 %s; run folder %s",
             timings["total_this_process_s"],
-            agg["mean"],
-            agg["std"],
-            ""
-            if baseline is None
-            else f" (baseline {metrics['baseline']['aggregate']['macro_f1']['mean']:.3f})",
+            _macro_f1_summary(metrics),
             run_dir,
         )
     return RunResult(run_dir=run_dir, metrics=metrics, classifier_dir=classifier_dir)
+
+
+def _macro_f1_summary(metrics: dict) -> str:
+    """``deployed (combined) 0.967 ± 0.009, HybridViT 0.956, baseline 0.956``: the model in
+    ``model/`` first, so that the last line of a run names what was deployed."""
+
+    def figure(block: dict) -> str:
+        agg = block["aggregate"]["macro_f1"]
+        return f"{agg['mean']:.3f} ± {agg['std']:.3f}"
+
+    parts = {
+        "HybridViT": metrics,
+        **{k: metrics[k] for k in ("baseline", "combined") if k in metrics},
+    }
+    strategy = metrics["deploy"]["strategy"]
+    deployed = {"combined": "combined", "baseline": "baseline"}.get(strategy, "HybridViT")
+    first = f"deployed ({strategy}) {figure(parts[deployed])}" if deployed in parts else ""
+    rest = [f"{name} {figure(block)}" for name, block in parts.items() if name != deployed]
+    return ", ".join(([first] if first else []) + rest)
 
 
 def _json_safe(value):
