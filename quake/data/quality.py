@@ -450,14 +450,23 @@ def dropout_runs(
     if x.size < min_run:
         return []
     repeats = x[1:] == x[:-1]  # repeats[i]: sample i + 1 equals sample i
-    if repeats.all():
+    n_repeats = int(np.count_nonzero(repeats))
+    if n_repeats < min_run - 1:
+        return []  # the usual case, decided without looking for runs
+    if n_repeats == repeats.size:
         return []  # a dead channel: reported as such, not as a dropout
-    runs = [(a, b) for a, b in _runs(repeats) if b + 1 - a >= min_run]
-    in_runs = sum(b - a for a, b in runs)  # repeats inside the candidate runs
+    edges = np.flatnonzero(np.diff(repeats.astype(np.int8), prepend=0, append=0))
+    starts, stops = edges[::2], edges[1::2]  # runs [start, stop) of repeats
+    long = stops - starts >= min_run - 1  # a run of k repeats is k + 1 identical samples
+    in_runs = int((stops - starts)[long].sum())
     live_pairs = repeats.size - in_runs
-    if live_pairs and int(np.count_nonzero(repeats)) - in_runs > DROPOUT_QUANTIZED * live_pairs:
+    if live_pairs and n_repeats - in_runs > DROPOUT_QUANTIZED * live_pairs:
         return []  # recorded at its resolution (a quiet integer record): runs are its noise
-    return [(a, b + 1) for a, b in runs if not any(c0 <= a and b + 1 <= c1 for c0, c1 in clipped)]
+    return [
+        (int(a), int(b) + 1)
+        for a, b in zip(starts[long], stops[long], strict=True)
+        if not any(c0 <= a and b + 1 <= c1 for c0, c1 in clipped)
+    ]
 
 
 def repair_runs(x: np.ndarray, runs: list[tuple[int, int]]) -> np.ndarray:
