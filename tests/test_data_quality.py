@@ -266,6 +266,10 @@ def test_a_window_without_pick_starts_where_the_recording_does(real_data_dir):
     assert quality.describe() == (
         f"window starts after {first / 100:.1f} s of constant samples (Z, N, E)"
     )
+    at_start, _ = prepare_window(data, meta, CFG.replace(anchor="start"))
+    np.testing.assert_array_equal(at_start, window)  # "the trace start" is where it records
+    offset, _ = prepare_window(data, meta, CFG.replace(anchor="offset", offset_s=1.0))
+    np.testing.assert_array_equal(offset, data[:, 100 : 100 + CFG.window_samples])  # as asked
 
 
 def test_the_adapter_reads_a_dropout_item_the_same_way_every_epoch(real_data_dir, tmp_path):

@@ -216,7 +216,9 @@ def window_from_array(
         record.resampled_from_hz = rate
     sr = config.sampling_rate_hz
     n = waveform.shape[1]
-    recorded = None if backed is None else _recorded_span(backed, record)
+    recorded = None
+    if backed is not None and _starts_at_recording(config, anchor_sample):
+        recorded = _recorded_span(backed, record)
     if TransformOP.TRIMMING in steps:
         start, lo, hi = window_bounds(config, n, anchor_sample, recorded)
         window, _ = trim_window(waveform, config, anchor_sample, recorded)
@@ -272,6 +274,14 @@ def mark_unrecorded(
         a = int(round(start_s * rate_hz))
         b = a + int(round(length_s * rate_hz))
         backed[COMPONENTS.index(comp), max(a, 0) : max(min(b, n), 0)] = False
+
+
+def _starts_at_recording(config: PreprocessConfig, anchor_sample: float | None) -> bool:
+    """Whether the window starts at the trace start (:func:`window_start_sample`), which is
+    then its first recorded sample."""
+    if config.anchor == "p_arrival":
+        return anchor_sample is None or not np.isfinite(anchor_sample)
+    return config.anchor == "start"
 
 
 def _recorded_span(backed: np.ndarray, record: QualityRecord) -> tuple[int, int] | None:
