@@ -867,7 +867,7 @@ def _macro_f1_summary(metrics: dict) -> str:
 
     parts = {
         "HybridViT": metrics,
-        **{k: metrics[k] for k in ("baseline", "combined") if k in metrics},
+        **{k: metrics[k] for k in ("baseline", "combined") if metrics.get(k)},
     }
     strategy = metrics["deploy"]["strategy"]
     deployed = {"combined": "combined", "baseline": "baseline"}.get(strategy, "HybridViT")
