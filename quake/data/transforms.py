@@ -86,14 +86,22 @@ def window_start_sample(
     window cut without an anchor).
     """
     del n_samples  # the start never depends on the length; kept for a uniform signature
-    if config.anchor == "p_arrival" and anchor_sample is not None and np.isfinite(anchor_sample):
-        return int(round(anchor_sample - config.pre_arrival_s * config.sampling_rate_hz))
+    if _starts_at_trace_start(config, anchor_sample):
+        if recorded is None:
+            return 0
+        first, stop = recorded
+        return max(min(first, stop - config.window_samples), 0)
     if config.anchor == "offset":
         return int(round(config.offset_s * config.sampling_rate_hz))
-    if recorded is None:
-        return 0
-    first, stop = recorded
-    return max(min(first, stop - config.window_samples), 0)
+    return int(round(anchor_sample - config.pre_arrival_s * config.sampling_rate_hz))
+
+
+def _starts_at_trace_start(config: PreprocessConfig, anchor_sample: float | None) -> bool:
+    """Whether the window starts at the trace start (``anchor="start"``, or ``"p_arrival"``
+    without a finite anchor sample): the one case where ``recorded`` moves it."""
+    if config.anchor == "p_arrival":
+        return anchor_sample is None or not np.isfinite(anchor_sample)
+    return config.anchor == "start"
 
 
 def window_bounds(
@@ -217,7 +225,7 @@ def window_from_array(
     sr = config.sampling_rate_hz
     n = waveform.shape[1]
     recorded = None
-    if backed is not None and _starts_at_recording(config, anchor_sample):
+    if backed is not None and _starts_at_trace_start(config, anchor_sample):
         recorded = _recorded_span(backed, record)
     if TransformOP.TRIMMING in steps:
         start, lo, hi = window_bounds(config, n, anchor_sample, recorded)
@@ -274,14 +282,6 @@ def mark_unrecorded(
         a = int(round(start_s * rate_hz))
         b = a + int(round(length_s * rate_hz))
         backed[COMPONENTS.index(comp), max(a, 0) : max(min(b, n), 0)] = False
-
-
-def _starts_at_recording(config: PreprocessConfig, anchor_sample: float | None) -> bool:
-    """Whether the window starts at the trace start (:func:`window_start_sample`), which is
-    then its first recorded sample."""
-    if config.anchor == "p_arrival":
-        return anchor_sample is None or not np.isfinite(anchor_sample)
-    return config.anchor == "start"
 
 
 def _recorded_span(backed: np.ndarray, record: QualityRecord) -> tuple[int, int] | None:
