@@ -96,23 +96,32 @@ def needs_survey(metadata) -> bool:
     return float(metadata[PICK_COLUMN].notna().mean()) < 0.5
 
 
-def first_trigger_delays(z: np.ndarray, sampling_rate_hz: float, before_s: float) -> np.ndarray:
-    """``(N, n)`` vertical traces starting ``before_s`` before the origin -> ``(N,)`` delay (s)
-    of the first trigger at or after 2 s before the origin, NaN where none."""
+def sta_lta(trace: np.ndarray, sampling_rate_hz: float, lta_s: float) -> np.ndarray:
+    """obspy's classic STA/LTA (``STA_S`` / ``lta_s``) of one trace, demeaned and band-passed to
+    :data:`BAND_HZ` (4 corners, causal); zeros over the first ``lta_s`` seconds."""
     from obspy.signal.filter import bandpass
-    from obspy.signal.trigger import classic_sta_lta, trigger_onset
+    from obspy.signal.trigger import classic_sta_lta
 
     fs = float(sampling_rate_hz)
     high = min(BAND_HZ[1], 0.45 * fs)
+    filtered = bandpass(trace - trace.mean(), BAND_HZ[0], high, fs, corners=4, zerophase=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return classic_sta_lta(filtered, int(STA_S * fs), int(lta_s * fs))
+
+
+def first_trigger_delays(z: np.ndarray, sampling_rate_hz: float, before_s: float) -> np.ndarray:
+    """``(N, n)`` vertical traces starting ``before_s`` before the origin -> ``(N,)`` delay (s)
+    of the first trigger at or after 2 s before the origin, NaN where none."""
+    from obspy.signal.trigger import trigger_onset
+
+    fs = float(sampling_rate_hz)
     earliest = int((before_s - 2.0) * fs)
     out = np.full(len(z), np.nan)
     for i, trace in enumerate(np.asarray(z, dtype=np.float64)):
         if not np.any(trace):
             continue
-        filtered = bandpass(trace - trace.mean(), BAND_HZ[0], high, fs, corners=4, zerophase=False)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            ratio = classic_sta_lta(filtered, int(STA_S * fs), int(LTA_S * fs))
+        ratio = sta_lta(trace, fs, LTA_S)
         onsets = [
             int(on) for on, _ in trigger_onset(ratio, TRIGGER_ON, TRIGGER_OFF) if on >= earliest
         ]
@@ -128,22 +137,14 @@ def peak_sta_lta(
     :data:`BAND_HZ`) over their live components, after the first ``lta_s`` seconds (an arrival
     before then is not seen); 0 where none is live. A noise window above about 6 holds an
     arrival (another event, a burst)."""
-    from obspy.signal.filter import bandpass
-    from obspy.signal.trigger import classic_sta_lta
-
     fs = float(sampling_rate_hz)
-    high = min(BAND_HZ[1], 0.45 * fs)
     lta = int(lta_s * fs)
     out = np.zeros(len(windows))
     for i, window in enumerate(np.asarray(windows, dtype=np.float64)):
         for trace in window:
             if trace.max() == trace.min() or trace.size <= lta:
                 continue
-            filtered = bandpass(trace - trace.mean(), BAND_HZ[0], high, fs, corners=4)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                ratio = classic_sta_lta(filtered, int(STA_S * fs), lta)
-            out[i] = max(out[i], float(ratio[lta:].max()))
+            out[i] = max(out[i], float(sta_lta(trace, fs, lta_s)[lta:].max()))
     return out
 
 
