@@ -870,10 +870,10 @@ def _macro_f1_summary(metrics: dict) -> str:
         **{k: metrics[k] for k in ("baseline", "combined") if metrics.get(k)},
     }
     strategy = metrics["deploy"]["strategy"]
-    deployed = {"combined": "combined", "baseline": "baseline"}.get(strategy, "HybridViT")
-    first = f"deployed ({strategy}) {figure(parts[deployed])}" if deployed in parts else ""
+    deployed = strategy if strategy in parts else "HybridViT"  # ensemble: the HybridViTs
+    first = f"deployed ({strategy}) {figure(parts[deployed])}"
     rest = [f"{name} {figure(block)}" for name, block in parts.items() if name != deployed]
-    return ", ".join(([first] if first else []) + rest)
+    return ", ".join([first, *rest])
 
 
 def _json_safe(value):
