@@ -6,8 +6,7 @@ light.
 """
 
 from quake.classes import NOISE, ClassNames
-
-__version__ = "0.1.0"
+from quake.version import __version__
 
 _API = ("load", "classify_catalog", "train")
 

@@ -288,6 +288,17 @@ def _umask() -> int:
     return 0o022
 
 
+def read_json(path: Path, expected: str) -> dict:
+    """A JSON object from ``path``; a ValueError naming the file when it is not one."""
+    try:
+        loaded = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err}); expected {expected}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{str(path)!r} holds a {type(loaded).__name__}; expected {expected}")
+    return loaded
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
     """``write(tmp)`` then rename over ``path`` (:func:`atomic_path`)."""
     with atomic_path(path) as tmp:

@@ -9,7 +9,7 @@ A catalog of synthetic events is written the way a network operator keeps one: Q
 a P pick per station, and ``waveforms/<event_id>/NET.STA.LOC.CHA.mseed`` (one Steim-2 file per
 channel, 60 s at 100 Hz). Records come from ``quake.data.synthetic.synthesize_event`` (a pool
 of distinct records, re-used across events: the benchmark measures reading and compute, not the
-physics). The batch job then classifies every event (``classify_catalog``), and the same
+physics). The batch job then classifies every event (``classify_events``), and the same
 classifier is timed alone on random windows at the same batch size (``predict_proba``:
 spectrogram + network) and, for the network alone, with ``quake.benchmarks.model_throughput``.
 Aim: end-to-end windows/s >= 0.5 x model-only windows/s. Each setting also runs with the
@@ -45,10 +45,10 @@ from obspy.core.event import (
 
 from quake.benchmarks import quality_checks_off
 from quake.benchmarks.model_throughput import measure_inference, time_call
-from quake.classify import classify_catalog, open_source, read_catalog
+from quake.classify import classify_events, open_source, read_catalog
 from quake.data import PreprocessConfig
 from quake.data.synthetic import VP_KM_S, synthesize_event
-from quake.inference import EventClassifier
+from quake.deploy.ensemble import EventClassifier
 from quake.models import Backbone, HybridViT
 from quake.runtime import autocast_for
 
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 / f"predictions-w{workers}{'-amp' if amp else ''}{'' if checks else '-noqc'}.csv"
             )
             with contextlib.nullcontext() if checks else quality_checks_off():
-                summary = classify_catalog(classifier, events, source, out, batch_size=args.batch_size,
+                summary = classify_events(classifier, events, source, out, batch_size=args.batch_size,
                                            workers=workers, progress=True, amp=amp)  # fmt: skip
             after = model_only(classifier, args.batch_size, amp=amp)
             model_wps = (before + after) / 2

@@ -42,7 +42,7 @@ def model_dir(tmp_path_factory) -> Path:
     import torch
 
     from quake.data import PreprocessConfig
-    from quake.inference import EventClassifier
+    from quake.deploy.ensemble import EventClassifier
     from quake.models import HybridViT
 
     torch.manual_seed(0)

@@ -85,7 +85,7 @@ def test_classify_catalog_takes_a_catalog_in_memory(pnw, model_dir, command_run)
 
 def test_an_onnx_export_loads_and_classifies_alike(pnw, model_dir, tmp_path):
     pytest.importorskip("onnxruntime")
-    from quake.export import export_classifier
+    from quake.deploy.export import export_classifier
 
     torch_clf = quake.load(model_dir)
     export_classifier(torch_clf, tmp_path / "export", formats=["onnx"])
@@ -100,12 +100,12 @@ def test_an_onnx_export_loads_and_classifies_alike(pnw, model_dir, tmp_path):
 
 def test_the_docstring_examples_run(pnw, model_dir):
     import quake.api
-    import quake.inference
+    import quake.deploy.ensemble
 
     clf = quake.load(model_dir)
     stream = obspy.read(str(pnw / "waveforms" / EVENT / "*.mseed"))
     globs = {"obspy": obspy, "pnw": pnw, "model_dir": model_dir, "clf": clf, "stream": stream}
-    for target in (quake.api, quake.inference.EventClassifier.classify):
+    for target in (quake.api, quake.deploy.ensemble.EventClassifier.classify):
         finder = doctest.DocTestFinder()
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
         tests = finder.find(target, globs=dict(globs))

@@ -11,9 +11,9 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 
 import quake
-from quake.baseline_classifier import BaselineClassifier, forest_arrays, predict_forest
 from quake.data import PreprocessConfig
-from quake.training.baseline import spectral_features
+from quake.deploy.forest import BaselineClassifier, forest_arrays, predict_forest
+from quake.models.forest import spectral_features
 from quake.training.config import load_config
 
 
@@ -70,7 +70,7 @@ def test_save_load_round_trip_and_tampering(eqnoise_features, tmp_path):
 def test_deploy_baseline_leaves_the_forests_in_model(real_data_dir, pnw, tmp_path):
     import obspy
 
-    from quake.export import export_classifier, load_exportable
+    from quake.deploy.export import export_classifier, load_exportable
 
     run = quake.train(data=real_data_dir / "eqnoise-3c", model__depth=1, optim__epochs=1,
                       cv__folds=2, model__pretrained="none", deploy__strategy="baseline",

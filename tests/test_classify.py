@@ -16,7 +16,7 @@ import pytest
 
 from quake.classify import (
     annotate_catalog,
-    classify_catalog,
+    classify_events,
     open_source,
     prob_column,
     read_catalog,
@@ -26,7 +26,7 @@ from quake.classify import (
 from quake.classify.catalog import KNOWN_PROBABILITY
 from quake.classify.run import run_classification
 from quake.data import WaveformDataAdapter, open_dataset
-from quake.inference import EventClassifier
+from quake.deploy.ensemble import EventClassifier
 
 CLASSES = ["earthquake", "explosion"]
 PROBS = [prob_column(c) for c in CLASSES]
@@ -284,12 +284,12 @@ def test_interrupted_run_leaves_complete_rows_and_resumes(full_run, pnw, classif
     events = read_catalog(pnw / "catalog.csv")
     failing = _FailingClassifier(classifier, fail_on_call=3)
     with pytest.raises(_PowerCut):
-        classify_catalog(failing, events, open_source(str(pnw)), out, batch_size=64, workers=0,
+        classify_events(failing, events, open_source(str(pnw)), out, batch_size=64, workers=0,
                          flush_every=1, flush_interval_s=0.0, progress=False)  # fmt: skip
     partial = read_predictions(out)
     assert 0 < len(partial) < len(events)
     assert list(partial["event_id"]) == list(events["event_id"][: len(partial)])
-    summary = classify_catalog(classifier, events, open_source(str(pnw)), out, batch_size=64,
+    summary = classify_events(classifier, events, open_source(str(pnw)), out, batch_size=64,
                                workers=0, resume=True, progress=False)  # fmt: skip
     assert summary.n_resumed == len(partial)
     # The CSV catalog, read without a worker and resumed, gives the QuakeML run's rows.
@@ -306,7 +306,7 @@ def test_resume_refuses_another_models_output(full_run, pnw, classifier, tmp_pat
     table.to_csv(out, index=False)
     events = read_catalog(pnw / "catalog.csv").head(5)
     with pytest.raises(ValueError, match=r"cannot resume .*another-model"):
-        classify_catalog(
+        classify_events(
             classifier, events, open_source(str(pnw)), out, resume=True, workers=0, progress=False
         )
 
@@ -335,7 +335,7 @@ def damaged_copy(pnw, tmp_path_factory):
 def test_corrupted_files_do_not_stop_the_run(damaged_copy, classifier, tmp_path):
     out = tmp_path / "predictions.csv"
     events = read_catalog(damaged_copy["root"] / "catalog.csv")
-    summary = classify_catalog(
+    summary = classify_events(
         classifier, events, open_source(str(damaged_copy["root"])), out, workers=1, progress=False
     )
     preds = read_predictions(out).set_index("event_id")
@@ -351,7 +351,7 @@ def test_corrupted_files_do_not_stop_the_run(damaged_copy, classifier, tmp_path)
 def test_event_without_folder_gets_a_row_saying_so(damaged_copy, classifier, tmp_path):
     out = tmp_path / "predictions.csv"
     events = read_catalog(damaged_copy["root"] / "catalog.csv")
-    classify_catalog(
+    classify_events(
         classifier, events, open_source(str(damaged_copy["root"])), out, workers=0, progress=False
     )
     row = read_predictions(out).set_index("event_id").loc["uw00000000"]
@@ -411,7 +411,7 @@ def test_sds_archive_gives_the_folder_predictions(full_run, pnw, classifier, tmp
     source = open_source(str(tmp_path / "sds"), before_s=60, after_s=120)
     assert source.kind == "sds"
     out = tmp_path / "predictions.csv"
-    classify_catalog(classifier, events, source, out, workers=0, progress=False)
+    classify_events(classifier, events, source, out, workers=0, progress=False)
     preds = read_predictions(out).set_index("event_id")
     full = full_run["predictions"].set_index("event_id").loc[event_ids]
     assert list(preds["n_stations_used"]) == list(full["n_stations_used"])
@@ -429,7 +429,7 @@ def test_seisbench_set_matched_by_source_id(real_data_dir, classifier, tmp_path)
     source = open_source(str(path), config=classifier.config)
     assert source.kind == "seisbench"
     out = tmp_path / "predictions.csv"
-    classify_catalog(
+    classify_events(
         classifier, events, source, out, stations_out=tmp_path / "st.csv", workers=0, progress=False
     )
     preds = read_predictions(out).set_index("event_id")
@@ -496,7 +496,7 @@ def test_a_second_run_on_the_same_output_stops_at_once(model_dir, pnw, tmp_path)
     import sys
     import time
 
-    from quake.classify.run import lock_path
+    from quake.classify.outputs import lock_path
 
     out = tmp_path / "p.csv"
     first = subprocess.Popen(
@@ -523,7 +523,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(classifier, pnw, tmp_path, 
     import socket
     import subprocess
 
-    from quake.classify.run import lock_path
+    from quake.classify.outputs import lock_path
 
     gone = subprocess.Popen(["true"])  # a pid that has exited
     gone.wait()

@@ -20,16 +20,12 @@ import pandas as pd
 import pytest
 import torch
 
-from quake.classify import classify_catalog, open_source, prob_column, read_catalog
-from quake.classify.run import (
-    ClassifySummary,
-    lock_path,
-    merge_summaries,
-    run_classification,
-)
+from quake.classify import classify_events, open_source, prob_column, read_catalog
+from quake.classify.outputs import lock_path
+from quake.classify.run import ClassifySummary, merge_summaries, run_classification
 from quake.classify.shard import RankGroup, Shard, merge_parts, rank_group, seed_part
 from quake.data import PreprocessConfig, SeisBenchWriter
-from quake.inference import EventClassifier
+from quake.deploy.ensemble import EventClassifier
 from quake.models import Backbone, HybridViT
 from quake.runtime import amp_dtype
 
@@ -161,7 +157,7 @@ def test_parts_classified_one_by_one_merge_to_the_single_run(catalog_set, single
     out, stations = tmp_path / "predictions.csv", tmp_path / "stations.csv"
     world = [Shard(r, 3) for r in range(3)]
     summaries = [
-        classify_catalog(
+        classify_events(
             classifier,
             s.select(events),
             source,

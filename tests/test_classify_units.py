@@ -10,7 +10,7 @@ import pytest
 from obspy.core.event import Catalog, Event, Origin, ResourceIdentifier
 
 from quake.classify import (
-    classify_catalog,
+    classify_events,
     combine_station_probabilities,
     open_source,
     prob_column,
@@ -287,14 +287,14 @@ def test_batch_job_validates_its_arguments(tmp_path, kwargs, match):
                            "longitude": [None], "p_picks": [{}]})  # fmt: skip
     source = EventFolderSource(tmp_path)
     with pytest.raises(ValueError, match=match):
-        classify_catalog(_ConstantClassifier(), events, source, tmp_path / "p.csv", **kwargs)
+        classify_events(_ConstantClassifier(), events, source, tmp_path / "p.csv", **kwargs)
 
 
 def test_event_without_origin_time_gets_a_row(tmp_path):
     events = pd.DataFrame({"event_id": ["a", "b"], "origin_time": [None, None], "latitude": [None, None],
                            "longitude": [None, None], "p_picks": [{}, {}]})  # fmt: skip
     (tmp_path / "a").mkdir()
-    summary = classify_catalog(
+    summary = classify_events(
         _ConstantClassifier(),
         events,
         EventFolderSource(tmp_path),
@@ -309,7 +309,7 @@ def test_event_without_origin_time_gets_a_row(tmp_path):
 
 
 def test_windows_are_scored_in_full_batches_and_events_return_in_order():
-    from quake.classify.run import ClassifySummary, _WindowBatcher
+    from quake.classify.run import ClassifySummary, WindowBatcher
     from quake.classify.windows import PreparedEvent
 
     class Recorder(_ConstantClassifier):
@@ -331,7 +331,7 @@ def test_windows_are_scored_in_full_batches_and_events_return_in_order():
         events.append(PreparedEvent(f"e{i}", windows))
         k += c
     recorder = Recorder()
-    batcher = _WindowBatcher(recorder, 4, ClassifySummary())
+    batcher = WindowBatcher(recorder, 4, ClassifySummary())
     done = [item for e in events for item in batcher.add(e)] + batcher.finish()
     assert [p.event_id for p, _ in done] == [e.event_id for e in events]
     # whole batches (predict_proba splits them by batch_size), only the last one partial

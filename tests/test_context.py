@@ -1,4 +1,4 @@
-"""Catalog context (quake.context): features from real QuakeML and CSV catalogs (time zones,
+"""Catalog context (quake.models.context): features from real QuakeML and CSV catalogs (time zones,
 daylight saving, missing depth), the logistic model and its JSON, and a pnw-eqex run with
 ``context.enabled`` whose classification adds the context as one equal vote."""
 
@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quake.context import (
+from quake.data.catalog import read_catalog
+from quake.models.context import (
     FEATURES,
     ContextModel,
     context_features,
     parse_timezone,
     predict_context,
 )
-from quake.data.catalog import read_catalog
 from quake.training.config import load_config
 
 RENAME = {

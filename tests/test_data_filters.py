@@ -27,7 +27,7 @@ from quake.data import (
     window_from_stream,
 )
 from quake.data.filters import WaveformFilter
-from quake.inference import CLASSIFIER_FILE, EventClassifier
+from quake.deploy.ensemble import CLASSIFIER_FILE, EventClassifier
 from quake.models import Backbone, HybridViT
 from quake.training.config import TrainConfig, load_config
 

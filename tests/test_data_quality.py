@@ -76,7 +76,7 @@ def _window(stream: Stream, config: PreprocessConfig = CFG):
 
 
 def _classifier():
-    from quake.inference import EventClassifier
+    from quake.deploy.ensemble import EventClassifier
     from quake.models import HybridViT
 
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
 """ONNX / TorchScript export: parity with EventClassifier.predict_proba (onnxruntime on CPU).
 
-Tolerance: probabilities within 1e-5 absolute (quake.export.PARITY_ATOL) of predict_proba; a
+Tolerance: probabilities within 1e-5 absolute (quake.deploy.export.PARITY_ATOL) of predict_proba; a
 float32 graph of the same operations measures ~1e-7.
 """
 
@@ -16,17 +16,17 @@ import torch
 from scipy.signal import butter, sosfiltfilt
 
 from quake.data import PreprocessConfig, WaveformDataAdapter, open_dataset, spectrogram_batch
-from quake.export import (
+from quake.deploy.ensemble import EventClassifier
+from quake.deploy.export import (
     PARITY_ATOL,
     SIDECAR_FILE,
     export_classifier,
     load_exportable,
     onnx_predict_proba,
     parity_windows,
-    read_export,
     torchscript_predict_proba,
 )
-from quake.inference import EventClassifier
+from quake.deploy.onnx import read_export
 from quake.models import Backbone, HybridViT
 
 pytest.importorskip("onnxruntime")

@@ -11,14 +11,9 @@ import pytest
 import torch
 
 from quake.data import PreprocessConfig
-from quake.export import (
-    ONNX_FILE,
-    ONNX_METADATA_KEYS,
-    export_classifier,
-    onnx_predict_proba,
-    read_onnx_metadata,
-)
-from quake.inference import EventClassifier
+from quake.deploy.ensemble import EventClassifier
+from quake.deploy.export import ONNX_FILE, export_classifier, onnx_predict_proba
+from quake.deploy.onnx import ONNX_METADATA_KEYS, read_onnx_metadata
 from quake.models import Backbone, HybridViT
 
 onnx = pytest.importorskip("onnx")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from quake.data import PreprocessConfig, spectrogram_batch
-from quake.inference import EventClassifier
+from quake.deploy.ensemble import EventClassifier
 from quake.models import HybridViT
 from quake.runtime import resolve_device
 

@@ -10,7 +10,7 @@ import torch
 import quake
 
 pytest.importorskip("seisbench.models")
-from quake.seisbench_model import QuakeClassifier  # noqa: E402
+from quake.deploy.seisbench import QuakeClassifier  # noqa: E402
 
 EVENT, ORIGIN = "uw61362132", "2018-04-11T20:55:29.39Z"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quake.training.baseline import SpectralForestBaseline, feature_names, spectral_features
+from quake.models.forest import SpectralForestBaseline, feature_names, spectral_features
 
 FS = 100.0
 

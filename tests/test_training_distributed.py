@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 
 from quake.classes import ClassNames
 from quake.data import synthetic
-from quake.inference import EventClassifier, weights_digest
+from quake.deploy.ensemble import EventClassifier, weights_digest
 from quake.runtime import resolve_precision
 from quake.training import load_config
 from quake.training.augment import Augmenter

@@ -307,9 +307,9 @@ def test_combined_metrics_and_model_are_the_geometric_mean_of_both(eqnoise_run, 
     weighted by ``deploy.hybrid_weight``."""
     import obspy
 
-    from quake.baseline_classifier import BaselineClassifier
-    from quake.combined_classifier import CombinedClassifier
-    from quake.inference import EventClassifier
+    from quake.deploy.combined import CombinedClassifier
+    from quake.deploy.ensemble import EventClassifier
+    from quake.deploy.forest import BaselineClassifier
 
     run, names = eqnoise_run["run"], eqnoise_run["names"]
     columns = [prob_column(c) for c in names]
@@ -350,7 +350,7 @@ def test_combined_metrics_and_model_are_the_geometric_mean_of_both(eqnoise_run, 
     np.testing.assert_allclose(quake.load(older).predict_proba(windows), equal, atol=1e-6)
     assert not np.allclose(equal, expected, atol=1e-3)
 
-    from quake.export import load_exportable
+    from quake.deploy.export import load_exportable
 
     with pytest.raises(ValueError, match="CombinedClassifier.*model/hybridvit/"):
         load_exportable(run)

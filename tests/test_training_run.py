@@ -15,7 +15,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, log_loss, roc_auc_score
 
 from quake.data import synthetic
-from quake.inference import EventClassifier
+from quake.deploy.ensemble import EventClassifier
 from quake.training import load_config, train
 from quake.training.metrics import SCALAR_METRICS
 

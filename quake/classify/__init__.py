@@ -2,7 +2,7 @@
 
 ``read_catalog`` (QuakeML/CSV -> table, event ids), ``open_source`` (per-event miniSEED folders,
 SDS archive, SeisBench set, FDSN: the reading layer of :mod:`quake.data.sources`, re-exported),
-``classify_catalog`` (the batch job, resumable), ``combine_station_probabilities`` (stations ->
+``classify_events`` (the batch engine, resumable), ``combine_station_probabilities`` (stations ->
 event, from :mod:`quake.probabilities`) and ``annotate_catalog`` (predictions -> QuakeML).
 ``scripts/classify.py`` is the command line.
 """
@@ -16,7 +16,7 @@ from quake.classify.catalog import (
 )
 from quake.classify.run import (
     ClassifySummary,
-    classify_catalog,
+    classify_events,
     prediction_columns,
     read_predictions,
 )
@@ -41,7 +41,7 @@ __all__ = [
     "SeisBenchSource",
     "WaveformSource",
     "annotate_catalog",
-    "classify_catalog",
+    "classify_events",
     "combine_station_probabilities",
     "open_source",
     "prediction_columns",

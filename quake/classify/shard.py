@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from quake.classify.tables import write_csv_atomic
 from quake.runtime import Ranks, rank_device, resolve_device, torchrun_ranks
 
 logger = logging.getLogger(__name__)
@@ -172,8 +173,6 @@ def seed_part(
     ]
     if mine.empty:
         return 0
-    from quake.classify.run import write_csv_atomic
-
     write_csv_atomic(pd.concat([existing, mine], ignore_index=True), part)
     return len(mine)
 
@@ -192,8 +191,6 @@ def merge_parts(
     (False) may hold several or no rows per event. The parts are removed once ``out`` is
     written.
     """
-    from quake.classify.run import write_csv_atomic
-
     missing_parts = [str(p) for p in parts if not p.is_file()]
     if missing_parts:
         raise ValueError(f"cannot merge: part file(s) {missing_parts} missing")

@@ -16,7 +16,7 @@ import numpy as np
 import obspy
 import pandas as pd
 
-from quake.classify.run import STATION_COLUMNS_HEAD, station_rows
+from quake.classify.tables import STATION_COLUMNS_HEAD, station_rows
 from quake.classify.windows import prepare_event
 from quake.data.sources import (
     EventRequest,

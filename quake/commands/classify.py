@@ -18,10 +18,12 @@ import logging
 import sys
 
 from quake.classify.catalog import ID_RULES
-from quake.classify.run import agreement_path, run_classification
+from quake.classify.outputs import agreement_path
+from quake.classify.run import run_classification
 from quake.classify.shard import rank_group
 from quake.cli import run_command
 from quake.data.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, SOURCE_KINDS
+from quake.deploy import load
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -172,7 +174,7 @@ def _classify(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, ranks):
     return run_classification(
-        args.model,
+        load(args.model, device=ranks.device(args.device)),
         args.catalog,
         args.waveforms,
         args.out,
@@ -189,10 +191,10 @@ def _run(args: argparse.Namespace, ranks):
         before_s=args.window_before_s,
         after_s=args.window_after_s,
         workers=args.workers,
-        device=args.device,
         progress=not args.no_progress,
         amp=args.amp,
         ranks=ranks,
+        model_path=args.model,
     )
 
 

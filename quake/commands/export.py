@@ -19,7 +19,7 @@ import yaml
 
 from quake.cli import run_command
 from quake.data import PreprocessConfig
-from quake.export import EXPORT_FORMATS, PARITY_ATOL, export_classifier, load_exportable
+from quake.deploy.export import EXPORT_FORMATS, PARITY_ATOL, export_classifier, load_exportable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 from obspy import Stream, Trace, UTCDateTime
 
 from quake.data.config import PreprocessConfig, TransformOP
-from quake.data.quality import COMPONENTS, QualityRecord, check_channel, fill_description
+from quake.data.quality import (
+    COMPONENTS,
+    QualityRecord,
+    StreamArray,
+    check_channel,
+    fill_description,
+)
 from quake.data.transforms import (
     SkipTrace,
     mark_unrecorded,
@@ -101,22 +106,6 @@ def select_band(stream: Stream, config: PreprocessConfig) -> Stream:
     return Stream([tr for tr in stream if tr.stats.channel[:-1] == best])
 
 
-@dataclass
-class StreamArray:
-    """A stream converted to an array, with where it sits in time and what its reading found."""
-
-    data: np.ndarray  # (3, n) float32, Z, N, E
-    starttime: UTCDateTime  # time of sample 0
-    sampling_rate_hz: float
-    channels: dict[str, str] = field(default_factory=dict)  # component -> channel code used
-    original_sampling_rate_hz: float = 0.0
-    station: str = ""
-    quality: QualityRecord = field(default_factory=QualityRecord)  # times from sample 0
-    backed: np.ndarray | None = None  # (3, n) bool: True where a recorded sample lies
-
-    @property
-    def missing(self) -> str:
-        return "".join(c for c in COMPONENTS if c not in self.channels)
 
 
 def stream_to_array_info(

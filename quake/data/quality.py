@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from obspy import UTCDateTime
 
 
 class SkipTrace(ValueError):
@@ -576,3 +577,21 @@ def window_coverage(backed: np.ndarray, present: str) -> float:
     if backed.shape[-1] == 0:
         return 0.0
     return float(backed[rows].mean())
+
+
+@dataclass
+class StreamArray:
+    """A stream converted to an array, with where it sits in time and what its reading found."""
+
+    data: np.ndarray  # (3, n) float32, Z, N, E
+    starttime: UTCDateTime  # time of sample 0
+    sampling_rate_hz: float
+    channels: dict[str, str] = field(default_factory=dict)  # component -> channel code used
+    original_sampling_rate_hz: float = 0.0
+    station: str = ""
+    quality: QualityRecord = field(default_factory=QualityRecord)  # times from sample 0
+    backed: np.ndarray | None = None  # (3, n) bool: True where a recorded sample lies
+
+    @property
+    def missing(self) -> str:
+        return "".join(c for c in COMPONENTS if c not in self.channels)

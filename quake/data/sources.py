@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,19 +33,14 @@ import numpy as np
 import obspy
 
 from quake.data.components import COMPONENTS, station_key
+from quake.data.mseed import event_folder, mseed_files, read_mseed
+from quake.data.readers import open_dataset
 from quake.data.readers.seisbench import is_seisbench_folder
 from quake.data.transforms import SkipTrace
 
 logger = logging.getLogger(__name__)
 
-try:  # the entry point obspy.read dispatches to for format="MSEED"
-    from obspy.io.mseed.core import _read_mseed as _read_mseed_plugin
-except ImportError:  # pragma: no cover - a future obspy may move it; obspy.read still works
-    _read_mseed_plugin = None
-
 SOURCE_KINDS = ("auto", "folders", "sds", "seisbench", "fdsn")
-#: File suffixes read as miniSEED, compared in lower case (``.MSEED`` is read too).
-MSEED_SUFFIXES = (".mseed", ".miniseed", ".ms", ".msd")
 DEFAULT_BEFORE_S = 60.0
 DEFAULT_AFTER_S = 120.0
 
@@ -89,42 +83,10 @@ def group_by_station(stream: obspy.Stream) -> dict[str, obspy.Stream]:
     return groups
 
 
-def mseed_files(folder: Path) -> list[Path]:
-    """The miniSEED files of a folder (suffix in :data:`MSEED_SUFFIXES`, any case), sorted."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in MSEED_SUFFIXES and p.is_file())
 
 
-def event_folder(root: Path, event_id: str) -> Path:
-    """``root/<event_id>``; an id that is not a plain folder name (``../x``, ``/abs``, ``a/b``)
-    is a SkipTrace ``bad event id`` naming it, so a catalog can never make quake read outside
-    ``root``. (An event folder that is a symbolic link is the user's own choice and is followed.)"""
-    text = str(event_id)
-    if not text or text in (".", "..") or Path(text).name != text or "\\" in text:
-        raise SkipTrace(
-            "bad event id",
-            f"event id {text!r} is not a folder name inside {root}; expected a plain name",
-        )
-    return root / text
 
 
-def read_mseed(path: Path, headonly: bool = False) -> obspy.Stream:
-    """Read one miniSEED file (``headonly``: headers only); obspy's warnings about damaged
-    records are logged (with the file name) instead of printed, and whatever records are intact
-    are kept.
-
-    Calls obspy's miniSEED plugin reader directly: ``obspy.read`` spends about three quarters of
-    its time per file looking its plugins up in the package metadata (1.8 ms vs 0.4 ms per file),
-    which dominates the reading of a large catalog.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if _read_mseed_plugin is not None:
-            stream = _read_mseed_plugin(str(path), headonly=headonly)
-        else:
-            stream = obspy.read(str(path), format="MSEED", headonly=headonly)
-    for warning in caught:
-        logger.warning("%s: %s", path, str(warning.message).splitlines()[0])
-    return stream
 
 
 class WaveformSource:
@@ -269,8 +231,6 @@ class SeisBenchSource(WaveformSource):
     kind = "seisbench"
 
     def __init__(self, path: str | os.PathLike, config=None):
-        from quake.data import open_dataset
-
         self.path = Path(path)
         self.dataset = open_dataset(self.path, config)
         metadata = self.dataset.metadata

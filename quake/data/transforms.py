@@ -14,7 +14,6 @@ import math
 from collections.abc import Sequence
 from fractions import Fraction
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,14 +25,12 @@ from quake.data.quality import (
     COMPONENTS,
     QualityRecord,
     SkipTrace,  # defined beside the policy that raises it; importable from here as before
+    StreamArray,
     apply_policy,
     check_channel,
     fill_description,
     window_coverage,
 )
-
-if TYPE_CHECKING:
-    from quake.data.components import StreamArray
 
 # A channel is flat (dead) when it is exactly constant, or when its standard deviation is below
 # this fraction of its mean absolute level: float32 data varies by ~1e-7 of its level at least,

@@ -1,6 +1,6 @@
 """The fusion head's input: the baseline's physical features, read off the spectrogram.
 
-The random-forest baseline (:mod:`quake.training.baseline`) wins on small sets with band powers,
+The random-forest baseline (:mod:`quake.models.forest`) wins on small sets with band powers,
 envelope shape and the horizontal-to-vertical ratio. The fusion head hands the same kind of
 evidence to the HybridViT's head, beside the CLS token, computed from the very spectrogram the
 model sees (so training, classification and the ONNX export need nothing else):

@@ -32,7 +32,8 @@ from quake.models.pretrained import (
     summarise_keys,
 )
 from quake.models.stem import ConvStem, stem_grid_size
-from quake.runtime import write_atomic, write_text_atomic
+from quake.runtime import read_json, write_atomic, write_text_atomic
+from quake.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -312,13 +313,12 @@ class HybridViT(nn.Module):
         """Write ``model.safetensors`` and ``model.json`` (arguments, class names) to ``directory``."""
         from safetensors.torch import save_file
 
-        import quake
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {
             "format": _FORMAT,
-            "quake_version": quake.__version__,
+            "quake_version": __version__,
             "init_kwargs": {**self.init_kwargs, "pretrained": False},
             "class_names": None if self.class_names is None else self.class_names.to_list(),
             "pretrained_source": self.pretrained_info.get("source", "none"),
@@ -389,17 +389,6 @@ class HybridViT(nn.Module):
             f"grid_size={self.grid_size}, num_classes={self.num_classes}, "
             f"fusion={self.fusion is not None}"
         )
-
-
-def read_json(path: Path, expected: str) -> dict:
-    """A JSON object from ``path``; a ValueError naming the file when it is not one."""
-    try:
-        loaded = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{str(path)!r} is not valid JSON ({err}); expected {expected}") from None
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{str(path)!r} holds a {type(loaded).__name__}; expected {expected}")
-    return loaded
 
 
 def _check_weights_fit(

@@ -54,6 +54,7 @@ from quake.runtime import (
     write_text_atomic,
 )
 from quake.training.distributed import SINGLE, DistContext, init_distributed, shutdown
+from quake.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -203,9 +204,8 @@ def write_loss_plot(path: Path, history: list[dict], step_losses: list[float]) -
 def _versions() -> dict:
     import timm
 
-    import quake
 
-    return {"quake": quake.__version__, "torch": torch.__version__, "timm": timm.__version__}
+    return {"quake": __version__, "torch": torch.__version__, "timm": timm.__version__}
 
 
 # --- the run ------------------------------------------------------------------------------------

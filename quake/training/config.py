@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from quake.deploy.combined import HYBRID_WEIGHT
+
 CLASS_BALANCE_CHOICES = ("weighted_loss", "balanced_sampling", "none")
 SELECTION_METRICS = ("loss", "balanced_accuracy", "macro_f1")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -367,15 +369,16 @@ class DeployConfig:
     """What the run leaves for batch classification in ``<run>/model/``."""
 
     # combined: the K fold HybridViTs and the K fold random forests of the baseline, their
-    # probabilities combined per window (quake.combined_classifier; chosen by the recipe
+    # probabilities combined per window (quake.deploy.combined; chosen by the recipe
     # benchmark); ensemble: the HybridViTs alone; baseline: the forests alone; auto: combined,
     # or ensemble when baseline.enabled is false
     strategy: str = "auto"
     # combined: the HybridViT's share of the vote, the forests have the rest (0.5: equal votes).
     # Its softmax is more peaked than the forests' vote shares: at equal votes it won 84-86 %
-    # of the windows where the two disagreed on the sets with P picks. 0.4 was best on the
-    # three sets measured (README, "Choosing the training recipe").
-    hybrid_weight: float = 0.4
+    # of the windows where the two disagreed on the sets with P picks. The default
+    # (quake.deploy.combined.HYBRID_WEIGHT) was best on the three sets measured
+    # (benchmarks/combine.md).
+    hybrid_weight: float = HYBRID_WEIGHT
 
     def resolved(self, baseline_enabled: bool) -> str:
         """The strategy a run applies: ``auto`` -> combined with a baseline, else ensemble."""
@@ -401,14 +404,14 @@ class DeployConfig:
 @dataclass
 class ContextConfig:
     """Catalog context (local hour, weekday, depth, magnitude) in the event-level decision
-    (quake.context); off: waveforms only."""
+    (quake.models.context); off: waveforms only."""
 
     enabled: bool = False
     # IANA name ("America/Los_Angeles"), "UTC+HH:MM", or null: solar time of each event's longitude
     timezone: str | None = None
 
     def validate(self) -> None:
-        from quake.context import parse_timezone
+        from quake.models.context import parse_timezone
 
         parse_timezone(self.timezone)  # raises naming the value
 

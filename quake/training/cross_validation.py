@@ -22,11 +22,11 @@ import torch
 from quake.classes import NOISE, ClassNames
 from quake.data import PreprocessConfig, TransformOP
 from quake.models import HybridViT
+from quake.models.forest import SpectralForestBaseline, feature_names, spectral_features
 from quake.probabilities import prob_column
 from quake.processes import DieWithParent, initialize
 from quake.runtime import write_text_atomic
 from quake.training.augment import Augmenter, build_noise_bank
-from quake.training.baseline import SpectralForestBaseline, feature_names, spectral_features
 from quake.training.config import TrainConfig
 from quake.training.distributed import SINGLE, DistContext
 from quake.training.loop import PretrainedResolver, build_model, probabilities_at, train_fold

@@ -2,7 +2,7 @@
 
 ``train(config)`` reads the data once, splits it into grouped folds, runs the spectral baseline
 and the deep model on the same folds, writes metrics, plots, the report and the deployable
-:class:`~quake.inference.EventClassifier`. The run folder records everything needed to trust and
+:class:`~quake.deploy.ensemble.EventClassifier`. The run folder records everything needed to trust and
 repeat the numbers (resolved config, fold indices and seeds, versions, drop counts) and makes the
 run resumable: rerunning with the same ``--out`` skips finished folds and refuses, with the
 differing keys named, when the resolved config changed.
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
 import platform
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -27,23 +27,23 @@ import pandas as pd
 import torch
 import yaml
 
-from quake.combined_classifier import CombinedClassifier, combine_parts
-from quake.context import cross_validate_context, event_table, save_context_models
 from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset
 from quake.data.onsets import needs_survey, survey_onsets
-from quake.inference import EventClassifier, weights_digest
+from quake.deploy.combined import HYBRID_WEIGHT, CombinedClassifier, combine_parts
+from quake.deploy.ensemble import EventClassifier, weights_digest
+from quake.deploy.forest import BaselineClassifier, forest_arrays
+from quake.models.context import event_table
 from quake.runtime import (
     OutputLock,
     config_differences,
-    publish_staged,
     resolve_device,
     resolve_precision,
-    staging_dir,
     write_text_atomic,
 )
 from quake.training import metrics as M
 from quake.training import report, report_figures
 from quake.training.config import TrainConfig
+from quake.training.context import cross_validate_context
 from quake.training.cross_validation import (
     CVData,
     FoldOutcome,
@@ -71,6 +71,7 @@ from quake.training.splits import (
     cv_folds,
 )
 from quake.training.window_cache import map_windows, place_windows
+from quake.version import __version__
 
 #: The run's list of skipped traces and of traces used with a quality flag.
 TRACE_QUALITY_FILE = "trace_quality.csv"
@@ -100,14 +101,8 @@ class RunResult:
 def save_deployed(classifier, context_models, target: Path) -> Path:
     """``model/`` in one step: the deployed classifier and, with catalog context, its
     ``context.json`` appear together or not at all."""
-    staging = staging_dir(target)
-    try:
-        folder = classifier.save(staging / target.name)
-        if context_models is not None:
-            save_context_models(context_models, folder)
-        return publish_staged(folder, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    classifier.context_models = context_models
+    return classifier.save(target)
 
 
 def fold_workers(
@@ -131,21 +126,17 @@ DEPLOY_NOTES = {
     "ensemble": DEPLOY_NOTE,
     "combined": "the HybridViT and the baseline, combined per window by the normalised "
     "geometric mean of their probabilities, the HybridViT's share of the vote {w:g} "
-    "(deploy.hybrid_weight; quake.combined_classifier). "
+    "(deploy.hybrid_weight; quake.deploy.combined). "
     "HybridViT part (hybridvit/): "
     + DEPLOY_NOTE
     + ". Baseline part (baseline/): the {k} fold random forests, probabilities averaged",
     "baseline": "the {k} fold random forests on spectral features, probabilities averaged "
-    "(quake.baseline_classifier); the HybridViT ensemble is kept in {hybrid}/",
+    "(quake.deploy.forest); the HybridViT ensemble is kept in {hybrid}/",
 }
 
 
 def baseline_classifier(baseline: dict, data: CVData, run_dir: Path):
     """The fold forests of the baseline as a deployable BaselineClassifier."""
-    import hashlib
-
-    from quake.baseline_classifier import BaselineClassifier, forest_arrays
-
     forests = [forest_arrays(f, data.n_classes) for f in baseline["forests"]]
     digest = hashlib.sha256()
     for forest in forests:
@@ -171,7 +162,6 @@ def versions() -> dict:
     import sklearn
     import timm
 
-    import quake
 
     return {
         "python": sys.version.split()[0],
@@ -182,7 +172,7 @@ def versions() -> dict:
         "sklearn": sklearn.__version__,
         "obspy": obspy.__version__,
         "pandas": pd.__version__,
-        "quake": quake.__version__,
+        "quake": __version__,
     }
 
 
@@ -457,7 +447,7 @@ def compute_metrics(
     folds: list[Fold],
     outcomes: list[FoldOutcome],
     baseline: dict | None,
-    hybrid_weight: float = 0.5,
+    hybrid_weight: float = HYBRID_WEIGHT,
 ) -> dict:
     names = data.class_names.to_list()
     fold_entries, event_entries, n_mixed_total, n_events_total = [], [], 0, 0
@@ -511,7 +501,7 @@ def compute_metrics(
         result["combined"] = {
             "rule": "per window, normalised geometric mean of the HybridViT's and the "
             f"baseline's probabilities, the HybridViT's share of the vote {hybrid_weight:g} "
-            "(deploy.hybrid_weight; quake.combined_classifier)",
+            "(deploy.hybrid_weight; quake.deploy.combined)",
             "hybrid_weight": hybrid_weight,
             **fold_level_metrics(tests, combined, names),
         }
@@ -522,7 +512,7 @@ def compute_metrics(
 
 
 def deployed_probs(
-    strategy: str, outcomes: list[FoldOutcome], baseline: dict | None, hybrid_weight: float = 0.5
+    strategy: str, outcomes: list[FoldOutcome], baseline: dict | None, hybrid_weight: float = HYBRID_WEIGHT
 ) -> list[np.ndarray]:
     """Per fold, the test probabilities of the model ``strategy`` deploys (``hybrid_weight``:
     the HybridViT's share of the vote in ``combined``)."""

@@ -43,9 +43,9 @@ from quake.data.components import (
     stream_to_array_info,
 )
 from quake.data.config import PreprocessConfig
+from quake.data.mseed import event_folder, mseed_files, read_mseed
 from quake.data.quality import COMPONENTS
 from quake.data.readers.base import LabelSpec, WaveformDataset, unknown_label_reason
-from quake.data.sources import event_folder, mseed_files, read_mseed
 from quake.data.transforms import SkipTrace
 
 logger = logging.getLogger(__name__)

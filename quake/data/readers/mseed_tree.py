@@ -24,9 +24,9 @@ from typing import Any
 import pandas as pd
 
 from quake.data.config import PreprocessConfig
+from quake.data.mseed import MSEED_SUFFIXES
 from quake.data.readers.base import WaveformDataset
 from quake.data.readers.catalog import index_recordings, load_station_files
-from quake.data.sources import MSEED_SUFFIXES
 
 
 def mseed_tree_files(root: Path) -> dict[Path, list[Path]]:

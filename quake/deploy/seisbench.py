@@ -1,8 +1,12 @@
 """A trained quake classifier as a SeisBench model, for code written against SeisBench.
 
+The adapter wraps the one classifier protocol (:mod:`quake.deploy.protocol`): ``classify`` and
+``forward`` call the classifier's own ``classify`` and ``predict_proba``, nothing is computed
+twice.
+
 Needs the ``seisbench`` package (``pip install quake[seisbench]``)::
 
-    from quake.seisbench_model import QuakeClassifier
+    from quake.deploy.seisbench import QuakeClassifier
 
     model = QuakeClassifier.from_quake("runs/my-run")    # a run, model or ONNX export folder
     out = model.classify(stream, origin_time="2018-04-11T20:55:29.39Z")
@@ -27,13 +31,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from quake.deploy.formats import load
+from quake.deploy.protocol import Classifier
+
 try:
     import seisbench.models as sbm
     import seisbench.util as sbu
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
-        "quake.seisbench_model needs the seisbench package; install it with "
-        "pip install 'quake[seisbench]'"
+        "quake.deploy.seisbench needs the seisbench package; install it with "
+        "pip install 'quake-seismic[seisbench]'"
     ) from exc
 
 
@@ -45,13 +52,12 @@ class QuakeClassifier(sbm.WaveformModel):
     class names, so SeisBench code that reads them sees the model's real input.
     """
 
-    def __init__(self, classifier: Any):
-        for attribute in ("classify", "predict_proba", "class_names", "config"):
-            if not hasattr(classifier, attribute):
-                raise TypeError(
-                    f"{type(classifier).__name__} has no {attribute!r}; expected a quake "
-                    "classifier (quake.load(path))"
-                )
+    def __init__(self, classifier: Classifier):
+        if not isinstance(classifier, Classifier):
+            raise TypeError(
+                f"got a {type(classifier).__name__}; expected a quake classifier "
+                "(quake.load(path))"
+            )
         config = classifier.config
         super().__init__(
             component_order="ZNE",
@@ -66,13 +72,11 @@ class QuakeClassifier(sbm.WaveformModel):
     @classmethod
     def from_quake(cls, path: str | os.PathLike, device: str = "cpu") -> QuakeClassifier:
         """The classifier in a run folder, a model folder or an ONNX export folder."""
-        import quake
-
-        return cls(quake.load(path, device=device))
+        return cls(load(path, device=device))
 
     @property
-    def model_id(self) -> str | None:
-        return getattr(self.classifier, "model_id", None)
+    def model_id(self) -> str:
+        return self.classifier.model_id
 
     def classify(
         self, stream, origin_time: Any = None, picks: Any = None, **kwargs: Any
@@ -105,5 +109,4 @@ class QuakeClassifier(sbm.WaveformModel):
     def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``(batch, 3, window_samples)`` trimmed Z, N, E windows -> ``(batch, classes)``
         probabilities, as ``predict_proba`` gives them."""
-        windows = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        return torch.from_numpy(np.asarray(self.classifier.predict_proba(windows)))
+        return torch.from_numpy(np.asarray(self.classifier.predict_proba(x)))

@@ -1,4 +1,5 @@
-"""The deployable classifier: fold models + the exact preprocessing they were trained with.
+"""The HybridViT ensemble as a deployable classifier: fold models + the exact preprocessing
+they were trained with.
 
 A cross-validated run leaves ``<run>/model/``, an :class:`EventClassifier` holding the K fold
 models (an ensemble: probabilities averaged over the members) and the
@@ -13,7 +14,6 @@ Files: ``classifier.json`` (format, class names, preprocessing, member folders, 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -24,45 +24,23 @@ import torch
 
 from quake.classes import ClassNames
 from quake.data import PreprocessConfig
+from quake.deploy.manifest import (
+    CLASSIFIER_FILE,
+    file_sha256,
+    read_manifest,
+    saved_format,
+    write_manifest,
+)
+from quake.deploy.protocol import Classifier, check_windows
 from quake.models import HybridViT
-from quake.models.hybrid_vit import WEIGHTS_FILE, read_json
+from quake.models.hybrid_vit import WEIGHTS_FILE
 from quake.probabilities import model_probabilities
-from quake.runtime import publish_staged, resolve_device, staging_dir
+from quake.runtime import resolve_device, staging_dir
+from quake.version import __version__
 
 logger = logging.getLogger(__name__)
 
-CLASSIFIER_FILE = "classifier.json"
 MEMBERS_DIR = "members"
-_FORMAT = "quake.EventClassifier"
-
-
-def _as_windows(waveforms: np.ndarray | torch.Tensor, window_samples: int) -> torch.Tensor:
-    import obspy
-
-    if isinstance(waveforms, (obspy.Stream, obspy.Trace)):
-        raise ValueError(
-            "predict_proba takes trimmed (batch, 3, window_samples) windows, got an obspy "
-            f"{type(waveforms).__name__}; expected windows, or classify(stream) for a Stream"
-        )
-    x = waveforms if isinstance(waveforms, torch.Tensor) else torch.as_tensor(np.asarray(waveforms))
-    if x.ndim != 3 or x.shape[1] != 3 or x.shape[2] != window_samples:
-        raise ValueError(
-            f"waveforms have shape {tuple(x.shape)}; expected (batch, 3, {window_samples}) "
-            "trimmed Z, N, E windows (as WaveformDataAdapter.get_waveform gives)"
-        )
-    x = x.to(torch.float32)
-    if not torch.isfinite(x).all():
-        raise ValueError("waveforms hold NaN or inf values; drop or repair those windows first")
-    return x
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_weights(folder: Path, manifest: dict) -> None:
@@ -90,29 +68,10 @@ def verify_weights(folder: Path, manifest: dict) -> None:
             )
 
 
-def saved_format(path: Path) -> str | None:
-    """The ``format`` a ``classifier.json`` names, or None when it cannot be read."""
-    try:
-        return json.loads(path.read_text()).get("format")
-    except (OSError, ValueError, AttributeError):
-        return None  # load says what is wrong with it
 
 
-def read_manifest(folder: Path, expected_format: str) -> dict:
-    """``folder/classifier.json``, refused naming the file unless it has ``expected_format``."""
-    manifest = read_json(folder / CLASSIFIER_FILE, "the classifier.json of a quake model")
-    if manifest.get("format") != expected_format:
-        raise ValueError(
-            f"{str(folder / CLASSIFIER_FILE)!r} has format {manifest.get('format')!r}; "
-            f"expected {expected_format!r}"
-        )
-    return manifest
 
 
-def write_manifest(staging: Path, manifest: dict, directory: Path) -> Path:
-    """Write ``classifier.json`` into the staged folder and move it into place."""
-    (staging / CLASSIFIER_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    return publish_staged(staging, directory)
 
 
 def weights_digest(models: Sequence[torch.nn.Module]) -> str:
@@ -125,7 +84,7 @@ def weights_digest(models: Sequence[torch.nn.Module]) -> str:
     return digest.hexdigest()[:12]
 
 
-class EventClassifier:
+class EventClassifier(Classifier):
     """One or several HybridViT (averaged) plus the preprocessing they expect.
 
     Args:
@@ -136,8 +95,7 @@ class EventClassifier:
         info: free JSON-safe details kept with the model (run name, CV metrics, ...).
     """
 
-    #: The catalog-context fold models saved beside it (quake.context), set on loading.
-    context_models = None
+    FORMAT = "quake.EventClassifier"
 
     def __init__(
         self,
@@ -181,15 +139,6 @@ class EventClassifier:
         for model in self.models:
             model.to(self.device).eval()
 
-    @property
-    def window_samples(self) -> int:
-        return self.config.window_samples
-
-    @property
-    def input_shape(self) -> tuple[int, int]:
-        """``(3, window_samples)``: what one item of :meth:`predict_proba` must look like."""
-        return (3, self.config.window_samples)
-
     def to(self, device: str | torch.device) -> EventClassifier:
         self.device = resolve_device(device)
         for model in self.models:
@@ -200,7 +149,7 @@ class EventClassifier:
         self, waveforms: np.ndarray | torch.Tensor, batch_size: int = 128
     ) -> np.ndarray:
         """``(B, 3, window_samples)`` trimmed windows -> ``(B, C)`` probabilities (member mean)."""
-        x = _as_windows(waveforms, self.window_samples)
+        x = torch.from_numpy(check_windows(waveforms, self.window_samples))
         total = None
         for model in self.models:
             probs = model_probabilities(
@@ -209,33 +158,9 @@ class EventClassifier:
             total = probs if total is None else total + probs
         return total / len(self.models)
 
-    def predict(self, waveforms: np.ndarray | torch.Tensor, batch_size: int = 128) -> list[str]:
-        """Class name of the highest probability per window."""
-        probs = self.predict_proba(waveforms, batch_size)
-        return self.class_names.decode(probs.argmax(axis=1))
-
-    def classify(self, stream, origin_time=None, picks=None):
-        """One event held in an obspy Stream (one or more stations) ->
-        :class:`quake.classify.stream.EventResult`: the event's class probabilities, each
-        station's probabilities and quality, and what was skipped and why; what
-        ``quake classify`` gives for the same event. Windows start ``pre_arrival_s`` before each
-        station's P pick (``picks``: ``{"NET.STA.LOC": time}`` or obspy Picks), else before
-        ``origin_time``.
-
-            >>> result = clf.classify(stream, origin_time="2018-04-11T20:55:29.39Z")
-            >>> result.predicted_class in clf.class_names
-            True
-            >>> int((result.stations["status"] == "skipped").sum()) == len(result.skipped)
-            True
-        """
-        from quake.classify.stream import classify_stream
-
-        return classify_stream(self, stream, origin_time, picks)
-
     # ------------------------------------------------------------------ save / load
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the classifier folder; built under a temporary name, then moved into place."""
-        import quake
 
         directory = Path(directory)
         staging = staging_dir(directory)
@@ -244,9 +169,10 @@ class EventClassifier:
             name = f"{MEMBERS_DIR}/member_{k}"
             model.save(staging / name)
             members.append(name)
+        self.save_context(staging)
         manifest = {
-            "format": _FORMAT,
-            "quake_version": quake.__version__,
+            "format": self.FORMAT,
+            "quake_version": __version__,
             "model_id": self.model_id,
             # checked on loading: weights changed after saving never load under this id
             "weights_sha256": {
@@ -276,7 +202,7 @@ class EventClassifier:
             for c in (path, path / "model", path / "model" / "hybridvit", path / "hybridvit")
             if (c / CLASSIFIER_FILE).is_file()
         ]
-        ours = [c for c in candidates if saved_format(c / CLASSIFIER_FILE) == _FORMAT]
+        ours = [c for c in candidates if saved_format(c / CLASSIFIER_FILE) == cls.FORMAT]
         if ours or candidates:
             folder = (ours or candidates)[0]
         else:
@@ -284,10 +210,10 @@ class EventClassifier:
                 f"no {CLASSIFIER_FILE} in {str(path)!r} or {str(path / 'model')!r}; expected a run "
                 "folder written by scripts/train.py or a folder written by EventClassifier.save"
             )
-        manifest = read_manifest(folder, _FORMAT)
+        manifest = read_manifest(folder, cls.FORMAT)
         verify_weights(folder, manifest)
         models = [HybridViT.load(folder / member) for member in manifest["members"]]
-        return cls(
+        classifier = cls(
             models,
             PreprocessConfig.from_dict(manifest["preprocess"]),
             manifest["class_names"],
@@ -295,6 +221,8 @@ class EventClassifier:
             info=manifest.get("info", {}),
             device=device,
         )
+        classifier.load_context(folder)
+        return classifier
 
     def __repr__(self) -> str:
         return (

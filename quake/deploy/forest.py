@@ -2,9 +2,10 @@
 
 When the spectral-feature forest beats the HybridViT on a user's data (the report says so in
 its first lines), the run can leave it in ``<run>/model/`` instead: the K fold forests, their
-probabilities averaged, on the features of :func:`quake.training.baseline.spectral_features`
+probabilities averaged, on the features of :func:`quake.models.forest.spectral_features`
 computed from the same trimmed windows the HybridViT would get. ``quake classify``,
-``quake.load`` and ``clf.classify(stream)`` use it like the HybridViT ensemble.
+``quake.load`` and ``clf.classify(stream)`` use it like the HybridViT ensemble
+(:mod:`quake.deploy.protocol`).
 
 No pickle: each forest is stored as the arrays of its trees (children, split feature,
 threshold, class fractions at each node) in one safetensors file, and predicted here with
@@ -19,9 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from quake.classes import ClassNames
 from quake.data import PreprocessConfig
+from quake.deploy.manifest import file_sha256, read_manifest, write_manifest
+from quake.deploy.protocol import Classifier, check_windows
+from quake.models.forest import spectral_features
+from quake.runtime import staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +83,10 @@ def predict_forest(arrays: dict[str, np.ndarray], features: np.ndarray) -> np.nd
     return arrays["value"][node].mean(axis=0)
 
 
-class BaselineClassifier:
+class BaselineClassifier(Classifier):
     """The K fold forests of a run on spectral features; probabilities averaged (module doc)."""
 
-    #: The catalog-context fold models saved beside it (quake.context), set on loading.
-    context_models = None
+    FORMAT = FORMAT
 
     def __init__(
         self,
@@ -101,32 +106,12 @@ class BaselineClassifier:
 
     def predict_proba(self, waveforms: np.ndarray, batch_size: int = 128) -> np.ndarray:
         """``(B, C)`` probabilities of trimmed ``(B, 3, window_samples)`` Z, N, E windows."""
-        from quake.training.baseline import spectral_features
-
-        windows = np.asarray(waveforms, dtype=np.float32)
-        expected = (3, self.config.window_samples)
-        if windows.ndim != 3 or windows.shape[1:] != expected:
-            raise ValueError(
-                f"waveforms have shape {windows.shape}; expected (batch, {expected[0]}, "
-                f"{expected[1]}) trimmed Z, N, E windows"
-            )
+        windows = check_windows(waveforms, self.config.window_samples)
         features = spectral_features(windows, self.config.sampling_rate_hz)
         return np.mean([predict_forest(f, features) for f in self.forests], axis=0)
 
-    def classify(self, stream, origin_time=None, picks=None):
-        """As :meth:`quake.inference.EventClassifier.classify`."""
-        from quake.classify.stream import classify_stream
-
-        return classify_stream(self, stream, origin_time, picks)
-
     def save(self, directory: str | os.PathLike) -> Path:
         """``classifier.json`` + ``forests.safetensors``, built beside and renamed into place."""
-
-        from safetensors.numpy import save_file
-
-        from quake.inference import file_sha256, write_manifest
-        from quake.runtime import staging_dir
-
         directory = Path(directory)
         staging = staging_dir(directory)
         tensors = {
@@ -135,6 +120,7 @@ class BaselineClassifier:
             for name in _ARRAYS
         }
         save_file(tensors, str(staging / FORESTS_FILE))
+        self.save_context(staging)
         manifest = {
             "format": FORMAT,
             "model_id": self.model_id,
@@ -148,11 +134,8 @@ class BaselineClassifier:
         return write_manifest(staging, manifest, directory)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> BaselineClassifier:
-        from safetensors.numpy import load_file
-
-        from quake.inference import file_sha256, read_manifest
-
+    def load(cls, folder: str | os.PathLike, device: str = "cpu") -> BaselineClassifier:
+        """The forests saved in ``folder`` (they run on the CPU whatever ``device`` says)."""
         folder = Path(folder)
         manifest = read_manifest(folder, FORMAT)
         path = folder / FORESTS_FILE
@@ -166,13 +149,15 @@ class BaselineClassifier:
             {name: tensors[f"forest_{k}.{name}"] for name in _ARRAYS}
             for k in range(int(manifest["n_forests"]))
         ]
-        return cls(
+        classifier = cls(
             forests,
             PreprocessConfig.from_dict(manifest["preprocess"]),
             manifest["class_names"],
             model_id=manifest["model_id"],
             info=manifest.get("info", {}),
         )
+        classifier.load_context(folder)
+        return classifier
 
     def __repr__(self) -> str:
         return (

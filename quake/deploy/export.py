@@ -1,7 +1,7 @@
 """Export a trained classifier to ONNX (and TorchScript) for serving without quake.
 
 One graph per classifier, not one per member: the graph takes what
-:meth:`quake.inference.EventClassifier.predict_proba` takes, trimmed Z, N, E windows
+:meth:`quake.deploy.ensemble.EventClassifier.predict_proba` takes, trimmed Z, N, E windows
 ``(batch, 3, window_samples)`` float32, and returns what it returns, the mean of the members'
 softmax probabilities ``(batch, C)``. The filters (detrend, taper, band-pass: one constant
 matrix product, :mod:`quake.data.filters`), ZSCORE and the STFT spectrogram (the saved
@@ -38,26 +38,28 @@ from torch import nn
 
 from quake.data import PreprocessConfig, spectrogram_batch
 from quake.data.filters import WaveformFilter
-from quake.inference import CLASSIFIER_FILE, EventClassifier
+from quake.deploy.ensemble import CLASSIFIER_FILE, EventClassifier
+from quake.deploy.formats import load
+from quake.deploy.onnx import (
+    EXPORT_FORMAT,
+    INPUT_NAME,
+    ONNX_FILE,
+    OUTPUT_NAME,
+    SIDECAR_FILE,
+    onnx_predict_proba,
+)
 from quake.models import HybridViT
 from quake.models.hybrid_vit import CONFIG_FILE as HYBRID_VIT_FILE
 from quake.runtime import check_outputs_apart, staging_dir
+from quake.version import __version__
 
 logger = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("onnx", "torchscript")
-ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
-SIDECAR_FILE = "export.json"
-INPUT_NAME = "waveforms"
-OUTPUT_NAME = "probabilities"
 # Largest absolute difference in probability allowed between an export and predict_proba
 # (float32 graphs; what is measured is ~1e-7).
 PARITY_ATOL = 1e-5
-_FORMAT = "quake.Export"
-#: ``metadata_props`` of ``model.onnx``: JSON ``class_names`` (output order) and ``preprocess``
-#: (the PreprocessConfig), ``model_id``, ``quake_version``, and what ``input`` and ``output`` hold.
-ONNX_METADATA_KEYS = ("class_names", "preprocess", "model_id", "quake_version", "input", "output")
 _EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf caps one file at 2 GB
 _PARITY_BATCH_SIZES = (1, 5)  # other sizes than the one traced: the batch axis must be dynamic
 
@@ -123,9 +125,7 @@ def load_exportable(
                 f"{str(path)!r} holds an EventClassifier with its own preprocessing; got a "
                 "preprocessing config as well, expected none"
             )
-        from quake.classify.run import load_classifier
-
-        classifier = load_classifier(path)
+        classifier = load(path)
         if not isinstance(classifier, EventClassifier):
             raise ValueError(
                 f"{str(path)!r} deploys {type(classifier).__name__} (deploy.strategy: "
@@ -241,31 +241,17 @@ def export_classifier(
     return result
 
 
-def read_export(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """``export.json`` of an export folder (class names, preprocessing, files, parity)."""
-    path = Path(directory) / SIDECAR_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{str(path)!r} not found; expected a folder written by scripts/export.py"
-        )
-    sidecar = json.loads(path.read_text())
-    if sidecar.get("format") != _FORMAT:
-        raise ValueError(
-            f"{str(path)!r} has format {sidecar.get('format')!r}; expected {_FORMAT!r}"
-        )
-    return sidecar
 
 
 def onnx_metadata(classifier: EventClassifier) -> dict[str, str]:
     """The ``metadata_props`` an export of ``classifier`` carries (:data:`ONNX_METADATA_KEYS`)."""
-    import quake
 
     config = classifier.config
     return {
         "class_names": json.dumps(classifier.class_names.to_list()),
         "preprocess": json.dumps(config.to_dict()),
         "model_id": str(classifier.model_id),
-        "quake_version": quake.__version__,
+        "quake_version": __version__,
         "input": (
             f"{INPUT_NAME}: float32 (batch, 3, {config.window_samples}), trimmed Z, N, E windows "
             f"at {config.sampling_rate_hz:g} Hz; filters, z-score and spectrogram of "
@@ -278,30 +264,8 @@ def onnx_metadata(classifier: EventClassifier) -> dict[str, str]:
     }
 
 
-def read_onnx_metadata(onnx_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``metadata_props`` of an exported ``model.onnx`` (weights not loaded), with
-    ``class_names`` and ``preprocess`` decoded from JSON."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    props: dict[str, Any] = {p.key: p.value for p in model.metadata_props}
-    for key in ("class_names", "preprocess"):
-        if key in props:
-            props[key] = json.loads(props[key])
-    return props
 
 
-def onnx_predict_proba(
-    onnx_path: str | os.PathLike[str], waveforms: np.ndarray, batch_size: int = 128
-) -> np.ndarray:
-    """Probabilities ``(B, C)`` from an exported graph, with onnxruntime on CPU."""
-    session = _onnx_session(str(onnx_path))
-    x = np.ascontiguousarray(waveforms, dtype=np.float32)
-    out = [
-        session.run([OUTPUT_NAME], {INPUT_NAME: x[start : start + batch_size]})[0]
-        for start in range(0, len(x), batch_size)
-    ]
-    return np.concatenate(out).astype(np.float64)
 
 
 def torchscript_predict_proba(
@@ -392,16 +356,6 @@ def _export_torchscript(module: nn.Module, example: torch.Tensor, path: Path) ->
     return None
 
 
-def _onnx_session(path: str):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise RuntimeError(
-            'running an ONNX export needs onnxruntime; install it with pip install -e ".[dev]"'
-        ) from None
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 def _onnxruntime_name() -> str:
@@ -417,12 +371,11 @@ def _sidecar(
     atol: float,
     source: str | None,
 ) -> dict[str, Any]:
-    import quake
 
     config = classifier.config
     return {
-        "format": _FORMAT,
-        "quake_version": quake.__version__,
+        "format": EXPORT_FORMAT,
+        "quake_version": __version__,
         "torch_version": torch.__version__,
         "model_id": classifier.model_id,
         "source": source,

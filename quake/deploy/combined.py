@@ -5,15 +5,15 @@ Each window goes through both: the K fold HybridViTs (spectrograms) and the K fo
 (hand-made spectral and envelope features of the same trimmed window). Their two probability
 vectors are combined by :func:`quake.probabilities.combine_models`, the normalised geometric
 mean that also combines stations into events, the HybridViT voting with ``hybrid_weight`` and
-the forests with the rest (``deploy.hybrid_weight``, saved in ``classifier.json``; folders
-saved before it existed vote equally). The weight is a default chosen by measurement, not
+the forests with the rest (``deploy.hybrid_weight``, default :data:`HYBRID_WEIGHT`, saved in
+``classifier.json``; folders saved before it existed vote equally). The weight is a default chosen by measurement, not
 fitted per run, so no validation split (small on small sets) can choose badly. Why combine:
 on the real sets the two models err on different events, and the combination beat each of
 them alone on the same folds (README, "Choosing the training recipe").
 
 Folder: ``classifier.json`` (format, class names, preprocessing, model id) with the two parts
-in ``hybridvit/`` (an :class:`quake.inference.EventClassifier`) and ``baseline/`` (a
-:class:`quake.baseline_classifier.BaselineClassifier`), each verified on loading as usual.
+in ``hybridvit/`` (an :class:`quake.deploy.ensemble.EventClassifier`) and ``baseline/`` (a
+:class:`quake.deploy.forest.BaselineClassifier`), each verified on loading as usual.
 """
 
 from __future__ import annotations
@@ -23,11 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from quake.baseline_classifier import BaselineClassifier
-from quake.inference import EventClassifier, read_manifest, write_manifest
+from quake.deploy.ensemble import EventClassifier
+from quake.deploy.forest import BaselineClassifier
+from quake.deploy.manifest import read_manifest, write_manifest
+from quake.deploy.protocol import Classifier, check_windows
 from quake.probabilities import combine_models
+from quake.runtime import staging_dir
 
 FORMAT = "quake.CombinedClassifier"
+#: The HybridViT's share of the vote when a run or a user does not say (``deploy.hybrid_weight``):
+#: chosen by measurement on the shared sets (benchmarks/combine.md).
+HYBRID_WEIGHT = 0.4
 HYBRID_DIR = "hybridvit"
 BASELINE_DIR = "baseline"
 
@@ -41,13 +47,12 @@ def combine_parts(
     return combine_models([hybrid_probs, baseline_probs], [hybrid_weight, 1.0 - hybrid_weight])
 
 
-class CombinedClassifier:
+class CombinedClassifier(Classifier):
     """An :class:`EventClassifier` and a :class:`BaselineClassifier` of one run, combined per
     window (module doc). Same interface as either: ``predict_proba``, ``classify``,
     ``class_names``, ``config``, ``model_id``."""
 
-    #: The catalog-context fold models saved beside it (quake.context), set on loading.
-    context_models = None
+    FORMAT = FORMAT
 
     def __init__(
         self,
@@ -55,7 +60,7 @@ class CombinedClassifier:
         baseline: BaselineClassifier,
         model_id: str | None = None,
         info: dict | None = None,
-        hybrid_weight: float = 0.5,
+        hybrid_weight: float = HYBRID_WEIGHT,
     ):
         if hybrid.class_names != baseline.class_names:
             raise ValueError(
@@ -96,27 +101,20 @@ class CombinedClassifier:
 
     def predict_proba(self, waveforms: np.ndarray, batch_size: int = 128) -> np.ndarray:
         """``(B, C)`` probabilities of trimmed ``(B, 3, window_samples)`` Z, N, E windows."""
-        windows = np.asarray(waveforms, dtype=np.float32)
+        windows = check_windows(waveforms, self.config.window_samples)
         return combine_parts(
             self.hybrid.predict_proba(windows, batch_size=batch_size),
             self.baseline.predict_proba(windows, batch_size=batch_size),
             self.hybrid_weight,
         )
 
-    def classify(self, stream, origin_time=None, picks=None):
-        """As :meth:`quake.inference.EventClassifier.classify`."""
-        from quake.classify.stream import classify_stream
-
-        return classify_stream(self, stream, origin_time, picks)
-
     def save(self, directory: str | os.PathLike) -> Path:
         """The folder of the module doc, built beside and renamed into place."""
-        from quake.runtime import staging_dir
-
         directory = Path(directory)
         staging = staging_dir(directory)
         self.hybrid.save(staging / HYBRID_DIR)
         self.baseline.save(staging / BASELINE_DIR)
+        self.save_context(staging)
         manifest = {
             "format": FORMAT,
             "model_id": self.model_id,
@@ -135,13 +133,15 @@ class CombinedClassifier:
         manifest = read_manifest(folder, FORMAT)
         hybrid = EventClassifier.load(folder / HYBRID_DIR, device=device)
         baseline = BaselineClassifier.load(folder / BASELINE_DIR)
-        return cls(
+        classifier = cls(
             hybrid,
             baseline,
             model_id=manifest["model_id"],
             info=manifest.get("info"),
             hybrid_weight=manifest.get("hybrid_weight", 0.5),  # older folders: equal votes
         )
+        classifier.load_context(folder)
+        return classifier
 
     def __repr__(self) -> str:
         return (

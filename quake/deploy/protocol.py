@@ -1,0 +1,174 @@
+"""The one protocol every deployable classifier keeps.
+
+Whatever kind a run deploys (the HybridViT ensemble, the forests, their combination, an ONNX
+export), a user gets the same object from ``quake.load(path)``:
+
+- ``predict_proba(windows)``: trimmed ``(batch, 3, window_samples)`` Z, N, E windows ->
+  ``(batch, classes)`` probabilities;
+- ``classify(stream, origin_time=..., picks=...)``: one event in an obspy Stream -> an
+  :class:`~quake.classify.stream.EventResult`, what ``quake classify`` gives for that event;
+- ``classify_catalog(catalog, waveforms)``: every event of a catalog -> the predictions table;
+- ``class_names``, ``preprocess`` (the :class:`~quake.data.PreprocessConfig` of training),
+  ``model_id``, ``info``, ``save(directory)`` and the class method ``load(folder)``.
+
+A kind implements ``predict_proba``, ``save`` and ``load``; windowing, resampling, component
+mapping, quality checks, station-to-event combination and catalog context are shared here, as
+SeisBench's ``WaveformModel`` shares them across its models. A model trained with catalog
+context carries its context models (``context_models``), loaded and saved with it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from quake.classes import ClassNames
+from quake.classify.run import run_classification
+from quake.classify.stream import EventResult, classify_stream
+from quake.classify.tables import read_predictions
+from quake.data import PreprocessConfig
+from quake.models.context import ContextModel, load_context_models, save_context_models
+
+
+def check_windows(waveforms: Any, window_samples: int) -> np.ndarray:
+    """``waveforms`` as float32 ``(batch, 3, window_samples)`` windows, refused with a message
+    naming the shape or the values when they are not that. The finiteness check runs after the
+    cast, so a float64 sample beyond the float32 range is caught here, not inside a model."""
+    import obspy
+
+    if isinstance(waveforms, (obspy.Stream, obspy.Trace)):
+        raise ValueError(
+            "predict_proba takes trimmed (batch, 3, window_samples) windows, got an obspy "
+            f"{type(waveforms).__name__}; expected windows, or classify(stream) for a Stream"
+        )
+    if hasattr(waveforms, "detach"):  # a torch tensor
+        waveforms = waveforms.detach().cpu().numpy()
+    with np.errstate(over="ignore"):
+        windows = np.asarray(waveforms, dtype=np.float32)
+    if windows.ndim != 3 or windows.shape[1] != 3 or windows.shape[2] != window_samples:
+        raise ValueError(
+            f"waveforms have shape {tuple(windows.shape)}; expected (batch, 3, {window_samples}) "
+            "trimmed Z, N, E windows (as WaveformDataAdapter.get_waveform gives)"
+        )
+    if not np.isfinite(windows).all():
+        raise ValueError(
+            "waveforms hold NaN or inf values (as float32); drop or repair those windows first"
+        )
+    return windows
+
+
+class Classifier(ABC):
+    """A deployable classifier (module doc). Subclasses set ``FORMAT`` (the ``format`` their
+    saved manifest names) and ``class_names``, ``config``, ``model_id``, ``info``."""
+
+    FORMAT: ClassVar[str]
+
+    class_names: ClassNames
+    config: PreprocessConfig
+    model_id: str
+    info: dict
+    #: The catalog-context fold models (:mod:`quake.models.context`) when trained with them.
+    context_models: list[ContextModel] | None = None
+
+    @abstractmethod
+    def predict_proba(self, waveforms: Any, batch_size: int = 128) -> np.ndarray:
+        """``(B, 3, window_samples)`` trimmed Z, N, E windows -> ``(B, C)`` probabilities."""
+
+    @abstractmethod
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the model folder: staged beside ``directory``, then moved into place."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, folder: str | os.PathLike, device: str = "cpu") -> Classifier:
+        """The classifier saved in ``folder`` (its manifest names ``cls.FORMAT``)."""
+
+    # ------------------------------------------------------------------ shared behaviour
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        """The preprocessing of training, applied again to every input."""
+        return self.config
+
+    @property
+    def window_samples(self) -> int:
+        return self.config.window_samples
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """``(3, window_samples)``: what one item of :meth:`predict_proba` must look like."""
+        return (3, self.config.window_samples)
+
+    @property
+    def device(self):
+        """Where the network runs; kinds without one run on the CPU."""
+        import torch
+
+        return torch.device("cpu")
+
+    def to(self, device) -> Classifier:
+        """Move the network, if any, to ``device``."""
+        return self
+
+    def predict(self, waveforms: Any, batch_size: int = 128) -> list[str]:
+        """Class name of the highest probability per window."""
+        probs = self.predict_proba(waveforms, batch_size)
+        return self.class_names.decode(probs.argmax(axis=1))
+
+    def classify(self, stream, origin_time=None, picks=None) -> EventResult:
+        """One event held in an obspy Stream (one or more stations) -> its class probabilities,
+        each station's probabilities and quality, and what was skipped and why: what
+        ``quake classify`` gives for the same event. Windows start ``pre_arrival_s`` before each
+        station's P pick (``picks``: ``{"NET.STA.LOC": time}`` or obspy Picks), else before
+        ``origin_time``.
+
+            >>> result = clf.classify(stream, origin_time="2018-04-11T20:55:29.39Z")
+            >>> result.predicted_class in clf.class_names
+            True
+        """
+        return classify_stream(self, stream, origin_time, picks)
+
+    def classify_catalog(
+        self, catalog: Any, waveforms: Any, *, quakeml: bool = False, **options: Any
+    ) -> pd.DataFrame | tuple[pd.DataFrame, Any]:
+        """Classify every event of ``catalog`` -> the table ``quake classify`` writes as
+        ``predictions.csv`` (one row per event, in catalog order).
+
+        ``catalog``: an obspy ``Catalog`` (not changed) or a QuakeML/CSV path; ``waveforms``: a
+        path (per-event miniSEED folders, SDS archive, SeisBench set), an FDSN URL, or an obspy
+        SDS or FDSN ``Client``. ``quakeml=True`` also returns the classified obspy Catalog.
+        ``options`` are those of :func:`quake.classify.run.run_classification`."""
+        import obspy
+
+        if isinstance(catalog, obspy.Catalog):
+            catalog = catalog.copy()  # annotating it must not change the caller's
+        with tempfile.TemporaryDirectory(prefix="quake-classify-") as tmp:
+            out = Path(tmp) / "predictions.csv"
+            classified = Path(tmp) / "classified.xml" if quakeml else None
+            run_classification(
+                self,
+                catalog,
+                waveforms,
+                out,
+                quakeml=classified,
+                **{"progress": False, "workers": 0, **options},
+            )
+            table = read_predictions(out)
+            if not quakeml:
+                return table
+            return table, obspy.read_events(str(classified), format="QUAKEML")
+
+    # ------------------------------------------------------------------ catalog context
+    def load_context(self, folder: str | os.PathLike) -> None:
+        """Take the catalog-context models saved in ``folder``, if any."""
+        self.context_models = load_context_models(folder)
+
+    def save_context(self, folder: str | os.PathLike) -> None:
+        """Write the catalog-context models into the staged ``folder``, if any."""
+        if self.context_models:
+            save_context_models(self.context_models, folder)
