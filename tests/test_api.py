@@ -24,7 +24,7 @@ EVENT = "uw61362132"
 def command_run(pnw, model_dir, tmp_path_factory):
     """What the command writes for the whole catalog (predictions and stations)."""
     out = tmp_path_factory.mktemp("run")
-    run_classification(model_dir, pnw / "catalog.xml", pnw, out / "predictions.csv",
+    run_classification(quake.load(model_dir), pnw / "catalog.xml", pnw, out / "predictions.csv",
                        stations_out=out / "stations.csv", progress=False)  # fmt: skip
     read = lambda name: pd.read_csv(out / name, dtype=str, keep_default_na=False)  # noqa: E731
     return {"predictions": read("predictions.csv"), "stations": read("stations.csv")}

@@ -26,6 +26,7 @@ from quake.classify import (
 from quake.classify.catalog import KNOWN_PROBABILITY
 from quake.classify.run import run_classification
 from quake.data import WaveformDataAdapter, open_dataset
+from quake.deploy import load
 from quake.deploy.ensemble import EventClassifier
 
 CLASSES = ["earthquake", "explosion"]
@@ -473,8 +474,8 @@ def test_outputs_that_alias_inputs_are_refused(model_dir, pnw, tmp_path, outputs
     before = (tmp_path / "catalog.xml").read_bytes()
     paths = {k: tmp_path / v for k, v in outputs.items()}
     with pytest.raises(ValueError, match=message):
-        run_classification(str(model), tmp_path / "catalog.xml", str(tmp_path / "data"),
-                           paths.pop("out"), progress=False, **paths)  # fmt: skip
+        run_classification(load(model), tmp_path / "catalog.xml", str(tmp_path / "data"),
+                           paths.pop("out"), progress=False, model_path=model, **paths)  # fmt: skip
     assert (tmp_path / "catalog.xml").read_bytes() == before
 
 
@@ -512,7 +513,7 @@ def test_a_second_run_on_the_same_output_stops_at_once(model_dir, pnw, tmp_path)
     with pytest.raises(
         ValueError, match=rf"is being written by another quake process \(pid {first.pid} on"
     ):
-        run_classification(str(model_dir), pnw / "catalog.xml", str(pnw), out, progress=False)
+        run_classification(load(model_dir), pnw / "catalog.xml", str(pnw), out, progress=False)
     stdout, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr
     assert len(read_predictions(out)) == 48 and not lock_path(out).exists()

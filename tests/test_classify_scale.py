@@ -25,6 +25,7 @@ from quake.classify.outputs import lock_path
 from quake.classify.run import ClassifySummary, merge_summaries, run_classification
 from quake.classify.shard import RankGroup, Shard, merge_parts, rank_group, seed_part
 from quake.data import PreprocessConfig, SeisBenchWriter
+from quake.deploy import load
 from quake.deploy.ensemble import EventClassifier
 from quake.models import Backbone, HybridViT
 from quake.runtime import amp_dtype
@@ -80,7 +81,7 @@ def _classify_set(catalog_set: Path, out: Path, **options) -> None:
     """Classify the module's catalog with its model in one process, in small batches."""
     options = {"batch_size": 8, "workers": 0, "progress": False, **options}
     run_classification(
-        str(catalog_set / "model"),
+        load(catalog_set / "model"),
         catalog_set / "catalog.csv",
         str(catalog_set / "set"),
         out,
@@ -308,7 +309,7 @@ def test_cuda_matches_cpu(catalog_set, single_run, tmp_path, amp):
 
 def test_part_files_do_not_linger_after_a_single_process_run(catalog_set, tmp_path):
     shutil.copy(catalog_set / "catalog.csv", tmp_path / "catalog.csv")
-    run_classification(str(catalog_set / "model"), tmp_path / "catalog.csv",
+    run_classification(load(catalog_set / "model"), tmp_path / "catalog.csv",
                        str(catalog_set / "set"), tmp_path / "p.csv", workers=0,
                        progress=False)  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.csv", "p.csv"]

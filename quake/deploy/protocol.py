@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import torch
 
 from quake.classes import ClassNames
 from quake.classify.run import run_classification
@@ -73,6 +74,8 @@ class Classifier(ABC):
     config: PreprocessConfig
     model_id: str
     info: dict
+    #: Where the network runs; kinds without one run on the CPU.
+    device: torch.device = torch.device("cpu")
     #: The catalog-context fold models (:mod:`quake.models.context`) when trained with them.
     context_models: list[ContextModel] | None = None
 
@@ -103,13 +106,6 @@ class Classifier(ABC):
     def input_shape(self) -> tuple[int, int]:
         """``(3, window_samples)``: what one item of :meth:`predict_proba` must look like."""
         return (3, self.config.window_samples)
-
-    @property
-    def device(self):
-        """Where the network runs; kinds without one run on the CPU."""
-        import torch
-
-        return torch.device("cpu")
 
     def to(self, device) -> Classifier:
         """Move the network, if any, to ``device``."""

@@ -1,0 +1,170 @@
+"""One protocol and one ``load`` for every deployable kind, on a real trained run (pnw-eqex,
+the default strategy: the HybridViT ensemble and the forests combined).
+
+The same events must get the same probabilities through ``quake.load``, the ``quake classify``
+command and the SeisBench adapter; every saved format loads through the one table of formats;
+a damaged manifest is an error naming the file, never a fallback to one of the parts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import obspy
+import pandas as pd
+import pytest
+
+import quake
+from quake.classify.tables import read_predictions
+from quake.deploy import (
+    KINDS,
+    BaselineClassifier,
+    Classifier,
+    CombinedClassifier,
+    EventClassifier,
+    OnnxClassifier,
+)
+from quake.deploy.manifest import CLASSIFIER_FILE
+from quake.probabilities import prob_column
+from quake.training import load_config, train
+
+EVENTS = 6  # events of pnw-eqex classified through each path
+
+
+@pytest.fixture(scope="module")
+def run(pnw, tmp_path_factory):
+    """A tiny default run on pnw-eqex: deploys the combined model."""
+    out = tmp_path_factory.mktemp("deploy") / "run"
+    config = load_config(
+        overrides={
+            "data.path": str(pnw),
+            "run.out": str(out),
+            "run.quiet": True,
+            "run.device": "cpu",
+            "model.depth": 1,
+            "model.pretrained": "none",
+            "cv.folds": 2,
+            "optim.epochs": 1,
+            "optim.batch_size": 16,
+            "baseline.n_estimators": 20,
+            "run.parallel_folds": 1,
+        }
+    )
+    return train(config).run_dir
+
+
+@pytest.fixture(scope="module")
+def catalog(pnw, tmp_path_factory):
+    """The first events of pnw-eqex's catalog, as a QuakeML file."""
+    events = obspy.read_events(str(pnw / "catalog.xml"))
+    path = tmp_path_factory.mktemp("catalog") / "catalog.xml"
+    obspy.Catalog(events[:EVENTS]).write(str(path), format="QUAKEML")
+    return path
+
+
+def windows(classifier: Classifier, pnw, n: int = 8) -> np.ndarray:
+    """Real trimmed windows of pnw-eqex, as classification cuts them."""
+    from quake.data import WaveformDataAdapter, open_dataset
+
+    adapter = WaveformDataAdapter(open_dataset(pnw, classifier.config), config=classifier.config)
+    return np.stack([adapter.get_waveform(i) for i in range(n)])
+
+
+def test_the_default_run_deploys_the_combination_with_the_protocol(run):
+    clf = quake.load(run)
+    assert isinstance(clf, CombinedClassifier) and isinstance(clf, Classifier)
+    assert quake.load(run / "model").model_id == clf.model_id
+    assert clf.preprocess is clf.config
+    assert set(KINDS.values()) == {
+        EventClassifier,
+        BaselineClassifier,
+        CombinedClassifier,
+        OnnxClassifier,
+    }
+
+
+def test_load_the_command_and_the_seisbench_adapter_agree(run, pnw, catalog, tmp_path):
+    from quake.deploy.seisbench import QuakeClassifier
+
+    clf = quake.load(run)
+    names = list(clf.class_names)
+    columns = [prob_column(c) for c in names]
+    api = clf.classify_catalog(catalog, pnw).set_index("event_id")
+
+    out = tmp_path / "predictions.csv"
+    command = [sys.executable, "-m", "quake", "classify", "--model", str(run), "--catalog",
+               str(catalog), "--waveforms", str(pnw), "--out", str(out), "--no-progress"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    cli = read_predictions(out).set_index("event_id")
+    assert list(cli.index) == list(api.index) and len(api) == EVENTS
+    assert (cli["model_id"] == clf.model_id).all()
+    np.testing.assert_allclose(
+        cli[columns].astype(float).to_numpy(), api[columns].astype(float).to_numpy(), atol=1e-5
+    )
+
+    adapter = QuakeClassifier(clf)
+    for event, event_id in zip(obspy.read_events(str(catalog)), api.index, strict=True):
+        stream = obspy.read(str(pnw / "waveforms" / event_id / "*.mseed"))
+        result = adapter.classify(stream, origin_time=event.origins[0].time)
+        got = [result.probabilities[c] for c in names]
+        np.testing.assert_allclose(got, api.loc[event_id, columns].astype(float), atol=1e-5)
+
+
+def test_every_saved_kind_loads_through_the_one_load(run, pnw, tmp_path):
+    combined = quake.load(run)
+    x = windows(combined, pnw)
+    parts = {
+        "combined": combined,
+        "ensemble": combined.hybrid,
+        "forest": combined.baseline,
+    }
+    for name, clf in parts.items():
+        loaded = quake.load(clf.save(tmp_path / name))
+        assert type(loaded) is type(clf) and loaded.model_id == clf.model_id
+        np.testing.assert_allclose(loaded.predict_proba(x), clf.predict_proba(x), atol=1e-6)
+
+
+def test_an_onnx_export_loads_with_the_same_protocol(run, pnw, tmp_path):
+    from quake.deploy.export import export_classifier
+
+    hybrid = quake.load(run).hybrid
+    export_classifier(hybrid, tmp_path / "export", formats=["onnx"])
+    loaded = quake.load(tmp_path / "export")
+    assert isinstance(loaded, OnnxClassifier) and loaded.model_id == hybrid.model_id
+    x = windows(hybrid, pnw)
+    np.testing.assert_allclose(loaded.predict_proba(x), hybrid.predict_proba(x), atol=1e-5)
+    copy = quake.load(loaded.save(tmp_path / "copy"))
+    np.testing.assert_allclose(copy.predict_proba(x), loaded.predict_proba(x), atol=0)
+
+
+def test_a_damaged_top_level_manifest_is_named_not_replaced_by_a_part(run, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(run / "model", tmp_path / "model")
+    manifest = folder / CLASSIFIER_FILE
+    manifest.write_text(manifest.read_text()[:40])  # cut short
+    with pytest.raises(ValueError, match=r"classifier\.json.* is not valid JSON"):
+        quake.load(folder)
+
+
+def test_an_unknown_format_names_the_known_ones(run, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(run / "model", tmp_path / "model")
+    manifest = folder / CLASSIFIER_FILE
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "format": "quake.Unknown"}))
+    with pytest.raises(ValueError, match=r"names format 'quake.Unknown'; expected one of"):
+        quake.load(folder)
+
+
+def test_windows_beyond_float32_are_refused_before_the_models(run):
+    clf = quake.load(run)
+    x = np.zeros((1, 3, clf.window_samples))
+    x[0, 0, 5] = 1e300  # finite as float64, inf as float32
+    with pytest.raises(ValueError, match="NaN or inf values"):
+        clf.predict_proba(x)
+    assert pd.api.types.is_float_dtype(np.asarray(clf.predict_proba(x * 0)).dtype)
