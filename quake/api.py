@@ -55,7 +55,9 @@ def classify_catalog(
     :func:`quake.classify.run.run_classification` (``min_probability``, ``overwrite_types``,
     ``batch_size``, ``workers``, ...); ``device`` places a model loaded from a path.
     """
-    classifier = model if isinstance(model, Classifier) else load(model, options.pop("device", "cpu"))
+    classifier = (
+        model if isinstance(model, Classifier) else load(model, options.pop("device", "cpu"))
+    )
     return classifier.classify_catalog(catalog, waveforms, quakeml=quakeml, **options)
 
 

@@ -57,41 +57,6 @@ from quake.runtime import (
 logger = logging.getLogger(__name__)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def classify_events(
     classifier,
     events: pd.DataFrame,
@@ -233,10 +198,6 @@ def catalog_context(classifier, events: pd.DataFrame) -> dict[str, np.ndarray]:
     return dict(zip(events["event_id"], predict_context(models, table), strict=True))
 
 
-
-
-
-
 def run_classification(
     classifier,
     catalog,  # a path (QuakeML or CSV) or an obspy Catalog
@@ -361,12 +322,6 @@ def run_classification(
         return summary
 
 
-
-
-
-
-
-
 def _classify_sharded(classifier, events, source, out, stations_out, resume, ranks, options):
     """This rank's slice into its part files; then rank 0 merges every rank's parts."""
     shard = ranks.shard
@@ -398,5 +353,3 @@ def _classify_sharded(classifier, events, source, out, stations_out, resume, ran
         summary = merge_summaries(summaries, n_events=len(events))
     ranks.barrier()  # the other ranks leave once the output is merged
     return summary
-
-

@@ -106,8 +106,6 @@ def select_band(stream: Stream, config: PreprocessConfig) -> Stream:
     return Stream([tr for tr in stream if tr.stats.channel[:-1] == best])
 
 
-
-
 def stream_to_array_info(
     stream: Stream,
     config: PreprocessConfig,

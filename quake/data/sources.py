@@ -83,12 +83,6 @@ def group_by_station(stream: obspy.Stream) -> dict[str, obspy.Stream]:
     return groups
 
 
-
-
-
-
-
-
 class WaveformSource:
     """Base class: ``fetch(request) -> EventTraces``; never raises for bad data."""
 

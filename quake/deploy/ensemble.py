@@ -68,12 +68,6 @@ def verify_weights(folder: Path, manifest: dict) -> None:
             )
 
 
-
-
-
-
-
-
 def weights_digest(models: Sequence[torch.nn.Module]) -> str:
     """Short SHA-256 of all member weights: the same weights always give the same id."""
     digest = hashlib.sha256()

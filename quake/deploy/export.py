@@ -241,8 +241,6 @@ def export_classifier(
     return result
 
 
-
-
 def onnx_metadata(classifier: EventClassifier) -> dict[str, str]:
     """The ``metadata_props`` an export of ``classifier`` carries (:data:`ONNX_METADATA_KEYS`)."""
 
@@ -262,10 +260,6 @@ def onnx_metadata(classifier: EventClassifier) -> dict[str, str]:
             "in 'class_names' order"
         ),
     }
-
-
-
-
 
 
 def torchscript_predict_proba(
@@ -354,8 +348,6 @@ def _export_torchscript(module: nn.Module, example: torch.Tensor, path: Path) ->
     except Exception as exc:  # tracing fails in many ways (unsupported ops, deprecation)
         return f"tracing failed: {type(exc).__name__}: {exc}"
     return None
-
-
 
 
 def _onnxruntime_name() -> str:

@@ -60,4 +60,3 @@ def load(path: str | os.PathLike, device: str = "cpu") -> Classifier:
     with it. ``device``: ``cpu``, ``cuda`` or ``auto`` for the parts that run a network."""
     folder = model_folder(path)
     return saved_kind(folder).load(folder, device=resolve_device(device))
-

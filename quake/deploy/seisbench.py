@@ -55,8 +55,7 @@ class QuakeClassifier(sbm.WaveformModel):
     def __init__(self, classifier: Classifier):
         if not isinstance(classifier, Classifier):
             raise TypeError(
-                f"got a {type(classifier).__name__}; expected a quake classifier "
-                "(quake.load(path))"
+                f"got a {type(classifier).__name__}; expected a quake classifier (quake.load(path))"
             )
         config = classifier.config
         super().__init__(

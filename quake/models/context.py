@@ -229,5 +229,3 @@ def predict_context(models: Sequence[ContextModel], events: pd.DataFrame) -> np.
     """Mean of the fold context models' probabilities for catalog ``events``."""
     features = context_features(events, models[0].timezone)
     return np.mean([m.predict_proba(features) for m in models], axis=0)
-
-

@@ -313,7 +313,6 @@ class HybridViT(nn.Module):
         """Write ``model.safetensors`` and ``model.json`` (arguments, class names) to ``directory``."""
         from safetensors.torch import save_file
 
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {

@@ -204,7 +204,6 @@ def write_loss_plot(path: Path, history: list[dict], step_losses: list[float]) -
 def _versions() -> dict:
     import timm
 
-
     return {"quake": __version__, "torch": torch.__version__, "timm": timm.__version__}
 
 

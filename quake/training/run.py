@@ -162,7 +162,6 @@ def versions() -> dict:
     import sklearn
     import timm
 
-
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -512,7 +511,10 @@ def compute_metrics(
 
 
 def deployed_probs(
-    strategy: str, outcomes: list[FoldOutcome], baseline: dict | None, hybrid_weight: float = HYBRID_WEIGHT
+    strategy: str,
+    outcomes: list[FoldOutcome],
+    baseline: dict | None,
+    hybrid_weight: float = HYBRID_WEIGHT,
 ) -> list[np.ndarray]:
     """Per fold, the test probabilities of the model ``strategy`` deploys (``hybrid_weight``:
     the HybridViT's share of the vote in ``combined``)."""
