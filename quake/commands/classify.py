@@ -8,7 +8,7 @@ rank 0 merges one output):
 
     torchrun --standalone --nproc_per_node 2 -m quake classify --model ... --out predictions.csv
 
-See the README sections "Batch classification of event catalogs" and "Scaling out".
+See docs/classification.md and docs/scaling.md.
 """
 
 from __future__ import annotations

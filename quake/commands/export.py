@@ -4,7 +4,7 @@
     quake export --model path/to/hybrid_vit_folder --preprocess preprocess.yaml --out x
 
 The graph takes trimmed Z, N, E windows (batch, 3, window_samples) and returns the mean of the
-members' probabilities; see quake/export.py and the README section "Scaling out".
+members' probabilities; see quake/deploy/export.py and docs/export.md.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ the forests with the rest (``deploy.hybrid_weight``, default :data:`HYBRID_WEIGH
 ``classifier.json``; folders saved before it existed vote equally). The weight is a default chosen by measurement, not
 fitted per run, so no validation split (small on small sets) can choose badly. Why combine:
 on the real sets the two models err on different events, and the combination beat each of
-them alone on the same folds (README, "Choosing the training recipe").
+them alone on the same folds (benchmarks/choosing-the-recipe.md).
 
 Folder: ``classifier.json`` (format, class names, preprocessing, model id) with the two parts
 in ``hybridvit/`` (an :class:`quake.deploy.ensemble.EventClassifier`) and ``baseline/`` (a

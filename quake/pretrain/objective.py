@@ -9,7 +9,7 @@ position embedding (a hidden cell is found by its position alone) and the blocks
 spectrograms are smooth in time and frequency, so predicting a cell from its surroundings asks
 for the onsets, the frequency content and the decay that also tell event types apart. The
 contrastive alternative (:mod:`quake.pretrain.contrastive`, two stations of one event as the
-positive pair) is measured against it in the README.
+positive pair) is measured against it in benchmarks/pretrain-payoff.md.
 
 How it is done, per batch:
 

@@ -226,7 +226,7 @@ class OptimConfig:
 
 
 #: What ``null`` means for the augmentation keys below, by what the windows start at (chosen by
-#: the recipe benchmark, README "Choosing the training recipe"): where windows follow P picks
+#: the recipe benchmark, benchmarks/choosing-the-recipe.md): where windows follow P picks
 #: the onset sits at a known place and is the strongest cue, so it is barely moved and never
 #: masked; where they follow origin times the onset's place varies anyway.
 AUGMENT_BY_ANCHOR = {

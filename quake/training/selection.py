@@ -2,7 +2,7 @@
 
 A fold's validation split can be a couple of dozen traces. Picking the single best epoch on it
 is noisy: one lucky early epoch (a model still predicting mostly one class) can win and be kept,
-and the fold collapses on its test part. Four guards, each measured (README); the last is on
+and the fold collapses on its test part. Four guards, each measured (benchmarks/choosing-the-recipe.md); the last is on
 by default (the mean of the 3 best epochs), the others optional:
 
 - ``min_epochs``: no epoch before it is kept, and early stopping does not count before it;
