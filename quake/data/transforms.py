@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
@@ -175,73 +176,134 @@ def window_from_array(
     change). The record's times are seconds from the window's first sample.
     """
     steps = config.transforms if transforms is None else transforms
-    policy = config.quality
     rate = config.sampling_rate_hz if sampling_rate_hz is None else float(sampling_rate_hz)
+    recording = _inspect(waveform, config, rate, anchor_sample, reading, missing, inspect)
+    if TransformOP.DROP_NAN in steps and recording.record.non_finite:
+        if config.quality.non_finite == "skip":  # the NaN check comes first, whatever the window
+            apply_policy(recording.record, config.quality)
+    _copy_z(recording, copy_z_rows)
+    _resample(recording, config)
+    window, backed = _trim(recording, config, steps)
+    _assess(window, backed, recording.record, config, steps)
+    return window, recording.record
+
+
+@dataclass
+class _Recording:
+    """A recording on its way to a window: its samples at ``rate_hz``, its quality record,
+    the mask of recorded samples (None: every sample it holds is recorded) and the anchor."""
+
+    waveform: np.ndarray
+    rate_hz: float
+    record: QualityRecord
+    backed: np.ndarray | None
+    anchor_sample: float | None
+
+
+def _inspect(
+    waveform: np.ndarray,
+    config: PreprocessConfig,
+    rate: float,
+    anchor_sample: float | None,
+    reading: StreamArray | None,
+    missing: str,
+    inspect: bool,
+) -> _Recording:
+    """Step 1: the quality record of the recording (a ``reading`` brings its own), each channel
+    inspected at its own rate and repaired as ``config.quality`` says."""
     if reading is not None:
-        record = reading.quality.copy()
-        backed = reading.backed
-    else:
-        record = QualityRecord()
-        record.missing = {c: "absent" for c in missing}
-        if missing:
-            record.missing_fill = fill_description("zeros")
-        if inspect:
-            waveform = np.stack(
-                [
-                    waveform[row]
-                    if comp in missing
-                    else check_channel(waveform[row], comp, rate, policy, record)
-                    for row, comp in enumerate(COMPONENTS)
-                ]
-            ).astype(np.float32, copy=False)
-        backed = _backed_outside_dropouts(record, waveform.shape[1], rate)
-    if TransformOP.DROP_NAN in steps and record.non_finite and policy.non_finite == "skip":
-        apply_policy(record, policy)  # the NaN check comes first, whatever the window
-    if len(copy_z_rows):
-        waveform = waveform.copy()
-        waveform[list(copy_z_rows)] = waveform[0]
-        for row in copy_z_rows:
-            record.missing.setdefault(COMPONENTS[row], "absent")
-        record.missing_fill = fill_description("copy_z")
-    if not math.isclose(rate, config.sampling_rate_hz, rel_tol=1e-9):
-        flat_before = flat_channels(waveform)
-        constants = waveform[:, 0].copy()
-        n_before = waveform.shape[1]
-        waveform = resample_waveform(waveform, rate, config.sampling_rate_hz)
-        # the anti-alias filter rings at the edges of a constant channel: keep dead channels dead
-        waveform[flat_before] = constants[flat_before, None]
-        if backed is not None:  # nearest recorded-sample flag on the new grid
-            idx = np.minimum(
-                (np.arange(waveform.shape[1]) * rate / config.sampling_rate_hz).astype(int),
-                n_before - 1,
-            )
-            backed = backed[:, idx]
-        if anchor_sample is not None:
-            anchor_sample = anchor_sample * config.sampling_rate_hz / rate
-        record.resampled_from_hz = rate
-    sr = config.sampling_rate_hz
+        return _Recording(waveform, rate, reading.quality.copy(), reading.backed, anchor_sample)
+    record = QualityRecord()
+    record.missing = {c: "absent" for c in missing}
+    if missing:
+        record.missing_fill = fill_description("zeros")
+    if inspect:
+        waveform = np.stack(
+            [
+                waveform[row]
+                if comp in missing
+                else check_channel(waveform[row], comp, rate, config.quality, record)
+                for row, comp in enumerate(COMPONENTS)
+            ]
+        ).astype(np.float32, copy=False)
+    backed = _backed_outside_dropouts(record, waveform.shape[1], rate)
+    return _Recording(waveform, rate, record, backed, anchor_sample)
+
+
+def _copy_z(recording: _Recording, rows: Sequence[int]) -> None:
+    """Step 2: rows overwritten by a copy of Z (the ``copy_z`` missing-component policy)."""
+    if not len(rows):
+        return
+    recording.waveform = recording.waveform.copy()
+    recording.waveform[list(rows)] = recording.waveform[0]
+    for row in rows:
+        recording.record.missing.setdefault(COMPONENTS[row], "absent")
+    recording.record.missing_fill = fill_description("copy_z")
+
+
+def _resample(recording: _Recording, config: PreprocessConfig) -> None:
+    """Step 3: the recording at the config's rate; a channel flat before stays flat (the
+    anti-alias filter would ring at its edges), the recorded-sample mask and the anchor follow."""
+    rate, target = recording.rate_hz, config.sampling_rate_hz
+    if math.isclose(rate, target, rel_tol=1e-9):
+        return
+    waveform = recording.waveform
+    flat_before = flat_channels(waveform)
+    constants = waveform[:, 0].copy()
+    n_before = waveform.shape[1]
+    waveform = resample_waveform(waveform, rate, target)
+    waveform[flat_before] = constants[flat_before, None]
+    if recording.backed is not None:  # nearest recorded-sample flag on the new grid
+        idx = np.minimum((np.arange(waveform.shape[1]) * rate / target).astype(int), n_before - 1)
+        recording.backed = recording.backed[:, idx]
+    if recording.anchor_sample is not None:
+        recording.anchor_sample = recording.anchor_sample * target / rate
+    recording.waveform, recording.rate_hz = waveform, target
+    recording.record.resampled_from_hz = rate
+
+
+def _trim(
+    recording: _Recording, config: PreprocessConfig, steps: TransformOP
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Step 4: TRIMMING (or a check of the length without it) -> the window and its mask of
+    recorded samples; the record moves to the window's time and counts the padding."""
+    waveform, record, anchor = recording.waveform, recording.record, recording.anchor_sample
     n = waveform.shape[1]
     recorded = None
-    if backed is not None and _starts_at_trace_start(config, anchor_sample):
-        recorded = _recorded_span(backed, record)
+    if recording.backed is not None and _starts_at_trace_start(config, anchor):
+        recorded = _recorded_span(recording.backed, record)
     if TransformOP.TRIMMING in steps:
-        start, lo, hi = window_bounds(config, n, anchor_sample, recorded)
-        window, _ = trim_window(waveform, config, anchor_sample, recorded)
+        start, lo, hi = window_bounds(config, n, anchor, recorded)
+        window, _ = trim_window(waveform, config, anchor, recorded)
+        backed = recording.backed
+        if backed is not None:
+            backed, _ = trim_window(backed, config, anchor, recorded)
     elif n == config.window_samples:
         start, lo, hi = 0, 0, n
-        window = np.ascontiguousarray(waveform)
+        window, backed = np.ascontiguousarray(waveform), recording.backed
     else:
         raise SkipTrace(
             "wrong length", f"{n} samples without TRIMMING; expected {config.window_samples}"
         )
+    sr = config.sampling_rate_hz
     if record.has_events():
-        record = record.shifted(start / sr, config.window_s)
+        recording.record = record = record.shifted(start / sr, config.window_s)
     record.padded_s = (config.window_samples - (hi - lo)) / sr
     if backed is None:  # an array without dropouts: recorded wherever it has samples
         record.coverage = (hi - lo) / config.window_samples
-    else:  # gaps, dropouts and components that end early count
-        if TransformOP.TRIMMING in steps:
-            backed, _ = trim_window(backed, config, anchor_sample, recorded)
+    return window, backed
+
+
+def _assess(
+    window: np.ndarray,
+    backed: np.ndarray | None,
+    record: QualityRecord,
+    config: PreprocessConfig,
+    steps: TransformOP,
+) -> None:
+    """Step 5: coverage (gaps, dropouts, components that end early), dead channels, then the
+    policy: a SkipTrace naming why the window is not used, or the record of what was found."""
+    if backed is not None:
         _drop_truncated_components(window, backed, record, config)
         record.coverage = window_coverage(backed, record.components)
     flat = flat_channels(window)
@@ -250,10 +312,9 @@ def window_from_array(
     )
     if TransformOP.DROP_NAN not in steps:
         record.non_finite = 0
-    apply_policy(record, policy)
+    apply_policy(record, config.quality)
     if flat.all():
         raise SkipTrace("dead", "all three channels are flat")
-    return window, record
 
 
 def _backed_outside_dropouts(
