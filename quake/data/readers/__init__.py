@@ -31,9 +31,10 @@ def open_dataset(
     - ``metadata.csv`` + ``waveforms.hdf5``, or SeisBench chunks (``metadata<chunk>.csv`` +
       ``waveforms<chunk>.hdf5``, listed in a ``chunks`` file or not): SeisBench format
       (:class:`SeisBenchDataset`; ``chunks`` picks some of them, default all);
-    - a catalog (``catalog.xml``, ``.quakeml``, ``.qml`` or ``.csv``) + ``waveforms/<event_id>/*.mseed``,
-      or the path of a catalog file (:class:`CatalogDataset`; the first of
-      :data:`~quake.data.catalog.CATALOG_FILES` wins, :func:`~quake.data.catalog.find_catalog`);
+    - a catalog (``catalog.xml``, ``.quakeml``, ``.qml`` or ``.csv``) +
+      ``waveforms/<event_id>/*.mseed``, or the path of a catalog file (:class:`CatalogDataset`;
+      the first of :data:`~quake.data.catalog.CATALOG_FILES` wins,
+      :func:`~quake.data.catalog.find_catalog`);
     - one ``*.csv`` + one ``*.hdf5``: STEAD (:class:`SteadDataset`).
 
     ``labels`` says where the labels are and how the set's names map to class names
