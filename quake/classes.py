@@ -1,8 +1,11 @@
 """Class names and the one mapping between class name and index.
 
 Class names are QuakeML event types (``earthquake``, ``explosion``, ``quarry blast``, ...)
-plus ``noise``. Every model is saved with its :class:`ClassNames`, so an index never
-travels without the name it stands for.
+plus ``noise``, whose QuakeML event type is ``not existing`` (no seismic event happened). The
+rule between the two, both ways, is :func:`class_to_event_type` / :func:`event_type_to_class`:
+every writer of QuakeML and every reader of catalog types uses it, so a catalog written by
+classification reads back as the same classes in training. Every model is saved with its
+:class:`ClassNames`, so an index never travels without the name it stands for.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 
 NOISE = "noise"
+#: The QuakeML event type of the class ``noise``.
+NOISE_EVENT_TYPE = "not existing"
 
 
 def _quakeml_event_types() -> tuple[str, ...]:
@@ -27,9 +32,26 @@ def normalize_class_name(name: object) -> str:
     return " ".join(name.replace("_", " ").strip().lower().split())
 
 
+def event_type_to_class(event_type: object) -> str:
+    """The class name of a QuakeML event type: ``not existing`` -> ``noise``, any other type
+    itself (normalized); "" stays ""."""
+    name = normalize_class_name(event_type)
+    return NOISE if name == NOISE_EVENT_TYPE else name
+
+
+def class_to_event_type(class_name: object) -> str:
+    """The QuakeML event type of a class name: ``noise`` -> ``not existing``, any other class
+    itself (normalized)."""
+    name = normalize_class_name(class_name)
+    return NOISE_EVENT_TYPE if name == NOISE else name
+
+
 def validate_class_name(name: object) -> str:
-    """Return the normalized name, or raise ValueError naming it and the allowed values."""
-    normalized = normalize_class_name(name)
+    """Return the normalized class name, or raise ValueError naming it and the allowed values.
+
+    ``not existing`` is read as ``noise`` (:func:`event_type_to_class`), so one class never has
+    two names."""
+    normalized = event_type_to_class(name)
     allowed = _quakeml_event_types()
     if normalized != NOISE and normalized not in allowed:
         raise ValueError(
@@ -59,7 +81,7 @@ class ClassNames(Sequence[str]):
 
     def index(self, name: str) -> int:  # type: ignore[override]
         """Index of a class name; ValueError naming the value and the known classes."""
-        key = normalize_class_name(name)
+        key = event_type_to_class(name)
         if key not in self._index:
             raise ValueError(f"unknown class {name!r}: this model knows {list(self._names)}")
         return self._index[key]

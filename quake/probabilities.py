@@ -38,6 +38,30 @@ def prob_column(class_name: str) -> str:
     return PROB_PREFIX + class_name.replace(" ", "_")
 
 
+def full_class_probabilities(
+    probs: np.ndarray, seen_classes: Sequence[int], n_classes: int
+) -> np.ndarray:
+    """``(N, n_classes)`` probabilities from the ``(N, len(seen_classes))`` columns of a model
+    fitted on some classes only (``seen_classes``: their indices, sklearn's ``classes_``).
+
+    A fold can lack a class (a rare class, a small set), and a model that never saw it must
+    still return a column per class, so that its rows line up with every other model's: the
+    unseen class gets probability 0 and each row keeps its sum."""
+    probs = np.asarray(probs, dtype=np.float64)
+    seen = np.asarray(seen_classes, dtype=np.int64)
+    if probs.ndim != 2 or probs.shape[1] != len(seen):
+        raise ValueError(
+            f"probs of shape {probs.shape}: expected (N, {len(seen)}), one column per seen class"
+        )
+    if len(set(seen.tolist())) != len(seen) or not all(0 <= c < n_classes for c in seen):
+        raise ValueError(
+            f"seen classes {seen.tolist()}: expected distinct class indices in 0..{n_classes - 1}"
+        )
+    full = np.zeros((len(probs), n_classes), dtype=np.float64)
+    full[:, seen] = probs
+    return full
+
+
 def model_probabilities(
     model: torch.nn.Module,
     waveforms: torch.Tensor,

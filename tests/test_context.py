@@ -97,6 +97,7 @@ def test_context_model_separates_blasts_and_round_trips_through_json():
     probs = model.predict_proba(features)
     assert (probs[:, :2].argmax(axis=1) == labels).mean() > 0.9
     assert np.all(probs[:, 2] == 0.0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
     again = ContextModel.from_dict(json.loads(json.dumps(model.to_dict())))
     np.testing.assert_allclose(again.predict_proba(features), probs, rtol=1e-12)
     with pytest.raises(ValueError, match="not a catalog context model"):

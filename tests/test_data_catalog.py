@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
+import obspy
 import pandas as pd
 import pytest
 from obspy import Stream, Trace, UTCDateTime
@@ -17,8 +21,17 @@ from obspy.core.event import (
 )
 
 from quake import classify
-from quake.data import open_dataset
-from quake.data.catalog import CATALOG_COLUMNS, first_p_picks, read_catalog
+from quake.classes import ClassNames, class_to_event_type, event_type_to_class
+from quake.data import LabelSpec, PreprocessConfig, open_dataset
+from quake.data.catalog import (
+    CATALOG_COLUMNS,
+    CATALOG_FILES,
+    find_catalog,
+    first_p_picks,
+    quakeml_event_id,
+    read_catalog,
+)
+from quake.data.readers.catalog import CatalogDataset
 
 ORIGIN = UTCDateTime("2021-06-01T12:00:00")
 
@@ -144,3 +157,128 @@ def test_unreadable_and_headerless_csv_catalogs(tmp_path):
     assert empty.empty and list(empty.columns) == list(CATALOG_COLUMNS)
     with pytest.raises(ValueError, match=r"catalog .*catalog.csv holds no event"):
         open_dataset(tmp_path)
+
+
+# --- one rule for QuakeML event type <-> class name ----------------------------------------------
+def test_noise_is_the_quakeml_type_not_existing_both_ways():
+    assert class_to_event_type("noise") == "not existing"
+    assert event_type_to_class("not existing") == "noise"
+    for name in ("earthquake", "explosion", "quarry blast"):
+        assert class_to_event_type(name) == name and event_type_to_class(name) == name
+    assert event_type_to_class("Not_Existing") == "noise" and event_type_to_class("") == ""
+    # one class, one name: the QuakeML type of noise is read as noise wherever labels are read
+    assert ClassNames(["not existing", "earthquake"]) == ["noise", "earthquake"]
+    assert ClassNames.from_labels(["noise", "not existing", "earthquake"]) == [
+        "earthquake",
+        "noise",
+    ]
+    assert ClassNames(["earthquake", "noise"]).index("not existing") == 1
+    assert LabelSpec().class_name("not existing") == "noise"
+
+
+def test_a_csv_catalog_written_as_quakeml_names_noise_not_existing(tmp_path):
+    path = tmp_path / "catalog.csv"
+    path.write_text(
+        "event_id,time,event_type\nev1,2021-06-01T12:00:00,noise\nev2,2021-06-01T13:00:00,earthquake\n"
+    )
+    _, catalog = classify.read_catalog_with_events(path)
+    assert [event.event_type for event in catalog] == ["not existing", "earthquake"]
+
+
+def _noise_model(folder: Path) -> Path:
+    """A tiny classifier (earthquake, noise) whose head always says noise."""
+    import torch
+
+    from quake.deploy.ensemble import EventClassifier
+    from quake.models import HybridViT
+
+    config = PreprocessConfig()
+    model = HybridViT(depth=1, img_size=config.spectrogram_shape[1:],
+                      class_names=["earthquake", "noise"])  # fmt: skip
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([0.0, 5.0]))
+    return EventClassifier([model], config).save(folder)
+
+
+def _link_waveforms(pnw: Path, folder: Path, event_ids) -> None:
+    (folder / "waveforms").mkdir(parents=True)
+    for event_id in event_ids:
+        (folder / "waveforms" / event_id).symlink_to(pnw / "waveforms" / event_id)
+
+
+def test_noise_written_by_classification_reads_back_as_noise_for_training(pnw, tmp_path):
+    from quake.classify.run import run_classification
+    from quake.deploy import load
+
+    subset = Catalog(events=list(obspy.read_events(str(pnw / "catalog.xml")))[:3])
+    subset.write(str(tmp_path / "catalog.xml"), format="QUAKEML")
+    event_ids = [quakeml_event_id(event) for event in subset]
+    training = tmp_path / "training"
+    _link_waveforms(pnw, training, event_ids)
+
+    summary = run_classification(
+        load(_noise_model(tmp_path / "model")), tmp_path / "catalog.xml", str(pnw),
+        tmp_path / "predictions.csv", quakeml=training / "catalog.xml", overwrite_types=True,
+        overwrite_reviewed=True, workers=0, progress=False,
+    )  # fmt: skip
+    assert summary.quakeml_counts["set"] == 3
+    written = obspy.read_events(str(training / "catalog.xml"))
+    assert [event.event_type for event in written] == ["not existing"] * 3
+
+    dataset = CatalogDataset(training)
+    assert len(dataset) > 0 and not dataset.skipped
+    assert list(dataset.class_names) == ["noise"]
+    assert set(dataset.labels) == {"noise"}
+    assert list(open_dataset(training / "catalog.xml").class_names) == ["noise"]
+
+
+# --- one list of catalog file names, one function that finds a folder's catalog ------------------
+def test_find_catalog_looks_for_every_catalog_name_in_order(tmp_path):
+    assert CATALOG_FILES == ("catalog.xml", "catalog.quakeml", "catalog.qml", "catalog.csv")
+    assert find_catalog(tmp_path) is None
+    (tmp_path / "catalog.csv").write_text("event_id,time\n")
+    assert find_catalog(tmp_path) == tmp_path / "catalog.csv"
+    (tmp_path / "catalog.qml").write_text("")
+    assert find_catalog(tmp_path) == tmp_path / "catalog.qml"  # QuakeML before CSV
+    assert find_catalog(tmp_path / "catalog.csv") == tmp_path / "catalog.csv"  # a catalog file
+    (tmp_path / "events.txt").write_text("")
+    assert find_catalog(tmp_path / "events.txt") is None
+    assert find_catalog(tmp_path / "missing") is None
+    with pytest.raises(
+        ValueError, match=r"events.txt is a file; expected .* \(\.xml, .*\.qml, \.csv\)"
+    ):
+        open_dataset(tmp_path / "events.txt")
+    with pytest.raises(
+        ValueError, match=r"'.*events.txt' holds no catalog; expected a catalog file"
+    ):
+        CatalogDataset(tmp_path / "events.txt")
+
+
+def test_a_folder_with_catalog_qml_is_opened_by_training_pretraining_and_classification(
+    pnw, tmp_path
+):
+    from quake.pretrain.data import open_unlabelled
+    from quake.training.config import load_config
+    from quake.training.run import open_training_set
+
+    shutil.copy(pnw / "catalog.xml", tmp_path / "catalog.qml")
+    events = read_catalog(tmp_path / "catalog.qml")
+    kept = [
+        event_id
+        for event_type in ("earthquake", "explosion")
+        for event_id in events.loc[events["event_type"] == event_type, "event_id"][:2]
+    ]
+    _link_waveforms(pnw, tmp_path, kept)
+    assert find_catalog(tmp_path) == tmp_path / "catalog.qml"
+
+    dataset = open_training_set(load_config(None, {"data.path": str(tmp_path)}))
+    assert isinstance(dataset, CatalogDataset) and dataset.catalog_path.name == "catalog.qml"
+    assert list(dataset.class_names) == ["earthquake", "explosion"]
+    assert set(dataset.metadata["source_id"]) == set(kept)  # the other events: no folder, skipped
+
+    unlabelled, kind = open_unlabelled(tmp_path, PreprocessConfig())
+    assert kind == "catalog" and set(unlabelled.metadata["source_id"]) == set(kept)
+    assert classify.read_catalog(tmp_path / "catalog.qml")["event_id"].tolist() == list(
+        events["event_id"]
+    )

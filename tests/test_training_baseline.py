@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from quake.models.forest import SpectralForestBaseline, feature_names, spectral_features
+from quake.probabilities import full_class_probabilities
 
 FS = 100.0
 
@@ -49,3 +50,33 @@ def test_bad_input_is_rejected():
         spectral_features(np.zeros((2, 2048)), FS)
     with pytest.raises(ValueError, match="fewer than two spectral bands"):
         feature_names(2.0)
+
+
+def test_a_class_absent_from_training_gets_probability_zero():
+    probs = np.array([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5]])
+    full = full_class_probabilities(probs, [0, 2], 3)  # class 1 never seen
+    np.testing.assert_array_equal(full, [[0.7, 0.0, 0.3], [0.2, 0.0, 0.8], [0.5, 0.0, 0.5]])
+    np.testing.assert_allclose(full.sum(axis=1), 1.0)
+    assert full_class_probabilities(np.ones((4, 1)), [1], 2).tolist() == [[0.0, 1.0]] * 4
+    assert full_class_probabilities(np.zeros((0, 2)), [0, 1], 3).shape == (0, 3)
+    with pytest.raises(ValueError, match=r"probs of shape \(3, 2\): expected \(N, 3\)"):
+        full_class_probabilities(probs, [0, 1, 2], 3)
+    with pytest.raises(ValueError, match=r"seen classes \[0, 3\]: expected distinct .* in 0\.\.2"):
+        full_class_probabilities(probs, [0, 3], 3)
+    with pytest.raises(ValueError, match=r"seen classes \[1, 1\]: expected distinct"):
+        full_class_probabilities(probs, [1, 1], 3)
+
+
+def test_a_forest_without_a_middle_class_gives_it_zero_and_rows_sum_to_one():
+    from quake.deploy.forest import forest_arrays, predict_forest
+
+    rng = np.random.default_rng(2)
+    x = np.concatenate([_signals(20, 2.0, rng), _signals(20, 15.0, rng)])
+    features = spectral_features(x, FS)
+    y = np.repeat([0, 2], 20)  # class 1 absent from training
+    model = SpectralForestBaseline(n_estimators=20, seed=0).fit(features, y)
+    probs = model.predict_proba(features, n_classes=3)
+    assert np.all(probs[:, 1] == 0.0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    deployed = predict_forest(forest_arrays(model.forest, 3), features)
+    np.testing.assert_allclose(deployed, probs, atol=1e-12)

@@ -160,3 +160,12 @@ def test_null_augmentation_keys_follow_what_the_windows_start_at(real_data_dir, 
     for path, expected in ((real_data_dir / "eqnoise-3c", True), (pnw, False)):
         config = load_config(None, {"data.path": str(path)})
         assert windows_follow_picks(config, open_training_set(config)) is expected
+
+
+def test_hybrid_weight_has_one_default():
+    import inspect
+
+    from quake.deploy.combined import HYBRID_WEIGHT, CombinedClassifier
+
+    default = inspect.signature(CombinedClassifier).parameters["hybrid_weight"].default
+    assert default == TrainConfig().deploy.hybrid_weight == HYBRID_WEIGHT == 0.4

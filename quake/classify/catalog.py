@@ -16,7 +16,7 @@ import obspy
 import pandas as pd
 from obspy.core.event import Catalog, Comment, CreationInfo, ResourceIdentifier
 
-from quake.classes import NOISE
+from quake.classes import class_to_event_type, event_type_to_class
 from quake.data import catalog as data_catalog
 from quake.data.catalog import (
     CATALOG_COLUMNS,
@@ -34,9 +34,7 @@ __all__ = [
     "CATALOG_COLUMNS",
     "CLASSIFY_REQUIRED_FIELDS",
     "ID_RULES",
-    "NOISE_EVENT_TYPE",
     "annotate_catalog",
-    "class_to_event_type",
     "format_time",
     "prediction_comment",
     "quakeml_event_id",
@@ -44,9 +42,6 @@ __all__ = [
     "read_catalog_with_events",
     "write_quakeml",
 ]
-
-#: The QuakeML event type written for the class ``noise`` (no seismic event happened).
-NOISE_EVENT_TYPE = "not existing"
 
 #: What a CSV catalog must have for classification: origin times (to find and cut waveforms).
 CLASSIFY_REQUIRED_FIELDS = ("origin_time",)
@@ -67,11 +62,6 @@ def read_catalog_with_events(
 def read_catalog(path: str | os.PathLike, id_rule: str = "auto") -> pd.DataFrame:
     """The event table of :func:`read_catalog_with_events`, without building obspy events."""
     return data_catalog.read_catalog(path, id_rule, require=CLASSIFY_REQUIRED_FIELDS)
-
-
-def class_to_event_type(class_name: str) -> str:
-    """QuakeML event type for a class name: itself, except ``noise`` -> ``not existing``."""
-    return NOISE_EVENT_TYPE if class_name == NOISE else class_name
 
 
 def prediction_comment(
@@ -113,7 +103,7 @@ def annotate_catalog(
     and an analyst-reviewed event (preferred origin manual, or reviewed/final) keeps it unless
     ``overwrite_reviewed``. An event marked for review (the ``review`` column: its predicted
     class is below ``--min-probability``) gets no type from the model. Otherwise it gets
-    ``event_type`` = the predicted class (``noise`` -> ``not existing``) and
+    ``event_type`` = the predicted class (:func:`quake.classes.class_to_event_type`) and
     ``event_type_certainty`` = ``known`` when that class has a probability of at least
     :data:`KNOWN_PROBABILITY`, ``suspected`` below; a type it replaces is named in the comment
     (``previous type: explosion``), so it is never lost. An event without a usable waveform keeps
@@ -170,9 +160,9 @@ def agreement_table(
 ) -> pd.DataFrame:
     """Catalog type (rows) against predicted class (columns), counted over the events that have
     both: how the model does on events an analyst already labelled. Catalog types are compared as
-    class names (``not existing`` -> ``noise``); empty when no event has a type."""
+    class names (:func:`quake.classes.event_type_to_class`); empty when no event has a type."""
     catalog_types = {
-        row["event_id"]: event_type_to_class(row["event_type"])
+        row["event_id"]: event_type_to_class(text_or_empty(row["event_type"]))
         for row in events.to_dict("records")
         if text_or_empty(row.get("event_type"))
     }
@@ -188,12 +178,6 @@ def agreement_table(
     for truth, predicted in pairs:
         table.loc[truth, predicted] += 1
     return table.loc[(table.sum(axis=1) > 0)]
-
-
-def event_type_to_class(event_type: object) -> str:
-    """A QuakeML event type as a class name: itself, ``not existing`` -> ``noise``."""
-    text = text_or_empty(event_type)
-    return NOISE if text == NOISE_EVENT_TYPE else text
 
 
 def write_quakeml(catalog: Catalog, path: str | os.PathLike) -> None:

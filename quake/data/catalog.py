@@ -22,6 +22,8 @@ import pandas as pd
 from obspy.core.event import Catalog, Event, Magnitude, Origin, ResourceIdentifier
 from obspy.core.event.header import EventType
 
+from quake.classes import class_to_event_type
+
 logger = logging.getLogger(__name__)
 
 #: How event ids are made. ``auto``: the ``event_id`` column of a CSV, the last path segment of
@@ -61,6 +63,10 @@ CATALOG_COLUMNS = (
 CSV_FIELDS = tuple(c for c in CATALOG_COLUMNS if c not in ("event_id", "reviewed", "p_picks"))
 
 QUAKEML_SUFFIXES = (".xml", ".quakeml", ".qml")
+#: Every suffix read as a catalog: QuakeML, then CSV.
+CATALOG_SUFFIXES = (*QUAKEML_SUFFIXES, ".csv")
+#: The catalog file of a catalog + miniSEED folder, in the order :func:`find_catalog` looks.
+CATALOG_FILES = tuple(f"catalog{suffix}" for suffix in CATALOG_SUFFIXES)
 
 
 # --- small value helpers -----------------------------------------------------------------------
@@ -125,6 +131,20 @@ def quakeml_event_id(event: Event, id_rule: str = "auto") -> str:
         f"id rule {id_rule!r} applies to CSV catalogs; a QuakeML catalog takes "
         "auto, last-segment, resource-id or regex:PATTERN"
     )
+
+
+def find_catalog(path: str | os.PathLike) -> Path | None:
+    """The catalog of ``path``: the path itself when it is a file with a catalog suffix
+    (:data:`CATALOG_SUFFIXES`), the first of :data:`CATALOG_FILES` in it when it is a folder,
+    else None. Training, classification and pretraining find catalogs through this."""
+    path = Path(path)
+    if path.is_file():
+        return path if path.suffix.lower() in CATALOG_SUFFIXES else None
+    if path.is_dir():
+        for name in CATALOG_FILES:
+            if (path / name).is_file():
+                return path / name
+    return None
 
 
 # --- QuakeML -----------------------------------------------------------------------------------
@@ -338,7 +358,8 @@ def _read(
         events = _read_csv(path, id_rule, require)
     else:
         raise ValueError(
-            f"catalog {path}: unknown format {path.suffix!r}; expected .xml/.quakeml/.qml or .csv"
+            f"catalog {path}: unknown format {path.suffix!r}; expected one of "
+            f"{', '.join(CATALOG_SUFFIXES)}"
         )
     _check_ids(events, path)
     logger.info(
@@ -375,12 +396,15 @@ def read_catalog_with_events(
 def events_to_obspy(events: pd.DataFrame) -> Catalog:
     """Build obspy Events from a catalog table (CSV catalogs), so they can be written as QuakeML.
 
+    A type that is a class name becomes its QuakeML event type (``noise`` -> ``not existing``,
+    :func:`quake.classes.class_to_event_type`).
+
     Resource ids are ``smi:local/event/<event_id>``, so the ``auto`` id rule gives the ids back.
     """
     catalog = Catalog(resource_id=ResourceIdentifier("smi:local/quake/catalog"))
     for row in events.itertuples(index=False):
         event = Event(resource_id=ResourceIdentifier(f"smi:local/event/{row.event_id}"))
-        event_type = text_or_empty(row.event_type)
+        event_type = class_to_event_type(text_or_empty(row.event_type))
         if event_type in EventType.values():
             event.event_type = event_type
         elif event_type:

@@ -27,6 +27,7 @@ from quake.data import PreprocessConfig
 from quake.deploy.manifest import file_sha256, read_manifest, write_manifest
 from quake.deploy.protocol import Classifier, check_windows
 from quake.models.forest import spectral_features
+from quake.probabilities import full_class_probabilities
 from quake.runtime import staging_dir
 
 logger = logging.getLogger(__name__)
@@ -52,9 +53,7 @@ def forest_arrays(forest, n_classes: int) -> dict[str, np.ndarray]:
         features.append(np.where(leaf, 0, tree.feature))
         thresholds.append(tree.threshold)
         fractions = tree.value[:, 0, :] / tree.value[:, 0, :].sum(axis=1, keepdims=True)
-        full = np.zeros((tree.node_count, n_classes))
-        full[:, np.asarray(forest.classes_, dtype=np.int64)] = fractions
-        values.append(full)
+        values.append(full_class_probabilities(fractions, forest.classes_, n_classes))
         roots.append(offset)
         offset += tree.node_count
     return {

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from quake.probabilities import full_class_probabilities
+
 CONTEXT_FILE = "context.json"
 FORMAT = "quake.ContextModel"
 FEATURES = (
@@ -174,9 +176,7 @@ class ContextModel:
             logits = np.concatenate([np.zeros_like(logits), logits], axis=1)
         logits -= logits.max(axis=1, keepdims=True)
         seen = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-        probs = np.zeros((len(x), self.n_classes))
-        probs[:, self.classes] = seen
-        return probs
+        return full_class_probabilities(seen, self.classes, self.n_classes)
 
     def to_dict(self) -> dict:
         return {

@@ -26,6 +26,7 @@ from scipy.stats import kurtosis
 from sklearn.ensemble import RandomForestClassifier
 
 from quake.data.quality import COMPONENTS
+from quake.probabilities import full_class_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -176,9 +177,9 @@ class SpectralForestBaseline:
 
     def predict_proba(self, features: np.ndarray, n_classes: int) -> np.ndarray:
         """Probabilities for all ``n_classes`` (a class missing from training gets 0)."""
-        probs = np.zeros((len(features), n_classes), dtype=np.float64)
-        probs[:, self.forest.classes_] = self.forest.predict_proba(features)
-        return probs
+        return full_class_probabilities(
+            self.forest.predict_proba(features), self.forest.classes_, n_classes
+        )
 
     def __str__(self) -> str:
         p = self.forest.get_params()

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from quake.data import PreprocessConfig, WaveformDataAdapter, WaveformDataset
-from quake.data.readers.catalog import CatalogDataset, find_catalog
+from quake.data.catalog import CATALOG_SUFFIXES, find_catalog
+from quake.data.readers.catalog import CatalogDataset
 from quake.data.readers.mseed_tree import MseedTreeDataset
 from quake.data.readers.sds import SdsDataset
 from quake.data.readers.seisbench import SeisBenchDataset
@@ -38,8 +39,6 @@ from quake.data.readers.stead import SteadDataset, find_stead_files
 from quake.data.sources import detect_source_kind
 
 logger = logging.getLogger(__name__)
-
-CATALOG_SUFFIXES = (".csv", ".xml", ".quakeml", ".qml")
 
 
 def open_unlabelled(
@@ -55,7 +54,7 @@ def open_unlabelled(
     if not path.exists():
         raise ValueError(f"data path {str(path)!r} does not exist")
     if path.is_file():
-        if path.suffix.lower() in CATALOG_SUFFIXES:
+        if find_catalog(path) is not None:
             return CatalogDataset(path, config, unlabelled=True), "catalog"
         raise ValueError(
             f"{str(path)!r} is a file; expected a folder or a catalog ({', '.join(CATALOG_SUFFIXES)})"

@@ -6,9 +6,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from quake.data.catalog import CATALOG_FILES, CATALOG_SUFFIXES, find_catalog
 from quake.data.config import PreprocessConfig
 from quake.data.readers.base import LabelSpec, WaveformDataset
-from quake.data.readers.catalog import CATALOG_FILES, CatalogDataset, find_catalog
+from quake.data.readers.catalog import CatalogDataset
 from quake.data.readers.seisbench import (
     SeisBenchDataset,
     is_seisbench_folder,
@@ -30,8 +31,10 @@ def open_dataset(
     - ``metadata.csv`` + ``waveforms.hdf5``, or SeisBench chunks (``metadata<chunk>.csv`` +
       ``waveforms<chunk>.hdf5``, listed in a ``chunks`` file or not): SeisBench format
       (:class:`SeisBenchDataset`; ``chunks`` picks some of them, default all);
-    - ``catalog.xml`` or ``catalog.csv`` + ``waveforms/<event_id>/*.mseed``, or the path of
-      such a catalog file (:class:`CatalogDataset`; ``catalog.xml`` wins when both exist);
+    - a catalog (``catalog.xml``, ``.quakeml``, ``.qml`` or ``.csv``) +
+      ``waveforms/<event_id>/*.mseed``, or the path of a catalog file (:class:`CatalogDataset`;
+      the first of :data:`~quake.data.catalog.CATALOG_FILES` wins,
+      :func:`~quake.data.catalog.find_catalog`);
     - one ``*.csv`` + one ``*.hdf5``: STEAD (:class:`SteadDataset`).
 
     ``labels`` says where the labels are and how the set's names map to class names
@@ -43,9 +46,12 @@ def open_dataset(
     if chunks is not None and not is_seisbench_folder(path):
         raise ValueError(f"chunks={chunks!r}: {path} is not a SeisBench-format set")
     if path.is_file():
-        if path.suffix.lower() in (".xml", ".quakeml", ".csv"):
+        if find_catalog(path) is not None:
             return CatalogDataset(path, config, labels)
-        raise ValueError(f"{path} is a file; expected a dataset folder or a catalog .xml/.csv file")
+        raise ValueError(
+            f"{path} is a file; expected a dataset folder or a catalog file "
+            f"({', '.join(CATALOG_SUFFIXES)})"
+        )
     if is_seisbench_folder(path):
         return SeisBenchDataset(path, config, labels, chunks=chunks)
     if find_catalog(path) is not None:
@@ -55,7 +61,7 @@ def open_dataset(
     raise ValueError(
         f"cannot tell the format of {path}: expected metadata.csv + waveforms.hdf5 or "
         "metadata<chunk>.csv + waveforms<chunk>.hdf5 (SeisBench), "
-        f"{' or '.join(CATALOG_FILES)} + waveforms/ (catalog + miniSEED), or one *.csv + one "
+        f"one of {', '.join(CATALOG_FILES)} + waveforms/ (catalog + miniSEED), or one *.csv + one "
         "*.hdf5 (STEAD)"
     )
 

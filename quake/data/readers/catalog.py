@@ -1,5 +1,6 @@
-"""Event catalog + miniSEED folders: ``catalog.xml`` (QuakeML) or ``catalog.csv``, and
-``waveforms/<event_id>/*.mseed``.
+"""Event catalog + miniSEED folders: a catalog file (``catalog.xml``, ``catalog.quakeml``,
+``catalog.qml`` or ``catalog.csv``: :data:`quake.data.catalog.CATALOG_FILES`, found by
+:func:`quake.data.catalog.find_catalog`) and ``waveforms/<event_id>/*.mseed``.
 
 One sample is one station (``NET.STA.LOC``) of one event. A station's channel band with the
 highest sampling rate >= ``min_sampling_rate_hz`` is used (``BHZ`` 40 Hz over ``LHZ`` 1 Hz);
@@ -8,7 +9,8 @@ samples are read on :meth:`get_sample`, and come back resampled to ``config.samp
 
 The catalog is parsed by :func:`quake.data.catalog.read_catalog`, the parser batch
 classification uses too, so event ids, origins and P picks are the same on both sides.
-Labels come from ``event_type``. The TRIMMING anchor is the P pick of the station when the
+Labels come from ``event_type``, read as class names (``not existing`` is ``noise``,
+:func:`quake.classes.event_type_to_class`). The TRIMMING anchor is the P pick of the station when the
 QuakeML has one (``trace_p_arrival_sample``), else the origin time (``source_origin_time``
 relative to ``trace_start_time``). Skipped with a reason: an event without a waveform folder, an
 unreadable miniSEED file, a station with no fast-enough channel or an unknown channel code, an
@@ -34,7 +36,14 @@ import numpy as np
 import pandas as pd
 from obspy import Stream, UTCDateTime
 
-from quake.data.catalog import float_or_none, read_catalog, text_or_empty
+from quake.data.catalog import (
+    CATALOG_FILES,
+    CATALOG_SUFFIXES,
+    find_catalog,
+    float_or_none,
+    read_catalog,
+    text_or_empty,
+)
 from quake.data.components import (
     StreamArray,
     component_of,
@@ -50,15 +59,7 @@ from quake.data.transforms import SkipTrace
 
 logger = logging.getLogger(__name__)
 
-CATALOG_FILES = ("catalog.xml", "catalog.csv")
 WAVEFORM_DIR = "waveforms"
-
-
-def find_catalog(path: Path) -> Path | None:
-    for name in CATALOG_FILES:
-        if (path / name).is_file():
-            return path / name
-    return None
 
 
 class CatalogDataset(WaveformDataset):
@@ -72,17 +73,13 @@ class CatalogDataset(WaveformDataset):
         *,
         unlabelled: bool = False,
     ):
-        path = Path(path)
-        if path.is_file():
-            catalog_path, folder = path, path.parent
-        else:
-            folder = path
-            found = find_catalog(folder)
-            if found is None:
-                raise ValueError(
-                    f"{folder} holds no catalog; expected one of {list(CATALOG_FILES)}"
-                )
-            catalog_path = found
+        catalog_path = find_catalog(path)
+        if catalog_path is None:
+            raise ValueError(
+                f"{str(path)!r} holds no catalog; expected a catalog file "
+                f"({', '.join(CATALOG_SUFFIXES)}) or a folder with one of {list(CATALOG_FILES)}"
+            )
+        folder = catalog_path.parent
         config = config or PreprocessConfig()
         self.label_spec = labels or LabelSpec()
         self.unlabelled = bool(unlabelled)
