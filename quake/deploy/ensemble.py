@@ -129,17 +129,12 @@ class EventClassifier(Classifier):
                 )
         self.model_id = model_id or f"quake-{weights_digest(self.models)}"
         self.info = dict(info or {})
-        self._device = resolve_device(device)
+        self.device = resolve_device(device)
         for model in self.models:
             model.to(self.device).eval()
 
-    @property
-    def device(self) -> torch.device:
-        """Where the members run (the base's ``device`` is the CPU and cannot be set)."""
-        return self._device
-
     def to(self, device: str | torch.device) -> EventClassifier:
-        self._device = resolve_device(device)
+        self.device = resolve_device(device)
         for model in self.models:
             model.to(self.device)
         return self
