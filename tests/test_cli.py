@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from quake.cli import EXIT_ERROR, Stopped, run_command
+from quake.commands import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,6 +67,32 @@ def test_sigterm_raises_in_the_command_and_the_handler_is_restored(capsys):
 
     assert run_command(body) == 143
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+# --- --help imports nothing heavy ------------------------------------------------------------------
+HEAVY_MODULES = ("torch", "timm", "obspy", "pandas", "sklearn", "quake.training", "quake.deploy")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_every_command_imports_no_heavy_module(command):
+    """The parser of a command is built from light modules only, so ``--help`` answers at once;
+    the implementation is imported when the command runs."""
+    probe = (
+        "import sys\n"
+        "from quake.cli import main\n"
+        "try:\n"
+        f"    main([{command!r}, '--help'])\n"
+        "except SystemExit as done:\n"
+        "    assert done.code == 0, done.code\n"
+        f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    *help_lines, imported = result.stdout.strip().splitlines()
+    assert help_lines[0].startswith(f"usage: quake {command} [-h]")
+    assert imported == "[]", f"quake {command} --help imported {imported}"
 
 
 # --- the scripts ---------------------------------------------------------------------------------
@@ -205,8 +232,6 @@ def test_pip_install_gives_a_quake_command_that_runs_anywhere(tmp_path):
 
     version = run(str(fresh / "bin" / "python"), "-m", "quake", "--version")
     assert version.returncode == 0 and version.stdout.strip() == "quake 0.1.0"
-    from quake.commands import COMMANDS
-
     helped = run(str(fresh / "bin" / "quake"), "--help")
     assert helped.returncode == 0 and "{" + ",".join(COMMANDS) + "}" in helped.stdout
     assert {"train", "classify", "export", "pretrain"} <= set(COMMANDS)

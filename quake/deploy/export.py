@@ -50,16 +50,13 @@ from quake.deploy.onnx import (
 )
 from quake.models import HybridViT
 from quake.models.hybrid_vit import CONFIG_FILE as HYBRID_VIT_FILE
+from quake.options import EXPORT_FORMATS, PARITY_ATOL
 from quake.runtime import check_outputs_apart, staging_dir
 from quake.version import __version__
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("onnx", "torchscript")
 TORCHSCRIPT_FILE = "model.torchscript.pt"
-# Largest absolute difference in probability allowed between an export and predict_proba
-# (float32 graphs; what is measured is ~1e-7).
-PARITY_ATOL = 1e-5
 _EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf caps one file at 2 GB
 _PARITY_BATCH_SIZES = (1, 5)  # other sizes than the one traced: the batch axis must be dynamic
 
@@ -241,8 +238,6 @@ def export_classifier(
     return result
 
 
-
-
 def onnx_metadata(classifier: EventClassifier) -> dict[str, str]:
     """The ``metadata_props`` an export of ``classifier`` carries (:data:`ONNX_METADATA_KEYS`)."""
 
@@ -262,10 +257,6 @@ def onnx_metadata(classifier: EventClassifier) -> dict[str, str]:
             "in 'class_names' order"
         ),
     }
-
-
-
-
 
 
 def torchscript_predict_proba(
@@ -354,8 +345,6 @@ def _export_torchscript(module: nn.Module, example: torch.Tensor, path: Path) ->
     except Exception as exc:  # tracing fails in many ways (unsupported ops, deprecation)
         return f"tracing failed: {type(exc).__name__}: {exc}"
     return None
-
-
 
 
 def _onnxruntime_name() -> str:
