@@ -220,7 +220,7 @@ def test_pip_install_gives_a_quake_command_that_runs_anywhere(tmp_path):
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert built.returncode == 0, built.stdout + built.stderr
-    (wheel,) = (tmp_path / "wheels").glob("quake-*.whl")
+    (wheel,) = (tmp_path / "wheels").glob("quake_seismic-*.whl")
     install = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
                              capture_output=True, text=True, timeout=600)  # fmt: skip
     assert install.returncode == 0, install.stdout + install.stderr
@@ -239,6 +239,10 @@ def test_pip_install_gives_a_quake_command_that_runs_anywhere(tmp_path):
         helped = run(str(fresh / "bin" / "quake"), command, "--help")
         assert helped.returncode == 0, helped.stderr
         assert helped.stdout.startswith(f"usage: quake {command} [-h]")
+    dist = run(
+        str(python), "-c", "import importlib.metadata as m; print(m.version('quake-seismic'))"
+    )
+    assert dist.stdout.strip() == "0.1.0", dist.stderr  # the distribution's name on PyPI
     located = run(str(python), "-c", "import quake; print(quake.__file__)")
     assert str(fresh) in located.stdout  # the installed copy, not this checkout
 

@@ -4,7 +4,7 @@ The adapter wraps the one classifier protocol (:mod:`quake.deploy.protocol`): ``
 ``forward`` call the classifier's own ``classify`` and ``predict_proba``, nothing is computed
 twice.
 
-Needs the ``seisbench`` package (``pip install quake[seisbench]``)::
+Needs the ``seisbench`` package (``pip install 'quake-seismic[seisbench]'``)::
 
     from quake.deploy.seisbench import QuakeClassifier
 
@@ -55,8 +55,7 @@ class QuakeClassifier(sbm.WaveformModel):
     def __init__(self, classifier: Classifier):
         if not isinstance(classifier, Classifier):
             raise TypeError(
-                f"got a {type(classifier).__name__}; expected a quake classifier "
-                "(quake.load(path))"
+                f"got a {type(classifier).__name__}; expected a quake classifier (quake.load(path))"
             )
         config = classifier.config
         super().__init__(
