@@ -200,12 +200,29 @@ def test_a_read_only_folder_is_one_line_naming_the_output(model_dir, pnw, tmp_pa
 
 
 # --- the installed command -------------------------------------------------------------------------
+def test_the_wheel_holds_every_quake_package_and_nothing_else():
+    """pyproject's package discovery, as setuptools runs it: the benchmark scripts and their
+    helpers (benchmarks/), scripts/ and tests/ are not shipped."""
+    from setuptools import find_namespace_packages
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = set(find_namespace_packages(str(ROOT), **found["find"]))
+    expected = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "quake").rglob("__init__.py")
+    }
+    assert packages == expected and not [p for p in packages if "bench" in p]
+
+
 @pytest.mark.slow
 def test_pip_install_gives_a_quake_command_that_runs_anywhere(tmp_path):
     """quake's wheel installed into a new virtual environment (its dependencies taken from this
     one's site-packages, so nothing is downloaded), then the command from an unrelated folder."""
     import site
     import venv
+    import zipfile
 
     fresh = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(fresh)
@@ -221,6 +238,8 @@ def test_pip_install_gives_a_quake_command_that_runs_anywhere(tmp_path):
     )  # fmt: skip
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = (tmp_path / "wheels").glob("quake_seismic-*.whl")
+    with zipfile.ZipFile(wheel) as shipped:
+        assert not [n for n in shipped.namelist() if "bench" in n]  # benchmarks stay in the repo
     install = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
                              capture_output=True, text=True, timeout=600)  # fmt: skip
     assert install.returncode == 0, install.stdout + install.stderr

@@ -162,7 +162,6 @@ def versions() -> dict:
     import sklearn
     import timm
 
-
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -512,7 +511,10 @@ def compute_metrics(
 
 
 def deployed_probs(
-    strategy: str, outcomes: list[FoldOutcome], baseline: dict | None, hybrid_weight: float = HYBRID_WEIGHT
+    strategy: str,
+    outcomes: list[FoldOutcome],
+    baseline: dict | None,
+    hybrid_weight: float = HYBRID_WEIGHT,
 ) -> list[np.ndarray]:
     """Per fold, the test probabilities of the model ``strategy`` deploys (``hybrid_weight``:
     the HybridViT's share of the vote in ``combined``)."""
@@ -557,7 +559,7 @@ def fold_level_metrics(
 
     ``tests``: per fold ``(fold index, labels, source ids)`` of its test items, ``probs`` the
     model's ``(n_test, C)`` probabilities of them. Used for the baseline and the combination
-    (and by ``scripts/bench_recipe.py`` on the predictions a run wrote)."""
+    (and by ``benchmarks/bench_recipe.py`` on the predictions a run wrote)."""
     trace_folds, event_folds = [], []
     for (index, y, groups), p in zip(tests, probs, strict=True):
         trace, event, _, n_events = _fold_metrics(y, p, groups, class_names)
