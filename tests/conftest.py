@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
 import pytest
 
 REAL_DATA_ENV = "QUAKE_REAL_DATA"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _real_data_path() -> Path:
@@ -15,6 +17,14 @@ def _real_data_path() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+
+@pytest.fixture
+def bench_helper(monkeypatch):
+    """``bench_helper("model_throughput")``: a helper module of ``benchmarks/``, imported as the
+    benchmark scripts import it (that folder is not part of the package)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module
 
 
 @pytest.fixture(scope="session")

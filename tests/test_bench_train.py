@@ -1,4 +1,4 @@
-"""scripts/bench_train.py end to end with tiny settings: one process and two (DDP over gloo)."""
+"""benchmarks/bench_train.py end to end with tiny settings: one process and two (DDP over gloo)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "bench_train.py"
+SCRIPT = REPO / "benchmarks" / "bench_train.py"
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess:

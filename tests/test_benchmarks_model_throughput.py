@@ -1,10 +1,14 @@
-"""The throughput helpers behind scripts/bench_model.py (tiny sizes: plumbing, not speed)."""
+"""The throughput helpers behind benchmarks/bench_model.py (tiny sizes: plumbing, not speed)."""
 
 from __future__ import annotations
 
 import pytest
 
-from quake.benchmarks.model_throughput import measure_inference, measure_training, time_call
+
+@pytest.fixture
+def throughput(bench_helper):
+    """``benchmarks/model_throughput.py``."""
+    return bench_helper("model_throughput")
 
 
 def tiny_macs_per_window(depth: int, dim: int = 192, heads: int = 3, classes: int = 2) -> int:
@@ -19,8 +23,8 @@ def tiny_macs_per_window(depth: int, dim: int = 192, heads: int = 3, classes: in
     return stem + depth * block + dim * classes
 
 
-def test_inference_figures_follow_from_counted_macs():
-    result = measure_inference("tiny", depth=1, batch=2, repeats=1, img_size=(33, 64))
+def test_inference_figures_follow_from_counted_macs(throughput):
+    result = throughput.measure_inference("tiny", depth=1, batch=2, repeats=1, img_size=(33, 64))
     assert result.gmacs_per_window * 1e9 == pytest.approx(tiny_macs_per_window(1), rel=1e-6)
     assert result.windows_per_s > 0 and result.windows_per_s_best >= result.windows_per_s
     assert result.gflops_best == pytest.approx(
@@ -29,19 +33,19 @@ def test_inference_figures_follow_from_counted_macs():
     assert result.mode == "inference" and result.precision == "fp32"
 
 
-def test_training_step_counts_forward_and_backward():
-    result = measure_training("tiny", depth=1, batch=2, repeats=1, img_size=(33, 64))
+def test_training_step_counts_forward_and_backward(throughput):
+    result = throughput.measure_training("tiny", depth=1, batch=2, repeats=1, img_size=(33, 64))
     # backward costs about twice the forward, so a training step is about 3x the forward MACs
     ratio = result.gmacs_per_window * 1e9 / tiny_macs_per_window(1)
     assert 2.5 < ratio < 3.1
     assert result.mode == "train" and result.windows_per_s > 0
 
 
-def test_time_call_validates_repeats():
+def test_time_call_validates_repeats(throughput):
     with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
-        time_call(lambda: None, repeats=0)
+        throughput.time_call(lambda: None, repeats=0)
 
 
-def test_unknown_precision_is_named():
+def test_unknown_precision_is_named(throughput):
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16-autocast', got 'fp8'"):
-        measure_inference("tiny", depth=1, batch=1, repeats=1, precision="fp8")
+        throughput.measure_inference("tiny", depth=1, batch=1, repeats=1, precision="fp8")

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from quake.cli import EXIT_ERROR, Stopped, run_command
+from quake.commands import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,6 +67,32 @@ def test_sigterm_raises_in_the_command_and_the_handler_is_restored(capsys):
 
     assert run_command(body) == 143
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+# --- --help imports nothing heavy ------------------------------------------------------------------
+HEAVY_MODULES = ("torch", "timm", "obspy", "pandas", "sklearn", "quake.training", "quake.deploy")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_every_command_imports_no_heavy_module(command):
+    """The parser of a command is built from light modules only, so ``--help`` answers at once;
+    the implementation is imported when the command runs."""
+    probe = (
+        "import sys\n"
+        "from quake.cli import main\n"
+        "try:\n"
+        f"    main([{command!r}, '--help'])\n"
+        "except SystemExit as done:\n"
+        "    assert done.code == 0, done.code\n"
+        f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    *help_lines, imported = result.stdout.strip().splitlines()
+    assert help_lines[0].startswith(f"usage: quake {command} [-h]")
+    assert imported == "[]", f"quake {command} --help imported {imported}"
 
 
 # --- the scripts ---------------------------------------------------------------------------------
@@ -173,12 +200,29 @@ def test_a_read_only_folder_is_one_line_naming_the_output(model_dir, pnw, tmp_pa
 
 
 # --- the installed command -------------------------------------------------------------------------
+def test_the_wheel_holds_every_quake_package_and_nothing_else():
+    """pyproject's package discovery, as setuptools runs it: the benchmark scripts and their
+    helpers (benchmarks/), scripts/ and tests/ are not shipped."""
+    from setuptools import find_namespace_packages
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = set(find_namespace_packages(str(ROOT), **found["find"]))
+    expected = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "quake").rglob("__init__.py")
+    }
+    assert packages == expected and not [p for p in packages if "bench" in p]
+
+
 @pytest.mark.slow
 def test_pip_install_gives_a_quake_command_that_runs_anywhere(tmp_path):
     """quake's wheel installed into a new virtual environment (its dependencies taken from this
     one's site-packages, so nothing is downloaded), then the command from an unrelated folder."""
     import site
     import venv
+    import zipfile
 
     fresh = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(fresh)
@@ -193,7 +237,9 @@ def test_pip_install_gives_a_quake_command_that_runs_anywhere(tmp_path):
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert built.returncode == 0, built.stdout + built.stderr
-    (wheel,) = (tmp_path / "wheels").glob("quake-*.whl")
+    (wheel,) = (tmp_path / "wheels").glob("quake_seismic-*.whl")
+    with zipfile.ZipFile(wheel) as shipped:
+        assert not [n for n in shipped.namelist() if "bench" in n]  # benchmarks stay in the repo
     install = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
                              capture_output=True, text=True, timeout=600)  # fmt: skip
     assert install.returncode == 0, install.stdout + install.stderr
@@ -205,8 +251,6 @@ def test_pip_install_gives_a_quake_command_that_runs_anywhere(tmp_path):
 
     version = run(str(fresh / "bin" / "python"), "-m", "quake", "--version")
     assert version.returncode == 0 and version.stdout.strip() == "quake 0.1.0"
-    from quake.commands import COMMANDS
-
     helped = run(str(fresh / "bin" / "quake"), "--help")
     assert helped.returncode == 0 and "{" + ",".join(COMMANDS) + "}" in helped.stdout
     assert {"train", "classify", "export", "pretrain"} <= set(COMMANDS)
@@ -214,6 +258,10 @@ def test_pip_install_gives_a_quake_command_that_runs_anywhere(tmp_path):
         helped = run(str(fresh / "bin" / "quake"), command, "--help")
         assert helped.returncode == 0, helped.stderr
         assert helped.stdout.startswith(f"usage: quake {command} [-h]")
+    dist = run(
+        str(python), "-c", "import importlib.metadata as m; print(m.version('quake-seismic'))"
+    )
+    assert dist.stdout.strip() == "0.1.0", dist.stderr  # the distribution's name on PyPI
     located = run(str(python), "-c", "import quake; print(quake.__file__)")
     assert str(fresh) in located.stdout  # the installed copy, not this checkout
 

@@ -391,10 +391,10 @@ def test_quality_policy_round_trips_and_validates():
         PreprocessConfig(quality={"spike": "use"})
 
 
-def test_the_benchmarks_switch_turns_every_channel_check_off_and_back_on(record):
+def test_the_benchmarks_switch_turns_every_channel_check_off_and_back_on(record, bench_helper):
     """bench_classify / bench_data measure the checks' cost with ``quality_checks_off``: inside
     it a glitch and a dropout go unnoticed, after it both are found again."""
-    from quake.benchmarks import quality_checks_off
+    quality_checks_off = bench_helper("quality_checks").quality_checks_off
 
     faulty = record.copy()
     faulty[0, int((P_S + 10.0) * 100)] = 2**23

@@ -436,7 +436,7 @@ def test_breakdowns_by_magnitude_distance_and_snr_on_a_crafted_table():
 
 
 def test_a_finished_run_is_rescored_at_any_hybrid_weight(eqnoise_run):
-    """``combined_from_predictions`` (scripts/bench_combine.py) gives back the run's own
+    """``combined_from_predictions`` (benchmarks/bench_combine.py) gives back the run's own
     combined figures at its weight, the baseline's at 0 and the HybridViT's at 1."""
     from quake.training.run import combined_from_predictions
 
@@ -454,7 +454,7 @@ def test_a_finished_run_is_rescored_at_any_hybrid_weight(eqnoise_run):
 def test_bench_combine_prints_and_keeps_the_figures_of_each_weight(eqnoise_run, tmp_path, capsys):
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_combine.py"
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_combine.py"
     spec = importlib.util.spec_from_file_location("bench_combine", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)

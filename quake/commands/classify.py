@@ -1,4 +1,4 @@
-"""quake classify: label every event of a catalog with class probabilities.
+r"""quake classify: label every event of a catalog with class probabilities.
 
     quake classify --model runs/my-run --catalog catalog.xml --waveforms data/ \
         --out predictions.csv [--quakeml classified.xml] [--stations-out per_station.csv]
@@ -17,13 +17,8 @@ import argparse
 import logging
 import sys
 
-from quake.classify.catalog import ID_RULES
-from quake.classify.outputs import agreement_path
-from quake.classify.run import run_classification
-from quake.classify.shard import rank_group
 from quake.cli import run_command
-from quake.data.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, SOURCE_KINDS
-from quake.deploy import load
+from quake.options import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, ID_RULES, SOURCE_KINDS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -136,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
 def _classify(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from quake.classify.outputs import agreement_path
+    from quake.classify.shard import rank_group
+
     with rank_group() as ranks, logging_redirect_tqdm():  # log lines above the progress bar
         summary = _run(args, ranks)
     if not ranks.is_main:
@@ -173,6 +171,9 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, ranks):
+    from quake.classify.run import run_classification
+    from quake.deploy import load
+
     return run_classification(
         load(args.model, device=ranks.device(args.device)),
         args.catalog,

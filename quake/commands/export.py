@@ -14,12 +14,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-
-import yaml
+from typing import TYPE_CHECKING
 
 from quake.cli import run_command
-from quake.data import PreprocessConfig
-from quake.deploy.export import EXPORT_FORMATS, PARITY_ATOL, export_classifier, load_exportable
+from quake.options import EXPORT_FORMATS, PARITY_ATOL
+
+if TYPE_CHECKING:
+    from quake.data import PreprocessConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def read_preprocess(path: str) -> PreprocessConfig:
     """A PreprocessConfig from YAML/JSON: the mapping itself, or its ``preprocess`` or
     ``data.preprocess`` entry (a classifier.json or a training config)."""
+    import yaml
+
+    from quake.data import PreprocessConfig
+
     try:
         loaded = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -88,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from quake.deploy.export import export_classifier, load_exportable
+
     config = read_preprocess(args.preprocess) if args.preprocess else None
     classifier = load_exportable(args.model, config)
     result = export_classifier(

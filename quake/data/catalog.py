@@ -23,16 +23,10 @@ from obspy.core.event import Catalog, Event, Magnitude, Origin, ResourceIdentifi
 from obspy.core.event.header import EventType
 
 from quake.classes import class_to_event_type
+from quake.options import ID_RULES  # how event ids are made
 
 logger = logging.getLogger(__name__)
 
-#: How event ids are made. ``auto``: the ``event_id`` column of a CSV, the last path segment of
-#: a QuakeML event's resource id (``smi:uw.anss.org/event/uw61348817`` -> ``uw61348817``,
-#: :func:`event_id_from_resource_id`). ``last-segment`` / ``resource-id``: that segment / the
-#: whole resource id (QuakeML). ``column:NAME``: a CSV column. ``regex:PATTERN``: the first group
-#: (or the whole match) of PATTERN searched in the resource id (QuakeML) or in the ``event_id``
-#: column (CSV).
-ID_RULES = ("auto", "last-segment", "resource-id", "column:NAME", "regex:PATTERN")
 
 #: CSV columns that hold the origin time, the first one present wins.
 ORIGIN_TIME_COLUMNS = ("time", "origin_time", "source_origin_time")

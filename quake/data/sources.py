@@ -37,12 +37,9 @@ from quake.data.mseed import event_folder, mseed_files, read_mseed
 from quake.data.readers import open_dataset
 from quake.data.readers.seisbench import is_seisbench_folder
 from quake.data.transforms import SkipTrace
+from quake.options import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, SOURCE_KINDS
 
 logger = logging.getLogger(__name__)
-
-SOURCE_KINDS = ("auto", "folders", "sds", "seisbench", "fdsn")
-DEFAULT_BEFORE_S = 60.0
-DEFAULT_AFTER_S = 120.0
 
 
 @dataclass

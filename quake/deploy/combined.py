@@ -43,7 +43,7 @@ def combine_parts(
 ) -> np.ndarray:
     """The combined model's ``(N, C)`` probabilities from its two parts' for the same windows:
     the HybridViT votes with ``hybrid_weight``, the forests with the rest. Training's metrics,
-    the deployed model and ``scripts/bench_combine.py`` all combine through this."""
+    the deployed model and ``benchmarks/bench_combine.py`` all combine through this."""
     return combine_models([hybrid_probs, baseline_probs], [hybrid_weight, 1.0 - hybrid_weight])
 
 

@@ -50,16 +50,13 @@ from quake.deploy.onnx import (
 )
 from quake.models import HybridViT
 from quake.models.hybrid_vit import CONFIG_FILE as HYBRID_VIT_FILE
+from quake.options import EXPORT_FORMATS, PARITY_ATOL
 from quake.runtime import check_outputs_apart, staging_dir
 from quake.version import __version__
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("onnx", "torchscript")
 TORCHSCRIPT_FILE = "model.torchscript.pt"
-# Largest absolute difference in probability allowed between an export and predict_proba
-# (float32 graphs; what is measured is ~1e-7).
-PARITY_ATOL = 1e-5
 _EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf caps one file at 2 GB
 _PARITY_BATCH_SIZES = (1, 5)  # other sizes than the one traced: the batch axis must be dynamic
 

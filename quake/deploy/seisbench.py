@@ -4,7 +4,7 @@ The adapter wraps the one classifier protocol (:mod:`quake.deploy.protocol`): ``
 ``forward`` call the classifier's own ``classify`` and ``predict_proba``, nothing is computed
 twice.
 
-Needs the ``seisbench`` package (``pip install quake[seisbench]``)::
+Needs the ``seisbench`` package (``pip install 'quake-seismic[seisbench]'``)::
 
     from quake.deploy.seisbench import QuakeClassifier
 

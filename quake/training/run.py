@@ -559,7 +559,7 @@ def fold_level_metrics(
 
     ``tests``: per fold ``(fold index, labels, source ids)`` of its test items, ``probs`` the
     model's ``(n_test, C)`` probabilities of them. Used for the baseline and the combination
-    (and by ``scripts/bench_recipe.py`` on the predictions a run wrote)."""
+    (and by ``benchmarks/bench_recipe.py`` on the predictions a run wrote)."""
     trace_folds, event_folds = [], []
     for (index, y, groups), p in zip(tests, probs, strict=True):
         trace, event, _, n_events = _fold_metrics(y, p, groups, class_names)

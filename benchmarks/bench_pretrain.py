@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Is pretraining on unlabelled recordings worth it? The label-efficiency curve: the HybridViT
+r"""Is pretraining on unlabelled recordings worth it? The label-efficiency curve: the HybridViT
 from random initialisation and from a ``quake pretrain`` encoder (on unlabelled-pnw, or on it
 pooled with eqnoise-3c's recordings), each trained on 10 %, 25 %, 50 % and 100 % of every fold's
 training events, on the same grouped folds (the test folds do not change with the fraction), the
@@ -8,9 +8,9 @@ baseline and the default combination beside them.
     python scripts/pretrain.py --data ../shared/data/real/unlabelled-pnw --out runs/pretrain-pnw
     python scripts/pretrain.py --data ../shared/data/real/unlabelled-pnw \
         --data ../shared/data/real/eqnoise-3c --out runs/pretrain-pooled
-    python scripts/bench_pretrain.py                    # both sets, seed 0
-    python scripts/bench_pretrain.py --sets eqnoise-3c --fractions 0.25 1.0 --seeds 0 1
-    python scripts/bench_pretrain.py --table-only
+    python benchmarks/bench_pretrain.py                    # both sets, seed 0
+    python benchmarks/bench_pretrain.py --sets eqnoise-3c --fractions 0.25 1.0 --seeds 0 1
+    python benchmarks/bench_pretrain.py --table-only
 
 Each (init, fraction, set, seed) is one ``scripts/train.py --backbone tiny --depth 4`` run with
 ``--set cv.train_fraction=F`` and ``--pretrained none|runs/pretrain-pnw|runs/pretrain-pooled``,
@@ -126,7 +126,7 @@ def table(results: dict) -> str:
     lines = [
         "Mean ± std over all folds of all seeds, worst fold in brackets; 5 grouped folds per "
         "seed, the same test folds at every fraction. Written by `python "
-        "scripts/bench_pretrain.py`.",
+        "benchmarks/bench_pretrain.py`.",
         "",
         "Pretraining runs:",
         "",

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Benchmark batch classification end to end against the model alone, in the same run.
 
-    python scripts/bench_classify.py                 # 2000 synthetic events x 5 stations
-    python scripts/bench_classify.py --quick         # 200 events
-    python scripts/bench_classify.py --model runs/my-run --workers 0 1 --json bench.json
+    python benchmarks/bench_classify.py                 # 2000 synthetic events x 5 stations
+    python benchmarks/bench_classify.py --quick         # 200 events
+    python benchmarks/bench_classify.py --model runs/my-run --workers 0 1 --json bench.json
 
 A catalog of synthetic events is written the way a network operator keeps one: QuakeML with
 a P pick per station, and ``waveforms/<event_id>/NET.STA.LOC.CHA.mseed`` (one Steim-2 file per
@@ -11,7 +11,7 @@ channel, 60 s at 100 Hz). Records come from ``quake.data.synthetic.synthesize_ev
 of distinct records, re-used across events: the benchmark measures reading and compute, not the
 physics). The batch job then classifies every event (``classify_events``), and the same
 classifier is timed alone on random windows at the same batch size (``predict_proba``:
-spectrogram + network) and, for the network alone, with ``quake.benchmarks.model_throughput``.
+spectrogram + network) and, for the network alone, with ``benchmarks/model_throughput.py``.
 Aim: end-to-end windows/s >= 0.5 x model-only windows/s. Each setting also runs with the
 quality checks of every channel turned off (``--quality on off``), so that their cost on
 end-to-end throughput is a ratio measured in one run (aim: at most 10 %).
@@ -43,14 +43,15 @@ from obspy.core.event import (
     WaveformStreamID,
 )
 
-from quake.benchmarks import quality_checks_off
-from quake.benchmarks.model_throughput import measure_inference, time_call
 from quake.classify import classify_events, open_source, read_catalog
 from quake.data import PreprocessConfig
 from quake.data.synthetic import VP_KM_S, synthesize_event
 from quake.deploy.ensemble import EventClassifier
 from quake.models import Backbone, HybridViT
 from quake.runtime import autocast_for
+
+from model_throughput import measure_inference, time_call
+from quality_checks import quality_checks_off
 
 EVENT_TYPES = ("earthquake", "explosion")
 NETWORK = "BX"
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {"events": len(events), "stations_per_event": args.stations, "batch_size": args.batch_size,
                    "model_id": classifier.model_id, "network_only_windows_per_s": network.windows_per_s,
                    "runs": []}  # fmt: skip
-        print(f"network only (quake.benchmarks.model_throughput, batch {args.batch_size}): "
+        print(f"network only (model_throughput.py, batch {args.batch_size}): "
               f"{network.windows_per_s:.1f} windows/s", flush=True)  # fmt: skip
         settings = [(w, amp == "on", q == "on") for w in args.workers for amp in args.amp
                     for q in args.quality]  # fmt: skip

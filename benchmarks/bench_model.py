@@ -1,8 +1,8 @@
 """Benchmark HybridViT throughput on this CPU: windows/s, MACs, achieved GFLOP/s vs peak.
 
-    python scripts/bench_model.py                 # every backbone, depth 4 and 12, batch 128
-    python scripts/bench_model.py --quick         # TINY only, fewer repeats
-    python scripts/bench_model.py --bf16 --compile --json bench.json
+    python benchmarks/bench_model.py                 # every backbone, depth 4 and 12, batch 128
+    python benchmarks/bench_model.py --quick         # TINY only, fewer repeats
+    python benchmarks/bench_model.py --bf16 --compile --json bench.json
 
 Each configuration runs at every thread count in --threads (default: 1 and all cores). Peak is a
 2048^3 matmul measured in the same run at the same thread count. "% peak" compares best wall
@@ -20,9 +20,10 @@ import sys
 
 import torch
 
-from quake.benchmarks.model_throughput import matmul_peak, measure_inference, measure_training
 from quake.data.config import DEFAULT_SPECTROGRAM_SIZE
 from quake.models import Backbone
+
+from model_throughput import matmul_peak, measure_inference, measure_training
 
 COLUMNS = (
     ("backbone", 10),

@@ -3,6 +3,8 @@
 Windows per second alone do not say whether a model is fast; dividing the FLOPs of a batch by
 its time gives achieved GFLOP/s, and a large matmul measured in the same run gives the
 machine's practical peak, so the ratio says how much of the hardware the model uses.
+
+A helper of ``bench_model.py`` and ``bench_classify.py``, which import it from their own folder.
 """
 
 from __future__ import annotations

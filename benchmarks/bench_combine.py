@@ -4,7 +4,7 @@ measured on finished runs: nothing is retrained, each run's test predictions of 
 and the baseline are combined again at every weight, on the very same folds.
 
     python scripts/train.py --backbone tiny --depth 4 --data DATA --seed S --out runs/combine/SET-sS
-    python scripts/bench_combine.py eqnoise-3c=runs/combine/eqnoise-3c-s* pnw-eqex=runs/combine/pnw-eqex-s*
+    python benchmarks/bench_combine.py eqnoise-3c=runs/combine/eqnoise-3c-s* pnw-eqex=runs/combine/pnw-eqex-s*
 
 ``NAME=RUN`` starts a set called NAME with its first run folder; the folders after it, up to the
 next ``NAME=``, join it (so a shell glob works); a folder before any ``NAME=`` is a set of its
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# The HybridViT's share of the vote in the combined model (deploy.hybrid_weight)",
         "",
-        "`python scripts/bench_combine.py " + " ".join(argv or sys.argv[1:]) + "`",
+        "`python benchmarks/bench_combine.py " + " ".join(argv or sys.argv[1:]) + "`",
         "",
         "Each run: `python scripts/train.py --backbone tiny --depth 4 [--data SET] --seed S "
         "--out RUN`; its test predictions of the HybridViT and the baseline combined again at "

@@ -2,9 +2,9 @@
 """Which training recipe is the default: every lever alone and together, on real sets, several
 seeds, the same grouped folds for all of them, the baseline beside them.
 
-    python scripts/bench_recipe.py                      # every variant, both sets, seeds 0 1 2
-    python scripts/bench_recipe.py --variants before ema --sets eqnoise-3c --seeds 0
-    python scripts/bench_recipe.py --table-only         # the table from the runs done so far
+    python benchmarks/bench_recipe.py                      # every variant, both sets, seeds 0 1 2
+    python benchmarks/bench_recipe.py --variants before ema --sets eqnoise-3c --seeds 0
+    python benchmarks/bench_recipe.py --table-only         # the table from the runs done so far
 
 Each (variant, set, seed) is one ``scripts/train.py --backbone tiny --depth 4 --data SET --seed
 S`` run with the variant's ``--set`` overrides, in ``runs/recipe/<variant>/<set>/seed<S>/``
@@ -164,7 +164,7 @@ def command(variant: str, data_set: str, seed: int) -> str:
 def summarise(metrics: dict, run: Path | None = None) -> dict:
     """What the table needs from a run's metrics.json: per-fold figures, trace and event level.
     The combination is always scored at equal votes, as every row of the table was (from the
-    run's predictions; ``scripts/bench_combine.py`` measures other weights)."""
+    run's predictions; ``benchmarks/bench_combine.py`` measures other weights)."""
     from quake.training.run import combined_from_predictions
 
     out = {
@@ -233,7 +233,7 @@ def _cell(values: list[float | None]) -> str:
 def table(results: dict, seeds: list[int]) -> str:
     lines = [
         "Mean ± std over all folds of all seeds, worst fold in brackets; 5 grouped folds per "
-        "seed. Written by `python scripts/bench_recipe.py`.",
+        "seed. Written by `python benchmarks/bench_recipe.py`.",
         "",
     ]
     for data_set in SETS:

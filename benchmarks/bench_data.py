@@ -26,11 +26,11 @@
    cache, reclaimable, not memory the process owns) and the peak of anonymous memory (RssAnon,
    sampled every 10 ms: what the process really holds), and their disk / memory ratios.
 
-    python scripts/bench_data.py            # full run (writes ~1.3 GB under a temp folder)
-    python scripts/bench_data.py --quick    # a short run
-    python scripts/bench_data.py --scale    # 10k / 100k / 1M traces (~1.9 GB, a few minutes)
-    python scripts/bench_data.py --scale --sizes 10000 100000 --loader-workers 2
-    python scripts/bench_data.py --train-cache  # 20k / 100k traces (~6 GB of disk at most)
+    python benchmarks/bench_data.py            # full run (writes ~1.3 GB under a temp folder)
+    python benchmarks/bench_data.py --quick    # a short run
+    python benchmarks/bench_data.py --scale    # 10k / 100k / 1M traces (~1.9 GB, a few minutes)
+    python benchmarks/bench_data.py --scale --sizes 10000 100000 --loader-workers 2
+    python benchmarks/bench_data.py --train-cache  # 20k / 100k traces (~6 GB of disk at most)
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from quake.benchmarks import quality_checks_off
 from quake.data import PreprocessConfig, SeisBenchWriter, WaveformDataAdapter, open_dataset
+
+from quality_checks import quality_checks_off
 
 TRACE_SECONDS = 24.0  # a bit longer than the 20.48 s window, so trimming really cuts
 

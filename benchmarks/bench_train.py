@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Benchmark training throughput: samples/s of ``train_fold``, 1 vs 2 processes, AMP on/off.
 
-    python scripts/bench_train.py                    # the five cases below, 3 rounds: ~3 min on 2 cores
-    python scripts/bench_train.py --quick            # one round of fewer steps, ~1 min
-    python scripts/bench_train.py --compile          # also case 2 under torch.compile (+~1 min)
-    python scripts/bench_train.py --device cuda --precision fp16 --json bench.json
+    python benchmarks/bench_train.py                    # the five cases below, 3 rounds: ~3 min on 2 cores
+    python benchmarks/bench_train.py --quick            # one round of fewer steps, ~1 min
+    python benchmarks/bench_train.py --compile          # also case 2 under torch.compile (+~1 min)
+    python benchmarks/bench_train.py --device cuda --precision fp16 --json bench.json
 
 Cases (defaults: the default config's model and input, TINY depth 4, batch 16):
 
