@@ -217,7 +217,7 @@ def test_export_validates_its_arguments(run_dir, exported, tmp_path):
         export_classifier(classifier, exported["dir"])
     with pytest.raises(FileNotFoundError, match="nothing to export in"):
         load_exportable(tmp_path)
-    with pytest.raises(ValueError, match="holds an EventClassifier with its own preprocessing"):
+    with pytest.raises(ValueError, match="holds a classifier with its own preprocessing"):
         load_exportable(run_dir, PreprocessConfig())
     with pytest.raises(FileNotFoundError, match="expected a folder written by scripts/export.py"):
         read_export(tmp_path)
