@@ -12,7 +12,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 import quake
 from quake.data import PreprocessConfig
-from quake.deploy.forest import BaselineClassifier, forest_arrays, predict_forest
+from quake.deploy.forest import BaselineClassifier, forest_arrays, forest_graphs, predict_forest
 from quake.models.forest import spectral_features
 from quake.training.config import load_config
 
@@ -61,6 +61,14 @@ def test_save_load_round_trip_and_tampering(eqnoise_features, tmp_path):
     np.testing.assert_allclose(
         loaded.predict_proba(windows[:9]), forest.predict_proba(features[:9])
     )
+    assert loaded.graphs is None  # saved without ONNX graphs: loads and classifies as before
+    with_graphs = BaselineClassifier([forest_arrays(forest, 2)], config, ["earthquake", "noise"],
+                                     model_id="m-rf", graphs=forest_graphs([forest]))  # fmt: skip
+    again = quake.load(with_graphs.save(tmp_path / "with-graphs"))
+    assert again.graphs == with_graphs.graphs and again.graphs[0].classes == (0, 1)
+    (tmp_path / "with-graphs" / "forest_0.onnx").write_bytes(b"\0" * 64)
+    with pytest.raises(ValueError, match=r"forest_0.onnx' is missing or differs"):
+        quake.load(tmp_path / "with-graphs")
     (folder / "forests.safetensors").write_bytes(b"\0" * 64)
     with pytest.raises(ValueError, match=r"forests.safetensors' is missing or differs"):
         quake.load(folder)
@@ -82,8 +90,10 @@ def test_deploy_baseline_leaves_the_forests_in_model(real_data_dir, pnw, tmp_pat
     stream = obspy.read(str(pnw / "waveforms" / "uw61362132" / "*.mseed"))
     result = deployed.classify(stream, origin_time="2018-04-11T20:55:29.39Z")
     assert result.predicted_class in ("earthquake", "noise")
-    with pytest.raises(ValueError, match="deploys BaselineClassifier"):
-        load_exportable(run)
+    export_classifier(load_exportable(run), tmp_path / "forests", formats=["onnx"])
+    exported = quake.load(tmp_path / "forests")
+    windows = np.random.default_rng(0).normal(size=(4, 3, deployed.config.window_samples))
+    np.testing.assert_allclose(exported.predict_proba(windows), deployed.predict_proba(windows))
     export_classifier(load_exportable(run / "model_hybridvit"), tmp_path / "x", formats=["onnx"])
     with pytest.raises(
         ValueError,

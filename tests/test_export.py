@@ -7,6 +7,7 @@ float32 graph of the same operations measures ~1e-7.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ import pytest
 import torch
 from scipy.signal import butter, sosfiltfilt
 
+import quake
 from quake.data import PreprocessConfig, WaveformDataAdapter, open_dataset, spectrogram_batch
+from quake.deploy.combined import CombinedClassifier
 from quake.deploy.ensemble import EventClassifier
 from quake.deploy.export import (
     PARITY_ATOL,
@@ -26,11 +29,16 @@ from quake.deploy.export import (
     parity_windows,
     torchscript_predict_proba,
 )
-from quake.deploy.onnx import read_export
+from quake.deploy.forest import BaselineClassifier, forest_arrays, forest_graphs
+from quake.deploy.onnx import OnnxClassifier, read_export
 from quake.models import Backbone, HybridViT
+from quake.models.context import FEATURES as CONTEXT_FEATURES
+from quake.models.context import ContextModel
+from quake.models.forest import forest_estimator, spectral_features
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
+pytest.importorskip("skl2onnx")
 
 CLASSES = ["earthquake", "explosion", "noise"]
 
@@ -209,7 +217,7 @@ def test_export_validates_its_arguments(run_dir, exported, tmp_path):
         export_classifier(classifier, exported["dir"])
     with pytest.raises(FileNotFoundError, match="nothing to export in"):
         load_exportable(tmp_path)
-    with pytest.raises(ValueError, match="holds an EventClassifier with its own preprocessing"):
+    with pytest.raises(ValueError, match="holds a classifier with its own preprocessing"):
         load_exportable(run_dir, PreprocessConfig())
     with pytest.raises(FileNotFoundError, match="expected a folder written by scripts/export.py"):
         read_export(tmp_path)
@@ -227,7 +235,7 @@ def test_cli_exports_and_reports_errors(run_dir, tmp_path, capsys):
     out = tmp_path / "cli"
     assert cli.main(["--model", str(run_dir), "--out", str(out), "--format", "onnx"]) == 0
     printed = capsys.readouterr().out
-    assert "onnx: model.onnx, max |diff| vs PyTorch" in printed
+    assert "onnx export: max |diff| vs predict_proba" in printed
     assert read_export(out)["source"] == str(run_dir)
     assert cli.main(["--model", str(run_dir), "--out", str(out), "--format", "onnx"]) == 2
     assert "exists; pass overwrite=True" in capsys.readouterr().err
@@ -254,3 +262,135 @@ def test_cli_reads_preprocessing_from_a_training_config(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="holds list; expected a mapping"):
         cli.read_preprocess(str(tmp_path / "list.yaml"))
+
+
+# --------------------------------------------------------------- the forests and their combination
+@pytest.fixture(scope="module")
+def real_windows(real_data_dir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Trimmed windows and class indices (CLASSES) of the real pnw-eqex and eqnoise-3c sets."""
+    config = PreprocessConfig()
+    out = {}
+    for name in ("pnw-eqex", "eqnoise-3c"):
+        if not (real_data_dir / name).is_dir():
+            pytest.skip(f"{real_data_dir / name} not found")
+        adapter = WaveformDataAdapter(open_dataset(real_data_dir / name, config), config=config)
+        labels = np.array([CLASSES.index(t) for t in adapter.metadata["source_type"]])
+        out[name] = (adapter.load_waveforms(), labels)
+    return out
+
+
+def _baseline(config: PreprocessConfig, real_windows, n_estimators: int = 40):
+    """Two fold forests as training leaves them: one fitted on eqnoise-3c alone (it never sees
+    'explosion'), one on both sets."""
+    quakes, quake_labels = real_windows["pnw-eqex"]
+    noise, noise_labels = real_windows["eqnoise-3c"]
+    folds = [(noise, noise_labels),
+             (np.concatenate([noise, quakes]), np.concatenate([noise_labels, quake_labels]))]  # fmt: skip
+    forests = [
+        forest_estimator(n_estimators=n_estimators, seed=k).fit(
+            spectral_features(x, config.sampling_rate_hz), y
+        )
+        for k, (x, y) in enumerate(folds)
+    ]
+    return BaselineClassifier(
+        [forest_arrays(f, len(CLASSES)) for f in forests],
+        config,
+        CLASSES,
+        model_id="real-rf",
+        graphs=forest_graphs(forests),
+    )
+
+
+@pytest.fixture(scope="module")
+def combined_run(tmp_path_factory, real_windows) -> Path:
+    """A run folder deploying the combined model (2 HybridViTs + 2 forests)."""
+    config = PreprocessConfig()
+    hybrid = EventClassifier(_members(config, 2), config, CLASSES, model_id="real-vit")
+    run = tmp_path_factory.mktemp("combined-run")
+    CombinedClassifier(hybrid, _baseline(config, real_windows)).save(run / "model")
+    return run
+
+
+def test_combined_export_matches_on_real_windows(combined_run, real_windows, tmp_path):
+    """One export folder; loaded by quake.load, it gives the Python model's probabilities on
+    every real pnw-eqex and eqnoise-3c window."""
+    classifier = load_exportable(combined_run)
+    assert isinstance(classifier, CombinedClassifier)
+    assert classifier.baseline.graphs[0].classes == (0, 2)  # fold 0 never saw an explosion
+    result = export_classifier(classifier, tmp_path / "export")
+    assert result.skipped["torchscript"].startswith("TorchScript holds a HybridViT ensemble only")
+    exported = quake.load(tmp_path / "export")
+    assert isinstance(exported, OnnxClassifier) and exported.class_names == CLASSES
+    assert exported.config == classifier.config
+    for name, (windows, _) in real_windows.items():
+        expected = classifier.predict_proba(windows)
+        got = exported.predict_proba(windows)
+        assert got.shape == (len(windows), len(CLASSES)), name
+        np.testing.assert_allclose(got, expected, atol=PARITY_ATOL, rtol=0, err_msg=name)
+    # both parts vote: the export differs from either part alone
+    windows = real_windows["pnw-eqex"][0][:50]
+    for part in (classifier.hybrid, classifier.baseline):
+        assert np.abs(exported.predict_proba(windows) - part.predict_proba(windows)).max() > 1e-3
+    sidecar = read_export(tmp_path / "export")
+    assert sidecar["kind"] == "combined" and sidecar["hybrid_weight"] == classifier.hybrid_weight
+    assert sidecar["features"]["function"] == "quake.models.forest.spectral_features"
+    assert sidecar["forests"]["files"] == ["forest_0.onnx", "forest_1.onnx"]
+    assert 0 <= sidecar["parity"]["onnx"]["max_abs_diff"] <= PARITY_ATOL
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == sorted(
+        [SIDECAR_FILE, "model.onnx", "forest_0.onnx", "forest_1.onnx", "forest_leaves.safetensors"]
+    )
+
+
+def test_cli_exports_a_combined_run(combined_run, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert _load_cli().main(["--model", str(combined_run), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "(2 HybridViT member(s) + 2 forest(s))" in printed
+    assert "forests: forest_0.onnx, forest_1.onnx" in printed
+    assert "onnx export: max |diff| vs predict_proba" in printed
+    assert read_export(out)["source"] == str(combined_run)
+    assert isinstance(quake.load(out), OnnxClassifier)
+
+
+def test_baseline_only_model_exports(combined_run, real_windows, tmp_path):
+    baseline = BaselineClassifier.load(combined_run / "model" / "baseline")
+    export_classifier(baseline, tmp_path / "export", formats=["onnx"])
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == sorted(
+        [SIDECAR_FILE, "forest_0.onnx", "forest_1.onnx", "forest_leaves.safetensors"]
+    )
+    exported = quake.load(tmp_path / "export")
+    windows = real_windows["eqnoise-3c"][0]
+    np.testing.assert_allclose(
+        exported.predict_proba(windows), baseline.predict_proba(windows), atol=PARITY_ATOL, rtol=0
+    )
+    assert read_export(tmp_path / "export")["kind"] == "baseline"
+    with pytest.raises(ValueError, match="exports to ONNX only"):
+        export_classifier(baseline, tmp_path / "ts", formats=["torchscript"])
+
+
+def test_context_trained_model_is_refused(combined_run, tmp_path):
+    classifier = load_exportable(combined_run)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(20, len(CONTEXT_FEATURES)))
+    classifier.context_models = [ContextModel.fit(features, np.arange(20) % 2, 3, None)]
+    classifier.save(tmp_path / "model")
+    with pytest.raises(ValueError, match="trained with catalog context, which needs catalog"):
+        export_classifier(load_exportable(tmp_path), tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+
+
+def test_forests_saved_without_their_graphs_are_refused(combined_run, tmp_path, capsys):
+    """A model folder from before the forests' ONNX graphs still loads, but does not export."""
+    old = tmp_path / "old"
+    shutil.copytree(combined_run, old)
+    manifest_path = old / "model" / "baseline" / "classifier.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["onnx"]
+    manifest_path.write_text(json.dumps(manifest))
+    for graph in (old / "model" / "baseline").glob("forest_*.onnx"):
+        graph.unlink()
+    assert quake.load(old).baseline.graphs is None  # classifies as before
+    assert _load_cli().main(["--model", str(old), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "saved without their ONNX graphs" in err and "retrain it" in err
+    assert len(err.strip().splitlines()) == 1

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 
-from quake.models.forest import SpectralForestBaseline, feature_names, spectral_features
+from quake.models.forest import (
+    SpectralFeatures,
+    SpectralForestBaseline,
+    baseline_pipeline,
+    feature_names,
+    spectral_features,
+)
 from quake.probabilities import full_class_probabilities
 
 FS = 100.0
@@ -80,3 +87,28 @@ def test_a_forest_without_a_middle_class_gives_it_zero_and_rows_sum_to_one():
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
     deployed = predict_forest(forest_arrays(model.forest, 3), features)
     np.testing.assert_allclose(deployed, probs, atol=1e-12)
+
+
+def test_the_baseline_is_one_sklearn_pipeline_and_training_fits_its_forest():
+    rng = np.random.default_rng(2)
+    x = np.concatenate([_signals(30, 2.0, rng), _signals(30, 15.0, rng)])
+    y = np.repeat([0, 1], 30)
+    pipeline = baseline_pipeline(FS, n_estimators=20, max_depth=5, seed=3)
+    params = pipeline.get_params()
+    assert params["features__sampling_rate_hz"] == FS
+    assert params["forest__class_weight"] == "balanced" and params["forest__random_state"] == 3
+    copy = clone(pipeline)
+    assert copy is not pipeline and copy.get_params()["forest__max_depth"] == 5
+    # training computes the features once and fits the same estimator as the last step
+    trained = SpectralForestBaseline(n_estimators=20, max_depth=5, seed=3)
+    assert trained.forest.get_params() == pipeline.named_steps["forest"].get_params()
+    trained.fit(spectral_features(x[::2], FS), y[::2])
+    pipeline.fit(x[::2], y[::2])
+    np.testing.assert_array_equal(
+        pipeline.predict_proba(x[1::2]),
+        trained.forest.predict_proba(spectral_features(x[1::2], FS)),
+    )
+    features = SpectralFeatures(FS)
+    assert features.fit(x).transform(x[:2]).shape == (2, len(feature_names(FS)))
+    with pytest.raises(ValueError, match="fewer than two spectral bands"):
+        SpectralFeatures(2.0).fit(x)

@@ -3,8 +3,10 @@
     quake export --model runs/my-run --out exported/my-run      (or: python scripts/export.py ...)
     quake export --model path/to/hybrid_vit_folder --preprocess preprocess.yaml --out x
 
-The graph takes trimmed Z, N, E windows (batch, 3, window_samples) and returns the mean of the
-members' probabilities; see quake/deploy/export.py and docs/export.md.
+Every deployed kind exports: the HybridViT ensemble (model.onnx: trimmed Z, N, E windows
+(batch, 3, window_samples) -> the mean of the members' probabilities), the baseline's fold
+forests (forest_<k>.onnx, on spectral features computed beside them) and the combined model
+(both); quake.load(export) runs it. See quake/deploy/export.py and docs/export.md.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         required=True,
-        help="run folder (uses its model/), EventClassifier folder or one HybridViT folder",
+        help="run folder (uses its model/), model folder (classifier.json) or one HybridViT folder",
     )
     parser.add_argument("--out", required=True, help="export folder to write")
     parser.add_argument(
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from quake.deploy.export import export_classifier, load_exportable
+    from quake.deploy.export import describe_parts, export_classifier, load_exportable
 
     config = read_preprocess(args.preprocess) if args.preprocess else None
     classifier = load_exportable(args.model, config)
@@ -107,11 +109,15 @@ def _export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         source=str(args.model),
     )
-    print(f"{classifier.model_id} ({len(classifier.models)} member(s)) -> {result.directory}")
+    print(f"{classifier.model_id} ({describe_parts(classifier)}) -> {result.directory}")
     for name, path in result.files.items():
-        parity = result.parity.get(name)
-        check = f", max |diff| vs PyTorch {parity['max_abs_diff']:.2g}" if parity else ""
-        print(f"  {name}: {path.name}{check}")
+        print(f"  {name}: {path.name}")
+    forests = result.sidecar.get("forests")
+    if forests:
+        features = result.sidecar["features"]
+        print(f"  forests: {', '.join(forests['files'])} on {features['function']}")
+    for name, parity in result.parity.items():
+        print(f"  {name} export: max |diff| vs predict_proba {parity['max_abs_diff']:.2g}")
     for name, reason in result.skipped.items():
         print(f"  {name}: not written ({reason})")
     print(

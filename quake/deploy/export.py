@@ -1,6 +1,16 @@
-"""Export a trained classifier to ONNX (and TorchScript) for serving without quake.
+"""Export a trained classifier to ONNX (and TorchScript) for serving.
 
-One graph per classifier, not one per member: the graph takes what
+Every deployable kind exports: the HybridViT ensemble (``model.onnx``), the fold forests of
+the baseline (``forest_<k>.onnx``, the graphs skl2onnx made of them at training time,
+:mod:`quake.deploy.forest`) and the combined model (both). The forests take the spectral
+features of :func:`quake.models.forest.spectral_features`, which stay in Python beside the
+graphs (numpy and scipy: ONNX has no Welch, Hilbert or median of the same rounding, and one
+feature crossing a split threshold flips a tree); ``export.json`` names the function, the
+sampling rate and the combination weight, and :class:`quake.deploy.onnx.OnnxClassifier` runs
+the export. A model trained with catalog context does not export: the context needs catalog
+columns that the waveform graphs do not take.
+
+One HybridViT graph per classifier, not one per member: the graph takes what
 :meth:`quake.deploy.ensemble.EventClassifier.predict_proba` takes, trimmed Z, N, E windows
 ``(batch, 3, window_samples)`` float32, and returns what it returns, the mean of the members'
 softmax probabilities ``(batch, C)``. The filters (detrend, taper, band-pass: one constant
@@ -34,19 +44,32 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.numpy import save_file
 from torch import nn
 
 from quake.data import PreprocessConfig, spectrogram_batch
 from quake.data.filters import WaveformFilter
+from quake.deploy.combined import CombinedClassifier
 from quake.deploy.ensemble import CLASSIFIER_FILE, EventClassifier
+from quake.deploy.forest import (
+    GRAPH_FILE,
+    GRAPH_INPUT,
+    GRAPH_LEAVES,
+    GRAPH_OUTPUT,
+    BaselineClassifier,
+)
 from quake.deploy.formats import load
 from quake.deploy.onnx import (
     EXPORT_FORMAT,
+    FEATURES_FUNCTION,
     INPUT_NAME,
+    LEAF_ARRAYS,
+    LEAF_VALUES_FILE,
     ONNX_FILE,
     OUTPUT_NAME,
     SIDECAR_FILE,
-    onnx_predict_proba,
+    export_predict_proba,
+    onnx_predict_proba,  # noqa: F401  (part of this module's API: callers import it here)
 )
 from quake.models import HybridViT
 from quake.models.hybrid_vit import CONFIG_FILE as HYBRID_VIT_FILE
@@ -59,6 +82,10 @@ logger = logging.getLogger(__name__)
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 _EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf caps one file at 2 GB
 _PARITY_BATCH_SIZES = (1, 5)  # other sizes than the one traced: the batch axis must be dynamic
+#: The kinds that export, and the name ``export.json`` gives each (``kind``).
+EXPORTABLE_KINDS = {EventClassifier: "ensemble", CombinedClassifier: "combined",
+                    BaselineClassifier: "baseline"}  # fmt: skip
+Exportable = EventClassifier | CombinedClassifier | BaselineClassifier
 
 
 class EnsembleProbabilities(nn.Module):
@@ -107,37 +134,67 @@ class ExportResult:
 
 def load_exportable(
     path: str | os.PathLike[str], config: PreprocessConfig | None = None
-) -> EventClassifier:
-    """A classifier from a run folder, an ``EventClassifier`` folder or one ``HybridViT`` folder.
+) -> Exportable:
+    """A classifier from a run folder, a model folder (any deployable kind) or one ``HybridViT``
+    folder.
 
     A ``HybridViT`` folder carries no preprocessing: ``config`` (default
     ``PreprocessConfig()``) says which, and must make the spectrograms the model takes. For the
-    other two ``config`` must be None: the saved preprocessing is the one the model was trained
+    others ``config`` must be None: the saved preprocessing is the one the model was trained
     with.
     """
     path = Path(path)
     if any((p / CLASSIFIER_FILE).is_file() for p in (path, path / "model")):
         if config is not None:
             raise ValueError(
-                f"{str(path)!r} holds an EventClassifier with its own preprocessing; got a "
+                f"{str(path)!r} holds a classifier with its own preprocessing; got a "
                 "preprocessing config as well, expected none"
             )
-        classifier = load(path)
-        if not isinstance(classifier, EventClassifier):
-            raise ValueError(
-                f"{str(path)!r} deploys {type(classifier).__name__} (deploy.strategy: "
-                "combined or baseline), whose random forests have no ONNX export; expected a "
-                "HybridViT classifier: export the run's HybridViT ensemble alone from "
-                "model/hybridvit/ (combined) or model_hybridvit/ (baseline)"
-            )
-        return classifier
+        return load(path)
     if (path / HYBRID_VIT_FILE).is_file():
         model = HybridViT.load(path)
         return EventClassifier([model], config or PreprocessConfig())
     raise FileNotFoundError(
-        f"nothing to export in {str(path)!r}: expected a run folder (model/{CLASSIFIER_FILE}), an "
-        f"EventClassifier folder ({CLASSIFIER_FILE}) or a HybridViT folder ({HYBRID_VIT_FILE})"
+        f"nothing to export in {str(path)!r}: expected a run folder (model/{CLASSIFIER_FILE}), a "
+        f"model folder ({CLASSIFIER_FILE}) or a HybridViT folder ({HYBRID_VIT_FILE})"
     )
+
+
+def exported_parts(
+    classifier: Exportable,
+) -> tuple[EventClassifier | None, BaselineClassifier | None]:
+    """The HybridViT ensemble and the forests that an export of ``classifier`` holds (either
+    may be None), or a ValueError saying why it cannot be exported."""
+    if type(classifier) not in EXPORTABLE_KINDS:
+        raise ValueError(
+            f"cannot export a {type(classifier).__name__}; expected one of "
+            f"{sorted(kind.__name__ for kind in EXPORTABLE_KINDS)}"
+        )
+    if classifier.context_models:
+        raise ValueError(
+            f"model {classifier.model_id!r} was trained with catalog context, which needs "
+            "catalog columns (origin time, location, magnitude) that the exported waveform "
+            "graphs do not take; expected a model trained without it (context.enabled: false)"
+        )
+    hybrid = getattr(classifier, "hybrid", classifier)
+    baseline = getattr(classifier, "baseline", classifier)
+    hybrid = hybrid if isinstance(hybrid, EventClassifier) else None
+    baseline = baseline if isinstance(baseline, BaselineClassifier) else None
+    if baseline is not None and baseline.graphs is None:
+        raise ValueError(
+            f"model {classifier.model_id!r} holds forests saved without their ONNX graphs "
+            "(a folder from before forest export, or trained without skl2onnx); retrain it "
+            "with skl2onnx installed to export it"
+        )
+    return hybrid, baseline
+
+
+def describe_parts(classifier: Exportable) -> str:
+    """What an export of ``classifier`` holds, in words: ``2 HybridViT member(s) + 2 forest(s)``."""
+    hybrid, baseline = exported_parts(classifier)
+    parts = [f"{len(hybrid.models)} HybridViT member(s)"] if hybrid is not None else []
+    parts += [f"{len(baseline.forests)} forest(s)"] if baseline is not None else []
+    return " + ".join(parts)
 
 
 def parity_windows(config: PreprocessConfig, batch_size: int, seed: int = 0) -> np.ndarray:
@@ -158,7 +215,7 @@ def parity_windows(config: PreprocessConfig, batch_size: int, seed: int = 0) -> 
 
 
 def export_classifier(
-    classifier: EventClassifier,
+    classifier: Exportable,
     out_dir: str | os.PathLike[str],
     *,
     formats: Sequence[str] = EXPORT_FORMATS,
@@ -170,11 +227,13 @@ def export_classifier(
 ) -> ExportResult:
     """Write ``out_dir`` with the requested formats and ``export.json``.
 
-    ``verify`` runs each export on CPU (onnxruntime for ONNX) for a few batch sizes and compares
-    with ``classifier.predict_proba``; an ONNX graph off by more than ``atol`` is an error, a
-    TorchScript module off by more is dropped (with its reason in ``skipped``). The folder is
-    built under a temporary name and moved into place at the end. ``source`` (the model's path)
-    must not be, contain or sit inside ``out_dir``.
+    ``verify`` runs each export on CPU (onnxruntime for ONNX, with the spectral features of
+    the forests computed beside it) for a few batch sizes and compares with
+    ``classifier.predict_proba``; an ONNX export off by more than ``atol`` is an error, a
+    TorchScript module off by more is dropped (with its reason in ``skipped``). TorchScript
+    holds a HybridViT ensemble only; for a kind with forests it is skipped with that reason.
+    The folder is built under a temporary name and moved into place at the end. ``source``
+    (the model's path) must not be, contain or sit inside ``out_dir``.
     """
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in EXPORT_FORMATS]
@@ -184,50 +243,54 @@ def export_classifier(
         )
     if not atol > 0:
         raise ValueError(f"atol must be > 0, got {atol!r}")
+    hybrid, baseline = exported_parts(classifier)
+    if baseline is not None and "onnx" not in formats:
+        raise ValueError(
+            f"a {type(classifier).__name__} exports to ONNX only (its forests have no "
+            f"TorchScript form); got formats {formats}, expected 'onnx' among them"
+        )
     out_dir = Path(out_dir)
     if source is not None:  # --overwrite must never replace the model being exported
         check_outputs_apart({"--out": out_dir}, {"--model": source})
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
 
-    module = EnsembleProbabilities(classifier).eval()
-    example = torch.from_numpy(parity_windows(classifier.config, 3, seed=1))
     staging = staging_dir(out_dir)
     result = ExportResult(directory=out_dir, files={})
     opset_used = None
     try:
         reference = _reference(classifier) if verify else None
+        if hybrid is not None:
+            module = EnsembleProbabilities(hybrid).eval()
+            example = torch.from_numpy(parity_windows(classifier.config, 3, seed=1))
         if "onnx" in formats:
-            opset_used = _export_onnx(
-                module, example, staging / ONNX_FILE, opset, onnx_metadata(classifier)
-            )
-            result.files["onnx"] = out_dir / ONNX_FILE
+            if hybrid is not None:
+                opset_used = _export_onnx(
+                    module, example, staging / ONNX_FILE, opset, onnx_metadata(hybrid)
+                )
+                result.files["onnx"] = out_dir / ONNX_FILE
+            parts = _parts_entry(classifier, baseline, staging)
             if reference is not None:
-                parity = _parity(reference, lambda x: onnx_predict_proba(staging / ONNX_FILE, x))
+                graphs = {
+                    "class_names": classifier.class_names.to_list(),
+                    "files": {name: path.name for name, path in result.files.items()},
+                    **parts,
+                }
+                parity = _parity(reference, lambda x: export_predict_proba(staging, graphs, x))
                 result.parity["onnx"] = {**parity, "runtime": _onnxruntime_name()}
                 if parity["max_abs_diff"] > atol:
                     raise RuntimeError(
                         f"ONNX export differs from predict_proba by {parity['max_abs_diff']:.3g} "
                         f"(> atol {atol:g}); the graph is not kept"
                     )
-        if "torchscript" in formats:
-            reason = _export_torchscript(module, example, staging / TORCHSCRIPT_FILE)
-            if reason is None and reference is not None:
-                parity = _parity(
-                    reference, lambda x: torchscript_predict_proba(staging / TORCHSCRIPT_FILE, x)
-                )
-                result.parity["torchscript"] = parity
-                if parity["max_abs_diff"] > atol:
-                    reason = (
-                        f"traced module differs from predict_proba by {parity['max_abs_diff']:.3g}"
-                    )
-                    (staging / TORCHSCRIPT_FILE).unlink()
-            if reason is None:
-                result.files["torchscript"] = out_dir / TORCHSCRIPT_FILE
-            else:
-                logger.warning("TorchScript not written: %s", reason)
-                result.skipped["torchscript"] = reason
-        result.sidecar = _sidecar(classifier, result, opset_used, atol, source)
+        if "torchscript" in formats and baseline is None:
+            _write_torchscript(module, example, staging, out_dir, reference, atol, result)
+        elif "torchscript" in formats:
+            result.skipped["torchscript"] = (
+                "TorchScript holds a HybridViT ensemble only; the ONNX export holds the whole "
+                f"{type(classifier).__name__}"
+            )
+        result.sidecar = _sidecar(classifier, hybrid, parts, result, opset_used, atol, source)
         (staging / SIDECAR_FILE).write_text(json.dumps(result.sidecar, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -236,6 +299,66 @@ def export_classifier(
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s to %s: %s", classifier.model_id, out_dir, sorted(result.files))
     return result
+
+
+def _write_torchscript(module, example, staging, out_dir, reference, atol, result) -> None:
+    """Trace ``module`` into the staged folder, kept only when it matches ``reference``."""
+    reason = _export_torchscript(module, example, staging / TORCHSCRIPT_FILE)
+    if reason is None and reference is not None:
+        parity = _parity(
+            reference, lambda x: torchscript_predict_proba(staging / TORCHSCRIPT_FILE, x)
+        )
+        result.parity["torchscript"] = parity
+        if parity["max_abs_diff"] > atol:
+            reason = f"traced module differs from predict_proba by {parity['max_abs_diff']:.3g}"
+            (staging / TORCHSCRIPT_FILE).unlink()
+    if reason is None:
+        result.files["torchscript"] = out_dir / TORCHSCRIPT_FILE
+    else:
+        logger.warning("TorchScript not written: %s", reason)
+        result.skipped["torchscript"] = reason
+
+
+def _parts_entry(
+    classifier: Exportable, baseline: BaselineClassifier | None, staging: Path
+) -> dict[str, Any]:
+    """Write the forests' graphs into the staged folder; what ``export.json`` says of them
+    (files, classes, the features they take, the combination weight). Empty without forests."""
+    if baseline is None:
+        return {}
+    files = []
+    for k, graph in enumerate(baseline.graphs):
+        files.append(GRAPH_FILE.format(k=k))
+        (staging / files[-1]).write_bytes(graph.model)
+    values = {
+        f"forest_{k}.{name}": np.ascontiguousarray(forest[name])
+        for k, forest in enumerate(baseline.forests)
+        for name in LEAF_ARRAYS
+    }
+    save_file(values, str(staging / LEAF_VALUES_FILE))
+    entry: dict[str, Any] = {
+        "forests": {
+            "files": files,
+            "classes": [list(graph.classes) for graph in baseline.graphs],
+            "leaf_values": LEAF_VALUES_FILE,
+            "input": f"{GRAPH_INPUT}: float32 (batch, features) of features.function",
+            "output": (
+                f"{GRAPH_LEAVES}: int64 (batch, trees), the leaf each tree reaches; the "
+                f"probabilities are the mean of those leaves' class fractions (leaf_values: "
+                f"forest_<k>.value[forest_<k>.roots[tree] + leaf], float64), then of the forests. "
+                f"{GRAPH_OUTPUT}: the same in float32 for the class indices listed"
+            ),
+            "model_id": baseline.model_id,
+        },
+        "features": {
+            "function": FEATURES_FUNCTION,
+            "sampling_rate_hz": baseline.config.sampling_rate_hz,
+            "meaning": "computed in Python from the same trimmed windows, beside the graphs",
+        },
+    }
+    if isinstance(classifier, CombinedClassifier):
+        entry["hybrid_weight"] = classifier.hybrid_weight
+    return entry
 
 
 def onnx_metadata(classifier: EventClassifier) -> dict[str, str]:
@@ -273,7 +396,7 @@ def torchscript_predict_proba(
 
 
 # --------------------------------------------------------------------------------- internals
-def _reference(classifier: EventClassifier) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def _reference(classifier: Exportable) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     reference = {}
     for batch_size in _PARITY_BATCH_SIZES:
         x = parity_windows(classifier.config, batch_size, seed=batch_size)
@@ -354,24 +477,33 @@ def _onnxruntime_name() -> str:
 
 
 def _sidecar(
-    classifier: EventClassifier,
+    classifier: Exportable,
+    hybrid: EventClassifier | None,
+    parts: dict[str, Any],
     result: ExportResult,
     opset: int | None,
     atol: float,
     source: str | None,
 ) -> dict[str, Any]:
-
     config = classifier.config
+    kind = EXPORTABLE_KINDS[type(classifier)]
+    in_graph = (
+        "the filters (preprocess: detrend, taper_fraction, bandpass_hz, bandpass_order), "
+        "ZSCORE and SPECTROGRAM are in the HybridViT graph"
+    )
+    beside = "the forests' spectral features are computed beside the graphs (features)"
     return {
         "format": EXPORT_FORMAT,
+        "kind": kind,
         "quake_version": __version__,
         "torch_version": torch.__version__,
         "model_id": classifier.model_id,
         "source": source,
         "class_names": classifier.class_names.to_list(),
         "preprocess": config.to_dict(),
-        "members": len(classifier.models),
-        "combine": "mean of member softmax probabilities, inside the graph",
+        "members": len(hybrid.models) if hybrid is not None else 0,
+        "combine": _COMBINE[kind],
+        **parts,
         "input": {
             "name": INPUT_NAME,
             "shape": ["batch", 3, config.window_samples],
@@ -379,8 +511,9 @@ def _sidecar(
             "meaning": (
                 f"trimmed Z, N, E windows at {config.sampling_rate_hz:g} Hz, finite values: "
                 "DROP_NAN, resampling and TRIMMING are the caller's (quake.data.window_from_array); "
-                "the filters (preprocess: detrend, taper_fraction, bandpass_hz, bandpass_order), "
-                "ZSCORE and SPECTROGRAM are in the graph"
+                + "; ".join(
+                    ([in_graph] if hybrid is not None else []) + ([beside] if parts else [])
+                )
             ),
         },
         "output": {
@@ -395,3 +528,13 @@ def _sidecar(
         "parity_atol": atol,
         "parity": result.parity,
     }
+
+
+_COMBINE = {
+    "ensemble": "mean of member softmax probabilities, inside the graph",
+    "baseline": "mean of the fold forests' probabilities",
+    "combined": (
+        "quake.deploy.combined.combine_parts: normalised geometric mean of the HybridViT "
+        "graph's probabilities (weight hybrid_weight) and the forests' mean (the rest)"
+    ),
+}

@@ -10,6 +10,11 @@ computed from the same trimmed windows the HybridViT would get. ``quake classify
 No pickle: each forest is stored as the arrays of its trees (children, split feature,
 threshold, class fractions at each node) in one safetensors file, and predicted here with
 numpy, all trees of a forest at once. ``predict_forest`` gives sklearn's ``predict_proba``.
+
+Beside the arrays, each fold forest as an ONNX graph (``forest_<k>.onnx``, converted by
+skl2onnx from the fitted sklearn forest at training time, when it exists; its SHA-256 in
+``classifier.json``): what ``quake export`` ships. A folder saved without them (before they
+existed, or trained without skl2onnx) still loads and classifies, but does not export.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +41,63 @@ logger = logging.getLogger(__name__)
 FORMAT = "quake.BaselineClassifier"
 FORESTS_FILE = "forests.safetensors"
 _ARRAYS = ("left", "right", "feature", "threshold", "value", "roots")
+#: The ONNX graph of fold ``k``'s forest in a BaselineClassifier folder (and in an export).
+GRAPH_FILE = "forest_{k}.onnx"
+GRAPH_INPUT = "features"
+GRAPH_OUTPUT = "probabilities"
+GRAPH_LEAVES = "decision_leaf"
+
+
+@dataclass(frozen=True)
+class ForestGraph:
+    """One fold forest as an ONNX graph: float32 :func:`spectral_features` ``(batch, F)`` in
+    :data:`GRAPH_INPUT` -> :data:`GRAPH_OUTPUT` ``(batch, len(classes))``, the probabilities of
+    the class indices the forest was fitted on (a fold may miss a class), in that order, and
+    :data:`GRAPH_LEAVES` ``(batch, trees)``, the leaf each tree reaches (sklearn's ``apply``).
+
+    The probabilities are summed in float32 (and a two-class forest gives its first class as
+    ``1 - p``), a few 1e-8 from sklearn's where a class is certain; the combination's log
+    (eps 1e-6) makes that 1e-5. Mean leaf fractions in float64 (:func:`leaf_probabilities`)
+    give sklearn's probabilities exactly."""
+
+    model: bytes
+    classes: tuple[int, ...]
+
+
+def forest_graph(forest) -> ForestGraph:
+    """A fitted sklearn ``RandomForestClassifier`` -> its :class:`ForestGraph`, by skl2onnx."""
+    try:
+        from skl2onnx import to_onnx
+        from skl2onnx.common.data_types import FloatTensorType
+    except ImportError:
+        raise RuntimeError(
+            'converting a forest to ONNX needs skl2onnx; install it with pip install -e ".[dev]"'
+        ) from None
+    features = FloatTensorType([None, int(forest.n_features_in_)])
+    model = to_onnx(
+        forest,
+        initial_types=[(GRAPH_INPUT, features)],
+        # probabilities as one (batch, C) tensor, and the leaves reached
+        options={type(forest): {"zipmap": False, "decision_leaf": True}},
+    )
+    return ForestGraph(model.SerializeToString(), tuple(int(c) for c in forest.classes_))
+
+
+def leaf_probabilities(arrays: dict[str, np.ndarray], leaves: np.ndarray) -> np.ndarray:
+    """``(N, n_classes)`` probabilities of a forest of :func:`forest_arrays` from the leaves
+    its trees reach, ``(N, trees)`` tree-local node ids (a graph's :data:`GRAPH_LEAVES`)."""
+    nodes = arrays["roots"][None, :] + np.asarray(leaves, dtype=np.int64)
+    return arrays["value"][nodes.T].mean(axis=0)
+
+
+def forest_graphs(forests: Sequence) -> list[ForestGraph] | None:
+    """The :class:`ForestGraph` of each fitted fold forest, or None (logged) without skl2onnx:
+    the forests still deploy, only ``quake export`` will refuse them."""
+    try:
+        return [forest_graph(forest) for forest in forests]
+    except RuntimeError as exc:
+        logger.warning("the forests are saved without their ONNX graphs: %s", exc)
+        return None
 
 
 def forest_arrays(forest, n_classes: int) -> dict[str, np.ndarray]:
@@ -94,10 +157,18 @@ class BaselineClassifier(Classifier):
         class_names: Sequence[str],
         model_id: str,
         info: dict | None = None,
+        graphs: Sequence[ForestGraph] | None = None,
     ):
         if not forests:
             raise ValueError("BaselineClassifier needs at least one forest, got none")
+        if graphs is not None and len(graphs) != len(forests):
+            raise ValueError(
+                f"got {len(graphs)} ONNX forest graph(s) for {len(forests)} forest(s); "
+                "expected one per forest"
+            )
         self.forests = list(forests)
+        #: each forest's ONNX graph (module doc); None in folders saved without them
+        self.graphs = list(graphs) if graphs is not None else None
         self.config = config
         self.class_names = ClassNames(class_names)
         self.model_id = model_id
@@ -119,18 +190,35 @@ class BaselineClassifier(Classifier):
             for name in _ARRAYS
         }
         save_file(tensors, str(staging / FORESTS_FILE))
+        graphs = self._save_graphs(staging)
         self.save_context(staging)
         manifest = {
             "format": FORMAT,
             "model_id": self.model_id,
             "forests_sha256": file_sha256(staging / FORESTS_FILE),
             "n_forests": len(self.forests),
+            **({"onnx": graphs} if graphs else {}),
             "class_names": self.class_names.to_list(),
             "preprocess": self.config.to_dict(),
             "combine": "mean of the fold forests' probabilities",
             "info": self.info,
         }
         return write_manifest(staging, manifest, directory)
+
+    def _save_graphs(self, staging: Path) -> dict | None:
+        """Write each forest's ONNX graph; what the manifest records of them."""
+        if self.graphs is None:
+            return None
+        files = [GRAPH_FILE.format(k=k) for k in range(len(self.graphs))]
+        for name, graph in zip(files, self.graphs, strict=True):
+            (staging / name).write_bytes(graph.model)
+        return {
+            "files": files,
+            "sha256": [file_sha256(staging / name) for name in files],
+            "classes": [list(graph.classes) for graph in self.graphs],
+            "input": f"{GRAPH_INPUT}: float32 (batch, features) of spectral_features",
+            "output": f"{GRAPH_OUTPUT}: float32 (batch, len(classes)) for the classes listed",
+        }
 
     @classmethod
     def load(cls, folder: str | os.PathLike, device: str = "cpu") -> BaselineClassifier:
@@ -154,6 +242,7 @@ class BaselineClassifier(Classifier):
             manifest["class_names"],
             model_id=manifest["model_id"],
             info=manifest.get("info", {}),
+            graphs=_load_graphs(folder, manifest),
         )
         classifier.load_context(folder)
         return classifier
@@ -163,3 +252,23 @@ class BaselineClassifier(Classifier):
             f"BaselineClassifier({self.model_id!r}, {len(self.forests)} forest(s), "
             f"classes={self.class_names.to_list()})"
         )
+
+
+def _load_graphs(folder: Path, manifest: dict) -> list[ForestGraph] | None:
+    """The ONNX graphs the manifest records, each checked against its SHA-256; None when the
+    folder was saved without them."""
+    recorded = manifest.get("onnx")
+    if not recorded:
+        return None
+    graphs = []
+    for name, digest, classes in zip(
+        recorded["files"], recorded["sha256"], recorded["classes"], strict=True
+    ):
+        path = folder / name
+        if not path.is_file() or file_sha256(path) != digest:
+            raise ValueError(
+                f"{str(path)!r} is missing or differs from the forest graph saved with model "
+                f"{manifest.get('model_id')!r}; expected the file written with it"
+            )
+        graphs.append(ForestGraph(path.read_bytes(), tuple(int(c) for c in classes)))
+    return graphs

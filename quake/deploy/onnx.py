@@ -1,8 +1,14 @@
 """An ONNX export (``quake export``) as a deployable classifier, run with onnxruntime.
 
-The export folder holds ``model.onnx`` and ``export.json`` (:mod:`quake.deploy.export` writes
-them); this module reads them: the sidecar, the graph's metadata, and probabilities from the
-graph. onnxruntime is an optional dependency, imported when a graph runs."""
+The export folder holds ``export.json`` and the graphs of the exported kind
+(:mod:`quake.deploy.export` writes them): ``model.onnx`` for the HybridViT ensemble, the fold
+forests' ``forest_<k>.onnx`` for the baseline, both for the combined model. This module reads
+them: the sidecar, the graph's metadata, and probabilities. The forests take the spectral
+features of :func:`quake.models.forest.spectral_features` (numpy and scipy, computed here
+beside the graphs: the sidecar names the function and the rate), and the combined model's two
+parts are combined by :func:`quake.deploy.combined.combine_parts` with the sidecar's weight:
+the same code as the Python classifiers, so the export gives their probabilities.
+onnxruntime is an optional dependency, imported when a graph runs."""
 
 from __future__ import annotations
 
@@ -13,25 +19,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file
 
 from quake.classes import ClassNames
 from quake.data import PreprocessConfig
+from quake.deploy.combined import combine_parts
+from quake.deploy.forest import GRAPH_INPUT, GRAPH_LEAVES, leaf_probabilities
 from quake.deploy.protocol import Classifier, check_windows
+from quake.models.forest import spectral_features
 from quake.runtime import publish_staged, staging_dir
 
 ONNX_FILE = "model.onnx"
-
-
 SIDECAR_FILE = "export.json"
-
-
 INPUT_NAME = "waveforms"
-
-
 OUTPUT_NAME = "probabilities"
-
-
 EXPORT_FORMAT = "quake.Export"
+#: The forests' leaf class fractions in an export (``forest_<k>.value``, ``forest_<k>.roots``).
+LEAF_VALUES_FILE = "forest_leaves.safetensors"
+LEAF_ARRAYS = ("value", "roots")
+#: What computes the forests' input, named in ``export.json`` (``features.function``).
+FEATURES_FUNCTION = f"{spectral_features.__module__}.{spectral_features.__qualname__}"
 
 
 #: ``metadata_props`` of ``model.onnx``: JSON ``class_names`` (output order) and ``preprocess``
@@ -80,7 +87,62 @@ def onnx_predict_proba(
     return np.concatenate(out).astype(np.float64)
 
 
-def _onnx_session(path: str):
+def forest_graph_proba(
+    graph: str | os.PathLike[str] | bytes, features: np.ndarray, leaf_values: dict[str, np.ndarray]
+) -> np.ndarray:
+    """``(B, n_classes)`` probabilities of one forest graph (a file, or its bytes) on ``(B, F)``
+    spectral features: the graph walks the trees, and the leaves' class fractions
+    (``leaf_values``: ``value`` and ``roots`` of :func:`quake.deploy.forest.forest_arrays`) are
+    averaged in float64, as sklearn does (:class:`quake.deploy.forest.ForestGraph`)."""
+    session = _onnx_session(graph if isinstance(graph, bytes) else str(graph))
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    leaves = session.run([GRAPH_LEAVES], {GRAPH_INPUT: x})[0]
+    return leaf_probabilities(leaf_values, leaves)
+
+
+def export_predict_proba(
+    directory: str | os.PathLike[str],
+    sidecar: dict[str, Any],
+    windows: np.ndarray,
+    batch_size: int = 128,
+) -> np.ndarray:
+    """``(B, C)`` probabilities of the export in ``directory`` described by ``sidecar``: the
+    HybridViT graph, the forests' mean on the spectral features, or both combined."""
+    directory = Path(directory)
+    hybrid = None
+    if sidecar.get("files", {}).get("onnx"):
+        hybrid = onnx_predict_proba(directory / ONNX_FILE, windows, batch_size=batch_size)
+    forests = sidecar.get("forests")
+    if not forests:
+        return hybrid
+    features = spectral_features(windows, _features_rate(sidecar))
+    values = load_file(str(directory / forests["leaf_values"]))
+    baseline = np.mean(
+        [
+            forest_graph_proba(
+                directory / name, features, {a: values[f"forest_{k}.{a}"] for a in LEAF_ARRAYS}
+            )
+            for k, name in enumerate(forests["files"])
+        ],
+        axis=0,
+    )
+    if hybrid is None:
+        return baseline
+    return combine_parts(hybrid, baseline, float(sidecar["hybrid_weight"]))
+
+
+def _features_rate(sidecar: dict[str, Any]) -> float:
+    """The sampling rate of the forests' features, once the sidecar's function is known."""
+    features = sidecar.get("features", {})
+    if features.get("function") != FEATURES_FUNCTION:
+        raise ValueError(
+            f"the export's forests take features of {features.get('function')!r}; expected "
+            f"{FEATURES_FUNCTION!r} (an export written by another quake version?)"
+        )
+    return float(features["sampling_rate_hz"])
+
+
+def _onnx_session(path: str | bytes):
     try:
         import onnxruntime as ort
     except ImportError:
@@ -100,10 +162,10 @@ class OnnxClassifier(Classifier):
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
         sidecar = read_export(self.directory)
-        if sidecar.get("files", {}).get("onnx") != ONNX_FILE:
+        if sidecar.get("files", {}).get("onnx") != ONNX_FILE and not sidecar.get("forests"):
             raise ValueError(
-                f"{str(self.directory)!r} holds no {ONNX_FILE}; expected an ONNX export "
-                "(quake export --format onnx)"
+                f"{str(self.directory)!r} holds no {ONNX_FILE} and no forest graphs; expected an "
+                "ONNX export (quake export --format onnx)"
             )
         self.class_names = ClassNames(sidecar["class_names"])
         self.config = PreprocessConfig.from_dict(sidecar["preprocess"])
@@ -113,7 +175,8 @@ class OnnxClassifier(Classifier):
     def predict_proba(self, waveforms: np.ndarray, batch_size: int = 128) -> np.ndarray:
         """``(B, C)`` probabilities of trimmed ``(B, 3, window_samples)`` Z, N, E windows."""
         windows = check_windows(waveforms, self.config.window_samples)
-        return onnx_predict_proba(self.directory / ONNX_FILE, windows, batch_size=batch_size)
+        sidecar = self.info["export"]
+        return export_predict_proba(self.directory, sidecar, windows, batch_size=batch_size)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """A copy of the export folder, built beside ``directory`` and moved into place."""

@@ -23,7 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.signal import hilbert, welch
 from scipy.stats import kurtosis
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import Pipeline
 
 from quake.data.quality import COMPONENTS
 from quake.probabilities import full_class_probabilities
@@ -151,8 +153,68 @@ def _features_chunk(x: np.ndarray, fs: float) -> np.ndarray:
     return np.nan_to_num(np.concatenate(cols, axis=1), nan=0.0, posinf=0.0, neginf=0.0)
 
 
+class SpectralFeatures(TransformerMixin, BaseEstimator):
+    """:func:`spectral_features` as a scikit-learn transformer, so that the baseline is one
+    estimator (:func:`baseline_pipeline`) that ``clone``, ``get_params`` and converters know.
+
+    ``transform`` takes ``(N, 3, n)`` Z, N, E windows; nothing is learnt, so ``fit`` only
+    checks the rate."""
+
+    def __init__(self, sampling_rate_hz: float):
+        self.sampling_rate_hz = sampling_rate_hz
+
+    def fit(self, waveforms: np.ndarray, labels: Sequence[int] | None = None) -> SpectralFeatures:
+        _bands(self.sampling_rate_hz)  # a rate with too few bands is refused here, by name
+        return self
+
+    def transform(self, waveforms: np.ndarray) -> np.ndarray:
+        return spectral_features(waveforms, self.sampling_rate_hz)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        return np.asarray(feature_names(self.sampling_rate_hz), dtype=object)
+
+
+def forest_estimator(
+    n_estimators: int = 300,
+    max_depth: int | None = None,
+    min_samples_leaf: int = 1,
+    seed: int = 0,
+    n_jobs: int | None = None,
+) -> RandomForestClassifier:
+    """The baseline's forest, unfitted: class imbalance by balanced class weights. Training and
+    :func:`baseline_pipeline` both build it here, so they cannot differ."""
+    return RandomForestClassifier(
+        n_estimators=n_estimators,
+        max_depth=max_depth,
+        min_samples_leaf=min_samples_leaf,
+        class_weight="balanced",
+        random_state=seed,
+        n_jobs=n_jobs,
+    )
+
+
+def baseline_pipeline(
+    sampling_rate_hz: float,
+    n_estimators: int = 300,
+    max_depth: int | None = None,
+    min_samples_leaf: int = 1,
+    seed: int = 0,
+    n_jobs: int | None = None,
+) -> Pipeline:
+    """The baseline as one scikit-learn estimator: windows ``(N, 3, n)`` -> spectral features ->
+    random forest. Training computes the features once per run instead (the folds share
+    them) and fits :func:`forest_estimator`, this pipeline's last step."""
+    return Pipeline(
+        [
+            ("features", SpectralFeatures(sampling_rate_hz)),
+            ("forest", forest_estimator(n_estimators, max_depth, min_samples_leaf, seed, n_jobs)),
+        ]
+    )
+
+
 class SpectralForestBaseline:
-    """Random forest on :func:`spectral_features`; class imbalance by balanced class weights."""
+    """Random forest on :func:`spectral_features` (:func:`forest_estimator`), fitted on
+    features computed beforehand."""
 
     def __init__(
         self,
@@ -162,14 +224,7 @@ class SpectralForestBaseline:
         seed: int = 0,
         n_jobs: int | None = None,
     ):
-        self.forest = RandomForestClassifier(
-            n_estimators=n_estimators,
-            max_depth=max_depth,
-            min_samples_leaf=min_samples_leaf,
-            class_weight="balanced",
-            random_state=seed,
-            n_jobs=n_jobs,
-        )
+        self.forest = forest_estimator(n_estimators, max_depth, min_samples_leaf, seed, n_jobs)
 
     def fit(self, features: np.ndarray, labels: Sequence[int]) -> SpectralForestBaseline:
         self.forest.fit(features, np.asarray(labels))

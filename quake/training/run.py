@@ -31,7 +31,7 @@ from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset
 from quake.data.onsets import needs_survey, survey_onsets
 from quake.deploy.combined import HYBRID_WEIGHT, CombinedClassifier, combine_parts
 from quake.deploy.ensemble import EventClassifier, weights_digest
-from quake.deploy.forest import BaselineClassifier, forest_arrays
+from quake.deploy.forest import BaselineClassifier, forest_arrays, forest_graphs
 from quake.models.context import event_table
 from quake.runtime import (
     OutputLock,
@@ -136,7 +136,8 @@ DEPLOY_NOTES = {
 
 
 def baseline_classifier(baseline: dict, data: CVData, run_dir: Path):
-    """The fold forests of the baseline as a deployable BaselineClassifier."""
+    """The fold forests of the baseline as a deployable BaselineClassifier, with their ONNX
+    graphs (converted here, while the fitted sklearn forests exist)."""
     forests = [forest_arrays(f, data.n_classes) for f in baseline["forests"]]
     digest = hashlib.sha256()
     for forest in forests:
@@ -148,6 +149,7 @@ def baseline_classifier(baseline: dict, data: CVData, run_dir: Path):
         data.class_names,
         model_id=f"{run_dir.name}-rf-{digest.hexdigest()[:8]}",
         info={"run": run_dir.name, "model": baseline["model"]},
+        graphs=forest_graphs(baseline["forests"]),
     )
 
 
