@@ -38,7 +38,6 @@ from quake.models.forest import forest_estimator, spectral_features
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
-pytest.importorskip("skl2onnx")
 
 CLASSES = ["earthquake", "explosion", "noise"]
 

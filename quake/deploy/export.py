@@ -183,7 +183,7 @@ def exported_parts(
     if baseline is not None and baseline.graphs is None:
         raise ValueError(
             f"model {classifier.model_id!r} holds forests saved without their ONNX graphs "
-            "(a folder from before forest export, or trained without skl2onnx); retrain it "
+            "(a folder from before forest export, or whose conversion failed); retrain it "
             "with skl2onnx installed to export it"
         )
     return hybrid, baseline

@@ -14,7 +14,7 @@ numpy, all trees of a forest at once. ``predict_forest`` gives sklearn's ``predi
 Beside the arrays, each fold forest as an ONNX graph (``forest_<k>.onnx``, converted by
 skl2onnx from the fitted sklearn forest at training time, when it exists; its SHA-256 in
 ``classifier.json``): what ``quake export`` ships. A folder saved without them (before they
-existed, or trained without skl2onnx) still loads and classifies, but does not export.
+existed, or whose conversion failed) still loads and classifies, but does not export.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType
 
 from quake.classes import ClassNames
 from quake.data import PreprocessConfig
@@ -66,13 +68,6 @@ class ForestGraph:
 
 def forest_graph(forest) -> ForestGraph:
     """A fitted sklearn ``RandomForestClassifier`` -> its :class:`ForestGraph`, by skl2onnx."""
-    try:
-        from skl2onnx import to_onnx
-        from skl2onnx.common.data_types import FloatTensorType
-    except ImportError:
-        raise RuntimeError(
-            'converting a forest to ONNX needs skl2onnx; install it with pip install -e ".[dev]"'
-        ) from None
     features = FloatTensorType([None, int(forest.n_features_in_)])
     model = to_onnx(
         forest,
@@ -91,12 +86,17 @@ def leaf_probabilities(arrays: dict[str, np.ndarray], leaves: np.ndarray) -> np.
 
 
 def forest_graphs(forests: Sequence) -> list[ForestGraph] | None:
-    """The :class:`ForestGraph` of each fitted fold forest, or None (logged) without skl2onnx:
-    the forests still deploy, only ``quake export`` will refuse them."""
+    """The :class:`ForestGraph` of each fitted fold forest, or None (logged) when the converter
+    fails: a finished training run is not lost to it; the forests still deploy, only
+    ``quake export`` will refuse them."""
     try:
         return [forest_graph(forest) for forest in forests]
-    except RuntimeError as exc:
-        logger.warning("the forests are saved without their ONNX graphs: %s", exc)
+    except Exception as exc:  # any converter failure: keep the run, say why export will refuse
+        logger.warning(
+            "the forests are saved without their ONNX graphs (skl2onnx: %s: %s)",
+            type(exc).__name__,
+            exc,
+        )
         return None
 
 
