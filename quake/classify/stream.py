@@ -18,13 +18,7 @@ import pandas as pd
 
 from quake.classify.tables import STATION_COLUMNS_HEAD, station_rows
 from quake.classify.windows import prepare_event
-from quake.data.sources import (
-    EventRequest,
-    EventTraces,
-    StationTraces,
-    WaveformSource,
-    group_by_station,
-)
+from quake.data.sources import EventRequest, StreamSource
 from quake.probabilities import combine_station_probabilities, prob_column
 
 
@@ -43,23 +37,6 @@ class EventResult:
     predicted_class: str | None
     stations: pd.DataFrame
     skipped: dict[str, str] = field(default_factory=dict)  # station or "event" -> reason
-
-
-class _StreamSource(WaveformSource):
-    """An obspy Stream of one event, as a waveform source."""
-
-    kind = "stream"
-
-    def __init__(self, stream: obspy.Stream):
-        self.stream = stream
-
-    def describe(self) -> str:
-        return f"an obspy Stream of {len(self.stream)} traces"
-
-    def fetch(self, request: EventRequest) -> EventTraces:
-        stations = [StationTraces(sid, st) for sid, st in group_by_station(self.stream).items()]
-        skipped = [] if stations else [("event", "empty stream")]
-        return EventTraces(request.event_id, stations, skipped)
 
 
 def p_picks_of(picks: Mapping[str, obspy.UTCDateTime] | Iterable | None) -> dict:
@@ -92,7 +69,7 @@ def classify_stream(
     origin = obspy.UTCDateTime(origin_time) if origin_time is not None else None
     config = classifier.config
     prepared = prepare_event(
-        _StreamSource(stream), EventRequest("event", origin), p_picks_of(picks), config
+        StreamSource(stream), EventRequest("event", origin), p_picks_of(picks), config
     )
     class_names = list(classifier.class_names)
     station_probs = (

@@ -129,7 +129,7 @@ class WaveformDataAdapter(Dataset):
             if v is not None
         }
         self.config = config.replace(**overrides) if overrides else config
-        self._source = _make_source(events, self.config)
+        self._source = _make_items(events, self.config)
         n_items = len(self._source)
 
         raw_labels = self._source.labels() if labels is None else list(labels)
@@ -312,8 +312,8 @@ class WaveformDataAdapter(Dataset):
         return i % n if n else i
 
 
-# --- sources -------------------------------------------------------------------------------
-class _Source:
+# --- the items a set is made of (arrays, streams, a reader's traces) ---------------------------
+class _Items:
     in_memory = True
     skipped: Sequence[tuple[str, str]] = ()
 
@@ -343,7 +343,7 @@ class _Source:
         raise NotImplementedError
 
 
-class _ArraySource(_Source):
+class _ArrayItems(_Items):
     def __init__(self, arrays: Sequence[Any], config: PreprocessConfig):
         self.arrays = arrays
         self.rate = config.sampling_rate_hz
@@ -365,7 +365,7 @@ class _ArraySource(_Source):
         )
 
 
-class _StreamSource(_Source):
+class _StreamItems(_Items):
     def __init__(self, streams: Sequence[Stream], config: PreprocessConfig):
         self.streams = streams
         self.config = config
@@ -397,7 +397,7 @@ class _StreamSource(_Source):
         return pd.DataFrame([self._rows[int(i)] for i in kept])
 
 
-class _DatasetSource(_Source):
+class _DatasetItems(_Items):
     in_memory = False
 
     def __init__(self, dataset: WaveformDataset):
@@ -432,9 +432,9 @@ class _DatasetSource(_Source):
         return meta
 
 
-def _make_source(events: Any, config: PreprocessConfig) -> _Source:
+def _make_items(events: Any, config: PreprocessConfig) -> _Items:
     if isinstance(events, WaveformDataset):
-        return _DatasetSource(events)
+        return _DatasetItems(events)
     if isinstance(events, Stream):
         raise ValueError("events is one obspy Stream; expected a list of Streams (one per station)")
     if isinstance(events, np.ndarray):
@@ -442,13 +442,13 @@ def _make_source(events: Any, config: PreprocessConfig) -> _Source:
             raise ValueError(
                 f"events array must have shape (items, 3, samples), got {events.shape}"
             )
-        return _ArraySource(events, config)
+        return _ArrayItems(events, config)
     if isinstance(events, (list, tuple)):
         if events and all(isinstance(e, Stream) for e in events):
-            return _StreamSource(events, config)
+            return _StreamItems(events, config)
         if any(isinstance(e, Stream) for e in events):
             raise ValueError("events mixes obspy Streams and arrays; expected one kind")
-        return _ArraySource(events, config)
+        return _ArrayItems(events, config)
     raise ValueError(
         f"events of type {type(events).__name__}; expected a list of obspy Streams, a list/array "
         "of (3, n) arrays, or a dataset from quake.data.open_dataset"
@@ -458,14 +458,14 @@ def _make_source(events: Any, config: PreprocessConfig) -> _Source:
 def _encode_labels(
     raw_labels: list[Any] | None,
     class_names: ClassNames | Sequence[str] | None,
-    source: _Source,
+    source: _Items,
 ) -> tuple[ClassNames | None, np.ndarray]:
     names = None
     if class_names is not None:
         names = class_names if isinstance(class_names, ClassNames) else ClassNames(class_names)
     if raw_labels is None:
         return names, np.full(len(source), UNLABELLED, dtype=np.int64)
-    if names is None and isinstance(source, _DatasetSource) and source.dataset.class_names:
+    if names is None and isinstance(source, _DatasetItems) and source.dataset.class_names:
         names = source.dataset.class_names
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in raw_labels):
         if names is None:

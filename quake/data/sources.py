@@ -92,6 +92,23 @@ class WaveformSource:
         return self.kind
 
 
+class StreamSource(WaveformSource):
+    """An obspy Stream of one event, as a waveform source (``classify(stream)``)."""
+
+    kind = "stream"
+
+    def __init__(self, stream: obspy.Stream):
+        self.stream = stream
+
+    def describe(self) -> str:
+        return f"an obspy Stream of {len(self.stream)} traces"
+
+    def fetch(self, request: EventRequest) -> EventTraces:
+        stations = [StationTraces(sid, st) for sid, st in group_by_station(self.stream).items()]
+        skipped = [] if stations else [("event", "empty stream")]
+        return EventTraces(request.event_id, stations, skipped)
+
+
 class EventFolderSource(WaveformSource):
     """Per-event folders of miniSEED files: ``<root>/[waveforms/]<event_id>/*.mseed``.
 
