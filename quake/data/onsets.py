@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quake.data.adapter import WaveformDataAdapter
+
 logger = logging.getLogger(__name__)
 
 SURVEY_BEFORE_S = 30.0  # the LTA needs quiet data before the onset
@@ -151,8 +153,6 @@ def peak_sta_lta(
 def survey_onsets(dataset, config, max_traces: int = 2000, seed: int = 0) -> OnsetSurvey | None:
     """The survey of the module doc for a set read with ``config`` (a PreprocessConfig), on at
     most ``max_traces`` random traces; None when the set has P picks (windows follow them)."""
-    from quake.data.adapter import WaveformDataAdapter
-
     if not needs_survey(dataset.metadata):
         return None
     long = dataclasses.replace(

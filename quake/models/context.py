@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from quake.probabilities import full_class_probabilities
+from quake.runtime import read_json, write_text_atomic
 
 CONTEXT_FILE = "context.json"
 FORMAT = "quake.ContextModel"
@@ -206,8 +207,6 @@ class ContextModel:
 
 def save_context_models(models: Sequence[ContextModel], folder: str | os.PathLike) -> Path:
     """The fold models of a run -> ``folder/context.json`` (probabilities averaged on use)."""
-    from quake.runtime import write_text_atomic
-
     path = Path(folder) / CONTEXT_FILE
     payload = {"format": FORMAT + "s", "members": [m.to_dict() for m in models]}
     write_text_atomic(path, json.dumps(payload, indent=1) + "\n")
@@ -216,8 +215,6 @@ def save_context_models(models: Sequence[ContextModel], folder: str | os.PathLik
 
 def load_context_models(folder: str | os.PathLike) -> list[ContextModel] | None:
     """The fold context models saved with a classifier, or None when it was trained without."""
-    from quake.runtime import read_json
-
     path = Path(folder) / CONTEXT_FILE
     if not path.is_file():
         return None

@@ -16,11 +16,14 @@ from pathlib import Path
 
 import yaml
 
+from quake.data.readers.sds import parse_time
+from quake.models import Backbone
 from quake.training.config import (
     DataConfig,
     _build,
     _check,
     dotted_to_nested,
+    load_config,
     load_yaml,
     merge,
 )
@@ -66,8 +69,6 @@ class PretrainDataConfig:
             "a float in [0, 0.5)",
         )
         if self.start is not None or self.end is not None:
-            from quake.data.readers.sds import parse_time
-
             _check(
                 self.start is not None and self.end is not None,
                 "data.start / data.end",
@@ -90,8 +91,6 @@ class PretrainModelConfig:
     init: str = "none"  # none | timm (ImageNet weights) | PATH (timm checkpoint or pretraining run)
 
     def validate(self) -> None:
-        from quake.models import Backbone
-
         try:
             backbone = Backbone.from_name(self.backbone)
         except ValueError:
@@ -260,8 +259,6 @@ def load_pretrain_config(
     if path is not None:
         resolved = merge(resolved, load_yaml(path))
     if preprocess_from is not None:
-        from quake.training.config import load_config
-
         resolved["data"]["preprocess"] = load_config(preprocess_from).data.preprocess
     if overrides:
         resolved = merge(resolved, dotted_to_nested(overrides))

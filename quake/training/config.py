@@ -18,7 +18,10 @@ from typing import Any
 
 import yaml
 
+from quake.data import LabelSpec, PreprocessConfig
 from quake.deploy.combined import HYBRID_WEIGHT
+from quake.models import Backbone
+from quake.models.context import parse_timezone
 
 CLASS_BALANCE_CHOICES = ("weighted_loss", "balanced_sampling", "none")
 SELECTION_METRICS = ("loss", "balanced_accuracy", "macro_f1")
@@ -60,15 +63,11 @@ class DataConfig:
 
     def labels(self):
         """The :class:`quake.data.LabelSpec` of these settings."""
-        from quake.data import LabelSpec
-
         _check(isinstance(self.label_map, dict), "data.label_map", self.label_map, "a mapping")
         return LabelSpec(str(self.label_column), self.label_map)
 
     def preprocess_config(self):
         """The validated :class:`quake.data.PreprocessConfig` these settings describe."""
-        from quake.data import PreprocessConfig
-
         known = {f.name for f in dataclasses.fields(PreprocessConfig)}
         unknown = sorted(set(self.preprocess) - known)
         if unknown:
@@ -93,8 +92,6 @@ class ModelConfig:
     fusion: bool = False
 
     def validate(self) -> None:
-        from quake.models import Backbone
-
         try:
             Backbone.from_name(self.backbone)
         except (ValueError, KeyError) as error:
@@ -411,8 +408,6 @@ class ContextConfig:
     timezone: str | None = None
 
     def validate(self) -> None:
-        from quake.models.context import parse_timezone
-
         parse_timezone(self.timezone)  # raises naming the value
 
 

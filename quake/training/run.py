@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 import yaml
 
-from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset
+from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset, synthetic
 from quake.data.onsets import needs_survey, survey_onsets
 from quake.deploy.combined import HYBRID_WEIGHT, CombinedClassifier, combine_parts
 from quake.deploy.ensemble import EventClassifier, weights_digest
@@ -233,8 +233,6 @@ def open_training_set(config: TrainConfig, dist: DistContext = SINGLE) -> Wavefo
     a wrong path, an unknown format or a set without two labelled classes fails here, before
     a run folder exists."""
     if config.data.path is None:
-        from quake.data import synthetic
-
         path = dist.on_main(synthetic.default_dataset_path)  # generated once, by rank 0
     else:
         path = Path(config.data.path).expanduser()
