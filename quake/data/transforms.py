@@ -303,6 +303,9 @@ def _assess(
 ) -> None:
     """Step 5: coverage (gaps, dropouts, components that end early), dead channels, then the
     policy: a SkipTrace naming why the window is not used, or the record of what was found."""
+    overflow = overflow_description(window)
+    if overflow:
+        raise SkipTrace("overflow", overflow)
     if backed is not None:
         _drop_truncated_components(window, backed, record, config)
         record.coverage = window_coverage(backed, record.components)
@@ -315,6 +318,28 @@ def _assess(
     apply_policy(record, config.quality)
     if flat.all():
         raise SkipTrace("dead", "all three channels are flat")
+
+
+def overflow_description(window: np.ndarray) -> str:
+    """Which channels of a float32 window the model cannot z-score, and why; empty when all can.
+
+    Samples beyond the float32 range become inf when a float64 record is cast, and samples
+    within it but above ~1e19 overflow the sums of the z-score (the network would see zeros):
+    either way the numbers are not the ground's, and the window is skipped as ``overflow``."""
+    x = np.asarray(window, dtype=np.float64)
+    limit = float(np.finfo(np.float32).max)
+    with np.errstate(over="ignore", invalid="ignore"):
+        centered = x - x.mean(axis=-1, keepdims=True)
+        bad = ~np.isfinite(x).all(axis=-1) | (np.square(centered).sum(axis=-1) >= limit)
+        bad |= np.abs(x).sum(axis=-1) >= limit
+    if not bad.any():
+        return ""
+    peak = float(np.nanmax(np.abs(x[bad])))
+    channels = ", ".join(c for c, b in zip(COMPONENTS, bad, strict=True) if b)
+    return (
+        f"{channels}: samples up to {peak:.3g} overflow float32 (the model's dtype) in the "
+        "z-score; expected amplitudes below about 1e18"
+    )
 
 
 def _backed_outside_dropouts(
