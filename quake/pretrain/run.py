@@ -274,67 +274,155 @@ def _run(
     global batch is split over the ranks and DDP averages the gradients; rank 0 writes."""
     from quake.training.loop import attention_backend, parameter_groups
 
-    resume_path = out / RESUME_FILE
-    resuming = resume_path.is_file()
+    resuming = (out / RESUME_FILE).is_file()
     img_size = tuple(preprocess.spectrogram_shape[1:])
     torch.manual_seed(config.seed)
     encoder = build_encoder(config, img_size, init=not resuming)
-    init_info = {
+    init_info = _init_info(config, encoder)
+    model, partners = _objective_model(config, encoder, data, device)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, config.optim.weight_decay), lr=config.optim.lr
+    )
+    train_idx, val_idx = split_groups(data.groups, config.data.val_fraction, config.seed)
+    batch_size, steps_per_epoch = _batch_plan(config, len(train_idx), dist)
+    state = {"epochs_done": 0, "history": [], "step_losses": [], "init": init_info}
+    if resuming:
+        state = _restore(out, model, optimizer, len(data))
+    precision = resolve_precision(config.optim.precision, device)
+    outputs = _Outputs(
+        out=out,
+        encoder=encoder,
+        info_base={
+            **_model_info(config, encoder, model, partners, preprocess),
+            "data": _data_info(data, preprocess, len(train_idx), len(val_idx)),
+            **_runtime_info(device, threads, precision, dist),
+        },
+        state=state,
+        window_h=preprocess.window_s / 3600.0,
+        data_s=data_s,
+    )
+    _log_start(config, data, preprocess, len(val_idx), steps_per_epoch, device, precision)
+    batch_loss = _BatchLoss(
+        data=data,
+        preprocess=preprocess,
+        device=device,
+        partners=partners,
+        model=model,
+        autocast=torch.autocast(
+            device.type, dtype=AUTOCAST_DTYPES.get(precision), enabled=precision != "fp32"
+        ),
+        forward=_distributed(model, device, dist),
+    )
+    epochs = _Epochs(
+        config=config,
+        model=model,
+        optimizer=optimizer,
+        batch_loss=batch_loss,
+        train_idx=train_idx,
+        val_idx=val_idx,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        dist=dist,
+        bar_cls=_progress_bar_class(progress),
+    )
+    with attention_backend(device):
+        for epoch in range(state["epochs_done"], config.optim.epochs):
+            entry, losses = epochs.run(epoch)
+            _record_epoch(state, entry, losses, len(data))
+            if dist.is_main:
+                save_resume(out / RESUME_FILE, model, optimizer, state)
+                outputs.write(complete=epoch + 1 == config.optim.epochs)
+            dist.barrier()  # the epoch is on disk before any rank goes on
+            _log_epoch(config, entry)
+    if not dist.is_main:
+        return PretrainResult(out=out, summary=None)
+    info = outputs.write(complete=True)
+    return PretrainResult(out=out, summary=info)
+
+
+# --- the steps of a run -------------------------------------------------------------------------
+def _init_info(config: PretrainConfig, encoder: HybridViT) -> dict:
+    """What ``pretrain.json`` says of the encoder's starting weights (``model.init``)."""
+    return {
         "requested": config.model.init,
         "source": encoder.pretrained_info.get("source"),
         "tensors_loaded": len(encoder.pretrained_info.get("loaded", [])),
     }
+
+
+def _objective_model(
+    config: PretrainConfig, encoder: HybridViT, data: UnlabelledWindows, device: torch.device
+) -> tuple[nn.Module, PartnerIndex | None]:
+    """The encoder inside the configured objective, and the partner index a contrastive one uses."""
     o = config.objective
-    partners = None
     if o.name == "contrastive":
         model = ContrastiveModel(encoder, o.temperature, o.projection_dim).to(device)
-        partners = PartnerIndex(data.groups)
-    else:
-        model = MaskedSpectrogramModel(
-            encoder, o.mask_ratio, o.decoder_dim, o.decoder_depth, o.decoder_heads
-        ).to(device)
-    groups = parameter_groups(model, config.optim.weight_decay)
-    optimizer = torch.optim.AdamW(groups, lr=config.optim.lr)
+        return model, PartnerIndex(data.groups)
+    model = MaskedSpectrogramModel(
+        encoder, o.mask_ratio, o.decoder_dim, o.decoder_depth, o.decoder_heads
+    ).to(device)
+    return model, None
 
-    train_idx, val_idx = split_groups(data.groups, config.data.val_fraction, config.seed)
-    batch_size = min(config.optim.batch_size, len(train_idx))
+
+def _batch_plan(config: PretrainConfig, n_train: int, dist: DistContext) -> tuple[int, int]:
+    """The global batch size and the steps per epoch (the ragged last batch is dropped)."""
+    batch_size = min(config.optim.batch_size, n_train)
     if batch_size < dist.world_size:
         raise ValueError(
             f"a batch of {batch_size} windows cannot be split over {dist.world_size} processes; "
             "expected optim.batch_size (and the training windows) >= the number of processes"
         )
-    steps_per_epoch = max(1, len(train_idx) // batch_size)  # the ragged last batch is dropped
+    return batch_size, max(1, n_train // batch_size)
 
-    state = {"epochs_done": 0, "history": [], "step_losses": [], "init": init_info}
-    if resuming:
-        state = load_resume(resume_path, model, optimizer)
-        if state.get("n_windows") != len(data):
-            raise ValueError(
-                f"{str(out)!r} was pretrained on {state.get('n_windows')} windows; the data now "
-                f"give {len(data)}: the data changed since the run started, use a new --out folder"
-            )
-        logger.info("resuming %s after epoch %d", out, state["epochs_done"])
-    precision = resolve_precision(config.optim.precision, device)
-    autocast = torch.autocast(
-        device.type, dtype=AUTOCAST_DTYPES.get(precision), enabled=precision != "fp32"
-    )
-    max_norm = config.optim.grad_clip_norm or math.inf
-    window_h = preprocess.window_s / 3600.0
-    info_base = {
+
+def _restore(out: Path, model: nn.Module, optimizer, n_windows: int) -> dict:
+    """The state saved after the last finished epoch, loaded into ``model`` and ``optimizer``;
+    refused when the data now give another number of windows."""
+    state = load_resume(out / RESUME_FILE, model, optimizer)
+    if state.get("n_windows") != n_windows:
+        raise ValueError(
+            f"{str(out)!r} was pretrained on {state.get('n_windows')} windows; the data now "
+            f"give {n_windows}: the data changed since the run started, use a new --out folder"
+        )
+    logger.info("resuming %s after epoch %d", out, state["epochs_done"])
+    return state
+
+
+def _model_info(
+    config: PretrainConfig,
+    encoder: HybridViT,
+    model: nn.Module,
+    partners: PartnerIndex | None,
+    preprocess: PreprocessConfig,
+) -> dict:
+    """``pretrain.json``'s format, config, model arguments, preprocessing and objective."""
+    return {
         "format": RUN_FORMAT,
         "config": config.result_dict(),
         "model": {**encoder_arguments(encoder), "grid_size": list(encoder.grid_size)},
         "preprocess": preprocess.to_dict(),
         "objective": objective_summary(config, model, partners),
-        "data": {
-            "sources": data.sources,
-            "n_windows": len(data),
-            "n_train": int(len(train_idx)),
-            "n_val": int(len(val_idx)),
-            "window_s": preprocess.window_s,
-            "hours": len(data) * window_h,
-            "dropped": data.dropped,
-        },
+    }
+
+
+def _data_info(
+    data: UnlabelledWindows, preprocess: PreprocessConfig, n_train: int, n_val: int
+) -> dict:
+    """``pretrain.json``'s sources, windows, hours of data and what was dropped."""
+    return {
+        "sources": data.sources,
+        "n_windows": len(data),
+        "n_train": int(n_train),
+        "n_val": int(n_val),
+        "window_s": preprocess.window_s,
+        "hours": len(data) * (preprocess.window_s / 3600.0),
+        "dropped": data.dropped,
+    }
+
+
+def _runtime_info(device: torch.device, threads: int, precision: str, dist: DistContext) -> dict:
+    """``pretrain.json``'s device, threads, processes, precision and versions."""
+    return {
         "device": str(device),
         "threads": threads,
         "processes": dist.world_size,
@@ -342,52 +430,223 @@ def _run(
         "precision": precision,
         "versions": _versions(),
     }
+
+
+def _log_start(
+    config: PretrainConfig,
+    data: UnlabelledWindows,
+    preprocess: PreprocessConfig,
+    n_val: int,
+    steps_per_epoch: int,
+    device: torch.device,
+    precision: str,
+) -> None:
+    """One log line naming the model, the data, the objective and the device."""
     logger.info(
         "pretraining %s depth %d on %d windows (%.1f h; %d held out) from %d source(s): "
         "%s, %d steps per epoch, device %s, %s",
         config.model.backbone,
         config.model.depth,
         len(data),
-        len(data) * window_h,
-        len(val_idx),
+        len(data) * (preprocess.window_s / 3600.0),
+        n_val,
         len(data.sources),
-        o.name,
+        config.objective.name,
         steps_per_epoch,
         device,
         precision,
     )
 
-    def batch_loss(rows: np.ndarray, generator: torch.Generator, training: bool = False):
-        """The objective on windows ``rows``; while training through the DDP wrapper (when
-        there is one) and autocast, the spectrograms always in float32."""
-        spec = spectrogram_batch(data.waveforms[torch.as_tensor(rows)], preprocess).to(device)
-        inputs: tuple = (spec,)
-        if partners is not None:
-            other = torch.as_tensor(partners.draw(rows, generator))
-            partner = spectrogram_batch(data.waveforms[other], preprocess).to(device)
-            inputs = (spec, partner, torch.as_tensor(partners.codes[rows]))
-        with autocast if training else contextlib.nullcontext():
-            return (forward if training else model)(*inputs, generator=generator).loss
 
-    def summary(complete: bool) -> dict:
-        history = state["history"]
+@dataclass
+class _BatchLoss:
+    """The objective on windows ``rows``; while training through the DDP wrapper (when there is
+    one) and autocast, the spectrograms always in float32."""
+
+    data: UnlabelledWindows
+    preprocess: PreprocessConfig
+    device: torch.device
+    partners: PartnerIndex | None
+    model: nn.Module
+    autocast: torch.autocast
+    forward: nn.Module  # the model, or its DDP wrapper
+
+    def __call__(self, rows: np.ndarray, generator: torch.Generator, training: bool = False):
+        spec = self._spectrograms(torch.as_tensor(rows))
+        inputs: tuple = (spec,)
+        if self.partners is not None:
+            other = torch.as_tensor(self.partners.draw(rows, generator))
+            inputs = (spec, self._spectrograms(other), torch.as_tensor(self.partners.codes[rows]))
+        with self.autocast if training else contextlib.nullcontext():
+            return (self.forward if training else self.model)(*inputs, generator=generator).loss
+
+    def _spectrograms(self, rows: torch.Tensor) -> torch.Tensor:
+        """The spectrograms of windows ``rows``, on the device."""
+        return spectrogram_batch(self.data.waveforms[rows], self.preprocess).to(self.device)
+
+
+def _distributed(model: nn.Module, device: torch.device, dist: DistContext) -> nn.Module:
+    """The model wrapped in DDP under torchrun (gradients averaged over ranks), else itself."""
+    if not dist.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def _progress_bar_class(progress: bool):
+    """tqdm when progress is shown, else None."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm
+
+
+@dataclass
+class _Epochs:
+    """What every epoch uses: the model, its optimizer, the objective and the batch plan."""
+
+    config: PretrainConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    batch_loss: _BatchLoss
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    batch_size: int
+    steps_per_epoch: int
+    dist: DistContext
+    bar_cls: type | None
+
+    def run(self, epoch: int) -> tuple[dict, list[float]]:
+        """Train epoch ``epoch`` (from 0) and score the held-out windows: the history entry and
+        the loss of every step."""
+        config, batch_size = self.config, self.batch_size
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        order = self.train_idx[torch.randperm(len(self.train_idx), generator=generator).numpy()]
+        self.model.train()
+        losses: list[float] = []
+        bar = self._bar(epoch)
+        t_epoch = time.perf_counter()
+        for step in range(self.steps_per_epoch):
+            lr = learning_rate(config, epoch * self.steps_per_epoch + step, self.steps_per_epoch)
+            batch = order[step * batch_size : (step + 1) * batch_size]
+            value = self._step(batch, generator, lr)
+            if not math.isfinite(value):
+                raise ValueError(
+                    f"the pretraining loss became {value} at epoch {epoch + 1}, step "
+                    f"{step + 1}; expected a finite loss: lower optim.lr or use fp32"
+                )
+            losses.append(value)
+            if bar is not None:
+                bar.update(len(batch))
+                bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.1e}")
+        seconds = time.perf_counter() - t_epoch
+        if bar is not None:
+            bar.close()
+        val_loss = _held_out_loss(self.model, self.batch_loss, self.val_idx, config.seed)
+        windows = self.steps_per_epoch * batch_size
+        entry = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)),
+            "val_loss": val_loss,
+            "lr_end": lr,
+            "seconds": seconds,
+            "windows": windows,
+            "windows_per_s": windows / seconds,
+        }
+        return entry, losses
+
+    def _step(self, batch: np.ndarray, generator: torch.Generator, lr: float) -> float:
+        """One optimizer step on this rank's share of ``batch``: the loss averaged over ranks."""
+        dist = self.dist
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss = self.batch_loss(batch[dist.rank :: dist.world_size], generator, training=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), self.config.optim.grad_clip_norm or math.inf
+        )
+        self.optimizer.step()
+        return dist.sum([float(loss.detach())])[0] / dist.world_size
+
+    def _bar(self, epoch: int):
+        """The epoch's progress bar in windows, or None."""
+        if self.bar_cls is None:
+            return None
+        return self.bar_cls(
+            total=self.steps_per_epoch * self.batch_size,
+            desc=f"pretrain epoch {epoch + 1}/{self.config.optim.epochs}",
+            unit="window",
+        )
+
+
+def _record_epoch(state: dict, entry: dict, losses: list[float], n_windows: int) -> None:
+    """Add a finished epoch to the resume state."""
+    state["history"].append(entry)
+    state["step_losses"].extend(losses)
+    state["epochs_done"] = entry["epoch"]
+    state["n_windows"] = n_windows
+
+
+def _log_epoch(config: PretrainConfig, entry: dict) -> None:
+    """One log line per finished epoch."""
+    val_loss = entry["val_loss"]
+    logger.info(
+        "epoch %d/%d: loss %.4f, held-out %s, %.0f windows/s, %.0f s",
+        entry["epoch"],
+        config.optim.epochs,
+        entry["train_loss"],
+        "-" if val_loss is None else f"{val_loss:.4f}",
+        entry["windows_per_s"],
+        entry["seconds"],
+    )
+
+
+@dataclass
+class _Outputs:
+    """The run folder's files that change after every epoch."""
+
+    out: Path
+    encoder: HybridViT
+    info_base: dict
+    state: dict
+    window_h: float
+    data_s: float
+
+    def write(self, complete: bool) -> dict:
+        """Write the encoder, the loss (JSON and plot) and ``pretrain.json``; its content."""
+        save_encoder(self.encoder, self.out / ENCODER_FILE)
+        info = self.summary(complete)
+        loss = {"history": self.state["history"], "step_losses": self.state["step_losses"]}
+        write_text_atomic(self.out / LOSS_JSON, json.dumps(loss) + "\n")
+        write_loss_plot(self.out / LOSS_PNG, self.state["history"], self.state["step_losses"])
+        write_text_atomic(self.out / PRETRAIN_FILE, json.dumps(info, indent=2) + "\n")
+        return info
+
+    def summary(self, complete: bool) -> dict:
+        """The content of ``pretrain.json`` after the epochs done so far."""
+        history = self.state["history"]
         seconds = sum(h["seconds"] for h in history)
         seen = sum(h["windows"] for h in history)
         return {
-            **info_base,
+            **self.info_base,
             "complete": complete,
-            "init": state["init"],
+            "init": self.state["init"],
             "progress": {
-                "epochs_done": state["epochs_done"],
+                "epochs_done": self.state["epochs_done"],
                 "windows_seen": seen,
-                "hours_seen": seen * window_h,
+                "hours_seen": seen * self.window_h,
                 "first_loss": history[0]["train_loss"] if history else None,
                 "final_loss": history[-1]["train_loss"] if history else None,
                 "first_val_loss": history[0].get("val_loss") if history else None,
                 "final_val_loss": history[-1].get("val_loss") if history else None,
             },
             "timings": {
-                "data_s_this_process": data_s,
+                "data_s_this_process": self.data_s,
                 "training_s": seconds,
                 "windows_per_s": seen / seconds if seconds else None,
             },
@@ -398,97 +657,6 @@ def _run(
                 "resume": RESUME_FILE,
             },
         }
-
-    def write_outputs(complete: bool) -> dict:
-        save_encoder(encoder, out / ENCODER_FILE)
-        info = summary(complete)
-        loss = {"history": state["history"], "step_losses": state["step_losses"]}
-        write_text_atomic(out / LOSS_JSON, json.dumps(loss) + "\n")
-        write_loss_plot(out / LOSS_PNG, state["history"], state["step_losses"])
-        write_text_atomic(out / PRETRAIN_FILE, json.dumps(info, indent=2) + "\n")
-        return info
-
-    forward = model
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        forward = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    bar_cls = None
-    if progress:
-        from tqdm.auto import tqdm as bar_cls
-    with attention_backend(device):
-        for epoch in range(state["epochs_done"], config.optim.epochs):
-            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-            order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
-            model.train()
-            losses: list[float] = []
-            bar = (
-                bar_cls(
-                    total=steps_per_epoch * batch_size,
-                    desc=f"pretrain epoch {epoch + 1}/{config.optim.epochs}",
-                    unit="window",
-                )
-                if bar_cls
-                else None
-            )
-            t_epoch = time.perf_counter()
-            for step in range(steps_per_epoch):
-                global_step = epoch * steps_per_epoch + step
-                lr = learning_rate(config, global_step, steps_per_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                batch = order[step * batch_size : (step + 1) * batch_size]
-                loss = batch_loss(batch[dist.rank :: dist.world_size], generator, training=True)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-                optimizer.step()
-                value = dist.sum([float(loss.detach())])[0] / dist.world_size
-                if not math.isfinite(value):
-                    raise ValueError(
-                        f"the pretraining loss became {value} at epoch {epoch + 1}, step "
-                        f"{step + 1}; expected a finite loss: lower optim.lr or use fp32"
-                    )
-                losses.append(value)
-                if bar is not None:
-                    bar.update(len(batch))
-                    bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.1e}")
-            seconds = time.perf_counter() - t_epoch
-            if bar is not None:
-                bar.close()
-            val_loss = _held_out_loss(model, batch_loss, val_idx, config.seed)
-            entry = {
-                "epoch": epoch + 1,
-                "train_loss": float(np.mean(losses)),
-                "val_loss": val_loss,
-                "lr_end": lr,
-                "seconds": seconds,
-                "windows": steps_per_epoch * batch_size,
-                "windows_per_s": steps_per_epoch * batch_size / seconds,
-            }
-            state["history"].append(entry)
-            state["step_losses"].extend(losses)
-            state["epochs_done"] = epoch + 1
-            state["n_windows"] = len(data)
-            if dist.is_main:
-                save_resume(out / RESUME_FILE, model, optimizer, state)
-                write_outputs(complete=epoch + 1 == config.optim.epochs)
-            dist.barrier()  # the epoch is on disk before any rank goes on
-            logger.info(
-                "epoch %d/%d: loss %.4f, held-out %s, %.0f windows/s, %.0f s",
-                epoch + 1,
-                config.optim.epochs,
-                entry["train_loss"],
-                "-" if val_loss is None else f"{val_loss:.4f}",
-                entry["windows_per_s"],
-                seconds,
-            )
-    if not dist.is_main:
-        return PretrainResult(out=out, summary=None)
-    info = write_outputs(complete=True)
-    return PretrainResult(out=out, summary=info)
 
 
 @torch.no_grad()

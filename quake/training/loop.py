@@ -10,6 +10,7 @@ never seen here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import sys
@@ -295,198 +296,85 @@ def train_fold(
     """
     n_classes = model.num_classes
     labels = np.asarray(labels, dtype=np.int64)
-    train_labels = labels[train_idx]
-    if len(train_idx) == 0 or len(val_idx) == 0:
-        raise ValueError(
-            f"a fold needs training and validation traces, got {len(train_idx)} and {len(val_idx)}"
-        )
-    if min(optim.batch_size, len(train_idx)) < dist.world_size:
-        raise ValueError(
-            f"optim.batch_size {optim.batch_size} (or the {len(train_idx)} training traces) cannot "
-            f"be split over {dist.world_size} processes; expected at least one window per process"
-        )
-    generator = torch.Generator().manual_seed(seed)
-    # One process: one random stream for shuffling and augmentation. Across ranks the shuffle
-    # must be the same on every rank and the augmentation must not be.
-    augmenter.generator = (
-        torch.Generator().manual_seed(seed + 104_729 * (dist.rank + 1))
-        if dist.enabled
-        else generator
-    )
+    _check_fold_sizes(len(train_idx), len(val_idx), optim.batch_size, dist)
+    generator = _fold_generator(seed, augmenter, dist)
     model.to(device)
-
     batch_size = min(optim.batch_size, len(train_idx))
     steps_per_epoch = max(1, len(train_idx) // batch_size)  # drop the ragged last batch
-    total_steps = steps_per_epoch * optim.epochs
-    warmup_steps = int(round(optim.warmup_epochs * steps_per_epoch))
     optimizer = make_optimizer(model, optim, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: warmup_cosine(
-            step, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=optim.min_lr_ratio
-        ),
-    )
-    balance = class_weights(train_labels, n_classes)
-    weight = balance if optim.class_balance == "weighted_loss" else None
-    criterion = nn.CrossEntropyLoss(
-        weight=None if weight is None else weight.to(device), label_smoothing=optim.label_smoothing
-    )
-    sample_weights = None
-    if optim.class_balance == "balanced_sampling":
-        counts = np.bincount(train_labels, minlength=n_classes)
-        sample_weights = torch.tensor(1.0 / counts[train_labels], dtype=torch.float64)
-
+    balance = class_weights(labels[train_idx], n_classes)
     precision = resolve_precision(optim.precision, device)
-    # fp16 needs loss scaling; an overflowing step is then part of finding the scale
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    max_norm = optim.grad_clip_norm if optim.grad_clip_norm is not None else math.inf
-    train_idx_t = torch.as_tensor(train_idx, dtype=torch.long)
+    steps = _FoldSteps(
+        waveforms=waveforms,
+        labels=labels,
+        train_idx=torch.as_tensor(train_idx, dtype=torch.long),
+        model=model,
+        optim=optim,
+        preprocess=preprocess,
+        augmenter=augmenter,
+        device=device,
+        dist=dist,
+        generator=generator,
+        optimizer=optimizer,
+        scheduler=_lr_schedule(optimizer, optim, steps_per_epoch),
+        criterion=_criterion(balance, optim, device),
+        sample_weights=_sample_weights(labels[train_idx], n_classes, optim),
+        precision=precision,
+        # fp16 needs loss scaling; an overflowing step is then part of finding the scale
+        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+        average=WeightAverage(model, optim.ema_decay) if optim.ema_decay is not None else None,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        keep_backbone_frozen=keep_backbone_frozen,
+        compile_model=compile_model,
+    )
     val_idx = np.asarray(val_idx, dtype=np.int64)  # scored a batch at a time, never copied out
-    val_y = labels[val_idx]
+    judged = model if steps.average is None else steps.average.model  # the weights scored and kept
+    validate = functools.partial(
+        evaluate, judged, waveforms, labels[val_idx], preprocess, n_classes,
+        batch_size=eval_batch_size, device=device,
+        weights=None if optim.class_balance == "none" else balance, dist=dist, indices=val_idx,
+    )  # fmt: skip
     history: list[dict] = []
     rule = CheckpointRule(
         min_epochs=optim.min_epochs, smoothing=optim.selection_smoothing, patience=optim.patience
     )
-    average = WeightAverage(model, optim.ema_decay) if optim.ema_decay is not None else None
-    judged = model if average is None else average.model  # the weights scored and kept
     best = BestEpochs(optim.average_best)  # the weights the fold keeps
     start = time.perf_counter()
     seen = 0
     train_seconds = 0.0
-    forward = None
-    tqdm = _tqdm()
     for epoch in range(1, optim.epochs + 1):
-        want_frozen = keep_backbone_frozen or epoch <= optim.frozen_epochs
-        if want_frozen and not model.backbone_frozen:
-            model.freeze_backbone()
-            forward = None
-        elif not want_frozen and model.backbone_frozen:
-            model.unfreeze_backbone()  # second stage of the two-stage schedule
-            forward = None
-        if forward is None:
-            forward = training_forward(model, device=device, dist=dist, compile_model=compile_model)
-        model.train()
-        if sample_weights is None:
-            order = train_idx_t[torch.randperm(len(train_idx_t), generator=generator)]
-        else:
-            picks = torch.multinomial(
-                sample_weights, len(train_idx_t), replacement=True, generator=generator
-            )
-            order = train_idx_t[picks]
+        order = steps.start_epoch(epoch)
         epoch_start = time.perf_counter()
-        loss_sum, loss_n, skipped = 0.0, 0, 0
-        bar = tqdm(
-            total=steps_per_epoch,
-            desc=f"{description} epoch {epoch}/{optim.epochs}".strip(),
-            unit="batch",
-            leave=False,
-            disable=not (progress and dist.is_main),
-            position=position,
-        )
-        for step in range(steps_per_epoch):
-            global_batch = order[step * batch_size : (step + 1) * batch_size]
-            idx = global_batch[dist.rank :: dist.world_size]
-            x = augmenter.waveforms(waveforms[idx].to(device, non_blocking=True))
-            spec = augmenter.spectrograms(spectrogram_batch(x, preprocess))
-            y = torch.as_tensor(labels[idx.numpy()], device=device)
-            saved_buffers = [b.detach().clone() for b in model.buffers()]
-            with (
-                attention_backend(device),
-                torch.autocast(
-                    device.type,
-                    dtype=AUTOCAST_DTYPES.get(precision, torch.float32),
-                    enabled=precision in AUTOCAST_DTYPES,
-                ),
-            ):
-                logits = forward(spec)
-            loss = criterion(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            bad = not (torch.isfinite(loss) and torch.isfinite(grad_norm))
-            if dist.any(bad):
-                # one bad batch (e.g. a reduced-precision overflow) must not poison the weights
-                optimizer.zero_grad(set_to_none=True)
-                with torch.no_grad():  # BatchNorm statistics saw the bad batch too
-                    for buffer, saved in zip(model.buffers(), saved_buffers, strict=True):
-                        buffer.copy_(saved)
-                if scaler.is_enabled():
-                    scaler.update()  # a smaller loss scale next time
-                else:
-                    skipped += 1
-                _advance(scheduler)
-                bar.update(1)
-                continue
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if average is not None:
-                average.update(model)
-            loss_sum += float(loss.detach()) * len(idx)
-            loss_n += len(idx)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.3f}")
-        bar.close()
-        dist.average_buffers(model)
+        desc = f"{description} epoch {epoch}/{optim.epochs}".strip()
+        bar = _epoch_bar(desc, steps_per_epoch, shown=progress and dist.is_main, position=position)
+        tally = steps.run_epoch(order, bar)
         train_seconds += time.perf_counter() - epoch_start
-        loss_sum, loss_n = dist.sum([loss_sum, float(loss_n)])
+        loss_sum, loss_n = dist.sum([tally.loss_sum, float(tally.loss_n)])
         seen += int(loss_n)
         entry = {
             "epoch": epoch,
             "train_loss": loss_sum / max(loss_n, 1),
             "lr": optimizer.param_groups[0]["lr"],
             "backbone_frozen": bool(model.backbone_frozen),
-            "skipped_steps": skipped,
-            **evaluate(
-                judged,
-                waveforms,
-                val_y,
-                preprocess,
-                n_classes,
-                batch_size=eval_batch_size,
-                device=device,
-                weights=None if optim.class_balance == "none" else balance,
-                dist=dist,
-                indices=val_idx,
-            ),
+            "skipped_steps": tally.skipped,
+            **validate(),
             "seconds": time.perf_counter() - epoch_start,
         }
         history.append(entry)
-        if skipped:
-            logger.warning(
-                "%s epoch %d: skipped %d of %d steps with a non-finite loss or gradient%s",
-                description,
-                epoch,
-                skipped,
-                steps_per_epoch,
-                "; going on in float32" if precision == "bf16" else "",
-            )
-            precision = "fp32"
+        if tally.skipped:
+            _warn_skipped_steps(description, epoch, tally.skipped, steps)
+            steps.precision = "fp32"
         improved, stop = rule.update(_selection_score(optim.selection_metric, entry))
         if rule.judged_score is not None and math.isfinite(rule.judged_score):
             best.offer(rule.judged_score, epoch, judged)
-        logger.info(
-            "%s epoch %d/%d: train loss %.4f, val loss %.4f, val macro-F1 %.3f, val bal. acc. %.3f%s",
-            description,
-            epoch,
-            optim.epochs,
-            entry["train_loss"],
-            entry["val_loss"],
-            entry["val_macro_f1"],
-            entry["val_balanced_accuracy"],
-            " *" if improved else "",
-        )
+        _log_epoch(description, optim.epochs, entry, improved)
         if stop and epoch > optim.frozen_epochs:
             logger.info(
                 "%s: early stop after epoch %d (best %d)", description, epoch, rule.best_epoch
             )
             break
-    kept = best.averaged()
-    if kept is not None:  # else no finite validation score: the last weights stay
-        model.load_state_dict(kept)
-        if optim.average_best > 1:
-            logger.info("%s: weights averaged over epochs %s", description, best.epochs)
+    _keep_best_weights(model, best, optim.average_best, description)
     model.eval()
     return FoldFit(
         model=model,
@@ -495,6 +383,247 @@ def train_fold(
         seconds=time.perf_counter() - start,
         samples_per_s=seen / train_seconds if train_seconds > 0 else 0.0,
     )
+
+
+# --- the steps of a fold ------------------------------------------------------------------------
+def _check_fold_sizes(n_train: int, n_val: int, batch_size: int, dist: DistContext) -> None:
+    """A ValueError unless the fold has training and validation traces and every rank gets at
+    least one window of a batch."""
+    if n_train == 0 or n_val == 0:
+        raise ValueError(f"a fold needs training and validation traces, got {n_train} and {n_val}")
+    if min(batch_size, n_train) < dist.world_size:
+        raise ValueError(
+            f"optim.batch_size {batch_size} (or the {n_train} training traces) cannot "
+            f"be split over {dist.world_size} processes; expected at least one window per process"
+        )
+
+
+def _fold_generator(seed: int, augmenter: Augmenter, dist: DistContext) -> torch.Generator:
+    """The shuffling generator; the augmenter gets its own per rank, else shares it."""
+    generator = torch.Generator().manual_seed(seed)
+    # One process: one random stream for shuffling and augmentation. Across ranks the shuffle
+    # must be the same on every rank and the augmentation must not be.
+    augmenter.generator = (
+        torch.Generator().manual_seed(seed + 104_729 * (dist.rank + 1))
+        if dist.enabled
+        else generator
+    )
+    return generator
+
+
+def _lr_schedule(
+    optimizer: torch.optim.Optimizer, optim: OptimConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine to ``lr * min_lr_ratio``, stepped once per batch."""
+    total_steps = steps_per_epoch * optim.epochs
+    warmup_steps = int(round(optim.warmup_epochs * steps_per_epoch))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: warmup_cosine(
+            step, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=optim.min_lr_ratio
+        ),
+    )
+
+
+def _criterion(balance: torch.Tensor, optim: OptimConfig, device: torch.device) -> nn.Module:
+    """Cross-entropy with label smoothing, class-weighted under ``weighted_loss``."""
+    weight = balance if optim.class_balance == "weighted_loss" else None
+    return nn.CrossEntropyLoss(
+        weight=None if weight is None else weight.to(device), label_smoothing=optim.label_smoothing
+    )
+
+
+def _sample_weights(
+    train_labels: np.ndarray, n_classes: int, optim: OptimConfig
+) -> torch.Tensor | None:
+    """Per-window draw weights that balance the classes under ``balanced_sampling``, else None."""
+    if optim.class_balance != "balanced_sampling":
+        return None
+    counts = np.bincount(train_labels, minlength=n_classes)
+    return torch.tensor(1.0 / counts[train_labels], dtype=torch.float64)
+
+
+@dataclass
+class _EpochTally:
+    """One epoch's summed training loss and windows on this rank, and its skipped steps."""
+
+    loss_sum: float = 0.0
+    loss_n: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class _FoldSteps:
+    """The optimisation of one fold: model, optimizer, schedule, loss and batch plan. The
+    precision falls back to fp32 after an epoch with skipped steps."""
+
+    waveforms: torch.Tensor
+    labels: np.ndarray
+    train_idx: torch.Tensor
+    model: HybridViT
+    optim: OptimConfig
+    preprocess: PreprocessConfig
+    augmenter: Augmenter
+    device: torch.device
+    dist: DistContext
+    generator: torch.Generator
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    criterion: nn.Module
+    sample_weights: torch.Tensor | None
+    precision: str
+    scaler: torch.amp.GradScaler
+    average: WeightAverage | None
+    batch_size: int
+    steps_per_epoch: int
+    keep_backbone_frozen: bool
+    compile_model: bool
+    forward: nn.Module | None = None  # what the steps call; rebuilt when the stage changes
+
+    def start_epoch(self, epoch: int) -> torch.Tensor:
+        """Set the backbone's stage for ``epoch`` and draw the order of its training windows."""
+        model = self.model
+        want_frozen = self.keep_backbone_frozen or epoch <= self.optim.frozen_epochs
+        if want_frozen and not model.backbone_frozen:
+            model.freeze_backbone()
+            self.forward = None
+        elif not want_frozen and model.backbone_frozen:
+            model.unfreeze_backbone()  # second stage of the two-stage schedule
+            self.forward = None
+        if self.forward is None:
+            self.forward = training_forward(
+                model, device=self.device, dist=self.dist, compile_model=self.compile_model
+            )
+        model.train()
+        if self.sample_weights is None:
+            return self.train_idx[torch.randperm(len(self.train_idx), generator=self.generator)]
+        picks = torch.multinomial(
+            self.sample_weights, len(self.train_idx), replacement=True, generator=self.generator
+        )
+        return self.train_idx[picks]
+
+    def run_epoch(self, order: torch.Tensor, bar) -> _EpochTally:
+        """The steps of one epoch over ``order``, this rank's share of each global batch."""
+        tally = _EpochTally()
+        dist = self.dist
+        for step in range(self.steps_per_epoch):
+            global_batch = order[step * self.batch_size : (step + 1) * self.batch_size]
+            idx = global_batch[dist.rank :: dist.world_size]
+            loss = self._step(idx)
+            if loss is None:
+                if not self.scaler.is_enabled():
+                    tally.skipped += 1
+                bar.update(1)
+                continue
+            tally.loss_sum += loss * len(idx)
+            tally.loss_n += len(idx)
+            bar.update(1)
+            bar.set_postfix(loss=f"{tally.loss_sum / max(tally.loss_n, 1):.3f}")
+        bar.close()
+        dist.average_buffers(self.model)
+        return tally
+
+    def _step(self, idx: torch.Tensor) -> float | None:
+        """One optimizer step on windows ``idx``: its loss, or None when a non-finite loss or
+        gradient on any rank had it undone."""
+        model = self.model
+        x = self.augmenter.waveforms(self.waveforms[idx].to(self.device, non_blocking=True))
+        spec = self.augmenter.spectrograms(spectrogram_batch(x, self.preprocess))
+        y = torch.as_tensor(self.labels[idx.numpy()], device=self.device)
+        saved_buffers = [b.detach().clone() for b in model.buffers()]
+        with attention_backend(self.device), self._autocast():
+            logits = self.forward(spec)
+        loss = self.criterion(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), self._max_norm())
+        bad = not (torch.isfinite(loss) and torch.isfinite(grad_norm))
+        if self.dist.any(bad):
+            self._undo_step(saved_buffers)
+            return None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.average is not None:
+            self.average.update(model)
+        return float(loss.detach())
+
+    def _undo_step(self, saved_buffers: list[torch.Tensor]) -> None:
+        """Drop a bad step's gradients and buffer updates, keeping the schedule on time: one bad
+        batch (e.g. a reduced-precision overflow) must not poison the weights."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():  # BatchNorm statistics saw the bad batch too
+            for buffer, saved in zip(self.model.buffers(), saved_buffers, strict=True):
+                buffer.copy_(saved)
+        if self.scaler.is_enabled():
+            self.scaler.update()  # a smaller loss scale next time
+        _advance(self.scheduler)
+
+    def _autocast(self) -> torch.autocast:
+        """Autocast at the current precision (off for fp32)."""
+        return torch.autocast(
+            self.device.type,
+            dtype=AUTOCAST_DTYPES.get(self.precision, torch.float32),
+            enabled=self.precision in AUTOCAST_DTYPES,
+        )
+
+    def _max_norm(self) -> float:
+        """The gradient clipping norm (none: infinite)."""
+        norm = self.optim.grad_clip_norm
+        return norm if norm is not None else math.inf
+
+
+def _epoch_bar(description: str, steps: int, *, shown: bool, position: int):
+    """A progress bar over one epoch's batches, removed when the epoch ends."""
+    return _tqdm()(
+        total=steps,
+        desc=description,
+        unit="batch",
+        leave=False,
+        disable=not shown,
+        position=position,
+    )
+
+
+def _warn_skipped_steps(description: str, epoch: int, skipped: int, steps: _FoldSteps) -> None:
+    """Warn of an epoch's skipped steps, naming the fall-back to float32 under bf16."""
+    logger.warning(
+        "%s epoch %d: skipped %d of %d steps with a non-finite loss or gradient%s",
+        description,
+        epoch,
+        skipped,
+        steps.steps_per_epoch,
+        "; going on in float32" if steps.precision == "bf16" else "",
+    )
+
+
+def _log_epoch(description: str, epochs: int, entry: dict, improved: bool) -> None:
+    """One log line per epoch, starred when the selection score improved."""
+    logger.info(
+        "%s epoch %d/%d: train loss %.4f, val loss %.4f, val macro-F1 %.3f, val bal. acc. %.3f%s",
+        description,
+        entry["epoch"],
+        epochs,
+        entry["train_loss"],
+        entry["val_loss"],
+        entry["val_macro_f1"],
+        entry["val_balanced_accuracy"],
+        " *" if improved else "",
+    )
+
+
+def _keep_best_weights(
+    model: HybridViT, best: BestEpochs, average_best: int, description: str
+) -> None:
+    """Load the chosen epochs' weights (averaged when several); with no finite validation
+    score the last weights stay."""
+    kept = best.averaged()
+    if kept is None:
+        return
+    model.load_state_dict(kept)
+    if average_best > 1:
+        logger.info("%s: weights averaged over epochs %s", description, best.epochs)
 
 
 def _advance(scheduler) -> None:

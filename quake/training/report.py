@@ -501,18 +501,31 @@ def _examples_lines(explanations: dict) -> list[str]:
 
 def render_report(metrics: dict, extra: dict) -> str:
     """The Markdown text of ``report.md`` from ``metrics.json`` content and run details."""
-    names = metrics["classes"]
-    k = len(metrics["folds"])
-    base = metrics.get("baseline") or {}
     lines = [f"# quake training report: {extra['run_name']}", ""]
     lines += [*deploy_advice(metrics), ""]
-    explanations = metrics.get("explanations")
+    lines += _overview_lines(metrics, extra)
+    lines += _results_lines(metrics)
+    lines += _per_class_lines(metrics)
+    lines += _confusion_lines(metrics)
+    lines += _per_fold_lines(metrics)
+    if metrics.get("explanations"):
+        lines += _explanation_lines(metrics)
+    lines += _plot_lines()
+    lines += _data_lines(metrics, extra)
+    lines += _pretrained_lines(metrics.get("pretrained", {}))
+    lines += _timing_lines(metrics)
+    return "\n".join(lines)
+
+
+def _overview_lines(metrics: dict, extra: dict) -> list[str]:
+    """How the figures were made, then the data, the model and what was deployed."""
+    k = len(metrics["folds"])
     pretrained = metrics.get("pretrained", {})
     if pretrained.get("source", "none") == "none":
         weights = "random initialisation (no pretrained weights)"
     else:
         weights = f"pretrained weights from {pretrained.get('source')}"
-    lines += [
+    return [
         f"{k}-fold cross-validation grouped by `source_id` (the traces of one event never sit on "
         f"both sides of a split); every figure is the mean ± standard deviation over the {k} test "
         "folds. Each fold's checkpoint was chosen on a grouped validation split of its training "
@@ -532,60 +545,83 @@ def render_report(metrics: dict, extra: dict) -> str:
         f"- Deployable model: `model/` = {extra['deploy_note']}",
         *_onset_lines(metrics["data"].get("onset_survey")),
         "",
-        "## Results",
-        "",
     ]
-    has_event = bool(metrics.get("event_level"))
-    header = ["metric", "HybridViT (trace)"]
-    if has_event:
-        header.append("HybridViT (event)")
+
+
+def _results_lines(metrics: dict) -> list[str]:
+    """## Results: the scalar metrics of every model, trace and event level, and their notes."""
+    base = metrics.get("baseline") or {}
     combined = metrics.get("combined") or {}
-    if base:
-        header.append("baseline (trace)")
-        if has_event:
-            header.append("baseline (event)")
-    if combined:
-        header.append("combined (trace)")
-        if has_event:
-            header.append("combined (event)")
-    rows = []
-    for name in SCALAR_METRICS:
-        row = [METRIC_LABELS[name], _fmt(metrics["aggregate"].get(name))]
-        if has_event:
-            row.append(_fmt(metrics["event_level"]["aggregate"].get(name)))
-        if base:
-            row.append(_fmt(base["aggregate"].get(name)))
-            if has_event:
-                row.append(_fmt(base.get("event_level", {}).get("aggregate", {}).get(name)))
-        if combined:
-            row.append(_fmt(combined["aggregate"].get(name)))
-            if has_event:
-                row.append(_fmt(combined["event_level"]["aggregate"].get(name)))
-        rows.append(row)
-    lines += _table(header, rows)
+    has_event = bool(metrics.get("event_level"))
+    lines = ["## Results", ""]
+    lines += _table(
+        _results_header(has_event, bool(base), bool(combined)),
+        [_results_row(metrics, name, has_event) for name in SCALAR_METRICS],
+    )
     if has_event:
-        ev = metrics["event_level"]
-        lines += [
-            "",
-            f"Event level: {ev['n_events']} events, station probabilities combined per `source_id` "
-            "(mean of log-probabilities, then softmax)."
-            + (
-                f" {ev['n_mixed_label_groups']} `source_id`s hold traces of different classes; "
-                "those are combined per class."
-                if ev.get("n_mixed_label_groups")
-                else ""
-            ),
-        ]
+        lines += ["", _event_level_note(metrics["event_level"])]
     if base:
         lines += ["", f"Baseline: {base['model']} ({base['n_features']} features), same folds."]
     if combined:
         lines += ["", f"Combined: {combined['rule']}; same folds."]
     if metrics.get("context"):
         lines += ["", *context_lines(metrics)]
+    return lines
 
-    lines += ["", "## Per class (HybridViT, trace level, mean ± std over folds)", ""]
+
+def _results_header(has_event: bool, has_baseline: bool, has_combined: bool) -> list[str]:
+    """The results table's columns: each model, trace level then event level."""
+    header = ["metric", "HybridViT (trace)"]
+    if has_event:
+        header.append("HybridViT (event)")
+    if has_baseline:
+        header.append("baseline (trace)")
+        if has_event:
+            header.append("baseline (event)")
+    if has_combined:
+        header.append("combined (trace)")
+        if has_event:
+            header.append("combined (event)")
+    return header
+
+
+def _results_row(metrics: dict, name: str, has_event: bool) -> list[str]:
+    """One metric's row of the results table, in :func:`_results_header`'s column order."""
+    base = metrics.get("baseline") or {}
+    combined = metrics.get("combined") or {}
+    row = [METRIC_LABELS[name], _fmt(metrics["aggregate"].get(name))]
+    if has_event:
+        row.append(_fmt(metrics["event_level"]["aggregate"].get(name)))
+    if base:
+        row.append(_fmt(base["aggregate"].get(name)))
+        if has_event:
+            row.append(_fmt(base.get("event_level", {}).get("aggregate", {}).get(name)))
+    if combined:
+        row.append(_fmt(combined["aggregate"].get(name)))
+        if has_event:
+            row.append(_fmt(combined["event_level"]["aggregate"].get(name)))
+    return row
+
+
+def _event_level_note(ev: dict) -> str:
+    """How station probabilities became event probabilities, and the mixed-label events."""
+    return (
+        f"Event level: {ev['n_events']} events, station probabilities combined per `source_id` "
+        "(mean of log-probabilities, then softmax)."
+        + (
+            f" {ev['n_mixed_label_groups']} `source_id`s hold traces of different classes; "
+            "those are combined per class."
+            if ev.get("n_mixed_label_groups")
+            else ""
+        )
+    )
+
+
+def _per_class_lines(metrics: dict) -> list[str]:
+    """## Per class: precision, recall and F1 of each class."""
+    lines = ["", "## Per class (HybridViT, trace level, mean ± std over folds)", ""]
     rows = []
-    for c in names:
+    for c in metrics["classes"]:
         stats = metrics["per_class_aggregate"][c]
         rows.append(
             [
@@ -596,17 +632,27 @@ def render_report(metrics: dict, extra: dict) -> str:
                 stats["support"],
             ]
         )
-    lines += _table(["class", "precision", "recall", "F1", "support (all folds)"], rows)
+    return lines + _table(["class", "precision", "recall", "F1", "support (all folds)"], rows)
 
-    lines += [
+
+def _confusion_lines(metrics: dict) -> list[str]:
+    """## Confusion matrix over all test folds."""
+    names = metrics["classes"]
+    lines = [
         "",
         "## Confusion matrix (HybridViT, all test folds; rows true, columns predicted)",
         "",
     ]
     matrix = metrics["confusion_matrix_total"]
-    lines += _table(["true \\ predicted", *names], [[c, *matrix[i]] for i, c in enumerate(names)])
+    return lines + _table(
+        ["true \\ predicted", *names], [[c, *matrix[i]] for i, c in enumerate(names)]
+    )
 
-    lines += ["", "## Per fold", ""]
+
+def _per_fold_lines(metrics: dict) -> list[str]:
+    """## Per fold: sizes, chosen epoch and scores of each fold (and the baseline's)."""
+    base = metrics.get("baseline") or {}
+    lines = ["", "## Per fold", ""]
     rows = []
     for i, fold in enumerate(metrics["folds"]):
         row = [
@@ -624,16 +670,22 @@ def render_report(metrics: dict, extra: dict) -> str:
     header = ["fold", "train", "val", "test", "chosen epoch", "macro F1", "balanced acc."]
     if base:
         header.append("baseline macro F1")
-    lines += _table(header, rows)
+    return lines + _table(header, rows)
 
-    if explanations:
-        lines += ["", "## Operating points (HybridViT)", ""]
-        lines += _operating_points_lines(explanations["operating_points"])
-        lines += ["", "## Performance by station, magnitude, distance and SNR (HybridViT)", ""]
-        lines += _breakdown_lines(explanations, names)
-        lines += _examples_lines(explanations)
 
-    lines += ["", "## Plots", ""]
+def _explanation_lines(metrics: dict) -> list[str]:
+    """## Operating points and ## Performance by station, magnitude, distance and SNR."""
+    explanations = metrics["explanations"]
+    lines = ["", "## Operating points (HybridViT)", ""]
+    lines += _operating_points_lines(explanations["operating_points"])
+    lines += ["", "## Performance by station, magnitude, distance and SNR (HybridViT)", ""]
+    lines += _breakdown_lines(explanations, metrics["classes"])
+    return lines + _examples_lines(explanations)
+
+
+def _plot_lines() -> list[str]:
+    """## Plots: every figure of the run with its caption."""
+    lines = ["", "## Plots", ""]
     captions = {
         "confusion_matrix.png": "Confusion matrix",
         "roc.png": "ROC curves (solid: HybridViT, dotted: baseline; AUC in the legend)",
@@ -643,8 +695,12 @@ def render_report(metrics: dict, extra: dict) -> str:
     }
     for plot in PLOTS:
         lines += [f"![{captions[plot]}]({plot})", ""]
+    return lines
 
-    lines += ["## Data", ""]
+
+def _data_lines(metrics: dict, extra: dict) -> list[str]:
+    """## Data: what was skipped and why, quality flags, preprocessing and augmentation."""
+    lines = ["## Data", ""]
     dropped = metrics.get("dropped", {})
     if dropped:
         lines += ["Items skipped while reading or preprocessing, by reason:", ""]
@@ -662,26 +718,34 @@ def render_report(metrics: dict, extra: dict) -> str:
         lines += _table(["flag", "traces"], [[f, n] for f, n in flagged.items()])
     lines += ["", f"Preprocessing: `{extra['preprocess_summary']}`", ""]
     lines += [f"Augmentation (training batches only): {extra['augment_summary']}", ""]
+    return lines
 
-    lines += ["## Pretrained weights", ""]
-    lines += [
+
+def _pretrained_lines(pretrained: dict) -> list[str]:
+    """## Pretrained weights: what was asked for, what was used and how the tensors fitted."""
+    return [
+        "## Pretrained weights",
+        "",
         f"- requested: `{pretrained.get('requested')}`; used: `{pretrained.get('source')}`",
         f"- {pretrained.get('note', '')}",
         f"- tensors loaded: {pretrained.get('n_loaded', 0)}; resampled: "
         f"{pretrained.get('resampled') or 'none'}; missing: {pretrained.get('missing') or 'none'}; "
         f"unexpected: {pretrained.get('unexpected') or 'none'}",
     ]
-    lines += ["", "## Timings", ""]
+
+
+def _timing_lines(metrics: dict) -> list[str]:
+    """## Timings of each step, then the list of the run's files."""
+    lines = ["", "## Timings", ""]
     timings = metrics.get("timings", {})
     lines += _table(
         ["step", "seconds"],
         [[k2, f"{v:.1f}"] for k2, v in timings.items() if isinstance(v, (int, float))],
     )
-    lines += [
+    return lines + [
         "",
         "Files: `metrics.json` (all numbers), `predictions.csv` / `baseline_predictions.csv` "
         "(out-of-fold probabilities), `fold_indices.json`, `config.yaml` (resolved config), "
         "`versions.json`, `model/` (deployable classifier).",
         "",
     ]
-    return "\n".join(lines)

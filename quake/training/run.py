@@ -659,35 +659,14 @@ def _train(
         data, data_summary, dropped = load_data(config, dataset, progress, dist, run_dir=run_dir)
         timings["data_s"] = time.perf_counter() - t0
         data_summary["windows_follow_picks"] = follows_picks
-        logger.info(
-            "windows follow %s: augmentation %s",
-            "P picks" if follows_picks else "origin times",
-            _augment_summary(config),
-        )
-        logger.info(
-            "data: %d traces, %d events, classes %s, input %s; dropped %s",
-            data_summary["n_traces"],
-            data_summary["n_events"],
-            data_summary["class_counts"],
-            data_summary["input_shape"],
-            dropped or "none",
-        )
+        _log_data(config, follows_picks, data_summary, dropped)
         folds = dist.on_main(make_folds, data, config, run_dir)
 
         baseline = None
         baseline_predictions = None
         if config.baseline.enabled and dist.is_main:
-            baseline = run_baseline(data, folds, config, n_jobs=threads)
+            baseline, baseline_predictions = _run_baseline(data, folds, config, threads, run_dir)
             timings["baseline_s"] = baseline["seconds"]
-            baseline_predictions = pd.concat(
-                [
-                    predictions_frame(data, f.test, p, f.index)
-                    for f, p in zip(folds, baseline["probs"], strict=True)
-                ]
-            )
-            write_text_atomic(
-                run_dir / "baseline_predictions.csv", baseline_predictions.to_csv(index=False)
-            )
 
         resolver = PretrainedResolver(config.model.pretrained)
         pretrained_arg = dist.on_main(resolve_pretrained, resolver, data, config)
@@ -714,21 +693,10 @@ def _train(
 
         t0 = time.perf_counter()
         results = compute_metrics(data, folds, outcomes, baseline, config.deploy.hybrid_weight)
-        all_frames = [
-            predictions_frame(data, f.test, o.probs, f.index)
-            for f, o in zip(folds, outcomes, strict=True)
-        ]
-        predictions = pd.concat(all_frames)
-        write_text_atomic(run_dir / "predictions.csv", predictions.to_csv(index=False))
-
+        predictions = _write_predictions(data, folds, outcomes, run_dir)
         models = [load_fold_model(run_dir / "folds" / f"fold_{f.index}") for f in folds]
         model_id = f"{run_dir.name}-{weights_digest(models)[:8]}"
-        pretrained = {
-            "requested": config.model.pretrained,
-            **outcomes[0].pretrained_info,
-            "note": resolver.status.get("note", "from the saved folds"),
-            "per_fold_source": [o.pretrained_info.get("source") for o in outcomes],
-        }
+        pretrained = _pretrained_summary(config, outcomes, resolver)
         strategy = config.deploy.resolved(config.baseline.enabled)
         classifier = EventClassifier(
             models,
@@ -744,31 +712,10 @@ def _train(
         )
         context_models = None
         if config.context.enabled:
-            results["context"], context_models = cross_validate_context(
-                event_table(
-                    report_figures.item_metadata(dataset.metadata, data.trace_names),
-                    data.source_ids,
-                ),
-                data.labels,
-                data.source_ids,
-                folds,
-                deployed_probs(strategy, outcomes, baseline, config.deploy.hybrid_weight),
-                data.class_names.to_list(),
-                config.context.timezone,
+            results["context"], context_models = _cross_validate_context(
+                config, dataset, data, folds, strategy, outcomes, baseline
             )
-        if strategy == "baseline":
-            classifier.save(run_dir / HYBRID_VIT_DIR)  # kept, not deployed
-            deployed = baseline_classifier(baseline, data, run_dir)
-        elif strategy == "combined":
-            forests = baseline_classifier(baseline, data, run_dir)
-            deployed = CombinedClassifier(
-                classifier,
-                forests,
-                info={"run": run_dir.name, "strategy": "combined"},
-                hybrid_weight=config.deploy.hybrid_weight,
-            )
-        else:
-            deployed = classifier
+        deployed = _deployed_classifier(strategy, classifier, baseline, data, config, run_dir)
         classifier_dir = save_deployed(deployed, context_models, run_dir / "model")
 
         metrics = {
@@ -778,68 +725,20 @@ def _train(
             "data": data_summary,
             "dropped": dropped,
             "pretrained": pretrained,
-            "deploy": {
-                "strategy": strategy,
-                "members": len(models),
-                "folder": "model",
-                "why": DEPLOY_NOTES[strategy].format(
-                    k=len(models), hybrid=HYBRID_VIT_DIR, w=config.deploy.hybrid_weight
-                ),
-                "catalog_context": config.context.enabled,
-            },
+            "deploy": _deploy_summary(config, strategy, len(models)),
             "seed": config.seed,
-            "training": {
-                "device": str(device),
-                "threads": threads,
-                "parallel_folds": workers,
-                "processes": dist.world_size,
-                "backend": "nccl" if device.type == "cuda" else "gloo" if dist.enabled else None,
-                "precision": resolve_precision(config.optim.precision, device),
-                "compile": config.run.compile,
-                "window_cache": "memory" if data.windows_path is None else "disk",
-            },
+            "training": _training_summary(config, data, device, threads, workers, dist),
             "resumed_folds": [o.fold for o in outcomes if o.resumed],
             "versions": versions(),
         }
-        plot_input = {
-            "class_names": data.class_names.to_list(),
-            "y_true": np.concatenate([data.labels[f.test] for f in folds]),
-            "probs": np.concatenate([o.probs for o in outcomes]),
-            "baseline_probs": None if baseline is None else np.concatenate(baseline["probs"]),
-            "confusion_matrix": np.asarray(results["confusion_matrix_total"]),
-            "histories": [o.history for o in outcomes],
-            "best_epochs": [o.best_epoch for o in outcomes],
-        }
-        report.write_plots(run_dir, plot_input)
-        metrics["explanations"] = report_figures.write_explanations(
-            run_dir,
-            predictions,
-            data.waveforms,
-            data.labels,
-            data.class_names.to_list(),
-            data.preprocess,
-            report_figures.item_metadata(dataset.metadata, data.trace_names),
-            seed=config.seed,
-            baseline_predictions=baseline_predictions,
-        )
+        metrics["explanations"] = _write_figures(
+            run_dir, config, dataset, data, folds, outcomes, results, baseline, predictions,
+            baseline_predictions,
+        )  # fmt: skip
         timings["reporting_s"] = time.perf_counter() - t0
         timings["total_this_process_s"] = time.perf_counter() - t_start
         metrics["timings"] = timings
-        write_text_atomic(
-            run_dir / "metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n"
-        )
-        extra = {
-            "run_name": run_dir.name,
-            "data_path": data_summary["path"],
-            "backbone": config.model.backbone,
-            "depth": config.model.depth,
-            "fusion": config.model.fusion,
-            "input_shape": tuple(data_summary["input_shape"]),
-            "deploy_note": metrics["deploy"]["why"],
-            "preprocess_summary": json.dumps(data.preprocess.to_dict()),
-            "augment_summary": _augment_summary(config),
-        }
-        write_text_atomic(run_dir / "report.md", report.render_report(_json_safe(metrics), extra))
+        _write_metrics_and_report(run_dir, config, data, data_summary, metrics)
         logger.info(
             "done in %.0f s: macro-F1 %s; run folder %s",
             timings["total_this_process_s"],
@@ -847,6 +746,173 @@ def _train(
             run_dir,
         )
     return RunResult(run_dir=run_dir, metrics=metrics, classifier_dir=classifier_dir)
+
+
+def _log_data(config: TrainConfig, follows_picks: bool, data_summary: dict, dropped: dict) -> None:
+    """Log where the windows start, the augmentation, and what the data hold and dropped."""
+    logger.info(
+        "windows follow %s: augmentation %s",
+        "P picks" if follows_picks else "origin times",
+        _augment_summary(config),
+    )
+    logger.info(
+        "data: %d traces, %d events, classes %s, input %s; dropped %s",
+        data_summary["n_traces"],
+        data_summary["n_events"],
+        data_summary["class_counts"],
+        data_summary["input_shape"],
+        dropped or "none",
+    )
+
+
+def _run_baseline(data, folds, config: TrainConfig, threads: int, run_dir: Path):
+    """The forest baseline on the same folds, and its out-of-fold predictions, written to
+    ``baseline_predictions.csv``."""
+    baseline = run_baseline(data, folds, config, n_jobs=threads)
+    baseline_predictions = pd.concat(
+        [
+            predictions_frame(data, f.test, p, f.index)
+            for f, p in zip(folds, baseline["probs"], strict=True)
+        ]
+    )
+    write_text_atomic(
+        run_dir / "baseline_predictions.csv", baseline_predictions.to_csv(index=False)
+    )
+    return baseline, baseline_predictions
+
+
+def _write_predictions(data, folds, outcomes, run_dir: Path) -> pd.DataFrame:
+    """The deep folds' out-of-fold predictions, written to ``predictions.csv``."""
+    all_frames = [
+        predictions_frame(data, f.test, o.probs, f.index)
+        for f, o in zip(folds, outcomes, strict=True)
+    ]
+    predictions = pd.concat(all_frames)
+    write_text_atomic(run_dir / "predictions.csv", predictions.to_csv(index=False))
+    return predictions
+
+
+def _pretrained_summary(config: TrainConfig, outcomes, resolver: PretrainedResolver) -> dict:
+    """What ``metrics.json`` says of the pretrained weights: asked for, used, per fold."""
+    return {
+        "requested": config.model.pretrained,
+        **outcomes[0].pretrained_info,
+        "note": resolver.status.get("note", "from the saved folds"),
+        "per_fold_source": [o.pretrained_info.get("source") for o in outcomes],
+    }
+
+
+def _cross_validate_context(
+    config: TrainConfig, dataset, data, folds, strategy: str, outcomes, baseline
+):
+    """The catalog-context model cross-validated on the deployed model's probabilities: its
+    metrics and its per-fold models."""
+    return cross_validate_context(
+        event_table(
+            report_figures.item_metadata(dataset.metadata, data.trace_names),
+            data.source_ids,
+        ),
+        data.labels,
+        data.source_ids,
+        folds,
+        deployed_probs(strategy, outcomes, baseline, config.deploy.hybrid_weight),
+        data.class_names.to_list(),
+        config.context.timezone,
+    )
+
+
+def _deployed_classifier(
+    strategy: str, classifier: EventClassifier, baseline, data, config: TrainConfig, run_dir: Path
+):
+    """The classifier the strategy deploys (the HybridViT ensemble is kept beside a baseline)."""
+    if strategy == "baseline":
+        classifier.save(run_dir / HYBRID_VIT_DIR)  # kept, not deployed
+        return baseline_classifier(baseline, data, run_dir)
+    if strategy == "combined":
+        forests = baseline_classifier(baseline, data, run_dir)
+        return CombinedClassifier(
+            classifier,
+            forests,
+            info={"run": run_dir.name, "strategy": "combined"},
+            hybrid_weight=config.deploy.hybrid_weight,
+        )
+    return classifier
+
+
+def _deploy_summary(config: TrainConfig, strategy: str, members: int) -> dict:
+    """What ``metrics.json`` says of the deployed model and why it was chosen."""
+    return {
+        "strategy": strategy,
+        "members": members,
+        "folder": "model",
+        "why": DEPLOY_NOTES[strategy].format(
+            k=members, hybrid=HYBRID_VIT_DIR, w=config.deploy.hybrid_weight
+        ),
+        "catalog_context": config.context.enabled,
+    }
+
+
+def _training_summary(
+    config: TrainConfig, data, device: torch.device, threads: int, workers: int, dist: DistContext
+) -> dict:
+    """What ``metrics.json`` says of how the folds were trained (device, processes, precision)."""
+    return {
+        "device": str(device),
+        "threads": threads,
+        "parallel_folds": workers,
+        "processes": dist.world_size,
+        "backend": "nccl" if device.type == "cuda" else "gloo" if dist.enabled else None,
+        "precision": resolve_precision(config.optim.precision, device),
+        "compile": config.run.compile,
+        "window_cache": "memory" if data.windows_path is None else "disk",
+    }
+
+
+def _write_figures(
+    run_dir: Path, config: TrainConfig, dataset, data, folds, outcomes, results: dict, baseline,
+    predictions: pd.DataFrame, baseline_predictions: pd.DataFrame | None,
+) -> dict:  # fmt: skip
+    """Write the plots and the explanation figures; what ``metrics.json`` says of the latter."""
+    plot_input = {
+        "class_names": data.class_names.to_list(),
+        "y_true": np.concatenate([data.labels[f.test] for f in folds]),
+        "probs": np.concatenate([o.probs for o in outcomes]),
+        "baseline_probs": None if baseline is None else np.concatenate(baseline["probs"]),
+        "confusion_matrix": np.asarray(results["confusion_matrix_total"]),
+        "histories": [o.history for o in outcomes],
+        "best_epochs": [o.best_epoch for o in outcomes],
+    }
+    report.write_plots(run_dir, plot_input)
+    return report_figures.write_explanations(
+        run_dir,
+        predictions,
+        data.waveforms,
+        data.labels,
+        data.class_names.to_list(),
+        data.preprocess,
+        report_figures.item_metadata(dataset.metadata, data.trace_names),
+        seed=config.seed,
+        baseline_predictions=baseline_predictions,
+    )
+
+
+def _write_metrics_and_report(
+    run_dir: Path, config: TrainConfig, data, data_summary: dict, metrics: dict
+) -> None:
+    """Write ``metrics.json`` and the readable ``report.md`` made from it."""
+    write_text_atomic(run_dir / "metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n")
+    extra = {
+        "run_name": run_dir.name,
+        "data_path": data_summary["path"],
+        "backbone": config.model.backbone,
+        "depth": config.model.depth,
+        "fusion": config.model.fusion,
+        "input_shape": tuple(data_summary["input_shape"]),
+        "deploy_note": metrics["deploy"]["why"],
+        "preprocess_summary": json.dumps(data.preprocess.to_dict()),
+        "augment_summary": _augment_summary(config),
+    }
+    write_text_atomic(run_dir / "report.md", report.render_report(_json_safe(metrics), extra))
 
 
 def _macro_f1_summary(metrics: dict) -> str:

@@ -264,6 +264,141 @@ def _order_text(order: Any) -> str:
     return "".join(map(str, order)) if isinstance(order, (tuple, list)) else str(order)
 
 
+def _shared_data_format(
+    path: str | os.PathLike, files: Mapping[str, Path]
+) -> tuple[dict, set[str], dict[str, Any]]:
+    """The data_format all chunk files share (a chunk that differs is a ValueError), the forms
+    it was stored in, and each chunk's waveform keys."""
+    data_format, forms, keys = None, set(), {}
+    first = ""
+    for chunk, file in files.items():
+        chunk_format, form, keys[chunk] = _inspect_hdf5(file)
+        forms.add(form)
+        if data_format is None:
+            data_format, first = chunk_format, chunk
+            continue
+        for key in sorted(set(data_format) | set(chunk_format)):
+            a, b = data_format.get(key), chunk_format.get(key)
+            if a is None or b is None or not _same_value(a, b):
+                raise ValueError(
+                    f"{path}: data_format/{key} is {b!r} in {file.name} but {a!r} in "
+                    f"{files[first].name}; expected one data_format for all chunks"
+                )
+    return data_format or {}, forms, keys
+
+
+def _log_data_format(path: str | os.PathLike, form: str, data_format: dict) -> None:
+    """Say where the data_format came from and the keys of it that quake uses."""
+    shown = ", ".join(f"{k}={data_format[k]!r}" for k in FORMAT_KEYS if k in data_format)
+    if form == "none":
+        logger.info("%s: no data_format in its HDF5 file", Path(path).name)
+    else:
+        logger.info(
+            "%s: data_format read from HDF5 %s (%s)",
+            Path(path).name, form, shown or "no key quake uses",
+        )  # fmt: skip
+
+
+def _set_chunk_column(metadata: pd.DataFrame, files: Mapping[str, Path], where: str) -> None:
+    """Name each trace's chunk in :data:`CHUNK_COLUMN` (the only chunk when the column is absent)."""
+    if CHUNK_COLUMN not in metadata.columns:
+        if len(files) > 1:
+            raise ValueError(
+                f"{where}: {len(files)} chunks but no {CHUNK_COLUMN} column naming each "
+                "trace's chunk"
+            )
+        metadata[CHUNK_COLUMN] = next(iter(files))
+    metadata[CHUNK_COLUMN] = metadata[CHUNK_COLUMN].astype(str)
+
+
+def _per_trace_component_orders(
+    path: str | os.PathLike, metadata: pd.DataFrame, order: str | None
+) -> pd.Series:
+    """Each trace's ``trace_component_order``, ``order`` where blank; a disagreement with
+    ``order`` is warned of (the metadata wins), a blank with no ``order`` is a ValueError."""
+    per_trace = metadata["trace_component_order"]
+    given = per_trace.notna() & (per_trace.astype(str).str.strip() != "")
+    if order is None and not given.all():
+        raise ValueError(
+            f"{path}: {int((~given).sum())} traces have no trace_component_order and "
+            "there is no data_format/component_order; expected a component order "
+            "(e.g. 'ZNE') for every trace"
+        )
+    per_trace = per_trace.astype(str).where(given, order).str.strip()
+    if order is not None and (per_trace != order).any():
+        logger.warning(
+            "%s: trace_component_order differs from data_format/component_order %r on "
+            "%d traces; the metadata is used (as SeisBench does)",
+            Path(path).name, order, int((per_trace != order).sum()),
+        )  # fmt: skip
+    return per_trace
+
+
+def _set_first_p_pick(metadata: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Fill :data:`P_COLUMN` from the earliest P-phase pick where the set has phase columns."""
+    picks, pick_columns = first_p_pick(metadata)
+    if picks is None:
+        return
+    if P_COLUMN in metadata.columns:
+        metadata[P_COLUMN] = pd.to_numeric(metadata[P_COLUMN], errors="coerce")
+        metadata[P_COLUMN] = metadata[P_COLUMN].fillna(picks)
+    else:
+        metadata[P_COLUMN] = picks
+    logger.info(
+        "%s: %s from the earliest of %s",
+        Path(path).name, P_COLUMN, ", ".join(pick_columns),
+    )  # fmt: skip
+
+
+def _set_source_ids(metadata: pd.DataFrame, chunked: bool) -> None:
+    """Give a trace without ``source_id`` its own (its name, with its chunk in a chunked set,
+    where bucket names repeat from chunk to chunk)."""
+    fallback_id = metadata["trace_name"]
+    if chunked:
+        fallback_id = metadata[CHUNK_COLUMN] + ":" + metadata["trace_name"]
+    if "source_id" not in metadata.columns:
+        metadata["source_id"] = fallback_id
+    else:
+        missing_id = metadata["source_id"].isna() | metadata["source_id"].astype(str).isin(
+            ["", "None", "nan"]
+        )
+        metadata["source_id"] = metadata["source_id"].astype(str).where(~missing_id, fallback_id)
+
+
+def _readable_traces(
+    metadata: pd.DataFrame,
+    files: Mapping[str, Path],
+    keys: Mapping[str, Any],
+    chunked: bool,
+    rate: pd.Series,
+    where: str,
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The rows whose waveform is in their file and whose sampling rate is known, and
+    ``(trace name, reason)`` for each of the others."""
+    skipped: list[tuple[str, str]] = []
+    chunks = metadata[CHUNK_COLUMN] if chunked else pd.Series("", index=metadata.index)
+    unknown_chunks = sorted(set(chunks) - set(files))
+    if unknown_chunks:
+        raise ValueError(
+            f"{where}: {CHUNK_COLUMN} names chunks {unknown_chunks} that have no waveform "
+            f"file; expected one of {sorted(files)}"
+        )
+    present = np.array(
+        [
+            parse_trace_name(n)[0] in keys[c]
+            for n, c in zip(metadata["trace_name"], chunks, strict=True)
+        ],
+        dtype=bool,
+    )
+    for name, chunk in zip(metadata["trace_name"][~present], chunks[~present], strict=True):
+        key = parse_trace_name(name)[0]
+        skipped.append((name, f"missing waveform: no data/{key} in {files[chunk].name}"))
+    has_rate = np.isfinite(rate.to_numpy()) & (rate.to_numpy() > 0)
+    for name in metadata["trace_name"][present & ~has_rate]:
+        skipped.append((name, "no sampling rate: neither the metadata nor data_format gives one"))
+    return metadata[present & has_rate], skipped
+
+
 class HDF5Dataset(WaveformDataset):
     """Shared lazy HDF5 access for SeisBench-format (plain or chunked) and STEAD sets.
 
@@ -296,34 +431,35 @@ class HDF5Dataset(WaveformDataset):
         self._pid: int | None = None
         self._datasets: dict[tuple[str, str], h5py.Dataset] = {}
 
-        data_format, forms, keys = None, set(), {}
-        first = ""
-        for chunk, file in files.items():
-            chunk_format, form, keys[chunk] = _inspect_hdf5(file)
-            forms.add(form)
-            if data_format is None:
-                data_format, first = chunk_format, chunk
-                continue
-            for key in sorted(set(data_format) | set(chunk_format)):
-                a, b = data_format.get(key), chunk_format.get(key)
-                if a is None or b is None or not _same_value(a, b):
-                    raise ValueError(
-                        f"{path}: data_format/{key} is {b!r} in {file.name} but {a!r} in "
-                        f"{files[first].name}; expected one data_format for all chunks"
-                    )
-        data_format = data_format or {}
+        data_format, forms, keys = _shared_data_format(path, files)
         self.data_format = data_format
         self.data_format_form = " / ".join(sorted(forms))
-        where = str(path)
-        shown = ", ".join(f"{k}={data_format[k]!r}" for k in FORMAT_KEYS if k in data_format)
-        if self.data_format_form == "none":
-            logger.info("%s: no data_format in its HDF5 file", Path(path).name)
-        else:
-            logger.info(
-                "%s: data_format read from HDF5 %s (%s)",
-                Path(path).name, self.data_format_form, shown or "no key quake uses",
-            )  # fmt: skip
+        _log_data_format(path, self.data_format_form, data_format)
+        self.dimension_order = self._dimension_order(path, data_format)
 
+        metadata = metadata.copy()
+        if "trace_name" not in metadata.columns:
+            raise ValueError(f"{path}: metadata has no 'trace_name' column")
+        metadata["trace_name"] = metadata["trace_name"].astype(str)
+        self._chunked = set(files) != {""}
+        if self._chunked:
+            _set_chunk_column(metadata, files, str(path))
+        self._set_component_orders(path, metadata, data_format)
+
+        rate = resolve_sampling_rates(
+            metadata, data_format.get("sampling_rate", default_sampling_rate_hz), str(path)
+        )
+        metadata["trace_sampling_rate_hz"] = rate
+        _set_first_p_pick(metadata, path)
+        if LABEL_COLUMN not in metadata.columns and "trace_category" in metadata.columns:
+            metadata[LABEL_COLUMN] = metadata["trace_category"]
+        _set_source_ids(metadata, self._chunked)
+        metadata, skipped = _readable_traces(metadata, files, keys, self._chunked, rate, str(path))
+        metadata, bad_labels = normalize_labels(metadata, labels or LabelSpec())
+        super().__init__(metadata, path=path, config=config, skipped=skipped + bad_labels)
+
+    def _dimension_order(self, path: str | os.PathLike, data_format: dict) -> str:
+        """``'CW'`` or ``'WC'``: the data_format's dimension order, else the class default."""
         dims = data_format.get("dimension_order")
         if dims is None:
             dims = self.default_dimension_order
@@ -334,48 +470,21 @@ class HDF5Dataset(WaveformDataset):
                 )  # fmt: skip
         dims_text = _order_text(dims).strip().upper().replace("N", "")
         if dims_text not in ("CW", "WC"):
-            raise ValueError(
-                f"{where}: data_format/dimension_order {dims!r}; expected 'CW' or 'WC'"
-            )
-        self.dimension_order = dims_text
+            raise ValueError(f"{path}: data_format/dimension_order {dims!r}; expected 'CW' or 'WC'")
+        return dims_text
 
-        metadata = metadata.copy()
-        if "trace_name" not in metadata.columns:
-            raise ValueError(f"{path}: metadata has no 'trace_name' column")
-        metadata["trace_name"] = metadata["trace_name"].astype(str)
-        chunked = set(files) != {""}
-        if chunked:
-            if CHUNK_COLUMN not in metadata.columns:
-                if len(files) > 1:
-                    raise ValueError(
-                        f"{where}: {len(files)} chunks but no {CHUNK_COLUMN} column naming each "
-                        "trace's chunk"
-                    )
-                metadata[CHUNK_COLUMN] = next(iter(files))
-            metadata[CHUNK_COLUMN] = metadata[CHUNK_COLUMN].astype(str)
-        self._chunked = chunked
-
-        # component order: the data_format's, or per trace from trace_component_order
+    def _set_component_orders(
+        self, path: str | os.PathLike, metadata: pd.DataFrame, data_format: dict
+    ) -> None:
+        """The component order: the data_format's, or per trace from ``trace_component_order``
+        (written back into ``metadata``); the rows of each order in ``self._orders``."""
+        where = str(path)
         order = data_format.get("component_order", self.default_component_order)
         if order is not None:
             order = _order_text(order)
         self.component_order = order
         if "trace_component_order" in metadata.columns:
-            per_trace = metadata["trace_component_order"]
-            given = per_trace.notna() & (per_trace.astype(str).str.strip() != "")
-            if order is None and not given.all():
-                raise ValueError(
-                    f"{where}: {int((~given).sum())} traces have no trace_component_order and "
-                    "there is no data_format/component_order; expected a component order "
-                    "(e.g. 'ZNE') for every trace"
-                )
-            per_trace = per_trace.astype(str).where(given, order).str.strip()
-            if order is not None and (per_trace != order).any():
-                logger.warning(
-                    "%s: trace_component_order differs from data_format/component_order %r on "
-                    "%d traces; the metadata is used (as SeisBench does)",
-                    Path(path).name, order, int((per_trace != order).sum()),
-                )  # fmt: skip
+            per_trace = _per_trace_component_orders(path, metadata, order)
             metadata["trace_component_order"] = per_trace
             orders = sorted(per_trace.unique())
         elif order is None:
@@ -389,63 +498,6 @@ class HDF5Dataset(WaveformDataset):
         self._orders = {o: component_rows(o, where) for o in orders}
         if order is not None and order not in self._orders:
             self._orders[order] = component_rows(order, where)
-
-        rate = resolve_sampling_rates(
-            metadata, data_format.get("sampling_rate", default_sampling_rate_hz), where
-        )
-        metadata["trace_sampling_rate_hz"] = rate
-        picks, pick_columns = first_p_pick(metadata)
-        if picks is not None:
-            if P_COLUMN in metadata.columns:
-                metadata[P_COLUMN] = pd.to_numeric(metadata[P_COLUMN], errors="coerce")
-                metadata[P_COLUMN] = metadata[P_COLUMN].fillna(picks)
-            else:
-                metadata[P_COLUMN] = picks
-            logger.info(
-                "%s: %s from the earliest of %s",
-                Path(path).name, P_COLUMN, ", ".join(pick_columns),
-            )  # fmt: skip
-        if LABEL_COLUMN not in metadata.columns and "trace_category" in metadata.columns:
-            metadata[LABEL_COLUMN] = metadata["trace_category"]
-        fallback_id = metadata["trace_name"]
-        if chunked:  # bucket names repeat from chunk to chunk
-            fallback_id = metadata[CHUNK_COLUMN] + ":" + metadata["trace_name"]
-        if "source_id" not in metadata.columns:
-            metadata["source_id"] = fallback_id
-        else:
-            missing_id = metadata["source_id"].isna() | metadata["source_id"].astype(str).isin(
-                ["", "None", "nan"]
-            )
-            metadata["source_id"] = (
-                metadata["source_id"].astype(str).where(~missing_id, fallback_id)
-            )
-
-        skipped: list[tuple[str, str]] = []
-        chunks = metadata[CHUNK_COLUMN] if chunked else pd.Series("", index=metadata.index)
-        unknown_chunks = sorted(set(chunks) - set(files))
-        if unknown_chunks:
-            raise ValueError(
-                f"{where}: {CHUNK_COLUMN} names chunks {unknown_chunks} that have no waveform "
-                f"file; expected one of {sorted(files)}"
-            )
-        present = np.array(
-            [
-                parse_trace_name(n)[0] in keys[c]
-                for n, c in zip(metadata["trace_name"], chunks, strict=True)
-            ],
-            dtype=bool,
-        )
-        for name, chunk in zip(metadata["trace_name"][~present], chunks[~present], strict=True):
-            key = parse_trace_name(name)[0]
-            skipped.append((name, f"missing waveform: no data/{key} in {files[chunk].name}"))
-        has_rate = np.isfinite(rate.to_numpy()) & (rate.to_numpy() > 0)
-        for name in metadata["trace_name"][present & ~has_rate]:
-            skipped.append(
-                (name, "no sampling rate: neither the metadata nor data_format gives one")
-            )
-        metadata = metadata[present & has_rate]
-        metadata, bad_labels = normalize_labels(metadata, labels or LabelSpec())
-        super().__init__(metadata, path=path, config=config, skipped=skipped + bad_labels)
 
     def _file(self, chunk: str = "") -> h5py.File:
         if self._pid != os.getpid():  # a new process (DataLoader worker): its own handles
