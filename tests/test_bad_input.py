@@ -23,6 +23,7 @@ DAMAGED_EVENT, DAMAGED_STATION = "uw61362132", "UW.BRAN."
 
 def copy_events(pnw, root):
     """A catalog + waveform folder of three real events."""
+    root.mkdir(parents=True, exist_ok=True)
     catalog = pd.read_csv(pnw / "catalog.csv")
     catalog[catalog["event_id"].isin(EVENTS)].to_csv(root / "catalog.csv", index=False)
     for event in EVENTS:

@@ -59,12 +59,13 @@ def resample_waveform(waveform: np.ndarray, from_hz: float, to_hz: float) -> np.
     """
     if from_hz <= 0 or to_hz <= 0:
         raise ValueError(f"sampling rates must be > 0, got from_hz={from_hz!r}, to_hz={to_hz!r}")
-    if math.isclose(from_hz, to_hz, rel_tol=1e-9):
-        return np.asarray(waveform, dtype=np.float32)
-    ratio = Fraction(to_hz / from_hz).limit_denominator(1000)
-    x = np.asarray(waveform, dtype=np.float64)
-    y = resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
-    return y.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf: a window's overflow skip
+        if math.isclose(from_hz, to_hz, rel_tol=1e-9):
+            return np.asarray(waveform, dtype=np.float32)
+        ratio = Fraction(to_hz / from_hz).limit_denominator(1000)
+        x = np.asarray(waveform, dtype=np.float64)
+        y = resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
+        return y.astype(np.float32)
 
 
 def window_start_sample(
