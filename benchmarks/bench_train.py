@@ -17,7 +17,7 @@ Cases (defaults: the default config's model and input, TINY depth 4, batch 16):
 
 Each case runs in fresh processes started here (torch.multiprocessing spawn; the 2-process
 cases join a process group through the torchrun environment variables and
-``init_distributed``) and trains one epoch through the real ``train_fold`` path: augmentation,
+``joined_ranks``) and trains one epoch through the real ``train_fold`` path: augmentation,
 spectrograms, model, loss, AdamW, gradient clipping and the DDP all-reduce. A step lasts from
 the start of one training step to the start of the next (the augmenter is the first thing a
 step calls); the first ``--warmup-steps`` are left out, and so is the validation pass after the
@@ -50,12 +50,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from quake.classes import ClassNames  # noqa: E402
-from quake.runtime import resolve_device, resolve_precision  # noqa: E402
+from quake.runtime import (  # noqa: E402
+    joined_ranks,  # noqa: E402
+    resolve_device,
+    resolve_precision,
+)
 from quake.training.augment import Augmenter, build_noise_bank  # noqa: E402
 from quake.training.config import TrainConfig  # noqa: E402
 from quake.training.config import load_config as load_train_config  # noqa: E402
 from quake.training.cross_validation import pre_event_samples  # noqa: E402
-from quake.training.distributed import init_distributed, rank_device, shutdown  # noqa: E402
 from quake.training.loop import build_model, train_fold  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,9 +260,8 @@ def _worker(rank: int, job: dict) -> None:
     config.optim.batch_size = case.global_batch
     preprocess = config.data.preprocess_config()
     device = resolve_device(job["device"])
-    dist = init_distributed(device)
-    device = rank_device(device, dist)
-    try:
+    with joined_ranks(device) as dist:
+        device = dist.device(device)
         data = torch.load(job["data"], weights_only=False)
         waveforms, labels = data["waveforms"], np.asarray(data["labels"], dtype=np.int64)
         class_names = ClassNames(data["class_names"])
@@ -324,8 +326,6 @@ def _worker(rank: int, job: dict) -> None:
         # Leave together: a rank that tears the process group down while another is still in
         # the last all-reduce can abort that rank (gloo, seen on a loaded machine).
         dist.barrier()
-    finally:
-        shutdown(dist)
 
 
 def run_case(case: Case, args: argparse.Namespace, config: TrainConfig, data: Path, tmp: Path):

@@ -10,6 +10,7 @@ replaced whole or not at all.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -20,8 +21,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+import numpy as np
 import torch
+import torch.distributed as dist
 
 logger = logging.getLogger(__name__)
 
@@ -311,9 +315,19 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 # --- torchrun ranks --------------------------------------------------------------------------------
+#: How long ranks wait for each other in a collective: rank 0 may run the baseline or write
+#: reports, and a sharded catalog waits for its slowest slice (the default 30 minutes is short).
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=12)
+
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
 class Ranks:
-    """Where this process sits in a torchrun job (one process without torchrun)."""
+    """Where this process sits in a torchrun job, and the collectives the jobs need: the one
+    wrapper of ``torch.distributed`` for training, pretraining and classification. Without
+    torchrun (:data:`SINGLE`) every collective is the identity and nothing talks to another
+    process."""
 
     rank: int = 0
     world_size: int = 1
@@ -324,10 +338,82 @@ class Ranks:
     def enabled(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, device: str | torch.device) -> torch.device:
+        """``device`` resolved, a GPU taken as this process's local rank's GPU."""
+        return rank_device(resolve_device(device), self)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def on_main(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """Run ``fn`` on rank 0 only; every rank returns its result or raises its error, so a
+        failure on rank 0 never leaves the others waiting in a collective until the timeout."""
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:  # handed to every rank below
+                error = exc
+        if self.enabled:
+            box = [(result, error)]
+            dist.broadcast_object_list(box, src=0)
+            result, error = box[0]
+        if error is not None:
+            raise error
+        return result
+
+    def shard(self, n: int) -> slice:
+        """This rank's contiguous part of ``n`` items (sizes differ by at most one)."""
+        return slice(n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size)
+
+    def gather(self, obj: object) -> list[object]:
+        """Every rank's ``obj`` (small, picklable), in rank order, on every rank."""
+        if not self.enabled:
+            return [obj]
+        out: list[object] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def gather_rows(self, part: np.ndarray) -> np.ndarray:
+        """Concatenate every rank's rows in rank order (the inverse of :meth:`shard`)."""
+        return part if not self.enabled else np.concatenate(self.gather(part), axis=0)
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over the ranks."""
+        if not self.enabled:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            tensor = tensor.cuda()
+        dist.all_reduce(tensor)
+        return tensor.cpu().tolist()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is true on at least one."""
+        return self.sum([float(flag)])[0] > 0
+
+    def average_buffers(self, model: torch.nn.Module) -> None:
+        """Average floating-point buffers (BatchNorm running statistics) over the ranks: DDP
+        keeps the parameters equal, the statistics follow each rank's own batches."""
+        if not self.enabled:
+            return
+        for buffer in model.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer.data)
+                buffer.data /= self.world_size
+
+
+SINGLE = Ranks()
+
 
 def torchrun_ranks(environ: Mapping[str, str] | None = None) -> Ranks:
     """The ranks torchrun describes in the environment (``RANK``, ``WORLD_SIZE``,
-    ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``); training and classification both read them here."""
+    ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``)."""
     environ = os.environ if environ is None else environ
     names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
     try:
@@ -341,6 +427,36 @@ def torchrun_ranks(environ: Mapping[str, str] | None = None) -> Ranks:
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"RANK={rank}, WORLD_SIZE={world_size}: expected 0 <= RANK < WORLD_SIZE")
     return Ranks(rank, world_size, local_rank, local_world_size)
+
+
+@contextlib.contextmanager
+def joined_ranks(
+    device: str | torch.device = "cpu",
+    *,
+    backend: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Iterator[Ranks]:
+    """This process's :class:`Ranks` for the block: under torchrun it joins the process group
+    (``backend``: nccl for a CUDA ``device``, else gloo) and leaves it after, when it was the
+    one to join; without torchrun, :data:`SINGLE`."""
+    ranks = torchrun_ranks(environ)
+    if not ranks.enabled:
+        yield SINGLE
+        return
+    device = resolve_device(device)
+    backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+    owns = not dist.is_initialized()
+    if owns:
+        if backend == "nccl":
+            torch.cuda.set_device(rank_device(device, ranks))
+        dist.init_process_group(
+            backend, rank=ranks.rank, world_size=ranks.world_size, timeout=COLLECTIVE_TIMEOUT
+        )
+    try:
+        yield ranks
+    finally:
+        if owns and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def rank_device(device: torch.device, ranks: Ranks) -> torch.device:

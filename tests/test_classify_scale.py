@@ -23,12 +23,12 @@ import torch
 from quake.classify import classify_events, open_source, prob_column, read_catalog
 from quake.classify.outputs import lock_path
 from quake.classify.run import ClassifySummary, merge_summaries, run_classification
-from quake.classify.shard import RankGroup, Shard, merge_parts, rank_group, seed_part
+from quake.classify.shard import Shard, merge_parts, seed_part
 from quake.data import PreprocessConfig, SeisBenchWriter
 from quake.deploy import load
 from quake.deploy.ensemble import EventClassifier
 from quake.models import Backbone, HybridViT
-from quake.runtime import amp_dtype
+from quake.runtime import Ranks, amp_dtype
 
 CLASSES = ["earthquake", "explosion", "noise"]
 PROBS = [prob_column(c) for c in CLASSES]
@@ -80,8 +80,9 @@ def catalog_set(tmp_path_factory):
 def _classify_set(catalog_set: Path, out: Path, **options) -> None:
     """Classify the module's catalog with its model in one process, in small batches."""
     options = {"batch_size": 8, "workers": 0, "progress": False, **options}
+    device = options.pop("device", "cpu")
     run_classification(
-        load(catalog_set / "model"),
+        load(catalog_set / "model", device=device),
         catalog_set / "catalog.csv",
         str(catalog_set / "set"),
         out,
@@ -145,9 +146,7 @@ def test_shard_from_torchrun_environment(tmp_path):
     with pytest.raises(ValueError, match="expected integers"):
         Shard.from_env({"RANK": "one", "WORLD_SIZE": "2"})
     assert Shard(1, 2).part_path(tmp_path / "p.csv") == tmp_path / "p.csv.part1-of2"
-    with rank_group({}) as ranks:  # not under torchrun: one process, no process group
-        assert ranks.is_main and ranks.gather("x") == ["x"] and ranks.device("auto") == "auto"
-        ranks.barrier()
+    assert Shard.of(Ranks(2, 3)) == Shard(2, 3)
 
 
 def test_parts_classified_one_by_one_merge_to_the_single_run(catalog_set, single_run, tmp_path):
@@ -291,7 +290,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(catalog_set, tmp_path):
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="device 'cuda' was asked for, but torch sees no CUDA"):
         _classify_set(catalog_set, tmp_path / "p.csv", device="cuda")
-    assert RankGroup(Shard(1, 2), local_rank=1).device("auto") == "cpu"
+    assert Ranks(1, 2, local_rank=1).device("auto") == torch.device("cpu")
 
 
 @pytest.mark.gpu

@@ -25,11 +25,10 @@ import torch.multiprocessing as mp
 from quake.classes import ClassNames
 from quake.data import synthetic
 from quake.deploy.ensemble import EventClassifier, weights_digest
-from quake.runtime import resolve_precision
+from quake.runtime import SINGLE, Ranks, joined_ranks, resolve_precision, torchrun_ranks
 from quake.training import load_config
 from quake.training.augment import Augmenter
 from quake.training.config import AugmentConfig, ModelConfig, OptimConfig
-from quake.training.distributed import SINGLE, DistContext, env_world, init_distributed, shutdown
 from quake.training.loop import build_model, train_fold
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +58,7 @@ def _fold_inputs(seed: int = 0):
 
 
 def _fit(
-    dist: DistContext,
+    dist: Ranks,
     *,
     precision: str = "fp32",
     compile_model: bool = False,
@@ -108,8 +107,7 @@ def _rank_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         LOCAL_WORLD_SIZE=str(world_size),
     )
     torch.set_num_threads(1)
-    dist = init_distributed(torch.device("cpu"))
-    try:
+    with joined_ranks("cpu") as dist:
         fit = _fit(dist)
         rows = dist.gather_rows(np.arange(10)[dist.shard(10)] * 10)
         total = dist.sum([rank + 1.0])
@@ -126,8 +124,6 @@ def _rank_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
                 }
             )
         )
-    finally:
-        shutdown(dist)
 
 
 @pytest.fixture(scope="module")
@@ -169,14 +165,17 @@ def test_two_ranks_learn_like_one_process(two_ranks):
 def test_shards_cover_every_item_once():
     for n in (0, 1, 5, 16, 17):
         for world in (1, 2, 3):
-            parts = [DistContext(r, world).shard(n) for r in range(world)]
+            parts = [Ranks(r, world).shard(n) for r in range(world)]
             covered = np.concatenate([np.arange(n)[p] for p in parts])
             assert covered.tolist() == list(range(n))
 
 
 def test_single_process_needs_no_process_group():
-    assert env_world({}) == SINGLE
-    assert init_distributed(torch.device("cpu")) is SINGLE
+    assert torchrun_ranks({}) == SINGLE
+    with joined_ranks("cpu", environ={}) as ranks:
+        assert ranks is SINGLE and ranks.gather("x") == ["x"]
+        assert ranks.device("cpu") == torch.device("cpu")
+        ranks.barrier()
     assert SINGLE.on_main(lambda: 42) == 42
     assert SINGLE.sum([1.0, 2.0]) == [1.0, 2.0]
     assert not SINGLE.any(False) and SINGLE.any(True)
@@ -199,7 +198,7 @@ def test_on_main_hands_the_error_to_the_caller():
 )
 def test_bad_torchrun_environment_is_named(environ, message):
     with pytest.raises(ValueError, match=message):
-        env_world(environ)
+        torchrun_ranks(environ)
 
 
 def test_batch_too_small_for_the_processes_is_refused():
@@ -226,7 +225,7 @@ def test_batch_too_small_for_the_processes_is_refused():
             ),
             seed=0,
             device=torch.device("cpu"),
-            dist=DistContext(rank=0, world_size=4),
+            dist=Ranks(rank=0, world_size=4),
         )
 
 

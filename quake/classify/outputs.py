@@ -86,7 +86,7 @@ def one_writer(out: str | os.PathLike, ranks) -> Iterator[None]:
     sharded job's rank 0 holds it for the whole job and tells the other ranks whether it got it,
     so that all of them stop when another job writes ``out``."""
     lock = OutputLock(lock_path(out), f"--out {str(out)!r}")
-    if ranks.shard.is_single:
+    if not ranks.enabled:
         with lock:
             yield
         return

@@ -31,7 +31,7 @@ from quake.classify.catalog import (
     write_quakeml,
 )
 from quake.classify.outputs import Outputs, agreement_path, one_writer
-from quake.classify.shard import RankGroup, Shard, merge_parts, seed_part
+from quake.classify.shard import Shard, merge_parts, seed_part
 from quake.classify.tables import (
     STATION_COLUMNS_HEAD,
     ClassifySummary,
@@ -49,6 +49,8 @@ from quake.data.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, WaveformSource
 from quake.models.context import predict_context
 from quake.probabilities import combine_models, combine_station_probabilities, prob_column
 from quake.runtime import (
+    SINGLE,
+    Ranks,
     backup_path,
     check_outputs_apart,
     cpu_has_native_bf16,
@@ -220,7 +222,7 @@ def run_classification(
     flush_every: int = 100,
     progress: bool = True,
     amp: bool = False,
-    ranks=None,
+    ranks: Ranks = SINGLE,
     model_path: str | os.PathLike | None = None,
 ) -> ClassifySummary:
     """The whole job of ``scripts/classify.py``: catalog + waveforms -> predictions (+ QuakeML).
@@ -228,7 +230,7 @@ def run_classification(
     ``classifier`` is a deployable classifier (``quake.load``), already on its device (under
     torchrun, this rank's GPU: ``ranks.device``); ``model_path``, where it was loaded from, is
     kept apart from the outputs.
-    ``ranks`` (a :class:`quake.classify.shard.RankGroup`, from ``rank_group()``) shards the
+    ``ranks`` (:class:`quake.runtime.Ranks`, from ``joined_ranks``) shards the
     catalog over torchrun's processes; rank 0 merges the parts, writes the QuakeML and returns
     the summary of the whole job, the other ranks their own share's.
     """
@@ -237,7 +239,6 @@ def run_classification(
             f"run_classification takes a loaded classifier, got the path {str(classifier)!r}; "
             "expected quake.load(path)"
         )
-    ranks = ranks if ranks is not None else RankGroup(Shard())
     outputs = {"--out": out, "--stations-out": stations_out, "--quakeml": quakeml}
     for flag, path in outputs.items():
         if path is not None and Path(path).is_dir():
@@ -274,7 +275,7 @@ def run_classification(
             progress=progress,
             amp=amp,
         )
-        if ranks.shard.is_single:
+        if not ranks.enabled:
             summary = classify_events(
                 classifier,
                 events,
@@ -324,7 +325,7 @@ def run_classification(
 
 def _classify_sharded(classifier, events, source, out, stations_out, resume, ranks, options):
     """This rank's slice into its part files; then rank 0 merges every rank's parts."""
-    shard = ranks.shard
+    shard = Shard.of(ranks)
     mine = shard.select(events)
     part = shard.part_path(out)
     station_part = shard.part_path(stations_out) if stations_out is not None else None

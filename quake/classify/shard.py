@@ -7,30 +7,27 @@ catalog order to the output in one atomic replace, and removes the parts. The me
 the rows a one-process run writes (probabilities can differ in the last printed digit: windows
 are batched with different neighbours).
 
-torch.distributed (gloo, also on GPU machines: only the barrier, rank and a small summary pass
-through it) gives the ranks; without torchrun everything runs as one process.
+The ranks are :class:`quake.runtime.Ranks` (gloo, also on GPU machines: only the barrier, rank
+and a small summary pass through it); without torchrun everything runs as one process.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from quake.classify.tables import write_csv_atomic
-from quake.runtime import Ranks, rank_device, resolve_device, torchrun_ranks
+from quake.runtime import Ranks, torchrun_ranks
 
 logger = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part{rank}-of{world_size}"
-BARRIER_TIMEOUT = datetime.timedelta(hours=12)  # ranks wait for the slowest slice
 
 
 @dataclass(frozen=True)
@@ -71,76 +68,14 @@ class Shard:
         return path.with_name(path.name + suffix)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Shard:
-        """``RANK`` / ``WORLD_SIZE`` as torchrun sets them; one process when they are absent."""
-        ranks = torchrun_ranks(environ)
+    def of(cls, ranks: Ranks) -> Shard:
+        """This process's share under ``ranks`` (:class:`quake.runtime.Ranks`)."""
         return cls(ranks.rank, ranks.world_size)
 
-
-class RankGroup:
-    """The ranks of a torchrun job: this process's :class:`Shard`, a barrier and a gather."""
-
-    def __init__(self, shard: Shard, local_rank: int = 0, *, owns_group: bool = False):
-        self.shard = shard
-        self.local_rank = local_rank
-        self._owns_group = owns_group
-
-    @property
-    def is_main(self) -> bool:
-        return self.shard.rank == 0
-
-    def barrier(self) -> None:
-        if not self.shard.is_single:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def gather(self, obj: object) -> list[object]:
-        """Every rank's ``obj`` (small, picklable), in rank order, on every rank."""
-        if self.shard.is_single:
-            return [obj]
-        import torch.distributed as dist
-
-        out: list[object] = [None] * self.shard.world_size
-        dist.all_gather_object(out, obj)
-        return out
-
-    def device(self, device: str) -> str:
-        """``cuda``/``auto`` -> this rank's GPU (``cuda:<LOCAL_RANK>``) when several run."""
-        if self.shard.is_single or device == "cpu" or device.startswith("cuda:"):
-            return device
-        ranks = Ranks(self.shard.rank, self.shard.world_size, self.local_rank)
-        return str(rank_device(resolve_device(device), ranks))
-
-    def close(self) -> None:
-        if self._owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-            self._owns_group = False
-
-
-@contextmanager
-def rank_group(environ: Mapping[str, str] | None = None) -> Iterator[RankGroup]:
-    """The job's ranks: a gloo process group under torchrun, else a single process."""
-    ranks = torchrun_ranks(environ)
-    shard = Shard(ranks.rank, ranks.world_size)
-    local_rank = ranks.local_rank
-    if shard.is_single:
-        yield RankGroup(shard, local_rank)
-        return
-    import torch.distributed as dist
-
-    owns = not dist.is_initialized()
-    if owns:
-        dist.init_process_group(
-            "gloo", rank=shard.rank, world_size=shard.world_size, timeout=BARRIER_TIMEOUT
-        )
-    group = RankGroup(shard, local_rank, owns_group=owns)
-    try:
-        yield group
-    finally:
-        group.close()
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Shard:
+        """``RANK`` / ``WORLD_SIZE`` as torchrun sets them; one process when they are absent."""
+        return cls.of(torchrun_ranks(environ))
 
 
 # ------------------------------------------------------------------------------------ parts

@@ -132,13 +132,17 @@ def _classify(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from quake.classify.outputs import agreement_path
-    from quake.classify.shard import rank_group
+    from quake.runtime import joined_ranks
 
-    with rank_group() as ranks, logging_redirect_tqdm():  # log lines above the progress bar
+    # gloo: only a barrier, the rank and a small summary pass between the ranks
+    with (
+        joined_ranks(backend="gloo") as ranks,
+        logging_redirect_tqdm(),
+    ):  # log lines above the progress bar
         summary = _run(args, ranks)
     if not ranks.is_main:
         return 0
-    ranks_note = f" over {ranks.shard.world_size} processes" if not ranks.shard.is_single else ""
+    ranks_note = f" over {ranks.world_size} processes" if ranks.enabled else ""
     print(
         f"{summary.n_events} events -> {args.out}{ranks_note}: {summary.n_classified} classified, "
         f"{summary.n_unclassified} without usable waveform, {summary.n_resumed} kept from a previous run; "

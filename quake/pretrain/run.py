@@ -44,16 +44,16 @@ from quake.pretrain.data import UnlabelledWindows, load_windows, split_groups
 from quake.pretrain.objective import PATCH, MaskedSpectrogramModel
 from quake.runtime import (
     AUTOCAST_DTYPES,
+    SINGLE,
     OutputLock,
+    Ranks,
     check_outputs_apart,
     config_differences,
-    rank_device,
-    resolve_device,
+    joined_ranks,
     resolve_precision,
     write_atomic,
     write_text_atomic,
 )
-from quake.training.distributed import SINGLE, DistContext, init_distributed, shutdown
 from quake.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -216,10 +216,8 @@ def pretrain(config: PretrainConfig, *, progress: bool | None = None) -> Pretrai
         {"--out": out}, {f"--data {i + 1}": p for i, p in enumerate(config.data.paths)}
     )
     check_out_dir(out, config)  # a config mismatch fails before the data are read
-    device = resolve_device(config.run.device)
-    dist = init_distributed(device)  # torchrun: one process per rank; else SINGLE
-    try:
-        device = rank_device(device, dist)
+    with joined_ranks(config.run.device) as dist:  # torchrun: one process per rank
+        device = dist.device(config.run.device)
         threads = config.run.num_threads or max(1, (os.cpu_count() or 1) // dist.local_world_size)
         torch.set_num_threads(threads)
         if progress is None:
@@ -255,8 +253,6 @@ def pretrain(config: PretrainConfig, *, progress: bool | None = None) -> Pretrai
         finally:
             if dist.is_main:
                 lock.__exit__(None, None, None)
-    finally:
-        shutdown(dist)
 
 
 def _run(
@@ -268,7 +264,7 @@ def _run(
     threads: int,
     progress: bool,
     data_s: float,
-    dist: DistContext = SINGLE,
+    dist: Ranks = SINGLE,
 ) -> PretrainResult:
     """The epochs. Under torchrun every rank holds all windows and draws the same order; each
     global batch is split over the ranks and DDP averages the gradients; rank 0 writes."""
@@ -364,7 +360,7 @@ def _objective_model(
     return model, None
 
 
-def _batch_plan(config: PretrainConfig, n_train: int, dist: DistContext) -> tuple[int, int]:
+def _batch_plan(config: PretrainConfig, n_train: int, dist: Ranks) -> tuple[int, int]:
     """The global batch size and the steps per epoch (the ragged last batch is dropped)."""
     batch_size = min(config.optim.batch_size, n_train)
     if batch_size < dist.world_size:
@@ -420,7 +416,7 @@ def _data_info(
     }
 
 
-def _runtime_info(device: torch.device, threads: int, precision: str, dist: DistContext) -> dict:
+def _runtime_info(device: torch.device, threads: int, precision: str, dist: Ranks) -> dict:
     """``pretrain.json``'s device, threads, processes, precision and versions."""
     return {
         "device": str(device),
@@ -485,7 +481,7 @@ class _BatchLoss:
         return spectrogram_batch(self.data.waveforms[rows], self.preprocess).to(self.device)
 
 
-def _distributed(model: nn.Module, device: torch.device, dist: DistContext) -> nn.Module:
+def _distributed(model: nn.Module, device: torch.device, dist: Ranks) -> nn.Module:
     """The model wrapped in DDP under torchrun (gradients averaged over ranks), else itself."""
     if not dist.enabled:
         return model
@@ -517,7 +513,7 @@ class _Epochs:
     val_idx: np.ndarray
     batch_size: int
     steps_per_epoch: int
-    dist: DistContext
+    dist: Ranks
     bar_cls: type | None
 
     def run(self, epoch: int) -> tuple[dict, list[float]]:

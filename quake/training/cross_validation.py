@@ -25,10 +25,9 @@ from quake.models import HybridViT
 from quake.models.forest import SpectralForestBaseline, feature_names, spectral_features
 from quake.probabilities import prob_column
 from quake.processes import DieWithParent, initialize
-from quake.runtime import write_text_atomic
+from quake.runtime import SINGLE, Ranks, write_text_atomic
 from quake.training.augment import Augmenter, build_noise_bank
 from quake.training.config import TrainConfig
-from quake.training.distributed import SINGLE, DistContext
 from quake.training.loop import PretrainedResolver, build_model, probabilities_at, train_fold
 from quake.training.splits import Fold
 from quake.training.window_cache import map_windows
@@ -164,7 +163,7 @@ def run_deep_fold(
     device: torch.device,
     progress: bool,
     position: int = 0,
-    dist: DistContext = SINGLE,
+    dist: Ranks = SINGLE,
 ) -> FoldOutcome:
     """Train, choose the checkpoint on validation, predict the test fold once, save it all.
 
@@ -319,7 +318,7 @@ def run_deep_folds(
     progress: bool,
     workers: int,
     threads: int,
-    dist: DistContext = SINGLE,
+    dist: Ranks = SINGLE,
 ) -> list[FoldOutcome]:
     """All folds: finished ones read back, the others trained (``workers`` at a time).
 
@@ -390,7 +389,7 @@ def _run_folds_distributed(
     *,
     device: torch.device,
     progress: bool,
-    dist: DistContext,
+    dist: Ranks,
 ) -> list[FoldOutcome]:
     completed: dict[int, FoldOutcome] = {}  # filled on rank 0 only
 

@@ -26,10 +26,9 @@ from quake.classes import ClassNames
 from quake.data import PreprocessConfig, spectrogram_batch
 from quake.models import HybridViT, PretrainedUnavailableError
 from quake.probabilities import LOG_PROB_EPS, model_probabilities
-from quake.runtime import AUTOCAST_DTYPES, resolve_precision
+from quake.runtime import AUTOCAST_DTYPES, SINGLE, Ranks, resolve_precision
 from quake.training.augment import Augmenter
 from quake.training.config import ModelConfig, OptimConfig
-from quake.training.distributed import SINGLE, DistContext
 from quake.training.selection import BestEpochs, CheckpointRule, WeightAverage
 
 logger = logging.getLogger(__name__)
@@ -214,7 +213,7 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     weights: torch.Tensor | None = None,
-    dist: DistContext = SINGLE,
+    dist: Ranks = SINGLE,
     indices: np.ndarray | None = None,
 ) -> dict:
     """Validation loss (class-weighted like the training loss when ``weights`` is given, so
@@ -248,7 +247,7 @@ def evaluate(
 
 
 def training_forward(
-    model: nn.Module, *, device: torch.device, dist: DistContext, compile_model: bool
+    model: nn.Module, *, device: torch.device, dist: Ranks, compile_model: bool
 ) -> nn.Module:
     """What the training steps call: the model, inside DDP across ranks, compiled if asked.
 
@@ -284,7 +283,7 @@ def train_fold(
     progress: bool = False,
     description: str = "",
     position: int = 0,
-    dist: DistContext = SINGLE,
+    dist: Ranks = SINGLE,
     compile_model: bool = False,
 ) -> FoldFit:
     """Train ``model`` on ``train_idx``, choose the epoch on ``val_idx``; returns the best model.
@@ -386,7 +385,7 @@ def train_fold(
 
 
 # --- the steps of a fold ------------------------------------------------------------------------
-def _check_fold_sizes(n_train: int, n_val: int, batch_size: int, dist: DistContext) -> None:
+def _check_fold_sizes(n_train: int, n_val: int, batch_size: int, dist: Ranks) -> None:
     """A ValueError unless the fold has training and validation traces and every rank gets at
     least one window of a batch."""
     if n_train == 0 or n_val == 0:
@@ -398,7 +397,7 @@ def _check_fold_sizes(n_train: int, n_val: int, batch_size: int, dist: DistConte
         )
 
 
-def _fold_generator(seed: int, augmenter: Augmenter, dist: DistContext) -> torch.Generator:
+def _fold_generator(seed: int, augmenter: Augmenter, dist: Ranks) -> torch.Generator:
     """The shuffling generator; the augmenter gets its own per rank, else shares it."""
     generator = torch.Generator().manual_seed(seed)
     # One process: one random stream for shuffling and augmentation. Across ranks the shuffle
@@ -465,7 +464,7 @@ class _FoldSteps:
     preprocess: PreprocessConfig
     augmenter: Augmenter
     device: torch.device
-    dist: DistContext
+    dist: Ranks
     generator: torch.Generator
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR

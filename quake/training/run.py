@@ -34,9 +34,11 @@ from quake.deploy.ensemble import EventClassifier, weights_digest
 from quake.deploy.forest import BaselineClassifier, forest_arrays, forest_graphs
 from quake.models.context import event_table
 from quake.runtime import (
+    SINGLE,
     OutputLock,
+    Ranks,
     config_differences,
-    resolve_device,
+    joined_ranks,
     resolve_precision,
     write_text_atomic,
 )
@@ -54,13 +56,6 @@ from quake.training.cross_validation import (
     resolve_pretrained,
     run_baseline,
     run_deep_folds,
-)
-from quake.training.distributed import (
-    SINGLE,
-    DistContext,
-    init_distributed,
-    rank_device,
-    shutdown,
 )
 from quake.training.loop import PretrainedResolver, progress_enabled
 from quake.training.splits import (
@@ -106,7 +101,7 @@ def save_deployed(classifier, context_models, target: Path) -> Path:
 
 
 def fold_workers(
-    config: TrainConfig, device: torch.device, threads: int, dist: DistContext = SINGLE
+    config: TrainConfig, device: torch.device, threads: int, dist: Ranks = SINGLE
 ) -> int:
     """How many folds train at once: one on a GPU or under torchrun (the ranks share each
     fold); on CPU ``run.parallel_folds``, by default
@@ -228,7 +223,7 @@ class _RunLog:
         self.handler.close()
 
 
-def open_training_set(config: TrainConfig, dist: DistContext = SINGLE) -> WaveformDataset:
+def open_training_set(config: TrainConfig, dist: Ranks = SINGLE) -> WaveformDataset:
     """The labelled set ``config.data`` names, opened (metadata and labels, no waveform read):
     a wrong path, an unknown format or a set without two labelled classes fails here, before
     a run folder exists."""
@@ -258,7 +253,7 @@ def load_data(
     config: TrainConfig,
     dataset: WaveformDataset,
     progress: bool,
-    dist: DistContext = SINGLE,
+    dist: Ranks = SINGLE,
     run_dir: Path | None = None,
 ) -> tuple[CVData, dict, dict]:
     """Check every trace of ``dataset`` (:func:`open_training_set`) once, and hold the kept
@@ -592,19 +587,17 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
     """Run the whole cross-validated training described by ``config``; returns the run folder.
 
     Under ``torchrun --nproc_per_node N`` the ranks train every fold together (see
-    :mod:`quake.training.distributed`); rank 0 alone writes the run folder.
+    :class:`quake.runtime.Ranks`); rank 0 alone writes the run folder.
     """
     config.validate()
-    device = resolve_device(config.run.device)
-    dist = init_distributed(device)
-    try:
-        return _train(config, progress, rank_device(device, dist), dist)
-    finally:
-        if dist.is_main:  # the lock _start_run_dir took, when it got that far
-            run_dir = Path(config.run.out) if config.run.out else None
-            if run_dir is not None:
-                _run_lock(run_dir).__exit__()
-        shutdown(dist)
+    with joined_ranks(config.run.device) as ranks:
+        try:
+            return _train(config, progress, ranks.device(config.run.device), ranks)
+        finally:
+            if ranks.is_main:  # the lock _start_run_dir took, when it got that far
+                run_dir = Path(config.run.out) if config.run.out else None
+                if run_dir is not None:
+                    _run_lock(run_dir).__exit__()
 
 
 def windows_follow_picks(config: TrainConfig, dataset: WaveformDataset) -> bool:
@@ -629,7 +622,7 @@ def _start_run_dir(config: TrainConfig) -> tuple[Path, bool]:
 
 
 def _train(
-    config: TrainConfig, progress: bool | None, device: torch.device, dist: DistContext
+    config: TrainConfig, progress: bool | None, device: torch.device, dist: Ranks
 ) -> RunResult:
     t_start = time.perf_counter()
     dataset = open_training_set(config, dist)  # before the run folder: a typo leaves no folder
@@ -853,7 +846,7 @@ def _deploy_summary(config: TrainConfig, strategy: str, members: int) -> dict:
 
 
 def _training_summary(
-    config: TrainConfig, data, device: torch.device, threads: int, workers: int, dist: DistContext
+    config: TrainConfig, data, device: torch.device, threads: int, workers: int, dist: Ranks
 ) -> dict:
     """What ``metrics.json`` says of how the folds were trained (device, processes, precision)."""
     return {
