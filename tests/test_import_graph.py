@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "quake"
 #: Layers from the bottom up; a module may import its own layer and those below.
 LAYERS = [
     {"quake.version", "quake.options", "quake.classes", "quake.processes", "quake.runtime"},
+    {"quake.run_folder"},
     {"quake.data"},
     {"quake.probabilities"},
     {"quake.models"},

@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(with --start and --end)",
     )
     p.add_argument(
-        "--out", help="output folder (default runs/pretrain-<timestamp>); an existing one resumes"
+        "--out", help="output folder (default runs/<timestamp>-pretrain); an existing one resumes"
     )
     p.add_argument("--config", type=Path, help="YAML pretraining config (keys as in pretrain.json)")
     p.add_argument(

@@ -185,7 +185,7 @@ class PretrainOptimConfig:
 class PretrainRunConfig:
     """How this process runs; a resumed run may change these."""
 
-    out: str | None = None  # null: runs/pretrain-<timestamp>
+    out: str | None = None  # null: runs/<timestamp>-pretrain
     device: str = "auto"
     num_threads: int | None = None
     quiet: bool = False

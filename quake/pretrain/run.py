@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from quake.data import PreprocessConfig, spectrogram_batch
@@ -42,23 +41,21 @@ from quake.pretrain.config import PretrainConfig
 from quake.pretrain.contrastive import ContrastiveModel, PartnerIndex
 from quake.pretrain.data import UnlabelledWindows, load_windows, split_groups
 from quake.pretrain.objective import PATCH, MaskedSpectrogramModel
+from quake.run_folder import CONFIG_FILE, check_run_folder, default_run_dir, versions
 from quake.runtime import (
     AUTOCAST_DTYPES,
     SINGLE,
     OutputLock,
     Ranks,
     check_outputs_apart,
-    config_differences,
     joined_ranks,
     resolve_precision,
     write_atomic,
     write_text_atomic,
 )
-from quake.version import __version__
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
 RESUME_FILE = "resume.safetensors"
 LOSS_JSON = "loss.json"
 LOSS_PNG = "loss.png"
@@ -76,30 +73,12 @@ class PretrainResult:
 
 
 def default_out() -> Path:
-    return Path("runs") / f"pretrain-{time.strftime('%Y%m%d-%H%M%S')}"
+    return default_run_dir("pretrain")
 
 
 def check_out_dir(out: Path, config: PretrainConfig) -> bool:
-    """True when ``out`` holds this config's run (to resume), False when it is new or empty.
-    A folder of another config (the differing keys named) or not a pretraining folder is a
-    ValueError."""
-    saved_path = out / CONFIG_FILE
-    if saved_path.is_file():
-        saved = PretrainConfig.from_dict(yaml.safe_load(saved_path.read_text())).result_dict()
-        diffs = config_differences(saved, config.result_dict())
-        if diffs:
-            raise ValueError(
-                f"cannot resume {str(out)!r}: its config differs from this one in "
-                + "; ".join(diffs)
-                + ". Use another --out folder, or the same settings to resume."
-            )
-        return True
-    if out.exists() and (not out.is_dir() or any(c.name != LOCK_FILE for c in out.iterdir())):
-        raise ValueError(
-            f"--out {str(out)!r} exists and is not a pretraining folder (no {CONFIG_FILE}); "
-            "expected a new folder or one written by an earlier quake pretrain"
-        )
-    return False
+    """True when ``out`` holds this config's run (to resume), False when it is new or empty."""
+    return check_run_folder(out, config, "pretraining folder", ignore=[LOCK_FILE])
 
 
 def build_encoder(config: PretrainConfig, img_size: tuple[int, int], init: bool) -> HybridViT:
@@ -199,12 +178,6 @@ def write_loss_plot(path: Path, history: list[dict], step_losses: list[float]) -
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
-
-
-def _versions() -> dict:
-    import timm
-
-    return {"quake": __version__, "torch": torch.__version__, "timm": timm.__version__}
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -424,7 +397,7 @@ def _runtime_info(device: torch.device, threads: int, precision: str, dist: Rank
         "processes": dist.world_size,
         "backend": ("nccl" if device.type == "cuda" else "gloo") if dist.enabled else None,
         "precision": precision,
-        "versions": _versions(),
+        "versions": versions(),
     }
 
 

@@ -16,8 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset, synthetic
 from quake.data.onsets import needs_survey, survey_onsets
@@ -33,11 +30,11 @@ from quake.deploy.combined import HYBRID_WEIGHT, CombinedClassifier, combine_par
 from quake.deploy.ensemble import EventClassifier, weights_digest
 from quake.deploy.forest import BaselineClassifier, forest_arrays, forest_graphs
 from quake.models.context import event_table
+from quake.run_folder import RunLog, default_run_dir, start_run_folder, versions
 from quake.runtime import (
     SINGLE,
     OutputLock,
     Ranks,
-    config_differences,
     joined_ranks,
     resolve_precision,
     write_text_atomic,
@@ -66,7 +63,6 @@ from quake.training.splits import (
     cv_folds,
 )
 from quake.training.window_cache import map_windows, place_windows
-from quake.version import __version__
 
 #: The run's list of skipped traces and of traces used with a quality flag.
 TRACE_QUALITY_FILE = "trace_quality.csv"
@@ -75,7 +71,6 @@ RUN_LOCK_FILE = "run.lock"
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
 DEPLOY_NOTE = (
     "the ensemble of the {k} fold models, probabilities averaged. Why an ensemble rather than a "
     "refit on all data: it costs no extra training; every member chose its own checkpoint on its "
@@ -146,81 +141,6 @@ def baseline_classifier(baseline: dict, data: CVData, run_dir: Path):
         info={"run": run_dir.name, "model": baseline["model"]},
         graphs=forest_graphs(baseline["forests"]),
     )
-
-
-def default_run_dir(config: TrainConfig) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{config.model.backbone.lower()}-d{config.model.depth}"
-
-
-def versions() -> dict:
-    import numpy
-    import obspy
-    import sklearn
-    import timm
-
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "numpy": numpy.__version__,
-        "sklearn": sklearn.__version__,
-        "obspy": obspy.__version__,
-        "pandas": pd.__version__,
-        "quake": __version__,
-    }
-
-
-def prepare_run_dir(run_dir: Path, config: TrainConfig) -> bool:
-    """Create the run folder, or check that an existing one was started with this config.
-
-    Returns True when resuming. Raises ValueError naming the differing keys when the resolved
-    config (all but the ``run`` section) differs from the one saved in the folder.
-    """
-    config_path = run_dir / CONFIG_FILE
-    if config_path.is_file():
-        saved = TrainConfig.from_dict(yaml.safe_load(config_path.read_text()))
-        diffs = config_differences(saved.result_dict(), config.result_dict())
-        if diffs:
-            raise ValueError(
-                f"cannot resume {str(run_dir)!r}: its config differs from this one in "
-                + "; ".join(diffs)
-                + ". Use another --out folder, or the same settings to resume."
-            )
-        return True
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ValueError(
-            f"--out {str(run_dir)!r} exists and is not a quake run folder (no {CONFIG_FILE}); "
-            "expected a new folder or one written by an earlier run"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(config_path, config.to_yaml())
-    return False
-
-
-class _RunLog:
-    """Copy the package's log records into ``<run>/train.log`` while the run lasts."""
-
-    def __init__(self, path: Path):
-        self.handler = logging.FileHandler(path)
-        self.handler.setLevel(logging.INFO)
-        self.handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
-        self.logger = logging.getLogger("quake")
-        self.old_level = self.logger.level
-
-    def __enter__(self):
-        self.logger.addHandler(self.handler)
-        if self.logger.getEffectiveLevel() > logging.INFO:
-            self.logger.setLevel(logging.INFO)
-        return self
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self.handler)
-        self.logger.setLevel(self.old_level)
-        self.handler.close()
 
 
 def open_training_set(config: TrainConfig, dist: Ranks = SINGLE) -> WaveformDataset:
@@ -613,8 +533,9 @@ def _run_lock(run_dir: Path) -> OutputLock:
 
 
 def _start_run_dir(config: TrainConfig) -> tuple[Path, bool]:
-    run_dir = Path(config.run.out) if config.run.out else default_run_dir(config)
-    resumed = prepare_run_dir(run_dir, config)
+    name = f"{config.model.backbone.lower()}-d{config.model.depth}"
+    run_dir = Path(config.run.out) if config.run.out else default_run_dir(name)
+    resumed = start_run_folder(run_dir, config, "quake run folder")
     if config.run.out is None:  # a new timestamped folder: remember it, to release its lock
         config.run.out = str(run_dir)
     _run_lock(run_dir).__enter__()  # released by train() when the run ends, however it ends
@@ -634,7 +555,7 @@ def _train(
     cores = max(1, (os.cpu_count() or 1) // dist.local_world_size)
     threads = config.run.num_threads or cores
     torch.set_num_threads(threads)
-    run_log = _RunLog(run_dir / "train.log") if dist.is_main else contextlib.nullcontext()
+    run_log = RunLog(run_dir / "train.log") if dist.is_main else contextlib.nullcontext()
     with run_log:
         logger.info(
             "%s run folder %s (device %s, %d threads%s)",
