@@ -52,7 +52,7 @@ def parse_sets(words: list[str]) -> dict[str, list[Path]]:
 
 def fold_figures(runs: list[Path], weight: float) -> dict[str, list[float]]:
     """Every fold of every run at ``weight``: {column name: [figure per fold]}."""
-    from quake.training.run import combined_from_predictions
+    from quake.training.results import combined_from_predictions
 
     out: dict[str, list[float]] = {name: [] for name, _, _ in COLUMNS}
     for run in runs:

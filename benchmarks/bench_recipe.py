@@ -165,7 +165,7 @@ def summarise(metrics: dict, run: Path | None = None) -> dict:
     """What the table needs from a run's metrics.json: per-fold figures, trace and event level.
     The combination is always scored at equal votes, as every row of the table was (from the
     run's predictions; ``benchmarks/bench_combine.py`` measures other weights)."""
-    from quake.training.run import combined_from_predictions
+    from quake.training.results import combined_from_predictions
 
     out = {
         "trace": [{m: f.get(m) for m in METRICS} for f in metrics["folds"]],

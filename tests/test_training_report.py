@@ -437,7 +437,7 @@ def test_breakdowns_by_magnitude_distance_and_snr_on_a_crafted_table():
 def test_a_finished_run_is_rescored_at_any_hybrid_weight(eqnoise_run):
     """``combined_from_predictions`` (benchmarks/bench_combine.py) gives back the run's own
     combined figures at its weight, the baseline's at 0 and the HybridViT's at 1."""
-    from quake.training.run import combined_from_predictions
+    from quake.training.results import combined_from_predictions
 
     run, metrics = eqnoise_run["run"], eqnoise_run["metrics"]
     for weight, block in ((HYBRID_WEIGHT, metrics["combined"]), (0.0, metrics["baseline"])):

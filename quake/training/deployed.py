@@ -1,0 +1,121 @@
+"""The model a training run deploys in ``<run>/model/``: the HybridViT ensemble, the fold
+forests or their combination (``deploy.strategy``), with the catalog context where trained with
+it, and what the report says of it."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from quake.deploy.combined import CombinedClassifier
+from quake.deploy.ensemble import EventClassifier
+from quake.deploy.forest import BaselineClassifier, forest_arrays, forest_graphs
+from quake.models.context import event_table
+from quake.training import report_figures
+from quake.training.config import TrainConfig
+from quake.training.context import cross_validate_context
+from quake.training.cross_validation import (
+    CVData,
+)
+from quake.training.results import deployed_probs
+
+DEPLOY_NOTE = (
+    "the ensemble of the {k} fold models, probabilities averaged. Why an ensemble rather than a "
+    "refit on all data: it costs no extra training; every member chose its own checkpoint on its "
+    "own grouped validation split, so no epoch count has to be carried over to a refit on more "
+    "data, where it would no longer be validated; and averaging {k} models lowers the variance "
+    "of the predictions. The cross-validated figures are those of single fold models, so they "
+    "are, if anything, a conservative estimate for the ensemble"
+)
+
+
+def save_deployed(classifier, context_models, target: Path) -> Path:
+    """``model/`` in one step: the deployed classifier and, with catalog context, its
+    ``context.json`` appear together or not at all."""
+    classifier.context_models = context_models
+    return classifier.save(target)
+
+
+HYBRID_VIT_DIR = "model_hybridvit"
+
+
+#: What ``model/`` holds under each ``deploy.strategy`` (metrics.json and report.md).
+DEPLOY_NOTES = {
+    "ensemble": DEPLOY_NOTE,
+    "combined": "the HybridViT and the baseline, combined per window by the normalised "
+    "geometric mean of their probabilities, the HybridViT's share of the vote {w:g} "
+    "(deploy.hybrid_weight; quake.deploy.combined). "
+    "HybridViT part (hybridvit/): "
+    + DEPLOY_NOTE
+    + ". Baseline part (baseline/): the {k} fold random forests, probabilities averaged",
+    "baseline": "the {k} fold random forests on spectral features, probabilities averaged "
+    "(quake.deploy.forest); the HybridViT ensemble is kept in {hybrid}/",
+}
+
+
+def baseline_classifier(baseline: dict, data: CVData, run_dir: Path):
+    """The fold forests of the baseline as a deployable BaselineClassifier, with their ONNX
+    graphs (converted here, while the fitted sklearn forests exist)."""
+    forests = [forest_arrays(f, data.n_classes) for f in baseline["forests"]]
+    digest = hashlib.sha256()
+    for forest in forests:
+        for name in sorted(forest):
+            digest.update(forest[name].tobytes())
+    return BaselineClassifier(
+        forests,
+        data.preprocess,
+        data.class_names,
+        model_id=f"{run_dir.name}-rf-{digest.hexdigest()[:8]}",
+        info={"run": run_dir.name, "model": baseline["model"]},
+        graphs=forest_graphs(baseline["forests"]),
+    )
+
+
+def context_on_deployed(
+    config: TrainConfig, dataset, data, folds, strategy: str, outcomes, baseline
+):
+    """The catalog-context model cross-validated on the deployed model's probabilities: its
+    metrics and its per-fold models."""
+    return cross_validate_context(
+        event_table(
+            report_figures.item_metadata(dataset.metadata, data.trace_names),
+            data.source_ids,
+        ),
+        data.labels,
+        data.source_ids,
+        folds,
+        deployed_probs(strategy, outcomes, baseline, config.deploy.hybrid_weight),
+        data.class_names.to_list(),
+        config.context.timezone,
+    )
+
+
+def deployed_classifier(
+    strategy: str, classifier: EventClassifier, baseline, data, config: TrainConfig, run_dir: Path
+):
+    """The classifier the strategy deploys (the HybridViT ensemble is kept beside a baseline)."""
+    if strategy == "baseline":
+        classifier.save(run_dir / HYBRID_VIT_DIR)  # kept, not deployed
+        return baseline_classifier(baseline, data, run_dir)
+    if strategy == "combined":
+        forests = baseline_classifier(baseline, data, run_dir)
+        return CombinedClassifier(
+            classifier,
+            forests,
+            info={"run": run_dir.name, "strategy": "combined"},
+            hybrid_weight=config.deploy.hybrid_weight,
+        )
+    return classifier
+
+
+def deploy_summary(config: TrainConfig, strategy: str, members: int) -> dict:
+    """What ``metrics.json`` says of the deployed model and why it was chosen."""
+    return {
+        "strategy": strategy,
+        "members": members,
+        "folder": "model",
+        "why": DEPLOY_NOTES[strategy].format(
+            k=members, hybrid=HYBRID_VIT_DIR, w=config.deploy.hybrid_weight
+        ),
+        "catalog_context": config.context.enabled,
+    }
