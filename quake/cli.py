@@ -51,6 +51,17 @@ def error_message(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+#: Libraries whose errors come from a file a user can fix or a disk they can free (a full disk
+#: while weights are saved, a damaged ONNX graph): matched by the module that defines the error,
+#: so that the command need not import them to start.
+FILE_LIBRARIES = ("safetensors", "onnxruntime", "onnx", "h5py")
+
+
+def from_a_file_library(err: BaseException) -> bool:
+    """Whether ``err`` is raised by one of :data:`FILE_LIBRARIES` (an ordinary failure)."""
+    return type(err).__module__.split(".")[0] in FILE_LIBRARIES
+
+
 def config_overrides(args, flag_keys: dict[str, str]) -> dict:
     """Dotted config overrides of a command line: its ``--set KEY=VALUE`` items, then every flag
     given (``flag_keys``: argparse destination -> dotted config key)."""
@@ -84,7 +95,9 @@ def run_command(
         stopped = f"stopped by {signal.Signals(signum).name}"
         print(stopped + (f"; {hint}" if hint else ""), file=sys.stderr)
         return _EXIT_SIGNAL[signum]
-    except (ValueError, OSError, *also) as err:
+    except Exception as err:
+        if not (isinstance(err, (ValueError, OSError, *also)) or from_a_file_library(err)):
+            raise
         if verbose:
             traceback.print_exc()
         hint = "" if verbose else " (-v for the traceback)"

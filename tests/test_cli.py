@@ -35,6 +35,24 @@ def test_an_ordinary_error_is_one_line_and_exit_2(capsys):
     assert capsys.readouterr().err == "error: --lr -1: expected > 0 (-v for the traceback)\n"
 
 
+def test_errors_of_the_file_libraries_are_one_line(tmp_path, capsys):
+    """A real safetensors error (here: a damaged weights file; a full disk while saving raises
+    the same class) and a real onnxruntime error (a truncated graph) end as one line, exit 2."""
+    import onnxruntime
+    from safetensors.numpy import load_file
+
+    damaged = tmp_path / "model.safetensors"
+    damaged.write_bytes(b"not a safetensors file")
+    assert run_command(lambda: load_file(str(damaged))) == EXIT_ERROR
+    assert capsys.readouterr().err.startswith("error: Error while deserializing header")
+
+    graph = tmp_path / "model.onnx"
+    graph.write_bytes(b"\x08\x07\x12")  # cut short
+    assert run_command(lambda: onnxruntime.InferenceSession(str(graph))) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
 def test_verbose_adds_the_traceback(capsys):
     assert run_command(_fails(ValueError("bad value")), verbose=True) == EXIT_ERROR
     err = capsys.readouterr().err

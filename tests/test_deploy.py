@@ -168,3 +168,46 @@ def test_windows_beyond_float32_are_refused_before_the_models(run):
     with pytest.raises(ValueError, match="NaN or inf values"):
         clf.predict_proba(x)
     assert pd.api.types.is_float_dtype(np.asarray(clf.predict_proba(x * 0)).dtype)
+
+
+@pytest.mark.parametrize("key", ["class_names", "preprocess"])
+def test_a_top_level_manifest_that_misstates_its_parts_is_refused(run, tmp_path, key):
+    import shutil
+
+    folder = shutil.copytree(run / "model", tmp_path / "model")
+    manifest = folder / CLASSIFIER_FILE
+    data = json.loads(manifest.read_text())
+    if key == "class_names":
+        data[key] = list(reversed(data[key]))
+    else:
+        data[key] = {**data[key], "sampling_rate_hz": 50.0}
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"classifier\.json.* disagree on {key}"):
+        quake.load(folder)
+
+
+def test_preprocessing_edited_in_every_manifest_is_named_not_an_index_error(run, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(run / "model", tmp_path / "model")
+    for manifest in folder.rglob(CLASSIFIER_FILE):
+        data = json.loads(manifest.read_text())
+        data["preprocess"] = {**data["preprocess"], "sampling_rate_hz": 20.0}
+        manifest.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"hybridvit/classifier\.json': member 0 takes"):
+        quake.load(folder)
+    with pytest.raises(
+        ValueError, match=r"baseline/classifier\.json.* gives \d+ spectral features"
+    ):
+        BaselineClassifier.load(folder / "baseline")
+
+
+def test_an_export_cut_short_is_named_when_it_loads(run, tmp_path):
+    from quake.deploy.export import export_classifier
+    from quake.deploy.onnx import ONNX_FILE
+
+    export_classifier(quake.load(run), tmp_path / "export")
+    graph = tmp_path / "export" / ONNX_FILE
+    graph.write_bytes(graph.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"model\.onnx' has SHA-256 .* changed after export"):
+        quake.load(tmp_path / "export")

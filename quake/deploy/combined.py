@@ -18,6 +18,7 @@ in ``hybridvit/`` (an :class:`quake.deploy.ensemble.EventClassifier`) and ``base
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from quake.deploy.ensemble import EventClassifier
 from quake.deploy.forest import BaselineClassifier
-from quake.deploy.manifest import read_manifest, write_manifest
+from quake.deploy.manifest import CLASSIFIER_FILE, read_manifest, write_manifest
 from quake.deploy.protocol import Classifier, check_windows
 from quake.probabilities import combine_models
 from quake.runtime import staging_dir
@@ -45,6 +46,20 @@ def combine_parts(
     the HybridViT votes with ``hybrid_weight``, the forests with the rest. Training's metrics,
     the deployed model and ``benchmarks/bench_combine.py`` all combine through this."""
     return combine_models([hybrid_probs, baseline_probs], [hybrid_weight, 1.0 - hybrid_weight])
+
+
+def check_part_agrees(folder: Path, manifest: dict, part: Classifier, name: str) -> None:
+    """ValueError naming both manifests when the top-level ``classifier.json`` and a part's
+    disagree on the classes or the preprocessing: the file would misstate what runs."""
+    for key, theirs in (
+        ("class_names", part.class_names.to_list()),
+        ("preprocess", part.config.to_dict()),
+    ):
+        if manifest.get(key) != json.loads(json.dumps(theirs)):  # as saved: tuples are lists
+            raise ValueError(
+                f"{str(folder / CLASSIFIER_FILE)!r} and {str(folder / name / CLASSIFIER_FILE)!r} "
+                f"disagree on {key}; expected the manifests the model was saved with"
+            )
 
 
 class CombinedClassifier(Classifier):
@@ -133,6 +148,8 @@ class CombinedClassifier(Classifier):
         manifest = read_manifest(folder, FORMAT)
         hybrid = EventClassifier.load(folder / HYBRID_DIR, device=device)
         baseline = BaselineClassifier.load(folder / BASELINE_DIR)
+        for part, name in ((hybrid, HYBRID_DIR), (baseline, BASELINE_DIR)):
+            check_part_agrees(folder, manifest, part, name)
         classifier = cls(
             hybrid,
             baseline,

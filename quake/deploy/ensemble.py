@@ -207,14 +207,17 @@ class EventClassifier(Classifier):
         manifest = read_manifest(folder, cls.FORMAT)
         verify_weights(folder, manifest)
         models = [HybridViT.load(folder / member) for member in manifest["members"]]
-        classifier = cls(
-            models,
-            PreprocessConfig.from_dict(manifest["preprocess"]),
-            manifest["class_names"],
-            model_id=manifest["model_id"],
-            info=manifest.get("info", {}),
-            device=device,
-        )
+        try:
+            classifier = cls(
+                models,
+                PreprocessConfig.from_dict(manifest["preprocess"]),
+                manifest["class_names"],
+                model_id=manifest["model_id"],
+                info=manifest.get("info", {}),
+                device=device,
+            )
+        except ValueError as err:  # members and manifest disagree: name the file
+            raise ValueError(f"{str(folder / CLASSIFIER_FILE)!r}: {err}") from None
         classifier.load_context(folder)
         return classifier
 

@@ -59,6 +59,7 @@ from quake.deploy.forest import (
     BaselineClassifier,
 )
 from quake.deploy.formats import load
+from quake.deploy.manifest import file_sha256
 from quake.deploy.onnx import (
     EXPORT_FORMAT,
     FEATURES_FUNCTION,
@@ -291,6 +292,10 @@ def export_classifier(
                 f"{type(classifier).__name__}"
             )
         result.sidecar = _sidecar(classifier, hybrid, parts, result, opset_used, atol, source)
+        # checked on loading: a graph cut short or replaced never runs under this model id
+        result.sidecar["sha256"] = {
+            path.name: file_sha256(path) for path in sorted(staging.iterdir()) if path.is_file()
+        }
         (staging / SIDECAR_FILE).write_text(json.dumps(result.sidecar, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -32,9 +32,9 @@ from skl2onnx.common.data_types import FloatTensorType
 
 from quake.classes import ClassNames
 from quake.data import PreprocessConfig
-from quake.deploy.manifest import file_sha256, read_manifest, write_manifest
+from quake.deploy.manifest import CLASSIFIER_FILE, file_sha256, read_manifest, write_manifest
 from quake.deploy.protocol import Classifier, check_windows
-from quake.models.forest import spectral_features
+from quake.models.forest import feature_names, spectral_features
 from quake.probabilities import full_class_probabilities
 from quake.runtime import staging_dir
 
@@ -145,6 +145,24 @@ def predict_forest(arrays: dict[str, np.ndarray], features: np.ndarray) -> np.nd
     return arrays["value"][node].mean(axis=0)
 
 
+def check_features_fit(
+    folder: Path, manifest: dict, forests: Sequence[dict[str, np.ndarray]], config
+) -> None:
+    """ValueError naming the manifest when its preprocessing gives the forests other features
+    than they were trained on: the features depend on the sampling rate, so an edited
+    ``preprocess`` would make the trees read the wrong columns (or none)."""
+    n_features = len(feature_names(config.sampling_rate_hz))
+    saved = manifest.get("n_features")
+    used = max((int(f["feature"].max()) + 1 for f in forests if f["feature"].size), default=0)
+    if (saved is not None and saved != n_features) or used > n_features:
+        raise ValueError(
+            f"{str(folder / CLASSIFIER_FILE)!r}: its preprocessing (sampling rate "
+            f"{config.sampling_rate_hz:g} Hz) gives {n_features} spectral features; the forests "
+            f"were trained on {saved if saved is not None else f'at least {used}'}; expected the "
+            "preprocessing the model was saved with"
+        )
+
+
 class BaselineClassifier(Classifier):
     """The K fold forests of a run on spectral features; probabilities averaged (module doc)."""
 
@@ -197,6 +215,7 @@ class BaselineClassifier(Classifier):
             "model_id": self.model_id,
             "forests_sha256": file_sha256(staging / FORESTS_FILE),
             "n_forests": len(self.forests),
+            "n_features": len(feature_names(self.config.sampling_rate_hz)),
             **({"onnx": graphs} if graphs else {}),
             "class_names": self.class_names.to_list(),
             "preprocess": self.config.to_dict(),
@@ -236,9 +255,11 @@ class BaselineClassifier(Classifier):
             {name: tensors[f"forest_{k}.{name}"] for name in _ARRAYS}
             for k in range(int(manifest["n_forests"]))
         ]
+        config = PreprocessConfig.from_dict(manifest["preprocess"])
+        check_features_fit(folder, manifest, forests, config)
         classifier = cls(
             forests,
-            PreprocessConfig.from_dict(manifest["preprocess"]),
+            config,
             manifest["class_names"],
             model_id=manifest["model_id"],
             info=manifest.get("info", {}),

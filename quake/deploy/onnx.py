@@ -13,6 +13,7 @@ onnxruntime is an optional dependency, imported when a graph runs."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -25,9 +26,12 @@ from quake.classes import ClassNames
 from quake.data import PreprocessConfig
 from quake.deploy.combined import combine_parts
 from quake.deploy.forest import GRAPH_INPUT, GRAPH_LEAVES, leaf_probabilities
+from quake.deploy.manifest import file_sha256
 from quake.deploy.protocol import Classifier, check_windows
 from quake.models.forest import spectral_features
 from quake.runtime import publish_staged, staging_dir
+
+logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 SIDECAR_FILE = "export.json"
@@ -154,6 +158,30 @@ def _onnx_session(path: str | bytes):
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
+def verify_export_files(directory: Path, sidecar: dict[str, Any]) -> None:
+    """ValueError naming the file when a file of the export is missing or differs from the one
+    written (a graph cut short, replaced or edited), so that it never runs under the export's
+    model id. An export written before digests were recorded loads with a warning."""
+    recorded = sidecar.get("sha256")
+    if recorded is None:
+        logger.warning(
+            "%s records no file digests (written by an older quake): files not verified",
+            directory / SIDECAR_FILE,
+        )
+        return
+    for name, expected in recorded.items():
+        path = directory / name
+        if not path.is_file():
+            raise ValueError(f"{str(path)!r} is missing; expected the file the export wrote")
+        found = file_sha256(path)
+        if found != expected:
+            raise ValueError(
+                f"{str(path)!r} has SHA-256 {found[:16]}..., not the {str(expected)[:16]}... "
+                f"recorded in {SIDECAR_FILE} when model {sidecar.get('model_id')!r} was exported; "
+                "expected the exported file (it was changed after export)"
+            )
+
+
 class OnnxClassifier(Classifier):
     """An exported classifier (``quake export``), run with onnxruntime on the CPU."""
 
@@ -167,6 +195,7 @@ class OnnxClassifier(Classifier):
                 f"{str(self.directory)!r} holds no {ONNX_FILE} and no forest graphs; expected an "
                 "ONNX export (quake export --format onnx)"
             )
+        verify_export_files(self.directory, sidecar)
         self.class_names = ClassNames(sidecar["class_names"])
         self.config = PreprocessConfig.from_dict(sidecar["preprocess"])
         self.model_id = sidecar["model_id"]
