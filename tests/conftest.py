@@ -60,3 +60,34 @@ def model_dir(tmp_path_factory) -> Path:
     model = HybridViT(depth=1, img_size=config.spectrogram_shape[1:],
                       class_names=["earthquake", "explosion"])  # fmt: skip
     return EventClassifier([model], config).save(tmp_path_factory.mktemp("model") / "model")
+
+
+@pytest.fixture(scope="session")
+def damaged_eqnoise(real_data_dir, tmp_path_factory) -> dict:
+    """A copy of ``eqnoise-3c`` with the same ``metadata.csv``: the waveform of one trace of the
+    second event absent from ``waveforms.hdf5``, one trace of the third event stored 1-D.
+    Keys: ``damaged`` (the copy), ``intact``, ``source_ids`` (the first four events),
+    ``missing`` and ``bad_shape`` (the two trace names)."""
+    import h5py
+    import pandas as pd
+
+    intact = real_data_dir / "eqnoise-3c"
+    if not intact.is_dir():
+        pytest.skip(f"{intact} not found")
+    metadata = pd.read_csv(intact / "metadata.csv")
+    source_ids = list(metadata["source_id"].drop_duplicates()[:4])
+    traces = metadata.groupby("source_id")["trace_name"]
+    missing, bad_shape = traces.first()[source_ids[1]], traces.last()[source_ids[2]]
+    root = tmp_path_factory.mktemp("damaged-eqnoise")
+    (root / "metadata.csv").write_bytes((intact / "metadata.csv").read_bytes())
+    with (
+        h5py.File(intact / "waveforms.hdf5", "r") as src,
+        h5py.File(root / "waveforms.hdf5", "w") as dst,
+    ):
+        dst.create_group("data_format").attrs.update(dict(src["data_format"].attrs))
+        for name, dataset in src["data"].items():
+            if name != missing:
+                data = dataset[()]
+                dst.create_dataset(f"data/{name}", data=data[0] if name == bad_shape else data)
+    return {"damaged": root, "intact": intact, "source_ids": source_ids, "missing": missing,
+            "bad_shape": bad_shape}  # fmt: skip

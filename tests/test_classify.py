@@ -449,6 +449,41 @@ def test_seisbench_set_matched_by_source_id(real_data_dir, classifier, tmp_path)
     np.testing.assert_allclose(got, expected_probs, atol=1e-5)
 
 
+def test_seisbench_traces_missing_or_bad_are_named(damaged_eqnoise, classifier, tmp_path):
+    """A metadata row whose waveform is absent from the HDF5 file, and a trace of a bad shape,
+    are named skips of their event (row and stations table); other events are as before."""
+    source_ids = damaged_eqnoise["source_ids"]
+    missing, bad_shape = damaged_eqnoise["missing"], damaged_eqnoise["bad_shape"]
+    pd.DataFrame({"event_id": source_ids, "origin_time": ""}).to_csv(
+        tmp_path / "catalog.csv", index=False
+    )
+    events = read_catalog(tmp_path / "catalog.csv")
+    tables = {}
+    for name in ("intact", "damaged"):
+        source = open_source(str(damaged_eqnoise[name]), config=classifier.config)
+        out, stations_out = tmp_path / f"{name}.csv", tmp_path / f"{name}-stations.csv"
+        classify_events(classifier, events, source, out, stations_out=stations_out, workers=0,
+                        progress=False)  # fmt: skip
+        tables[name] = (
+            read_predictions(out).set_index("event_id"),
+            pd.read_csv(stations_out, dtype=str, keep_default_na=False).set_index("station_id"),
+        )
+    (intact, _), (preds, stations) = tables["intact"], tables["damaged"]
+    for event_id in (source_ids[0], source_ids[3]):
+        assert preds.loc[event_id].to_dict() == intact.loc[event_id].to_dict()
+    row = preds.loc[source_ids[1]]
+    assert (row["n_stations_used"], row["n_stations_skipped"]) == ("1", "1")
+    assert f"{missing}: missing waveform" in row["skip_reasons"]
+    assert stations.loc[missing, "status"] == "skipped"
+    assert stations.loc[missing, "reason"] == "missing waveform"
+    assert f"no data/{missing} in waveforms.hdf5" in stations.loc[missing, "detail"]
+    row = preds.loc[source_ids[2]]
+    assert (row["n_stations_used"], row["n_stations_skipped"]) == ("1", "1")
+    assert f"{bad_shape}: bad shape" in row["skip_reasons"]
+    assert stations.loc[bad_shape, "reason"] == "bad shape"
+    assert "expected 2-D" in stations.loc[bad_shape, "detail"]
+
+
 def test_stations_skipped_are_those_training_drops(full_run, pnw, classifier):
     """Classification skips exactly the station windows the training adapter drops."""
     adapter = WaveformDataAdapter(open_dataset(pnw, classifier.config), config=classifier.config)

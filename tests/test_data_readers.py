@@ -25,6 +25,7 @@ from quake.data import (
 )
 from quake.data.catalog import event_id_from_resource_id
 from quake.data.readers import parse_trace_name
+from quake.training.data import write_trace_quality
 
 
 # --- real data --------------------------------------------------------------------------------
@@ -425,6 +426,29 @@ def test_missing_traces_and_unknown_labels_are_skipped(tmp_path):
     assert reasons["ghost"] == "missing waveform: no data/ghost in waveforms.hdf5"
     assert reasons["b"].startswith("unknown label: 'tremor'")
     assert WaveformDataAdapter(dataset).drop_counts() == {"missing waveform": 1, "unknown label": 1}
+
+
+def test_a_row_without_its_waveform_is_a_named_skip_in_training(damaged_eqnoise, tmp_path):
+    """The row whose HDF5 dataset is absent is dropped with its event and reason, counted in
+    the run's skip counts and listed in trace_quality.csv beside the bad-shape trace."""
+    missing, bad_shape = damaged_eqnoise["missing"], damaged_eqnoise["bad_shape"]
+    dataset = open_dataset(damaged_eqnoise["damaged"])
+    assert len(dataset) == len(open_dataset(damaged_eqnoise["intact"])) - 1
+    assert dataset.skipped_rows.to_dict("records") == [
+        {
+            "trace_name": missing,
+            "source_id": damaged_eqnoise["source_ids"][1],
+            "reason": f"missing waveform: no data/{missing} in waveforms.hdf5",
+        }
+    ]
+    adapter = WaveformDataAdapter(dataset)
+    counts = adapter.drop_counts()
+    assert (counts["missing waveform"], counts["bad shape"]) == (1, 1)
+    write_trace_quality(adapter, tmp_path / "trace_quality.csv")
+    table = pd.read_csv(tmp_path / "trace_quality.csv").set_index("trace_name")
+    assert table.loc[missing, ["status", "reason"]].tolist() == ["skipped", "missing waveform"]
+    assert table.loc[missing, "detail"] == f"no data/{missing} in waveforms.hdf5"
+    assert table.loc[bad_shape, ["status", "reason"]].tolist() == ["skipped", "bad shape"]
 
 
 def test_unknown_folder_layout_is_a_clear_error(tmp_path):

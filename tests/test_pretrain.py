@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import obspy
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -209,6 +210,27 @@ def test_an_interrupted_run_resumes_to_the_same_weights(
     first = json.loads((finished.out / "loss.json").read_text())["history"]
     again = json.loads((out / "loss.json").read_text())["history"]
     assert [h["train_loss"] for h in again] == pytest.approx([h["train_loss"] for h in first])
+
+
+def test_a_corrupt_file_is_named_in_the_run_folder(finished, small_tree, tmp_path):
+    """A file of random bytes named .mseed is listed in skipped.csv with its reason; every
+    other recording gives the windows it gave without it."""
+    root = tmp_path / "tree"
+    shutil.copytree(small_tree, root)
+    event = sorted(p.name for p in root.iterdir())[0]
+    (root / event / "XX.JUNK..HHZ.mseed").write_bytes(np.random.default_rng(0).bytes(4096))
+    result = pretrain(_pretrain_config(root, tmp_path / "run"))
+    assert result.summary["files"]["skipped"] == "skipped.csv"
+    skipped = pd.read_csv(tmp_path / "run" / "skipped.csv", dtype=str, keep_default_na=False)
+    junk = skipped[skipped["item"] == f"{event}/XX.JUNK..HHZ.mseed"]
+    assert junk[["source", "reason"]].values.tolist() == [[str(root.resolve()), "unreadable"]]
+    assert junk["detail"].iloc[0] != ""
+    before = pd.read_csv(finished.out / "skipped.csv", dtype=str, keep_default_na=False)
+    assert skipped.drop(index=junk.index)["item"].tolist() == before["item"].tolist()
+    data, intact = result.summary["data"], finished.summary["data"]
+    assert data["n_windows"] == intact["n_windows"]
+    unreadable = intact["dropped"].get("unreadable", 0) + 1
+    assert data["dropped"] == {**intact["dropped"], "unreadable": unreadable}
 
 
 def test_a_different_config_is_refused_naming_the_keys(finished, small_tree):

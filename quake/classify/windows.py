@@ -133,11 +133,12 @@ def prepare_event(
         return prepared
     t1 = time.perf_counter()
     prepared.read_s = t1 - t0
-    for item, reason in traces.skipped:
+    for item, reason, detail in traces.skipped:
         if item == "event":
             prepared.event_reason = reason
         else:
-            prepared.stations.append(StationResult(item, used=False, reason=reason, detail=reason))
+            station = StationResult(item, used=False, reason=reason, detail=detail or reason)
+            prepared.stations.append(station)
     windows = []
     for station in traces.stations:
         window, result = window_station(

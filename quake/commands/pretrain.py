@@ -8,7 +8,8 @@ or a plain folder tree of miniSEED files; labels ignored), cuts the windows as t
 (the same preprocessing keys; --preprocess-from takes them from a training config), trains the
 encoder with masked spectrogram modelling (or --objective contrastive: two stations of one
 event as the positive pair) and writes DIR/: encoder.safetensors, pretrain.json,
-loss.json, loss.png. Rerun with the same --out to resume after the last finished epoch.
+loss.json, loss.png, skipped.csv (each file or recording skipped, with its reason). Rerun with
+the same --out to resume after the last finished epoch.
 """
 
 from __future__ import annotations
@@ -158,6 +159,10 @@ def _pretrain(args: argparse.Namespace, state: dict) -> int:
         f"windows: {s['data']['n_windows']} ({s['data']['hours']:.1f} h), "
         f"seen {p['windows_seen']} over {p['epochs_done']} epochs ({p['hours_seen']:.1f} h)"
     )
+    dropped = s["data"]["dropped"]
+    if dropped:
+        counts = ", ".join(f"{reason} {n}" for reason, n in sorted(dropped.items()))
+        print(f"skipped: {counts} (each named in {result.out / s['files']['skipped']})")
     print(
         f"loss: {p['first_loss']:.4f} -> {p['final_loss']:.4f} (held-out "
         f"{_fmt(p['first_val_loss'])} -> {_fmt(p['final_val_loss'])}); "

@@ -34,8 +34,7 @@ import obspy
 
 from quake.data.components import COMPONENTS, station_key
 from quake.data.mseed import event_folder, mseed_files, read_mseed
-from quake.data.readers import open_dataset
-from quake.data.readers.seisbench import is_seisbench_folder
+from quake.data.readers.seisbench import SeisBenchDataset, is_seisbench_folder
 from quake.data.transforms import SkipTrace
 from quake.options import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, SOURCE_KINDS
 
@@ -65,11 +64,15 @@ class StationTraces:
 
 @dataclass
 class EventTraces:
-    """All a source found for one event: stations with traces, and (item, reason) skips."""
+    """All a source found for one event: stations with traces, and ``(item, reason, detail)``
+    skips (item ``"event"`` for the whole event; detail "" where the reason says it all)."""
 
     event_id: str
     stations: list[StationTraces] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def skip(self, item: str, reason: str, detail: str = "") -> None:
+        self.skipped.append((item, reason, detail))
 
 
 def group_by_station(stream: obspy.Stream) -> dict[str, obspy.Stream]:
@@ -105,8 +108,10 @@ class StreamSource(WaveformSource):
 
     def fetch(self, request: EventRequest) -> EventTraces:
         stations = [StationTraces(sid, st) for sid, st in group_by_station(self.stream).items()]
-        skipped = [] if stations else [("event", "empty stream")]
-        return EventTraces(request.event_id, stations, skipped)
+        result = EventTraces(request.event_id, stations)
+        if not stations:
+            result.skip("event", "empty stream")
+        return result
 
 
 class EventFolderSource(WaveformSource):
@@ -133,14 +138,14 @@ class EventFolderSource(WaveformSource):
             folder = event_folder(self.root, request.event_id)
         except SkipTrace as skip:
             logger.warning("event %r skipped: %s", request.event_id, skip)
-            result.skipped.append(("event", str(skip)))
+            result.skip("event", str(skip))
             return result
         if not folder.is_dir():
-            result.skipped.append(("event", "no waveform folder"))
+            result.skip("event", "no waveform folder")
             return result
         files = mseed_files(folder)
         if not files:
-            result.skipped.append(("event", "no miniSEED files in folder"))
+            result.skip("event", "no miniSEED files in folder")
             return result
         by_station: dict[str, StationTraces] = {}
         for path in files:
@@ -150,10 +155,10 @@ class EventFolderSource(WaveformSource):
                 logger.warning(
                     "event %s: unreadable file %s (%s)", request.event_id, path.name, err
                 )
-                result.skipped.append((path.name, "unreadable file"))
+                result.skip(path.name, "unreadable file")
                 continue
             if len(stream) == 0:
-                result.skipped.append((path.name, "empty file"))
+                result.skip(path.name, "empty file")
                 continue
             for station_id, traces in group_by_station(stream).items():
                 entry = by_station.setdefault(station_id, StationTraces(station_id, obspy.Stream()))
@@ -201,7 +206,7 @@ class SDSSource(WaveformSource):
     def fetch(self, request: EventRequest) -> EventTraces:
         result = EventTraces(request.event_id)
         if request.origin_time is None:
-            result.skipped.append(("event", "no origin time"))
+            result.skip("event", "no origin time")
             return result
         t0 = request.origin_time - self.before_s
         t1 = request.origin_time + self.after_s
@@ -209,7 +214,7 @@ class SDSSource(WaveformSource):
             stations = sorted(set(self._stations_on(t0)) | set(self._stations_on(t1)))
         except Exception as err:
             logger.warning("event %s: SDS archive listing failed (%s)", request.event_id, err)
-            result.skipped.append(("event", "archive listing failed"))
+            result.skip("event", "archive listing failed")
             return result
         for net, sta, loc in stations:
             station_id = f"{net}.{sta}.{loc}"
@@ -219,12 +224,12 @@ class SDSSource(WaveformSource):
                 logger.warning(
                     "event %s: %s unreadable in SDS (%s)", request.event_id, station_id, err
                 )
-                result.skipped.append((station_id, "unreadable file"))
+                result.skip(station_id, "unreadable file")
                 continue
             if len(stream):
                 result.stations.append(StationTraces(station_id, stream))
         if not result.stations and not result.skipped:
-            result.skipped.append(("event", "no data in archive around origin"))
+            result.skip("event", "no data in archive around origin")
         return result
 
 
@@ -233,14 +238,16 @@ class SeisBenchSource(WaveformSource):
 
     Each (3, n) trace becomes a three-channel obspy Stream (Z, N, E, starting at
     ``trace_start_time`` when the set has it) and keeps its P pick (``trace_p_arrival_sample``),
-    so it is windowed by the same code as miniSEED data.
+    so it is windowed by the same code as miniSEED data. A trace that cannot be used, whether
+    found while opening the set (its waveform absent from the HDF5 file, no sampling rate) or on
+    reading (a bad shape or dtype), is a skip of its event named by its ``trace_name``.
     """
 
     kind = "seisbench"
 
     def __init__(self, path: str | os.PathLike, config=None):
         self.path = Path(path)
-        self.dataset = open_dataset(self.path, config)
+        self.dataset = SeisBenchDataset(self.path, config)
         metadata = self.dataset.metadata
         if "source_id" not in metadata.columns:
             raise ValueError(
@@ -249,26 +256,39 @@ class SeisBenchSource(WaveformSource):
         self._rows: dict[str, list[int]] = defaultdict(list)
         for i, source_id in enumerate(metadata["source_id"].astype(str)):
             self._rows[source_id].append(i)
-        self._opening_skips = list(getattr(self.dataset, "skipped", []))
+        # Rows dropped while opening the set (no waveform in the file, ...): named in their
+        # event's row, as the traces that fail to read are.
+        self._opening_skips: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for name, source_id, reason in self.dataset.skipped_rows.itertuples(index=False):
+            self._opening_skips[str(source_id)].append((str(name), reason))
 
     def describe(self) -> str:
         return f"SeisBench set {self.path} ({len(self.dataset)} traces)"
 
     def fetch(self, request: EventRequest) -> EventTraces:
         result = EventTraces(request.event_id)
-        rows = self._rows.get(str(request.event_id), [])
+        event_id = str(request.event_id)
+        rows = self._rows.get(event_id, [])
+        for name, reason in self._opening_skips.get(event_id, []):
+            result.skip(name, reason.split(":", 1)[0], reason)
         if not rows:
-            result.skipped.append(("event", "no traces with this source_id"))
+            if not result.skipped:
+                result.skip("event", "no traces with this source_id")
             return result
         # one batched read: an event's traces usually sit side by side in a bucket
-        for i, (waveform, meta) in zip(rows, self.dataset.get_samples(rows), strict=True):
+        for waveform, meta in self.dataset.get_samples(rows):
+            name = _meta_text(meta, "trace_name")
             try:
                 if isinstance(waveform, Exception):
                     raise waveform
                 station = _seisbench_station(waveform, meta)
-            except Exception as err:
-                logger.warning("event %s: trace %d unreadable (%s)", request.event_id, i, err)
-                result.skipped.append((f"trace {i}", "unreadable trace"))
+            except SkipTrace as skip:
+                logger.warning("event %s: trace %s skipped (%s)", event_id, name, skip)
+                result.skip(name, skip.reason, str(skip))
+                continue
+            except Exception as err:  # a bug or bad metadata costs this trace, not the batch
+                logger.warning("event %s: trace %s unreadable (%s)", event_id, name, err)
+                result.skip(name, "unreadable trace", f"{type(err).__name__}: {err}")
                 continue
             result.stations.append(station)
         return result
@@ -352,7 +372,7 @@ class FDSNSource(WaveformSource):
     def fetch(self, request: EventRequest) -> EventTraces:
         result = EventTraces(request.event_id)
         if request.origin_time is None or request.latitude is None or request.longitude is None:
-            result.skipped.append(("event", "no origin time or epicentre for an FDSN request"))
+            result.skip("event", "no origin time or epicentre for an FDSN request")
             return result
         t0 = request.origin_time - self.before_s
         t1 = request.origin_time + self.after_s
@@ -377,12 +397,12 @@ class FDSNSource(WaveformSource):
             stream = self.client.get_waveforms_bulk(bulk) if bulk else obspy.Stream()
         except Exception as err:  # no data (204), timeouts, HTTP errors
             logger.warning("event %s: FDSN request failed (%s)", request.event_id, err)
-            result.skipped.append(("event", "FDSN request failed"))
+            result.skip("event", "FDSN request failed")
             return result
         for station_id, traces in group_by_station(stream).items():
             result.stations.append(StationTraces(station_id, traces))
         if not result.stations:
-            result.skipped.append(("event", "no FDSN data around origin"))
+            result.skip("event", "no FDSN data around origin")
         return result
 
 

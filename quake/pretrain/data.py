@@ -92,6 +92,9 @@ class UnlabelledWindows:
     waveforms: torch.Tensor  # (N, 3, window_samples) float32
     groups: np.ndarray  # (N,) "<source index>:<source_id>": windows of one event stay together
     sources: list[dict] = field(default_factory=list)  # per path: kind, items, windows, dropped
+    skipped: list[dict] = field(
+        default_factory=list
+    )  # per item dropped: source, item, reason, detail
 
     def __len__(self) -> int:
         return int(self.waveforms.shape[0])
@@ -115,10 +118,11 @@ def load_windows(
     progress: bool = False,
 ) -> UnlabelledWindows:
     """Open every path, check every item once, and pool the kept windows."""
-    arrays, groups, sources = [], [], []
+    arrays, groups, sources, skipped = [], [], [], []
     for k, path in enumerate(paths):
         dataset, kind = open_unlabelled(path, config, windows_per_recording, time_range, seed)
         adapter = WaveformDataAdapter(dataset, config=config, progress=progress)
+        skipped += [_skipped_item(path, item, reason) for item, reason in adapter.dropped]
         windows = adapter.load_waveforms(progress=progress)
         ids = adapter.metadata.get("source_id", adapter.metadata["trace_name"]).astype(str)
         arrays.append(np.asarray(windows, dtype=np.float32))
@@ -149,7 +153,15 @@ def load_windows(
         waveforms=torch.from_numpy(np.ascontiguousarray(waveforms, dtype=np.float32)),
         groups=np.concatenate(groups),
         sources=sources,
+        skipped=skipped,
     )
+
+
+def _skipped_item(path: str | os.PathLike, item: str, reason: str) -> dict[str, str]:
+    """One dropped item as a row of ``skipped.csv``: the ``--data`` path, the item (a file or a
+    recording, relative to that path), the reason's category and the rest of its text."""
+    category, _, detail = reason.partition(":")
+    return {"source": str(path), "item": item, "reason": category, "detail": detail.strip()}
 
 
 def split_groups(

@@ -8,6 +8,8 @@ every epoch, writes ``DIR/``:
   ``quake train --pretrained DIR`` loads (:mod:`quake.models.encoder`);
 - ``pretrain.json``: preprocessing, model arguments, objective, sources with their skips,
   windows and hours of data (held and seen), epochs, losses, timings, device and versions;
+- ``skipped.csv``: every recording or file the data check dropped, by name, with its
+  ``--data`` path, reason and detail (``pretrain.json`` has the counts per reason);
 - ``loss.json`` and ``loss.png``: the loss per step and per epoch (training and held-out);
 - ``config.yaml``: the resolved config, written first; ``resume.safetensors``: encoder, decoder
   and optimizer state after the last finished epoch.
@@ -22,6 +24,8 @@ uninterrupted one would.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import logging
 import math
@@ -59,6 +63,8 @@ logger = logging.getLogger(__name__)
 RESUME_FILE = "resume.safetensors"
 LOSS_JSON = "loss.json"
 LOSS_PNG = "loss.png"
+SKIPPED_FILE = "skipped.csv"
+SKIPPED_COLUMNS = ("source", "item", "reason", "detail")
 LOCK_FILE = "pretrain.lock"
 RUN_FORMAT = "quake.pretrain.run"
 RESUME_FORMAT = "quake.pretrain.resume"
@@ -180,6 +186,16 @@ def write_loss_plot(path: Path, history: list[dict], step_losses: list[float]) -
     plt.close(fig)
 
 
+def write_skipped(path: Path, data: UnlabelledWindows) -> None:
+    """``skipped.csv``: each item the data check dropped, named, so that a corrupt file is
+    found by its path rather than only counted (a header alone when nothing was dropped)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=SKIPPED_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(data.skipped)
+    write_text_atomic(path, text.getvalue())
+
+
 # --- the run ------------------------------------------------------------------------------------
 def pretrain(config: PretrainConfig, *, progress: bool | None = None) -> PretrainResult:
     """Run (or resume) the pretraining ``config`` describes; returns the output folder."""
@@ -216,6 +232,7 @@ def pretrain(config: PretrainConfig, *, progress: bool | None = None) -> Pretrai
             try:
                 if not check_out_dir(out, config):
                     write_text_atomic(out / CONFIG_FILE, config.to_yaml())
+                write_skipped(out / SKIPPED_FILE, data)
             except BaseException:
                 lock.__exit__(None, None, None)
                 raise
@@ -624,6 +641,7 @@ class _Outputs:
                 "loss": [LOSS_JSON, LOSS_PNG],
                 "config": CONFIG_FILE,
                 "resume": RESUME_FILE,
+                "skipped": SKIPPED_FILE,
             },
         }
 

@@ -249,7 +249,7 @@ def normalize_labels(
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """``source_type`` from ``labels.column``, as class names (``labels.mapping``); rows with an
     unknown label are skipped. A set without the column is returned as is (unlabelled), unless
-    the column was asked for by name."""
+    the column was asked for by name. The kept rows keep their index labels."""
     if labels.column not in metadata.columns:
         if labels.column != LABEL_COLUMN:
             raise ValueError(
@@ -269,7 +269,7 @@ def normalize_labels(
     keep = np.array([n is not None for n in normalized], dtype=bool)
     out = metadata.copy()
     out[LABEL_COLUMN] = normalized
-    return out[keep].reset_index(drop=True), skipped
+    return out[keep], skipped
 
 
 def _python_value(value: Any) -> Any:

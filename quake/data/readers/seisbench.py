@@ -372,10 +372,9 @@ def _readable_traces(
     chunked: bool,
     rate: pd.Series,
     where: str,
-) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """The rows whose waveform is in their file and whose sampling rate is known, and
-    ``(trace name, reason)`` for each of the others."""
-    skipped: list[tuple[str, str]] = []
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows whose waveform is in their file and whose sampling rate is known, and the
+    others as a :func:`skipped_table`."""
     chunks = metadata[CHUNK_COLUMN] if chunked else pd.Series("", index=metadata.index)
     unknown_chunks = sorted(set(chunks) - set(files))
     if unknown_chunks:
@@ -383,20 +382,26 @@ def _readable_traces(
             f"{where}: {CHUNK_COLUMN} names chunks {unknown_chunks} that have no waveform "
             f"file; expected one of {sorted(files)}"
         )
+    keys_of_rows = [parse_trace_name(n)[0] for n in metadata["trace_name"]]
     present = np.array(
-        [
-            parse_trace_name(n)[0] in keys[c]
-            for n, c in zip(metadata["trace_name"], chunks, strict=True)
-        ],
-        dtype=bool,
+        [key in keys[c] for key, c in zip(keys_of_rows, chunks, strict=True)], dtype=bool
     )
-    for name, chunk in zip(metadata["trace_name"][~present], chunks[~present], strict=True):
-        key = parse_trace_name(name)[0]
-        skipped.append((name, f"missing waveform: no data/{key} in {files[chunk].name}"))
+    reasons = pd.Series("", index=metadata.index)
+    for row in np.flatnonzero(~present):
+        key, chunk = keys_of_rows[row], chunks.iloc[row]
+        reasons.iloc[row] = f"missing waveform: no data/{key} in {files[chunk].name}"
     has_rate = np.isfinite(rate.to_numpy()) & (rate.to_numpy() > 0)
-    for name in metadata["trace_name"][present & ~has_rate]:
-        skipped.append((name, "no sampling rate: neither the metadata nor data_format gives one"))
-    return metadata[present & has_rate], skipped
+    reasons[present & ~has_rate] = (
+        "no sampling rate: neither the metadata nor data_format gives one"
+    )
+    return metadata[present & has_rate], skipped_table(metadata, reasons)
+
+
+def skipped_table(metadata: pd.DataFrame, reasons: pd.Series) -> pd.DataFrame:
+    """The rows of ``metadata`` with a non-empty reason: ``trace_name``, ``source_id``, ``reason``."""
+    dropped = reasons != ""
+    table = metadata.loc[dropped, ["trace_name", "source_id"]].assign(reason=reasons[dropped])
+    return table.reset_index(drop=True)
 
 
 class HDF5Dataset(WaveformDataset):
@@ -437,7 +442,7 @@ class HDF5Dataset(WaveformDataset):
         _log_data_format(path, self.data_format_form, data_format)
         self.dimension_order = self._dimension_order(path, data_format)
 
-        metadata = metadata.copy()
+        metadata = metadata.reset_index(drop=True)  # a copy, with one label per row
         if "trace_name" not in metadata.columns:
             raise ValueError(f"{path}: metadata has no 'trace_name' column")
         metadata["trace_name"] = metadata["trace_name"].astype(str)
@@ -454,9 +459,20 @@ class HDF5Dataset(WaveformDataset):
         if LABEL_COLUMN not in metadata.columns and "trace_category" in metadata.columns:
             metadata[LABEL_COLUMN] = metadata["trace_category"]
         _set_source_ids(metadata, self._chunked)
-        metadata, skipped = _readable_traces(metadata, files, keys, self._chunked, rate, str(path))
-        metadata, bad_labels = normalize_labels(metadata, labels or LabelSpec())
-        super().__init__(metadata, path=path, config=config, skipped=skipped + bad_labels)
+        metadata, unreadable = _readable_traces(
+            metadata, files, keys, self._chunked, rate, str(path)
+        )
+        labelled, bad_labels = normalize_labels(metadata, labels or LabelSpec())
+        unlabelled = pd.Series("", index=metadata.index)
+        unlabelled[metadata.index.difference(labelled.index)] = [r for _, r in bad_labels]
+        # The rows dropped here, with their event: a source names them in that event's row.
+        self.skipped_rows = pd.concat(
+            [unreadable, skipped_table(metadata, unlabelled)], ignore_index=True
+        )
+        skipped = list(
+            zip(self.skipped_rows["trace_name"], self.skipped_rows["reason"], strict=True)
+        )
+        super().__init__(labelled, path=path, config=config, skipped=skipped)
 
     def _dimension_order(self, path: str | os.PathLike, data_format: dict) -> str:
         """``'CW'`` or ``'WC'``: the data_format's dimension order, else the class default."""
