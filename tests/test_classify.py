@@ -570,3 +570,26 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(classifier, pnw, tmp_path, 
     run_classification(classifier, pnw / "catalog.xml", str(pnw), out, progress=False)
     assert len(read_predictions(out)) == 48 and not lock_path(out).exists()
     assert f"left by process {gone.pid}" in caplog.text
+
+
+def test_resume_merges_new_rows_between_kept_ones_in_catalog_order(pnw, classifier, tmp_path):
+    """Rows are appended at each flush, not kept in memory: a resumed run whose new events lie
+    between the kept ones merges them in catalog order at every flush, and ends with the bytes
+    of a run never stopped (batch size 1, so no window is scored beside other neighbours)."""
+    events = read_catalog(pnw / "catalog.csv", compact=True)
+    options = dict(batch_size=1, workers=0, progress=False)
+    one_go = tmp_path / "one-go"
+    classify_events(classifier, events, open_source(str(pnw)), one_go / "p.csv",
+                    stations_out=one_go / "s.csv", **options)  # fmt: skip
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    kept = read_predictions(one_go / "p.csv").iloc[1::3]
+    kept.to_csv(resumed / "p.csv", index=False)
+    stations = pd.read_csv(one_go / "s.csv", dtype=str, keep_default_na=False)
+    stations[stations["event_id"].isin(kept["event_id"])].to_csv(resumed / "s.csv", index=False)
+    summary = classify_events(classifier, events, open_source(str(pnw)), resumed / "p.csv",
+                              stations_out=resumed / "s.csv", resume=True, flush_every=1,
+                              flush_interval_s=0.0, **options)  # fmt: skip
+    assert summary.n_resumed == len(kept)
+    for name in ("p.csv", "s.csv"):
+        assert (resumed / name).read_bytes() == (one_go / name).read_bytes()

@@ -18,6 +18,8 @@ from quake.classify import (
     read_catalog_with_events,
 )
 from quake.classify.catalog import annotate_catalog, quakeml_event_id, write_quakeml
+from quake.data import catalog as data_catalog
+from quake.data.catalog import utc_or_none
 from quake.data.sources import EventFolderSource, SDSSource, detect_source_kind
 
 
@@ -340,3 +342,45 @@ def test_windows_are_scored_in_full_batches_and_events_return_in_order():
         assert probs.shape == (counts[i], 2)
         np.testing.assert_array_equal(probs[:, 1], i)
         np.testing.assert_array_equal(probs[:, 0], prepared.windows[:, 0, 0])
+
+
+def test_compact_catalog_holds_the_same_events_read_in_chunks(tmp_path, monkeypatch):
+    path = tmp_path / "catalog.csv"
+    pd.DataFrame(
+        {
+            "event_id": ["a", "b", "c", "d", "e"],
+            "time": ["2021-01-01T00:00:00.123456Z", "2021-01-02T00:00:00Z", "", "2021-01-02",
+                     "2021-01-03T12:00:00Z"],
+            "latitude": [45.0, 46.0, None, 1.0, 2.0],
+            "magnitude": ["2.0", "x", "", "1", "3"],
+            "event_type": ["earthquake", "quarry blast", "", "earthquake", "explosion"],
+            "evaluation_status": ["", "reviewed", "", "", "final"],
+        }
+    ).to_csv(path, index=False)  # fmt: skip
+    monkeypatch.setattr(data_catalog, "CSV_CHUNK_ROWS", 2)  # three chunks
+    full, compact = read_catalog(path), read_catalog(path, compact=True)
+    assert list(compact["event_id"]) == list(full["event_id"])
+    assert compact["origin_time"].dtype == "datetime64[ns]"
+    assert [utc_or_none(t) for t in compact["origin_time"]] == list(full["origin_time"])
+    for name in ("latitude", "longitude", "depth_km", "magnitude"):
+        expected = [np.nan if v is None else v for v in full[name]]
+        np.testing.assert_array_equal(compact[name].to_numpy(np.float64), expected)
+    for name in ("event_type", "evaluation_status", "magnitude_type", "reviewed"):
+        assert list(compact[name]) == list(full[name])
+    assert compact["event_type"].dtype == "category"
+    assert list(compact["p_picks"]) == [None] * 5
+    pd.DataFrame({"event_id": list("abcde"), "time": ["", "", "", "", "soon"]}).to_csv(
+        path, index=False
+    )
+    with pytest.raises(ValueError, match="event 'e': origin time 'soon' is not a date-time"):
+        read_catalog(path, compact=True)
+
+
+def test_compact_catalog_keeps_times_beyond_datetime64(tmp_path):
+    """datetime64[ns] covers the years 1677-2262: an older event keeps its UTCDateTime."""
+    path = tmp_path / "catalog.csv"
+    pd.DataFrame({"event_id": ["old", "new"], "time": ["1600-01-01", "2021-01-01"]}).to_csv(
+        path, index=False
+    )
+    times = [utc_or_none(t) for t in read_catalog(path, compact=True)["origin_time"]]
+    assert times == [obspy.UTCDateTime(1600, 1, 1), obspy.UTCDateTime(2021, 1, 1)]

@@ -14,6 +14,7 @@ import torch
 
 from quake.classify.tables import ClassifySummary
 from quake.classify.windows import PreparedEvent, prepare_event
+from quake.data.catalog import utc_or_none
 from quake.data.sources import EventRequest, WaveformSource
 from quake.processes import die_with_parent
 from quake.runtime import (
@@ -27,17 +28,26 @@ class EventReader(torch.utils.data.Dataset):
     def __init__(self, source: WaveformSource, events: pd.DataFrame, config):
         self.source = source
         self.config = config
-        self.requests = [
-            EventRequest(r.event_id, r.origin_time, _float(r.latitude), _float(r.longitude))
-            for r in events.itertuples(index=False)
-        ]
-        self.p_picks = list(events["p_picks"])
+        # the table's columns, not an object per event: a catalog may hold millions
+        self.event_ids = events["event_id"].to_numpy()
+        self.origin_times = events["origin_time"].to_numpy()
+        self.latitudes = events["latitude"].to_numpy()
+        self.longitudes = events["longitude"].to_numpy()
+        self.p_picks = events["p_picks"].to_numpy()
 
     def __len__(self) -> int:
-        return len(self.requests)
+        return len(self.event_ids)
+
+    def request(self, i: int) -> EventRequest:
+        return EventRequest(
+            self.event_ids[i],
+            utc_or_none(self.origin_times[i]),
+            _float(self.latitudes[i]),
+            _float(self.longitudes[i]),
+        )
 
     def __getitem__(self, i: int) -> PreparedEvent:
-        return prepare_event(self.source, self.requests[i], self.p_picks[i], self.config)
+        return prepare_event(self.source, self.request(i), self.p_picks[i] or {}, self.config)
 
 
 def _float(value) -> float | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 
 import obspy
@@ -59,9 +60,14 @@ def read_catalog_with_events(
     return data_catalog.read_catalog_with_events(path, id_rule, require=CLASSIFY_REQUIRED_FIELDS)
 
 
-def read_catalog(path: str | os.PathLike, id_rule: str = "auto") -> pd.DataFrame:
-    """The event table of :func:`read_catalog_with_events`, without building obspy events."""
-    return data_catalog.read_catalog(path, id_rule, require=CLASSIFY_REQUIRED_FIELDS)
+def read_catalog(
+    path: str | os.PathLike | Catalog, id_rule: str = "auto", *, compact: bool = False
+) -> pd.DataFrame:
+    """The event table of :func:`read_catalog_with_events`, without building obspy events;
+    ``compact`` for catalogs of millions of events (:func:`quake.data.catalog.compact_table`)."""
+    return data_catalog.read_catalog(
+        path, id_rule, require=CLASSIFY_REQUIRED_FIELDS, compact=compact
+    )
 
 
 def prediction_comment(
@@ -156,27 +162,39 @@ def annotate_catalog(
 
 
 def agreement_table(
-    events: pd.DataFrame, predictions: pd.DataFrame, class_names: Sequence[str]
+    events: pd.DataFrame,
+    predictions: pd.DataFrame | str | os.PathLike,
+    class_names: Sequence[str],
 ) -> pd.DataFrame:
     """Catalog type (rows) against predicted class (columns), counted over the events that have
     both: how the model does on events an analyst already labelled. Catalog types are compared as
-    class names (:func:`quake.classes.event_type_to_class`); empty when no event has a type."""
-    catalog_types = {
-        row["event_id"]: event_type_to_class(text_or_empty(row["event_type"]))
-        for row in events.to_dict("records")
-        if text_or_empty(row.get("event_type"))
-    }
-    pairs = [
-        (catalog_types[r["event_id"]], r["predicted_class"])
-        for r in predictions.to_dict("records")
-        if r["event_id"] in catalog_types and text_or_empty(r.get("predicted_class"))
-    ]
-    if not pairs:
+    class names (:func:`quake.classes.event_type_to_class`); empty when no event has a type.
+    ``predictions``: the table, or the path of ``predictions.csv`` (read only when an event has a
+    type, and only its two columns)."""
+    types = pd.Series([text_or_empty(t) for t in events["event_type"]], dtype=object)
+    typed = types != ""
+    if not typed.any():
         return pd.DataFrame()
-    rows = sorted({t for t, _ in pairs} | set(class_names))
+    truth = pd.DataFrame(
+        {"event_id": events["event_id"][typed].to_numpy(), "truth": types[typed].to_numpy()}
+    )
+    if not isinstance(predictions, pd.DataFrame):
+        predictions = pd.read_csv(predictions, usecols=["event_id", "predicted_class"], dtype=str,
+                                  keep_default_na=False)  # fmt: skip
+    predicted = pd.DataFrame(
+        {
+            "event_id": predictions["event_id"].to_numpy(),
+            "predicted": [text_or_empty(p) for p in predictions["predicted_class"]],
+        }
+    )
+    pairs = truth.merge(predicted[predicted["predicted"] != ""], on="event_id")
+    if pairs.empty:
+        return pd.DataFrame()
+    counts = Counter(zip(pairs["truth"].map(event_type_to_class), pairs["predicted"], strict=True))
+    rows = sorted({t for t, _ in counts} | set(class_names))
     table = pd.DataFrame(0, index=pd.Index(rows, name="catalog type"), columns=list(class_names))
-    for truth, predicted in pairs:
-        table.loc[truth, predicted] += 1
+    for (t, predicted_class), n in counts.items():
+        table.loc[t, predicted_class] += n
     return table.loc[(table.sum(axis=1) > 0)]
 
 

@@ -6,10 +6,13 @@ model on batches of windows gathered across events; when an event's windows are 
 station probabilities are combined (:mod:`quake.probabilities`) into its row.
 
 Rows are written progressively and atomically: every ``flush_every`` events (at most once per
-``flush_interval_s``, so a huge catalog is not rewritten thousands of times) the whole table so
-far goes to a temporary file that replaces the output (``os.replace``), so the output is always
-a complete, readable CSV. ``resume=True`` keeps the rows already in the output and classifies
-only the other events; the final file holds every catalog event exactly once, in catalog order.
+``flush_interval_s``, so a huge catalog is not rewritten thousands of times) the output so far
+plus the new rows go to a temporary file that replaces the output (``os.replace``), so the
+output is always a complete, readable CSV; memory holds only the rows since the last flush
+(:class:`quake.classify.outputs.Outputs`). ``resume=True`` keeps the rows already in the output
+and classifies only the other events; the final file holds every catalog event exactly once, in
+catalog order. Without ``--quakeml`` the catalog is read as a compact table
+(:func:`quake.data.catalog.compact_table`) and its obspy Catalog is not kept.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from quake.classify.batching import EventReader, WindowBatcher, iterate_events, 
 from quake.classify.catalog import (
     agreement_table,
     annotate_catalog,
+    read_catalog,
     read_catalog_with_events,
     write_quakeml,
 )
@@ -45,6 +49,7 @@ from quake.classify.tables import (
     write_csv_atomic,
 )
 from quake.classify.windows import PreparedEvent
+from quake.data.catalog import utc_or_none
 from quake.data.sources import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, WaveformSource, open_source
 from quake.models.context import predict_context
 from quake.probabilities import combine_models, combine_station_probabilities, prob_column
@@ -98,18 +103,20 @@ def classify_events(
     for path in (out, stations_out):
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    outputs = Outputs(out, stations_out, columns, station_columns, events)
+    outputs = Outputs(out, stations_out, columns, station_columns, events["event_id"])
     summary = ClassifySummary(n_events=len(events))
     done = (
         outputs.load(model_id, lambda row: review_reason(row, class_names, min_probability))
         if resume
-        else set()
+        else np.zeros(len(events), dtype=bool)
     )
-    summary.n_resumed = len(done)
-    if done:
-        logger.info("resuming: %d of %d events already in %s", len(done), len(events), out)
-    todo = events[~events["event_id"].isin(done)].reset_index(drop=True)
-    origin_by_id = dict(zip(events["event_id"], events["origin_time"], strict=True))
+    summary.n_resumed = int(done.sum())
+    if summary.n_resumed:
+        logger.info("resuming: %d of %d events already in %s", summary.n_resumed, len(events), out)
+    todo = events[~done].reset_index(drop=True) if done.any() else events
+    todo_positions = np.flatnonzero(~done)  # each todo event's place in the catalog
+    todo_ids, todo_origins = todo["event_id"].to_numpy(), todo["origin_time"].to_numpy()
+    n_emitted = 0
     context_by_id = catalog_context(classifier, todo)
 
     reader = EventReader(source, todo, classifier.config)
@@ -121,8 +128,11 @@ def classify_events(
     start = last_flush = time.perf_counter()
 
     def emit(finished: list[tuple[PreparedEvent, np.ndarray]]) -> None:
-        nonlocal since_flush, last_flush
+        nonlocal since_flush, last_flush, n_emitted
         for p, station_probs in finished:
+            k, n_emitted = n_emitted, n_emitted + 1  # events come back in the reader's order
+            if todo_ids[k] != p.event_id:
+                raise RuntimeError(f"event {p.event_id} came back in the place of {todo_ids[k]}")
             event_probs = (
                 combine_station_probabilities(station_probs) if len(station_probs) else None
             )
@@ -130,10 +140,9 @@ def classify_events(
                 event_probs = combine_models([event_probs[None], context_by_id[p.event_id][None]])[
                     0
                 ]
-            row = event_row(
-                p, origin_by_id[p.event_id], event_probs, class_names, model_id, min_probability
-            )
-            outputs.add(row, station_rows(p, station_probs, class_names))
+            origin = utc_or_none(todo_origins[k])
+            row = event_row(p, origin, event_probs, class_names, model_id, min_probability)
+            outputs.add(row, station_rows(p, station_probs, class_names), todo_positions[k])
             summary.n_windows += len(station_probs)
             summary.n_classified += event_probs is not None
             summary.n_unclassified += event_probs is None
@@ -165,10 +174,10 @@ def classify_events(
         if bar is not None:
             bar.close()
     summary.total_s = time.perf_counter() - start
-    summary.n_for_review = sum(bool(r["review"]) for r in outputs.rows.values())
-    missing = set(events["event_id"]) - set(outputs.rows)
-    if missing:  # cannot happen unless a bug drops an event: say so loudly
-        raise RuntimeError(f"{len(missing)} events have no row: {sorted(missing)[:5]}")
+    summary.n_for_review = outputs.n_for_review
+    missing = events["event_id"][~outputs.has_row]
+    if len(missing):  # cannot happen unless a bug drops an event: say so loudly
+        raise RuntimeError(f"{len(missing)} events have no row: {list(missing[:5])}")
     logger.info(
         "classified %d events (%d without usable waveform, %d resumed) at %.1f events/s",
         summary.n_classified,
@@ -186,7 +195,7 @@ def catalog_context(classifier, events: pd.DataFrame) -> dict[str, np.ndarray]:
     models = getattr(classifier, "context_models", None)
     if not models or events.empty:
         return {}
-    table = events.rename(
+    table = events.assign(origin_time=[utc_or_none(t) for t in events["origin_time"]]).rename(
         columns={
             "origin_time": "source_origin_time",
             "longitude": "source_longitude_deg",
@@ -258,7 +267,10 @@ def run_classification(
     )
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with one_writer(out, ranks):
-        events, obspy_catalog = read_catalog_with_events(catalog, id_rule)
+        if quakeml is not None:  # the obspy Catalog is annotated and written
+            events, obspy_catalog = read_catalog_with_events(catalog, id_rule)
+        else:
+            events, obspy_catalog = read_catalog(catalog, id_rule, compact=True), None
         wave_source = open_source(
             str(waveforms) if isinstance(waveforms, os.PathLike) else waveforms,
             source,
@@ -291,9 +303,9 @@ def run_classification(
             )
             if not ranks.is_main:
                 return summary
-        predictions = read_predictions(out)  # the complete table, merged when sharded
         class_names = list(classifier.class_names)
         if quakeml is not None:
+            predictions = read_predictions(out)  # the complete table, merged when sharded
             counts = annotate_catalog(
                 obspy_catalog,
                 list(events["event_id"]),
@@ -314,7 +326,7 @@ def run_classification(
             write_quakeml(obspy_catalog, quakeml)
             summary.quakeml_counts = counts
             logger.info("QuakeML %s: %s", quakeml, counts)
-        table = agreement_table(events, predictions, class_names)
+        table = agreement_table(events, out, class_names)
         if not table.empty:
             write_csv_atomic(table.reset_index(), agreement_path(out))
             summary.agreement = {

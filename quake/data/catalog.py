@@ -17,10 +17,12 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import obspy
 import pandas as pd
 from obspy.core.event import Catalog, Event, Magnitude, Origin, ResourceIdentifier
 from obspy.core.event.header import EventType
+from pandas.api.types import union_categoricals
 
 from quake.classes import class_to_event_type
 from quake.options import ID_RULES  # how event ids are made
@@ -37,6 +39,10 @@ REVIEWED_STATUSES = ("reviewed", "final")
 #: The event table's columns. ``origin_time`` is an ``obspy.UTCDateTime`` or None; numbers are
 #: floats or None/NaN; ``event_type``, ``magnitude_type`` and the evaluation fields are text,
 #: "" when unknown; ``p_picks`` maps ``NET.STA.LOC`` and ``NET.STA`` to the first P pick time.
+#: A compact table (``read_catalog(..., compact=True)``, for catalogs of millions of events)
+#: holds the same values without a Python object per event where it can: ``origin_time`` as
+#: ``datetime64[ns]`` (UTC, NaT when unknown; read it with :func:`utc_or_none`), numbers as
+#: float64 (NaN), the text fields as categoricals, ``p_picks`` None for an event without picks.
 CATALOG_COLUMNS = (
     "event_id",
     "origin_time",
@@ -78,6 +84,16 @@ def text_or_empty(value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value).strip()
+
+
+def utc_or_none(value: object) -> obspy.UTCDateTime | None:
+    """An origin time of an event table as a UTCDateTime (a compact table holds datetime64);
+    None when unknown."""
+    if isinstance(value, obspy.UTCDateTime):
+        return value
+    if value is None or pd.isna(value):
+        return None
+    return obspy.UTCDateTime(ns=int(pd.Timestamp(value).value))
 
 
 # --- event ids ---------------------------------------------------------------------------------
@@ -264,50 +280,123 @@ def _check_required(table: pd.DataFrame, path: Path, require: Iterable[str]) -> 
         )
 
 
-def _read_csv(path: Path, id_rule: str, require: tuple[str, ...]) -> pd.DataFrame:
+#: Rows of a CSV catalog parsed at a time into a compact table: the text of one chunk is all a
+#: million-event catalog holds in memory as Python strings besides its event ids.
+CSV_CHUNK_ROWS = 100_000
+
+
+def _read_csv(
+    path: Path, id_rule: str, require: tuple[str, ...], compact: bool = False
+) -> pd.DataFrame:
     if id_rule in ("last-segment", "resource-id"):
         raise ValueError(
             f"id rule {id_rule!r} applies to QuakeML catalogs; a CSV catalog takes "
             "auto, column:NAME or regex:PATTERN"
         )
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        header = pd.read_csv(path, dtype=str, keep_default_na=False, nrows=0)
     except pd.errors.EmptyDataError:  # not even a header: no events
         return pd.DataFrame(columns=list(CATALOG_COLUMNS))
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read catalog {path}: {exc}") from exc
     id_column = id_rule[len("column:") :] if id_rule.startswith("column:") else "event_id"
-    if id_column not in table.columns:
+    if id_column not in header.columns:
         raise ValueError(
             f"catalog {path} has no column {id_column!r} for event ids; "
-            f"columns are {list(table.columns)}"
+            f"columns are {list(header.columns)}"
         )
-    _check_required(table, path, require)
-    time_column = _csv_column(table.columns, "origin_time")
-    rows = []
-    for record in table.to_dict("records"):
-        event_id = text_or_empty(record[id_column])
-        if id_rule.startswith("regex:"):
-            event_id = _apply_regex(id_rule[len("regex:") :], event_id)
-        mode = text_or_empty(record.get("evaluation_mode"))
-        status = text_or_empty(record.get("evaluation_status"))
-        rows.append(
-            {
-                "event_id": event_id,
-                "origin_time": _parse_time(record[time_column], event_id) if time_column else None,
-                "latitude": float_or_none(record.get("latitude")),
-                "longitude": float_or_none(record.get("longitude")),
-                "depth_km": float_or_none(record.get("depth_km")),
-                "magnitude": float_or_none(record.get("magnitude")),
-                "magnitude_type": text_or_empty(record.get("magnitude_type")),
-                "event_type": text_or_empty(record.get("event_type")),
-                "evaluation_mode": mode,
-                "evaluation_status": status,
-                "reviewed": is_reviewed(mode, status),
-                "p_picks": {},
-            }
+    _check_required(header, path, require)
+    time_column = _csv_column(header.columns, "origin_time")
+    try:
+        chunks = pd.read_csv(
+            path, dtype=str, keep_default_na=False, chunksize=CSV_CHUNK_ROWS if compact else None
         )
-    return pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
+        parts = [
+            _csv_events(chunk, id_column, id_rule, time_column, compact)
+            for chunk in (chunks if compact else [chunks])
+        ]
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read catalog {path}: {exc}") from exc
+    return _concat_compact(parts) if compact else parts[0]
+
+
+def _csv_events(
+    table: pd.DataFrame, id_column: str, id_rule: str, time_column: str | None, compact: bool
+) -> pd.DataFrame:
+    """The event table of CSV rows, built one column at a time."""
+    n = len(table)
+
+    def text(name: str) -> list[str]:
+        return [text_or_empty(v) for v in table[name]] if name in table else [""] * n
+
+    def number(name: str) -> list[float | None]:
+        return [float_or_none(v) for v in table[name]] if name in table else [None] * n
+
+    event_ids = text(id_column)
+    if id_rule.startswith("regex:"):
+        event_ids = [_apply_regex(id_rule[len("regex:") :], e) for e in event_ids]
+    mode, status = text("evaluation_mode"), text("evaluation_status")
+    if time_column is None:
+        times = [None] * n
+    else:
+        times = [_parse_time(v, e) for v, e in zip(table[time_column], event_ids, strict=True)]
+    columns = {
+        "event_id": event_ids,
+        "origin_time": _as_datetime64(times) if compact else times,
+        "latitude": number("latitude"),
+        "longitude": number("longitude"),
+        "depth_km": number("depth_km"),
+        "magnitude": number("magnitude"),
+        "magnitude_type": text("magnitude_type"),
+        "event_type": text("event_type"),
+        "evaluation_mode": mode,
+        "evaluation_status": status,
+        "reviewed": [is_reviewed(m, s) for m, s in zip(mode, status, strict=True)],
+        "p_picks": [None] * n if compact else [{} for _ in range(n)],
+    }
+    events = pd.DataFrame(columns, columns=list(CATALOG_COLUMNS))
+    return compact_table(events) if compact else events
+
+
+# --- compact tables ----------------------------------------------------------------------------
+NUMBER_COLUMNS = ("latitude", "longitude", "depth_km", "magnitude")
+TEXT_COLUMNS = ("magnitude_type", "event_type", "evaluation_mode", "evaluation_status")
+
+
+def _as_datetime64(times: list) -> pd.Series | list:
+    """UTCDateTimes (or None) as datetime64[ns]; the list itself when a time lies outside
+    datetime64's years 1677-2262 (then the column keeps its UTCDateTimes)."""
+    nat = np.iinfo(np.int64).min
+    ns = [nat if t is None else t.ns for t in times]
+    if any(v != nat and not nat < v <= np.iinfo(np.int64).max for v in ns):
+        return times
+    return pd.Series(np.array(ns, dtype=np.int64).view("datetime64[ns]"))
+
+
+def compact_table(events: pd.DataFrame) -> pd.DataFrame:
+    """The same events without a Python object per event where a column allows it (see
+    :data:`CATALOG_COLUMNS`): what a catalog of millions of events can hold in memory."""
+    events = events.copy()
+    if events["origin_time"].dtype == object:
+        events["origin_time"] = _as_datetime64(list(events["origin_time"]))
+    for name in NUMBER_COLUMNS:
+        events[name] = events[name].astype(np.float64)
+    for name in TEXT_COLUMNS:
+        events[name] = events[name].astype("category")
+    events["p_picks"] = [p if p else None for p in events["p_picks"]]
+    return events
+
+
+def _concat_compact(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Compact tables one after the other, the categoricals joined (not turned into text)."""
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return compact_table(pd.DataFrame(columns=list(CATALOG_COLUMNS)))
+    events = pd.concat(parts, ignore_index=True)
+    for name in TEXT_COLUMNS:
+        events[name] = union_categoricals([p[name] for p in parts])
+    return events
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -326,7 +415,7 @@ def _check_ids(events: pd.DataFrame, path: Path | str) -> None:
 
 
 def _read(
-    path: str | os.PathLike | Catalog, id_rule: str, require: Iterable[str]
+    path: str | os.PathLike | Catalog, id_rule: str, require: Iterable[str], compact: bool = False
 ) -> tuple[pd.DataFrame, Catalog | None]:
     """The event table, and the obspy Catalog when the file is QuakeML (None for a CSV); an
     obspy Catalog in memory is read as its QuakeML would be."""
@@ -339,7 +428,7 @@ def _read(
         rows = [_row_from_quakeml(ev, quakeml_event_id(ev, id_rule)) for ev in path]
         events = pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
         _check_ids(events, "(obspy Catalog)")
-        return events, path
+        return (compact_table(events) if compact else events), path
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"catalog {path} does not exist")
@@ -349,13 +438,15 @@ def _read(
         rows = [_row_from_quakeml(ev, quakeml_event_id(ev, id_rule)) for ev in catalog]
         events = pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
     elif path.suffix.lower() == ".csv":
-        events = _read_csv(path, id_rule, require)
+        events = _read_csv(path, id_rule, require, compact)
     else:
         raise ValueError(
             f"catalog {path}: unknown format {path.suffix!r}; expected one of "
             f"{', '.join(CATALOG_SUFFIXES)}"
         )
     _check_ids(events, path)
+    if compact and catalog is not None:
+        events = compact_table(events)
     logger.info(
         "catalog %s: %d events (%d reviewed)", path, len(events), int(events["reviewed"].sum())
     )
@@ -363,7 +454,11 @@ def _read(
 
 
 def read_catalog(
-    path: str | os.PathLike | Catalog, id_rule: str = "auto", *, require: Iterable[str] = ()
+    path: str | os.PathLike | Catalog,
+    id_rule: str = "auto",
+    *,
+    require: Iterable[str] = (),
+    compact: bool = False,
 ) -> pd.DataFrame:
     """Read a QuakeML or CSV catalog into one row per event (:data:`CATALOG_COLUMNS`).
 
@@ -372,8 +467,10 @@ def read_catalog(
     (``event_type`` for labels, ``origin_time`` to find waveforms). A CSV file with no header at
     all gives an empty table. ``reviewed`` is True when the (preferred) origin's evaluation mode
     is manual or its status reviewed/final. An unreadable file is a ValueError naming it.
+    ``compact``: the compact table of :data:`CATALOG_COLUMNS` (a CSV read in chunks of
+    :data:`CSV_CHUNK_ROWS` rows; a QuakeML file's obspy Catalog is not kept).
     """
-    return _read(path, id_rule, require)[0]
+    return _read(path, id_rule, require, compact)[0]
 
 
 def read_catalog_with_events(
