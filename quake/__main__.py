@@ -1,7 +1,5 @@
 """``python -m quake``: the ``quake`` command."""
 
-import sys
+from quake.cli import run
 
-from quake.cli import main
-
-sys.exit(main())
+run()

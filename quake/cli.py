@@ -6,15 +6,24 @@ ends the command with ``error: <what, and what was expected>`` on stderr and exi
 without a traceback; ``-v`` adds the traceback. SIGTERM (a scheduler's stop) is handled like
 Ctrl-C: the work unwinds through its ``finally`` blocks (outputs flushed, locks released,
 worker processes stopped), the command says how to resume, and exits with 130 or 143.
+
+A process whose whole work is one command (the ``quake`` command, ``scripts/*.py``, through
+:func:`exit_process`) answers the two signals from its start to its exit, not only while the
+command works: before the command's work begins it exits with 130 or 143; once the work has
+returned (every output complete) it exits at once with the command's own status, so a stop
+that comes while the process exits neither kills it by the signal nor calls a finished job
+stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 EXIT_ERROR = 2
 _EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, as shells do
@@ -28,14 +37,40 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+# the status of the command whose work has returned, its outputs complete (None: still working)
+_finished_status: int | None = None
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    """SIGINT/SIGTERM: :class:`Stopped` while a command works; once its work has returned, an
+    immediate exit with its status (there is nothing left to stop, and nothing to resume)."""
+    if _finished_status is None:
+        raise Stopped(signum)
+    _exit_now(
+        _finished_status,
+        f"{signal.Signals(signum).name} after the command had finished; its outputs are complete",
+    )
+
+
+def _exit_now(status: int, message: str) -> NoReturn:
+    """Say ``message`` and end the process with ``status`` without unwinding: the process is
+    already on its way out, and a signal handler must not leave it half exited."""
+    for stream, text in ((sys.stdout, ""), (sys.stderr, message + "\n")):
+        with contextlib.suppress(Exception):  # a stream may be closed at interpreter exit
+            stream.write(text)
+            stream.flush()
+    os._exit(status)
+
+
+def _answer_signals() -> dict[int, object]:
+    """Install :func:`_on_signal` for SIGINT and SIGTERM; return the handlers it replaces."""
+    return {s: signal.signal(s, _on_signal) for s in _EXIT_SIGNAL}
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """SIGINT and SIGTERM raise :class:`Stopped` in the main thread while the block runs."""
-
-    def handler(signum: int, _frame: object) -> None:
-        raise Stopped(signum)
-
-    previous = {s: signal.signal(s, handler) for s in _EXIT_SIGNAL}
+    previous = _answer_signals()
     try:
         yield
     finally:
@@ -86,15 +121,16 @@ def run_command(
     (module docstring). Errors that are not ordinary (bugs) keep their traceback.
     ``resume_hint`` (or a function giving it, asked when the stop comes) says how to go on;
     ``also`` names further exception types that are ordinary failures of this command."""
+    global _finished_status
+    _finished_status = None
     try:
         with stop_on_signals():
-            return body()
+            status = body()
+            _finished_status = status  # from here a stop ends the process with this status
+        return status
     except KeyboardInterrupt as stop:
-        signum = stop.signum if isinstance(stop, Stopped) else signal.SIGINT
         hint = resume_hint() if callable(resume_hint) else resume_hint
-        stopped = f"stopped by {signal.Signals(signum).name}"
-        print(stopped + (f"; {hint}" if hint else ""), file=sys.stderr)
-        return _EXIT_SIGNAL[signum]
+        return _say_stopped(stop, hint)
     except Exception as err:
         if not (isinstance(err, (ValueError, OSError, *also)) or from_a_file_library(err)):
             raise
@@ -103,6 +139,36 @@ def run_command(
         hint = "" if verbose else " (-v for the traceback)"
         print(f"error: {error_message(err)}{hint}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _say_stopped(stop: KeyboardInterrupt, hint: str = "") -> int:
+    """``stopped by SIGTERM; <hint>`` on stderr; the exit status of that stop (130 or 143)."""
+    signum = stop.signum if isinstance(stop, Stopped) else signal.SIGINT
+    stopped = f"stopped by {signal.Signals(signum).name}"
+    print(stopped + (f"; {hint}" if hint else ""), file=sys.stderr)
+    return _EXIT_SIGNAL[signum]
+
+
+def exit_process(main: Callable[[], int]) -> NoReturn:
+    """``sys.exit(main())`` for a process whose whole work is one command, answering SIGINT
+    and SIGTERM from here to the process's exit (module docstring): a stop before the
+    command's work begins exits with 130/143, one after it has returned with its status."""
+    global _finished_status
+    _answer_signals()
+    try:
+        status = main()
+    except KeyboardInterrupt as stop:  # before the command's work began: nothing to resume
+        status = _say_stopped(stop)
+    except SystemExit as done:  # argparse: --help, or a usage error it has printed
+        _finished_status = done.code if isinstance(done.code, int) else int(done.code is not None)
+        raise
+    _finished_status = status
+    sys.exit(status)
+
+
+def run() -> NoReturn:
+    """The ``quake`` command's entry point: :func:`main` as the process's whole work."""
+    exit_process(main)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,13 +2,13 @@
 """ONNX/TorchScript export: ``quake export`` from a clone (see ``python scripts/export.py --help``)."""
 
 import os
-import sys
 
 # OpenMP threads that spin while waiting burn the CPU other processes need on shared cores (10-20x
 # slower training on 2 cores); set before torch is imported, as the quake command does.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from quake.cli import exit_process  # noqa: E402
 from quake.commands.export import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main)

@@ -87,6 +87,63 @@ def test_sigterm_raises_in_the_command_and_the_handler_is_restored(capsys):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+# --- a process answers a stop from its start to its exit -----------------------------------------
+ONE_COMMAND_PROCESS = """
+import atexit, os, signal
+from quake.cli import exit_process, run_command
+
+def sigterm():
+    os.kill(os.getpid(), signal.SIGTERM)
+
+def body():
+    print("outputs written", flush=True)
+    return {status}
+
+def main():
+    {before}
+    status = run_command(body, resume_hint="rerun it")
+    {after}
+    return status
+
+exit_process(main)
+"""
+
+
+def _one_command_process(status=0, before="", after="") -> subprocess.CompletedProcess:
+    """A process whose whole work is one command (``exit_process``), the statements ``before``
+    and ``after`` it run around the command's work (the SIGTERM sent to itself there)."""
+    code = ONE_COMMAND_PROCESS.format(status=status, before=before or "pass", after=after or "pass")
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    "after", ["sigterm()", "atexit.register(sigterm)"], ids=["returned", "interpreter-exit"]
+)
+@pytest.mark.parametrize("status", [0, EXIT_ERROR])
+def test_a_sigterm_once_the_command_has_finished_exits_with_its_status(after, status):
+    """The command's work has returned (its outputs complete) and the process is exiting: the
+    stop neither kills the process by the signal (-15) nor calls the finished job stopped."""
+    result = _one_command_process(status, after=after)
+    assert result.returncode == status, result.stderr
+    assert result.stdout == "outputs written\n"
+    assert result.stderr == ("SIGTERM after the command had finished; its outputs are complete\n")
+
+
+def test_a_sigterm_before_the_command_works_is_a_stop():
+    result = _one_command_process(before="sigterm()")
+    assert result.returncode == 143, result.stderr
+    assert result.stdout == "" and result.stderr == "stopped by SIGTERM\n"
+
+
+def test_a_sigterm_while_the_command_works_is_a_stop_with_its_resume_hint():
+    result = _one_command_process(status="sigterm() or 0")
+    assert result.returncode == 143, result.stderr
+    assert result.stdout == "outputs written\n"
+    assert result.stderr == "stopped by SIGTERM; rerun it\n"
+
+
 # --- --help imports nothing heavy ------------------------------------------------------------------
 HEAVY_MODULES = ("torch", "timm", "obspy", "pandas", "sklearn", "quake.training", "quake.deploy")
 

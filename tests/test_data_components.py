@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import numpy as np
@@ -218,3 +219,97 @@ def test_window_from_stream_always_trims_and_rejects_nan(cfg):
     data[4000] = np.nan
     with pytest.raises(SkipTrace, match=r"^nan: 1 NaN/inf samples$"):
         window_from_stream(Stream([_trace("HHZ", data)]), bare)
+
+
+# --- segments of one channel at two sampling rates (real pnw-eqex recordings) --------------------
+def _real_hhz(pnw) -> Trace:
+    """The first 100 Hz HHZ recording of pnw-eqex held in one 150 s segment."""
+    for path in sorted((pnw / "waveforms").glob("*/*..HHZ.mseed")):
+        stream = obspy.read(str(path))
+        if (
+            len(stream) == 1
+            and stream[0].stats.sampling_rate == 100.0
+            and stream[0].stats.npts == 15000
+        ):
+            return stream[0]
+    pytest.skip("no single-segment 150 s HHZ recording at 100 Hz in pnw-eqex")
+
+
+def _pieces(trace: Trace, *cuts_s: float) -> list[Trace]:
+    """``trace`` cut into contiguous segments at ``cuts_s`` seconds from its start."""
+    t0, dt = trace.stats.starttime, trace.stats.delta
+    edges = [t0, *(t0 + c for c in cuts_s), trace.stats.endtime + dt]
+    return [trace.slice(lo, hi - dt).copy() for lo, hi in itertools.pairwise(edges)]
+
+
+def _at_40_hz(trace: Trace) -> Trace:
+    trace = trace.copy()
+    trace.resample(40.0)
+    return trace
+
+
+def _with_horizontals(trace: Trace, *z_segments: Trace) -> Stream:
+    """Z as the given segments; N and E the unsplit recording under those channel codes (whole,
+    so that a Z missing from the window would show as a truncated component)."""
+    horizontals = []
+    for letter in "NE":
+        h = trace.copy()
+        h.stats.channel = "HH" + letter
+        horizontals.append(h)
+    return Stream([*z_segments, *horizontals])
+
+
+@pytest.mark.parametrize("origin_s", [30.0, 110.0])
+def test_a_window_is_read_from_the_rate_whose_segments_cover_it(pnw, cfg, origin_s):
+    """HHZ 100 Hz for 75 s, then 40 Hz: the window comes from the segment that covers it, at
+    its own rate, never zeros flagged 'truncated' because the other rate won."""
+    trace = _real_hhz(pnw)
+    first, second = _pieces(trace, 75.0)
+    second = _at_40_hz(second)
+    covering, other = (first, second) if origin_s < 75.0 else (second, first)
+    origin = trace.stats.starttime + origin_s
+    window, quality = window_from_stream(
+        _with_horizontals(trace, first, second), cfg, origin_time=origin
+    )
+    alone, _ = window_from_stream(_with_horizontals(trace, covering), cfg, origin_time=origin)
+    np.testing.assert_array_equal(window, alone)
+    assert np.count_nonzero(window[0]) == window.shape[1]
+    assert quality.missing == {} and "missing component" not in quality.flags()
+    rate = other.stats.sampling_rate
+    assert quality.dropped_segments == [("Z", 1, rate)]
+    assert f"dropped 1 segment at {rate:g} Hz (Z)" in quality.describe()
+
+
+def test_the_rate_covering_the_window_wins_over_the_rate_with_more_segments(pnw, cfg):
+    """Two 100 Hz segments before 50 s, one 40 Hz segment after: a window at 100 s is read from
+    the 40 Hz segment, and both 100 Hz segments are named as dropped."""
+    trace = _real_hhz(pnw)
+    early, middle, late = _pieces(trace, 20.0, 50.0)
+    stream = _with_horizontals(trace, early, middle, _at_40_hz(late))
+    window, quality = window_from_stream(stream, cfg, origin_time=trace.stats.starttime + 100.0)
+    assert quality.missing == {}
+    assert np.count_nonzero(window[0]) == window.shape[1]
+    assert quality.resampled_from_hz == 40.0  # Z read from the 40 Hz segment
+    assert quality.dropped_segments == [("Z", 2, 100.0)]
+    assert "dropped 2 segments at 100 Hz (Z)" in quality.describe()
+
+
+@pytest.mark.parametrize("fast_first", [True, False])
+@pytest.mark.parametrize("windowed", [True, False])
+def test_a_tie_in_coverage_goes_to_the_higher_rate(pnw, cfg, fast_first, windowed):
+    """Each rate covering half of the window (or of the whole recording, without a window):
+    the 100 Hz segment is kept whichever comes first, and the 40 Hz one is named."""
+    trace = _real_hhz(pnw)
+    first, second = _pieces(trace, 75.0)
+    if fast_first:
+        second = _at_40_hz(second)
+    else:
+        first = _at_40_hz(first)
+    middle = trace.stats.starttime + 75.0
+    window = (middle - 10.0, middle + 10.0) if windowed else None
+    info = stream_to_array_info(Stream([first, second]), cfg, window=window)
+    kept = first if fast_first else second
+    assert info.original_sampling_rate_hz == 100.0
+    assert info.starttime == kept.stats.starttime
+    np.testing.assert_allclose(info.data[0, : kept.stats.npts], kept.data, rtol=1e-6)
+    assert info.quality.dropped_segments == [("Z", 1, 40.0)]

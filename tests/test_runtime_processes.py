@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -149,29 +151,115 @@ def test_killing_classify_kills_its_reader_and_a_rerun_resumes(
     _assert_same_as_the_original_events(out, reference_predictions, n_copies=20)
 
 
+class _Stderr:
+    """The stderr of a running process, read as it comes (a thread drains the pipe, so the
+    process never blocks on it): ``events_done()`` is the count its progress bar last showed."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.chunks: list[str] = []
+        self.thread = threading.Thread(target=self._drain, args=(process.stderr,), daemon=True)
+        self.thread.start()
+
+    def _drain(self, pipe) -> None:
+        for chunk in iter(lambda: pipe.read(256), ""):
+            self.chunks.append(chunk)
+
+    def events_done(self) -> int:
+        counts = re.findall(r"\| *(\d+)/\d+ \[", "".join(self.chunks))
+        return int(counts[-1]) if counts else 0
+
+    def text(self) -> str:
+        self.thread.join(timeout=30)
+        return "".join(self.chunks)
+
+
 @pytest.mark.slow
 def test_sigterm_stops_classify_cleanly_and_a_rerun_resumes(
     model_dir, big_catalog, reference_predictions, tmp_path
 ):
+    """The stop is sent once the job's progress bar shows 24 of its 960 events done (three
+    batches): mid-way whatever the machine's speed, the job being far from its end."""
     out = tmp_path / "predictions.csv"
     command = _classify_command(model_dir, big_catalog / "catalog.csv", big_catalog, out)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(out.exists, process, timeout_s=120)  # the first rows are written
+    with_bar = [c for c in command if c != "--no-progress"]
+    process = subprocess.Popen(with_bar, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stderr = _Stderr(process)
+    _wait_for(lambda: stderr.events_done() >= 24, process, timeout_s=300)
     children = _children(process.pid)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 143, stderr
-    assert f"stopped by SIGTERM; rerun with --resume to keep the events already in {out}" in stderr
-    assert "Traceback" not in stderr
+    process.wait(timeout=60)
+    err = stderr.text()
+    assert process.returncode == 143, err
+    assert f"stopped by SIGTERM; rerun with --resume to keep the events already in {out}" in err
+    assert "Traceback" not in err
     _assert_all_gone(children)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]  # no lock, no temp
     kept = len(pd.read_csv(out))
-    assert 0 < kept < 960
+    assert 24 <= kept < 960
 
     rerun = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{kept} kept from a previous run" in rerun.stdout
     _assert_same_as_the_original_events(out, reference_predictions, n_copies=20)
+
+
+# the classify command with a SIGTERM sent to itself at one of its last steps
+SIGTERM_AT = """
+import atexit, os, signal, sys
+import quake.commands.classify as command
+from quake.cli import exit_process
+
+def sigterm():
+    os.kill(os.getpid(), signal.SIGTERM)
+
+work = command._classify
+
+def work_then(args):
+    status = work(args)
+    {end_of_work}
+    return status
+
+def main():
+    command._classify = work_then
+    status = command.main(sys.argv[1:])
+    {returned}
+    return status
+
+exit_process(main)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "when, expected",
+    [("end_of_work", 143), ("returned", 0), ("interpreter_exit", 0)],
+)
+def test_a_sigterm_during_the_last_steps_of_classify(
+    model_dir, pnw, reference_predictions, tmp_path, when, expected
+):
+    """A stop at the end of the command's work (summary printed, the work not yet returned)
+    is a stop: 143 and the resume hint; once the work has returned, while the process exits,
+    the job is done: exit 0. Never a process killed by the signal (-15), and the predictions
+    are complete either way."""
+    hooks = {"end_of_work": "pass", "returned": "pass"}
+    if when == "interpreter_exit":
+        hooks["returned"] = "atexit.register(sigterm)"
+    else:
+        hooks[when] = "sigterm()"
+    out = tmp_path / "out" / "predictions.csv"
+    command = _classify_command(model_dir, pnw / "catalog.csv", pnw, out)
+    command[1:2] = ["-c", SIGTERM_AT.format(**hooks)]  # in place of scripts/classify.py
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == expected, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "48 events -> " in result.stdout  # the summary, printed before the stop
+    last = result.stderr.strip().splitlines()[-1]
+    if expected == 143:
+        assert last.startswith("stopped by SIGTERM; rerun with --resume")
+    else:
+        assert last == "SIGTERM after the command had finished; its outputs are complete"
+    pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(reference_predictions))
+    assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]  # lock, temp
 
 
 @pytest.mark.slow

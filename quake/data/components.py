@@ -9,6 +9,9 @@ continuous archives, so every path maps components, merges gaps and resamples th
 - A station may have several channel bands (``BHZ`` 40 Hz, ``LHZ`` 1 Hz, ``VHZ`` 0.1 Hz): the
   band with the highest sampling rate >= ``min_sampling_rate_hz`` is used; the others are
   ignored (logged at debug level). No band fast enough: ``SkipTrace("low sampling rate")``.
+- Segments of one channel at different sampling rates: the rate whose segments cover most of
+  the window (or of the requested span, without one) is kept, a tie going to the higher rate;
+  the other segments are dropped and named in the quality record.
 - Gaps within a component are merged with ``config.gap_fill``: ``"interpolate"`` (straight
   line between the samples around the gap) or ``"zeros"``; overlaps keep the first trace's data.
   Both are recorded in the quality record, and gap samples do not count as recorded.
@@ -149,12 +152,14 @@ def stream_to_array_info(
         )
 
     sr = float(config.sampling_rate_hz)
+    span = window or _requested_span(by_component, start, end)
     for comp, traces in by_component.items():
         channels = sorted({tr.stats.channel for tr in traces})
         if len(channels) > 1:  # e.g. both HHN and HH1: prefer the letter that names the axis
             preferred = [c for c in channels if c.endswith(comp)] or channels[:1]
             traces = Stream([tr for tr in traces if tr.stats.channel == preferred[0]])
-        by_component[comp] = _one_rate(traces)
+        by_component[comp], dropped = _one_rate(traces, span)
+        _note_dropped(record, comp, dropped, stations[0])
     t0 = (
         start
         if start is not None
@@ -306,13 +311,60 @@ def gaps_and_overlaps(
     return gaps, overlaps
 
 
-def _one_rate(traces: Stream) -> Stream:
-    """Same channel, different rates: keep the segments at the most common rate."""
-    rates = {float(tr.stats.sampling_rate) for tr in traces}
-    if len(rates) <= 1:
-        return traces
-    best = max(rates, key=lambda r: sum(float(t.stats.sampling_rate) == r for t in traces))
-    return Stream([tr for tr in traces if float(tr.stats.sampling_rate) == best])
+def _requested_span(
+    by_component: dict[str, Stream], start: UTCDateTime | None, end: UTCDateTime | None
+) -> tuple[UTCDateTime, UTCDateTime]:
+    """``start``..``end``, each defaulting to the edge of the traces (the span that will be
+    read when no window is cut)."""
+    traces = [tr for segments in by_component.values() for tr in segments]
+    first = start if start is not None else min(tr.stats.starttime for tr in traces)
+    last = end if end is not None else max(tr.stats.endtime + tr.stats.delta for tr in traces)
+    return first, last
+
+
+def _covered_s(traces: Stream, begin: UTCDateTime, end: UTCDateTime) -> float:
+    """Seconds of ``[begin, end)`` covered by the segments (each sample lasting one sample
+    period; overlapping segments counted once)."""
+    spans = sorted((tr.stats.starttime, tr.stats.endtime + tr.stats.delta) for tr in traces)
+    covered, reached = 0.0, begin
+    for lo, hi in spans:
+        lo, hi = max(lo, reached), min(hi, end)
+        if hi > lo:
+            covered += float(hi - lo)
+            reached = hi
+    return covered
+
+
+def _one_rate(traces: Stream, span: tuple[UTCDateTime, UTCDateTime]) -> tuple[Stream, Stream]:
+    """Segments of one channel at several rates -> ``(kept, dropped)``: the rate whose segments
+    cover most of ``span`` is kept, ties (within one sample of the slowest rate) going to the
+    higher rate. Counting segments would let a short stray segment outside the window win and
+    leave the window empty though it was recorded."""
+    by_rate: dict[float, Stream] = {}
+    for tr in traces:
+        by_rate.setdefault(float(tr.stats.sampling_rate), Stream()).append(tr)
+    if len(by_rate) <= 1:
+        return traces, Stream()
+    covered = {rate: _covered_s(segments, *span) for rate, segments in by_rate.items()}
+    tie = 1.0 / min(by_rate)
+    most = max(covered.values())
+    best = max(rate for rate, seconds in covered.items() if seconds >= most - tie)
+    dropped = Stream([tr for rate, segments in by_rate.items() if rate != best for tr in segments])
+    return by_rate[best], dropped
+
+
+def _note_dropped(record: QualityRecord, comp: str, dropped: Stream, station: str) -> None:
+    """Name the segments :func:`_one_rate` dropped in the quality record, per rate."""
+    counts: dict[float, int] = {}
+    for tr in dropped:
+        rate = float(tr.stats.sampling_rate)
+        counts[rate] = counts.get(rate, 0) + 1
+    for rate, count in sorted(counts.items()):
+        record.dropped_segments.append((comp, count, rate))
+        logger.info(
+            "%s: component %s holds segments at several rates; dropped %d at %g Hz",
+            station, comp, count, rate,
+        )  # fmt: skip
 
 
 def _merge(traces: Stream, gap_fill: str):

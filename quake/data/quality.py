@@ -195,6 +195,8 @@ class QualityRecord:
     non_finite: int = 0
     resampled_from_hz: float | None = None
     ignored_channels: list[str] = field(default_factory=list)  # channel letter not Z/N/E/1/2
+    # segments of a channel at another rate than the one kept: (comp, count, rate_hz)
+    dropped_segments: list[tuple[str, int, float]] = field(default_factory=list)
     actions: dict[str, str] = field(default_factory=dict)  # flag -> what was done
 
     # --- what went wrong ----------------------------------------------------------------------
@@ -263,6 +265,9 @@ class QualityRecord:
             parts.append(f"resampled from {self.resampled_from_hz:g} Hz")
         if self.ignored_channels:
             parts.append(f"ignored channel {', '.join(self.ignored_channels)} (unknown component)")
+        for c, count, rate in self.dropped_segments:
+            word = "segment" if count == 1 else "segments"
+            parts.append(f"dropped {count} {word} at {rate:g} Hz ({c})")
         return "; ".join(parts)
 
     def has_events(self) -> bool:
@@ -296,6 +301,7 @@ class QualityRecord:
             clipped=list(self.clipped),
             dropouts=list(self.dropouts),
             ignored_channels=list(self.ignored_channels),
+            dropped_segments=list(self.dropped_segments),
             actions=dict(self.actions),
         )
 
