@@ -89,13 +89,7 @@ def classify_events(
     An event whose predicted class is less probable than ``min_probability`` is marked for
     review (:func:`review_reason`).
     """
-    check_min_probability(min_probability)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0, got {workers!r}")
-    if flush_every < 1:
-        raise ValueError(f"flush_every must be >= 1, got {flush_every!r}")
+    _check_options(min_probability, batch_size, workers, flush_every)
     class_names = list(classifier.class_names)
     model_id = str(classifier.model_id)
     columns = prediction_columns(class_names)
@@ -133,23 +127,11 @@ def classify_events(
             k, n_emitted = n_emitted, n_emitted + 1  # events come back in the reader's order
             if todo_ids[k] != p.event_id:
                 raise RuntimeError(f"event {p.event_id} came back in the place of {todo_ids[k]}")
-            event_probs = (
-                combine_station_probabilities(station_probs) if len(station_probs) else None
-            )
-            if event_probs is not None and context_by_id:
-                event_probs = combine_models([event_probs[None], context_by_id[p.event_id][None]])[
-                    0
-                ]
+            event_probs = event_probabilities(station_probs, context_by_id.get(p.event_id))
             origin = utc_or_none(todo_origins[k])
             row = event_row(p, origin, event_probs, class_names, model_id, min_probability)
             outputs.add(row, station_rows(p, station_probs, class_names), todo_positions[k])
-            summary.n_windows += len(station_probs)
-            summary.n_classified += event_probs is not None
-            summary.n_unclassified += event_probs is None
-            summary.skip_counts.update(s.reason for s in p.stations if not s.used)
-            summary.quality_counts.update(f for s in p.stations if s.used for f in s.flags)
-            if p.event_reason:
-                summary.skip_counts[p.event_reason] += 1
+            summary.count_event(p, len(station_probs), classified=event_probs is not None)
         if bar is not None and finished:
             bar.update(len(finished))
         since_flush += len(finished)
@@ -186,6 +168,30 @@ def classify_events(
         summary.events_per_s,
     )
     return summary
+
+
+def _check_options(min_probability: float, batch_size: int, workers: int, flush_every: int):
+    check_min_probability(min_probability)
+    for name, value, least in (
+        ("batch_size", batch_size, 1),
+        ("workers", workers, 0),
+        ("flush_every", flush_every, 1),
+    ):
+        if value < least:
+            raise ValueError(f"{name} must be >= {least}, got {value!r}")
+
+
+def event_probabilities(
+    station_probs: np.ndarray, context: np.ndarray | None = None
+) -> np.ndarray | None:
+    """An event's probabilities from its stations' (None without a usable station), joined by
+    the catalog context's vote when the model was trained with it."""
+    if not len(station_probs):
+        return None
+    probs = combine_station_probabilities(station_probs)
+    if context is not None:
+        probs = combine_models([probs[None], context[None]])[0]
+    return probs
 
 
 def catalog_context(classifier, events: pd.DataFrame) -> dict[str, np.ndarray]:

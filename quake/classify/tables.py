@@ -79,6 +79,17 @@ class ClassifySummary:
     # catalog type -> predicted class -> events, when the catalog has types (agreement_table)
     agreement: dict = field(default_factory=dict)
 
+    def count_event(self, prepared: PreparedEvent, n_windows: int, classified: bool) -> None:
+        """Add one finished event: its windows, whether it was classified, its stations'
+        skip reasons and the quality flags of the stations used."""
+        self.n_windows += n_windows
+        self.n_classified += classified
+        self.n_unclassified += not classified
+        self.skip_counts.update(s.reason for s in prepared.stations if not s.used)
+        self.quality_counts.update(f for s in prepared.stations if s.used for f in s.flags)
+        if prepared.event_reason:
+            self.skip_counts[prepared.event_reason] += 1
+
     @property
     def events_per_s(self) -> float:
         done = self.n_events - self.n_resumed
