@@ -1,6 +1,6 @@
 """quake pretrain: self-supervised pretraining of the HybridViT on unlabelled recordings.
 
-    quake pretrain --data ../shared/data/real/unlabelled-pnw --out runs/pretrain-pnw
+    quake pretrain --data /data/unlabelled-pnw --out runs/pretrain-pnw
     quake train --pretrained runs/pretrain-pnw ...        (every fold starts from it)
 
 reads every --data path (SeisBench set, catalog + miniSEED folder with or without event types,
