@@ -26,6 +26,7 @@ from quake.classes import ClassNames
 from quake.data import PreprocessConfig
 from quake.deploy.manifest import (
     CLASSIFIER_FILE,
+    check_digests,
     file_sha256,
     read_manifest,
     saved_format,
@@ -54,18 +55,8 @@ def verify_weights(folder: Path, manifest: dict) -> None:
             folder / CLASSIFIER_FILE,
         )
         return
-    for member in manifest["members"]:
-        path = folder / member / WEIGHTS_FILE
-        expected = recorded.get(member)
-        if not path.is_file():
-            raise ValueError(f"{str(path)!r} is missing; expected the weights of {member}")
-        found = file_sha256(path)
-        if found != expected:
-            raise ValueError(
-                f"{str(path)!r} has SHA-256 {found[:16]}..., not the {str(expected)[:16]}... "
-                f"recorded in {CLASSIFIER_FILE} when model {manifest.get('model_id')!r} was saved; "
-                "expected the saved weights (the file was changed after saving)"
-            )
+    files = {folder / m / WEIGHTS_FILE: recorded.get(m) for m in manifest["members"]}
+    check_digests(files, folder / CLASSIFIER_FILE, manifest.get("model_id"))
 
 
 def weights_digest(models: Sequence[torch.nn.Module]) -> str:

@@ -32,7 +32,13 @@ from skl2onnx.common.data_types import FloatTensorType
 
 from quake.classes import ClassNames
 from quake.data import PreprocessConfig
-from quake.deploy.manifest import CLASSIFIER_FILE, file_sha256, read_manifest, write_manifest
+from quake.deploy.manifest import (
+    CLASSIFIER_FILE,
+    check_digests,
+    file_sha256,
+    read_manifest,
+    write_manifest,
+)
 from quake.deploy.protocol import Classifier, check_windows
 from quake.models.forest import feature_names, spectral_features
 from quake.probabilities import full_class_probabilities
@@ -245,11 +251,8 @@ class BaselineClassifier(Classifier):
         folder = Path(folder)
         manifest = read_manifest(folder, FORMAT)
         path = folder / FORESTS_FILE
-        if not path.is_file() or file_sha256(path) != manifest.get("forests_sha256"):
-            raise ValueError(
-                f"{str(path)!r} is missing or differs from the forests saved with model "
-                f"{manifest.get('model_id')!r}; expected the file written with it"
-            )
+        recorded = {path: manifest.get("forests_sha256")}
+        check_digests(recorded, folder / CLASSIFIER_FILE, manifest.get("model_id"))
         tensors = load_file(str(path))
         forests = [
             {name: tensors[f"forest_{k}.{name}"] for name in _ARRAYS}
@@ -281,15 +284,10 @@ def _load_graphs(folder: Path, manifest: dict) -> list[ForestGraph] | None:
     recorded = manifest.get("onnx")
     if not recorded:
         return None
-    graphs = []
-    for name, digest, classes in zip(
-        recorded["files"], recorded["sha256"], recorded["classes"], strict=True
-    ):
-        path = folder / name
-        if not path.is_file() or file_sha256(path) != digest:
-            raise ValueError(
-                f"{str(path)!r} is missing or differs from the forest graph saved with model "
-                f"{manifest.get('model_id')!r}; expected the file written with it"
-            )
-        graphs.append(ForestGraph(path.read_bytes(), tuple(int(c) for c in classes)))
-    return graphs
+    paths = [folder / name for name in recorded["files"]]
+    digests = dict(zip(paths, recorded["sha256"], strict=True))
+    check_digests(digests, folder / CLASSIFIER_FILE, manifest.get("model_id"))
+    return [
+        ForestGraph(path.read_bytes(), tuple(int(c) for c in classes))
+        for path, classes in zip(paths, recorded["classes"], strict=True)
+    ]

@@ -45,3 +45,21 @@ def write_manifest(staging: Path, manifest: dict, directory: Path) -> Path:
     """Write ``classifier.json`` into the staged folder and move it into place."""
     (staging / CLASSIFIER_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return publish_staged(staging, directory)
+
+
+def check_digests(files: dict[Path, str | None], manifest_path: Path, model_id: object) -> None:
+    """ValueError naming the file when one of ``files`` is missing or differs from the SHA-256
+    recorded in ``manifest_path`` when model ``model_id`` was saved: a file edited, replaced or
+    cut short after saving never runs under that id."""
+    for path, expected in files.items():
+        if not path.is_file():
+            raise ValueError(
+                f"{str(path)!r} is missing; expected the file saved with model {model_id!r}"
+            )
+        found = file_sha256(path)
+        if found != expected:
+            raise ValueError(
+                f"{str(path)!r} has SHA-256 {found[:16]}..., not the {str(expected)[:16]}... "
+                f"recorded in {manifest_path.name} when model {model_id!r} was saved; expected "
+                "the saved file (the file was changed after saving)"
+            )

@@ -26,7 +26,7 @@ from quake.classes import ClassNames
 from quake.data import PreprocessConfig
 from quake.deploy.combined import combine_parts
 from quake.deploy.forest import GRAPH_INPUT, GRAPH_LEAVES, leaf_probabilities
-from quake.deploy.manifest import file_sha256
+from quake.deploy.manifest import check_digests
 from quake.deploy.protocol import Classifier, check_windows
 from quake.models.forest import spectral_features
 from quake.runtime import publish_staged, staging_dir
@@ -169,17 +169,8 @@ def verify_export_files(directory: Path, sidecar: dict[str, Any]) -> None:
             directory / SIDECAR_FILE,
         )
         return
-    for name, expected in recorded.items():
-        path = directory / name
-        if not path.is_file():
-            raise ValueError(f"{str(path)!r} is missing; expected the file the export wrote")
-        found = file_sha256(path)
-        if found != expected:
-            raise ValueError(
-                f"{str(path)!r} has SHA-256 {found[:16]}..., not the {str(expected)[:16]}... "
-                f"recorded in {SIDECAR_FILE} when model {sidecar.get('model_id')!r} was exported; "
-                "expected the exported file (it was changed after export)"
-            )
+    files = {directory / name: digest for name, digest in recorded.items()}
+    check_digests(files, directory / SIDECAR_FILE, sidecar.get("model_id"))
 
 
 class OnnxClassifier(Classifier):
