@@ -57,6 +57,7 @@ from quake.runtime import (
     write_atomic,
     write_text_atomic,
 )
+from quake.training.loop import attention_backend, parameter_groups, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,6 @@ def build_encoder(config: PretrainConfig, img_size: tuple[int, int], init: bool)
 
 def learning_rate(config: PretrainConfig, step: int, steps_per_epoch: int) -> float:
     """Linear warm-up, then cosine to ``lr * min_lr_ratio`` (training's schedule)."""
-    from quake.training.loop import warmup_cosine
-
     o = config.optim
     return o.lr * warmup_cosine(
         step,
@@ -258,8 +257,6 @@ def _run(
 ) -> PretrainResult:
     """The epochs. Under torchrun every rank holds all windows and draws the same order; each
     global batch is split over the ranks and DDP averages the gradients; rank 0 writes."""
-    from quake.training.loop import attention_backend, parameter_groups
-
     resuming = (out / RESUME_FILE).is_file()
     img_size = tuple(preprocess.spectrogram_shape[1:])
     torch.manual_seed(config.seed)
