@@ -99,3 +99,53 @@ def test_overflow_is_found_per_channel_and_an_ordinary_window_passes():
     assert overflow_description(x).startswith("N: samples up to")
     with pytest.raises(SkipTrace, match="overflow: N: samples up to .* overflow float32"):
         window_from_array(x, config)
+
+
+# --- a malformed origin time in a catalog: that event is skipped, named, the batch goes on ------
+BAD_TIMES = {"uw61511322": "2018-13-45T99:00:00", "uw61521381": "not a time"}
+
+
+def catalog_with_bad_times(pnw, root):
+    """pnw-eqex's catalog.csv with two origin times that are no date-time."""
+    root.mkdir(parents=True, exist_ok=True)
+    catalog = pd.read_csv(pnw / "catalog.csv", dtype=str, keep_default_na=False)
+    for event_id, value in BAD_TIMES.items():
+        catalog.loc[catalog["event_id"] == event_id, "time"] = value
+    catalog.to_csv(root / "catalog.csv", index=False)
+    return root / "catalog.csv"
+
+
+def test_a_bad_origin_time_skips_its_event_and_names_it(model_dir, pnw, tmp_path, caplog):
+    classifier = load(model_dir)
+    for name, catalog in [("clean", pnw / "catalog.csv"),
+                          ("bad", catalog_with_bad_times(pnw, tmp_path / "data"))]:  # fmt: skip
+        summary = run_classification(classifier, catalog, str(pnw), tmp_path / f"{name}.csv",
+                                     workers=0, progress=False)  # fmt: skip
+    clean = read_predictions(tmp_path / "clean.csv")
+    bad = read_predictions(tmp_path / "bad.csv")
+    assert len(bad) == 48 and list(bad["event_id"]) == list(clean["event_id"])  # catalog order
+    bad, clean = bad.set_index("event_id"), clean.set_index("event_id")
+    for event_id, value in BAD_TIMES.items():
+        assert bad.loc[event_id, "predicted_class"] == ""
+        assert bad.loc[event_id, "skip_reasons"] == f"bad origin time: {value!r}"
+        assert f"{event_id} (bad origin time: {value!r})" in caplog.text  # each one named
+    others = [e for e in clean.index if e not in BAD_TIMES]
+    pd.testing.assert_frame_equal(bad.loc[others], clean.loc[others])
+    assert summary.skip_counts["bad origin time"] == 2
+    assert summary.n_unclassified == 2 + int((clean["predicted_class"] == "").sum())
+
+
+def test_a_bad_origin_time_is_a_counted_skip_in_a_training_catalog(pnw, tmp_path):
+    from quake.data import open_dataset
+
+    catalog_with_bad_times(pnw, tmp_path)
+    (tmp_path / "waveforms").symlink_to(pnw / "waveforms")
+    dataset = open_dataset(tmp_path)
+    skipped = dict(dataset.skipped)
+    for event_id, value in BAD_TIMES.items():
+        assert skipped[event_id] == f"bad origin time: {value!r}"
+        assert event_id not in set(dataset.metadata["source_id"])
+    assert (
+        len(set(dataset.metadata["source_id"]))
+        == len(set(open_dataset(pnw).metadata["source_id"])) - 2
+    )

@@ -240,6 +240,27 @@ def test_train_refuses_a_pickled_pretrained_file_and_a_set_without_labels(real_d
     assert not (tmp_path / "run3").exists()
 
 
+def test_train_refuses_a_pretrained_path_of_the_wrong_kind_before_reading_data(pnw, tmp_path):
+    """A training run folder (or a config file) passed as --pretrained is refused when the
+    config is checked: before the data are read, and without a run folder that would then
+    refuse the corrected command."""
+    run = tmp_path / "earlier-run"
+    (run / "model").mkdir(parents=True)
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "model" / "classifier.json").write_text("{}")
+    for pretrained, what in [
+        (run, "is a quake training run folder (config.yaml + model/)"),
+        (run / "config.yaml", "is a .yaml file"),
+    ]:
+        out = tmp_path / "run"
+        result = _script("train.py", "--data", pnw, "--out", out, "--pretrained", pretrained,
+                         "--depth", "1", "--epochs", "1")  # fmt: skip
+        _assert_one_line_error(result, f"model.pretrained={str(pretrained)!r} {what}",
+                               "expected 'auto', 'none', a folder written by quake pretrain")  # fmt: skip
+        assert len(result.stderr.strip().splitlines()) == 1  # nothing read, nothing logged
+        assert not out.exists()
+
+
 # --- a full disk and a read-only folder: a small tmpfs in a private mount namespace --------------
 def _private_tmpfs_prefix(folder: Path, options: str) -> tuple[str, ...]:
     """A command prefix that runs the command with a tmpfs (``options``) mounted over ``folder``,

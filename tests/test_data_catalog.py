@@ -122,12 +122,31 @@ def test_repeated_event_ids_are_an_error_for_a_training_catalog_too(tmp_path):
         open_dataset(tmp_path)
 
 
-def test_bad_origin_time_in_a_training_catalog_is_a_clear_error(tmp_path):
-    (tmp_path / "catalog.csv").write_text("event_id,time,event_type\nev1,yesterday,earthquake\n")
-    with pytest.raises(
-        ValueError, match=r"event 'ev1': origin time 'yesterday' is not a date-time"
-    ):
-        open_dataset(tmp_path)
+def test_bad_origin_times_are_named_in_one_warning(tmp_path, caplog):
+    path = tmp_path / "catalog.csv"
+    path.write_text("event_id,time\nev1,yesterday\nev2,2021-06-01T12:00:00\nev3,2021-02-30\n")
+    table = read_catalog(path)
+    assert list(table["skip_reason"]) == [
+        "bad origin time: 'yesterday'",
+        "",
+        "bad origin time: '2021-02-30'",
+    ]
+    assert table["origin_time"].tolist() == [None, ORIGIN, None]
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "2 event(s) will be skipped" in warning
+    assert "ev1 (bad origin time: 'yesterday')" in warning
+    assert "ev3 (bad origin time: '2021-02-30')" in warning
+
+
+def test_a_bad_quakeml_origin_time_is_named(tmp_path):
+    """obspy reads a time it cannot parse as None; the event's skip reason names the text."""
+    path = tmp_path / "catalog.xml"
+    Catalog(events=[_event("ev1"), _event("ev2")]).write(str(path), format="QUAKEML")
+    text = path.read_text()
+    path.write_text(text.replace(str(ORIGIN), "2018-13-45T99:00:00", 1))
+    with pytest.warns(UserWarning, match="Could not convert"):
+        table = read_catalog(path)
+    assert list(table["skip_reason"]) == ["bad origin time: '2018-13-45T99:00:00'", ""]
 
 
 def test_each_side_requires_the_csv_columns_it_needs(tmp_path):

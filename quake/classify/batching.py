@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from quake.classify.tables import ClassifySummary
-from quake.classify.windows import PreparedEvent, prepare_event
+from quake.classify.windows import PreparedEvent, prepare_event, unusable_event
 from quake.data.catalog import utc_or_none
 from quake.data.sources import EventRequest, WaveformSource
 from quake.processes import die_with_parent
@@ -34,6 +34,8 @@ class EventReader(torch.utils.data.Dataset):
         self.latitudes = events["latitude"].to_numpy()
         self.longitudes = events["longitude"].to_numpy()
         self.p_picks = events["p_picks"].to_numpy()
+        reasons = events["skip_reason"] if "skip_reason" in events else None
+        self.skip_reasons = None if reasons is None else reasons.astype(str).to_numpy()
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -47,6 +49,8 @@ class EventReader(torch.utils.data.Dataset):
         )
 
     def __getitem__(self, i: int) -> PreparedEvent:
+        if self.skip_reasons is not None and self.skip_reasons[i]:  # e.g. a bad origin time
+            return unusable_event(self.event_ids[i], self.skip_reasons[i], self.config)
         return prepare_event(self.source, self.request(i), self.p_picks[i] or {}, self.config)
 
 

@@ -87,8 +87,8 @@ class ClassifySummary:
         self.n_unclassified += not classified
         self.skip_counts.update(s.reason for s in prepared.stations if not s.used)
         self.quality_counts.update(f for s in prepared.stations if s.used for f in s.flags)
-        if prepared.event_reason:
-            self.skip_counts[prepared.event_reason] += 1
+        if prepared.event_reason:  # counted by its kind: "bad origin time", not each value
+            self.skip_counts[prepared.event_reason.split(":", 1)[0]] += 1
 
     @property
     def events_per_s(self) -> float:

@@ -110,6 +110,12 @@ def window_station(
     return window.astype(np.float32, copy=False), result
 
 
+def unusable_event(event_id: str, reason: str, config: PreprocessConfig) -> PreparedEvent:
+    """An event the catalog gives no usable origin for: no station read, ``reason`` named."""
+    empty = np.zeros((0, 3, config.window_samples), dtype=np.float32)
+    return PreparedEvent(event_id, empty, event_reason=reason)
+
+
 def prepare_event(
     source: WaveformSource,
     request: EventRequest,
@@ -117,12 +123,11 @@ def prepare_event(
     config: PreprocessConfig,
 ) -> PreparedEvent:
     """Fetch one event's traces and window every station (timed: reading vs preprocessing)."""
-    empty = np.zeros((0, 3, config.window_samples), dtype=np.float32)
-    prepared = PreparedEvent(request.event_id, empty)
     needs_anchor = config.anchor == "p_arrival"
     if needs_anchor and request.origin_time is None and not p_picks and source.kind != "seisbench":
-        prepared.event_reason = "no origin time"
-        return prepared
+        return unusable_event(request.event_id, "no origin time", config)
+    empty = np.zeros((0, 3, config.window_samples), dtype=np.float32)
+    prepared = PreparedEvent(request.event_id, empty)
     t0 = time.perf_counter()
     try:
         traces = source.fetch(request)

@@ -44,7 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument(
-        "--pretrained", help="auto (timm ImageNet weights if available), none, or a weights file"
+        "--pretrained",
+        help="auto (timm ImageNet weights if available), none, a quake pretrain folder, or a "
+        "timm checkpoint file",
     )
     p.add_argument(
         "--freeze-backbone", action="store_true", default=None, help="keep the ViT blocks frozen"

@@ -38,7 +38,10 @@ REVIEWED_STATUSES = ("reviewed", "final")
 
 #: The event table's columns. ``origin_time`` is an ``obspy.UTCDateTime`` or None; numbers are
 #: floats or None/NaN; ``event_type``, ``magnitude_type`` and the evaluation fields are text,
-#: "" when unknown; ``p_picks`` maps ``NET.STA.LOC`` and ``NET.STA`` to the first P pick time.
+#: "" when unknown; ``p_picks`` maps ``NET.STA.LOC`` and ``NET.STA`` to the first P pick time;
+#: ``skip_reason`` says why an event cannot be used ("bad origin time: '2018-13-45T99:00:00'"),
+#: "" when it can: such an event stays in the table (classification gives it its row) and is
+#: named in one warning when the catalog is read.
 #: A compact table (``read_catalog(..., compact=True)``, for catalogs of millions of events)
 #: holds the same values without a Python object per event where it can: ``origin_time`` as
 #: ``datetime64[ns]`` (UTC, NaT when unknown; read it with :func:`utc_or_none`), numbers as
@@ -56,11 +59,14 @@ CATALOG_COLUMNS = (
     "evaluation_status",
     "reviewed",
     "p_picks",
+    "skip_reason",
 )
 
 #: Fields a caller may insist a CSV catalog has a column for (``require=``); a QuakeML event
 #: always has them (possibly empty).
-CSV_FIELDS = tuple(c for c in CATALOG_COLUMNS if c not in ("event_id", "reviewed", "p_picks"))
+CSV_FIELDS = tuple(
+    c for c in CATALOG_COLUMNS if c not in ("event_id", "reviewed", "p_picks", "skip_reason")
+)
 
 QUAKEML_SUFFIXES = (".xml", ".quakeml", ".qml")
 #: Every suffix read as a catalog: QuakeML, then CSV.
@@ -221,7 +227,29 @@ def _row_from_quakeml(event: Event, event_id: str) -> dict:
         "evaluation_status": status,
         "reviewed": is_reviewed(mode, status),
         "p_picks": first_p_picks(event),
+        "skip_reason": "",
     }
+
+
+def _name_bad_quakeml_times(path: Path, catalog: Catalog, rows: list[dict]) -> None:
+    """Give the skip reason to events whose origin obspy read without its time: obspy turns a
+    time it cannot parse into None (with a warning that names no event), so the text is looked
+    up in the file by the origin's publicID."""
+    origins = [preferred_origin(event) for event in catalog]
+    bad = [
+        (row, o) for row, o in zip(rows, origins, strict=True) if o is not None and o.time is None
+    ]
+    if not bad:
+        return
+    from lxml import etree
+
+    texts = {
+        element.get("publicID"): element.findtext("{*}time/{*}value")
+        for element in etree.parse(str(path)).iter("{*}origin")
+    }
+    for row, origin in bad:
+        text = texts.get(str(origin.resource_id))
+        row["skip_reason"] = f"bad origin time: {(text or '').strip()!r}"
 
 
 def _read_quakeml(path: Path) -> Catalog:
@@ -246,17 +274,20 @@ def _xml_error(path: Path) -> str | None:
 
 
 # --- CSV ---------------------------------------------------------------------------------------
-def _parse_time(value: object, event_id: str) -> obspy.UTCDateTime | None:
+#: What an origin time is expected to look like, for the warning about those that do not.
+TIME_EXPECTED = "expected ISO 8601, e.g. 2019-02-08T17:41:10.54Z"
+
+
+def _parse_time(value: object) -> tuple[obspy.UTCDateTime | None, str]:
+    """The origin time of a CSV cell and "" , or None and the skip reason of a cell that is
+    not a date-time (an empty cell is an unknown time, not a bad one)."""
     text = text_or_empty(value)
     if not text:
-        return None
+        return None, ""
     try:
-        return obspy.UTCDateTime(text)
-    except Exception as err:  # obspy raises several types for bad strings
-        raise ValueError(
-            f"event {event_id!r}: origin time {value!r} is not a date-time; expected ISO 8601, "
-            "e.g. 2019-02-08T17:41:10.54Z"
-        ) from err
+        return obspy.UTCDateTime(text), ""
+    except Exception:  # obspy raises several types for bad strings
+        return None, f"bad origin time: {text!r}"
 
 
 def _csv_column(columns: Iterable[str], field: str) -> str | None:
@@ -336,10 +367,8 @@ def _csv_events(
     if id_rule.startswith("regex:"):
         event_ids = [_apply_regex(id_rule[len("regex:") :], e) for e in event_ids]
     mode, status = text("evaluation_mode"), text("evaluation_status")
-    if time_column is None:
-        times = [None] * n
-    else:
-        times = [_parse_time(v, e) for v, e in zip(table[time_column], event_ids, strict=True)]
+    parsed = [_parse_time(v) for v in table[time_column]] if time_column else [(None, "")] * n
+    times = [time for time, _ in parsed]
     columns = {
         "event_id": event_ids,
         "origin_time": _as_datetime64(times) if compact else times,
@@ -353,6 +382,7 @@ def _csv_events(
         "evaluation_status": status,
         "reviewed": [is_reviewed(m, s) for m, s in zip(mode, status, strict=True)],
         "p_picks": [None] * n if compact else [{} for _ in range(n)],
+        "skip_reason": [reason for _, reason in parsed],
     }
     events = pd.DataFrame(columns, columns=list(CATALOG_COLUMNS))
     return compact_table(events) if compact else events
@@ -360,7 +390,13 @@ def _csv_events(
 
 # --- compact tables ----------------------------------------------------------------------------
 NUMBER_COLUMNS = ("latitude", "longitude", "depth_km", "magnitude")
-TEXT_COLUMNS = ("magnitude_type", "event_type", "evaluation_mode", "evaluation_status")
+TEXT_COLUMNS = (
+    "magnitude_type",
+    "event_type",
+    "evaluation_mode",
+    "evaluation_status",
+    "skip_reason",
+)
 
 
 def _as_datetime64(times: list) -> pd.Series | list:
@@ -414,6 +450,18 @@ def _check_ids(events: pd.DataFrame, path: Path | str) -> None:
         )
 
 
+def _warn_unusable(events: pd.DataFrame, path: Path) -> None:
+    """One warning that names every event the catalog gives no usable origin for (its id and
+    the value), so that all of them can be mended at once."""
+    reasons = events["skip_reason"].astype(str)
+    bad = events.loc[reasons != "", "event_id"]
+    if len(bad):
+        named = ", ".join(f"{e} ({r})" for e, r in zip(bad, reasons[reasons != ""], strict=True))
+        logger.warning(
+            "catalog %s: %d event(s) will be skipped: %s; %s", path, len(bad), named, TIME_EXPECTED
+        )
+
+
 def _read(
     path: str | os.PathLike | Catalog, id_rule: str, require: Iterable[str], compact: bool = False
 ) -> tuple[pd.DataFrame, Catalog | None]:
@@ -436,6 +484,7 @@ def _read(
     if is_quakeml(path):
         catalog = _read_quakeml(path)
         rows = [_row_from_quakeml(ev, quakeml_event_id(ev, id_rule)) for ev in catalog]
+        _name_bad_quakeml_times(path, catalog, rows)
         events = pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
     elif path.suffix.lower() == ".csv":
         events = _read_csv(path, id_rule, require, compact)
@@ -445,6 +494,7 @@ def _read(
             f"{', '.join(CATALOG_SUFFIXES)}"
         )
     _check_ids(events, path)
+    _warn_unusable(events, path)
     if compact and catalog is not None:
         events = compact_table(events)
     logger.info(

@@ -89,6 +89,16 @@ def _metadata(path: Path) -> dict[str, str]:
         ) from None
 
 
+def what_folder_is(path: Path) -> str:
+    """What a folder without encoder weights looks like, so that the refusal can say which
+    of quake's other folders was passed where a pretraining folder was expected."""
+    if (path / "config.yaml").is_file() and (path / "model").is_dir():
+        return "a quake training run folder (config.yaml + model/)"
+    if (path / "classifier.json").is_file():
+        return "a saved quake classifier (classifier.json)"
+    return f"a folder without {ENCODER_FILE}"
+
+
 def find_encoder(path: str | os.PathLike[str]) -> Path | None:
     """The encoder weights ``path`` names (a pretraining folder, or its ``encoder.safetensors``
     under any name), or None when ``path`` is some other file (a timm checkpoint). A folder
@@ -98,8 +108,8 @@ def find_encoder(path: str | os.PathLike[str]) -> Path | None:
         if (path / ENCODER_FILE).is_file():
             return path / ENCODER_FILE
         raise ValueError(
-            f"{str(path)!r} is a folder without {ENCODER_FILE}; expected a folder written by "
-            "quake pretrain (or a weights file)"
+            f"{str(path)!r} is {what_folder_is(path)}; expected a folder written by "
+            f"quake pretrain (with {ENCODER_FILE}) or a timm checkpoint file"
         )
     if path.is_file() and path.suffix.lower() == ".safetensors":
         if _metadata(path).get("format") == ENCODER_FORMAT:

@@ -23,9 +23,17 @@ from torch import nn
 from quake.classes import ClassNames
 from quake.data.config import DEFAULT_SPECTROGRAM_SIZE
 from quake.models.backbones import Backbone
-from quake.models.encoder import find_encoder, load_encoder, read_encoder, run_summary
+from quake.models.encoder import (
+    ENCODER_FILE,
+    find_encoder,
+    load_encoder,
+    read_encoder,
+    run_summary,
+    what_folder_is,
+)
 from quake.models.fusion import FUSION_DIM, PhysicalFeatures
 from quake.models.pretrained import (
+    CHECKPOINT_SUFFIXES,
     copy_backbone_weights,
     fetch_hub_state_dict,
     read_checkpoint,
@@ -81,6 +89,29 @@ def _pretrained_arg(value: object) -> bool | str:
         f"pretrained must be True (timm's ImageNet weights), False (random init) or a path to a "
         f"timm checkpoint file or a pretraining folder (quake pretrain), got {value!r}"
     )
+
+
+#: What a path given as ``pretrained`` may name.
+PRETRAINED_PATHS = (
+    f"a folder written by quake pretrain (with {ENCODER_FILE}) or a timm checkpoint file "
+    f"({', '.join(CHECKPOINT_SUFFIXES)})"
+)
+
+
+def pretrained_path_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be pretrained weights ("is a quake training run folder ...", "does
+    not exist"), or None when it can. Decided from the path's name and layout alone, so that a
+    wrong path stops a training run before any data is read or any folder is made."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return None if (path / ENCODER_FILE).is_file() else f"is {what_folder_is(path)}"
+    if not path.exists():
+        return "does not exist"
+    if not path.is_file():
+        return "is neither a file nor a folder"
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        return f"is a {path.suffix} file" if path.suffix else "is a file without a suffix"
+    return None
 
 
 class HybridViT(nn.Module):

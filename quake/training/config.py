@@ -20,7 +20,7 @@ import yaml
 
 from quake.data import LabelSpec, PreprocessConfig
 from quake.deploy.combined import HYBRID_WEIGHT
-from quake.models import Backbone
+from quake.models import PRETRAINED_PATHS, Backbone, pretrained_path_problem
 from quake.models.context import parse_timezone
 
 CLASS_BALANCE_CHOICES = ("weighted_loss", "balanced_sampling", "none")
@@ -114,12 +114,12 @@ class ModelConfig:
             "'auto', 'none', the path of a weights file or of a pretraining folder",
         )
         if self.pretrained not in ("auto", "none"):
-            _check(
-                Path(self.pretrained).expanduser().exists(),
-                "model.pretrained",
-                self.pretrained,
-                "'auto', 'none', an existing weights file or pretraining folder",
-            )
+            problem = pretrained_path_problem(self.pretrained)
+            if problem is not None:  # e.g. a training run's folder: refused before any data
+                raise ValueError(
+                    f"config value model.pretrained={self.pretrained!r} {problem}; expected "
+                    f"'auto', 'none', {PRETRAINED_PATHS}"
+                )
 
 
 @dataclass

@@ -23,6 +23,7 @@ from quake.training.cross_validation import (
     CVData,
     pre_event_samples,
 )
+from quake.training.shortcuts import find_shortcuts
 from quake.training.splits import (
     SPLIT_COLUMN,
     Fold,
@@ -136,6 +137,10 @@ def load_data(
         "input_shape": list(preprocess.spectrogram_shape),
         "window_samples": preprocess.window_samples,
         "preprocess": preprocess.to_dict(),
+        # a class told apart by its sampling rate or components (quake.training.shortcuts)
+        "shortcuts": find_shortcuts(
+            meta, labels, class_names.to_list(), preprocess.sampling_rate_hz
+        ),
     }
     if dist.is_main and preprocess.anchor == "p_arrival":
         survey = survey_onsets(dataset, preprocess, seed=config.seed)

@@ -544,7 +544,17 @@ def _overview_lines(metrics: dict, extra: dict) -> list[str]:
         + f"; {weights}",
         f"- Deployable model: `model/` = {extra['deploy_note']}",
         *_onset_lines(metrics["data"].get("onset_survey")),
+        *_shortcut_lines(metrics["data"].get("shortcuts")),
         "",
+    ]
+
+
+def _shortcut_lines(shortcuts: list[dict] | None) -> list[str]:
+    """A class told apart by its sampling rate or components (quake.training.shortcuts)."""
+    return [
+        f"- **Shortcut**: {s['text']}: check that the model learned the signal, e.g. by "
+        "resampling or dropping components so that the classes look alike."
+        for s in shortcuts or []
     ]
 
 

@@ -12,8 +12,8 @@ classification uses too, so event ids, origins and P picks are the same on both 
 Labels come from ``event_type``, read as class names (``not existing`` is ``noise``,
 :func:`quake.classes.event_type_to_class`). The TRIMMING anchor is the P pick of the station when the
 QuakeML has one (``trace_p_arrival_sample``), else the origin time (``source_origin_time``
-relative to ``trace_start_time``). Skipped with a reason: an event without a waveform folder, an
-unreadable miniSEED file, a station with no fast-enough channel or an unknown channel code, an
+relative to ``trace_start_time``). Skipped with a reason: an event whose origin time is not a
+date-time, an event without a waveform folder, an unreadable miniSEED file, a station with no fast-enough channel or an unknown channel code, an
 event with an unknown type. An empty catalog, a CSV catalog without an ``event_type`` column
 and empty or repeated event ids are ValueErrors.
 
@@ -106,6 +106,9 @@ class CatalogDataset(WaveformDataset):
     ) -> None:
         """One row of the catalog table -> metadata rows of its stations, or skips."""
         event_id = event["event_id"]
+        if event["skip_reason"]:  # e.g. a bad origin time, named by the catalog parser
+            skipped.append((event_id, event["skip_reason"]))
+            return
         label = None
         if not self.unlabelled:
             event_type = event["event_type"] or None
