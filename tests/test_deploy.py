@@ -26,6 +26,7 @@ from quake.deploy import (
     EventClassifier,
     OnnxClassifier,
 )
+from quake.deploy.card import events_digest
 from quake.deploy.manifest import CLASSIFIER_FILE
 from quake.probabilities import prob_column
 from quake.training import load_config, train
@@ -214,3 +215,26 @@ def test_an_export_cut_short_is_named_when_it_loads(run, tmp_path):
         match=r"model\.onnx' has SHA-256 .* recorded in export\.json .* changed after saving",
     ):
         quake.load(tmp_path / "export")
+
+
+def test_the_deployed_model_carries_its_card(run, tmp_path):
+    items = pd.read_csv(run / "items.csv")
+    metrics = json.loads((run / "metrics.json").read_text())
+    clf = quake.load(run)
+    card = clf.card
+    assert (run / "model" / "card.json").is_file() and card is not None
+    assert card["training_events"] == sorted(set(items["source_id"].astype(str)))
+    assert card["training_events_sha256"] == events_digest(items["source_id"].astype(str))
+    assert card["classes"] == items["true_class"].value_counts().to_dict()
+    assert sum(card["sampling_rates_hz"].values()) == len(items)
+    assert card["window"]["length_s"] == clf.preprocess.window_s
+    folds = [f["macro_f1"] for f in metrics["combined"]["folds"]]
+    figure = card["cross_validated"]["trace_macro_f1"]
+    assert card["cross_validated"]["model"] == "combined"
+    assert figure["worst_fold"] == pytest.approx(min(folds))
+    assert figure["mean"] == pytest.approx(metrics["combined"]["aggregate"]["macro_f1"]["mean"])
+    assert quake.load(clf.save(tmp_path / "copy")).card == card
+    from quake.deploy.export import export_classifier
+
+    export_classifier(clf, tmp_path / "export")
+    assert quake.load(tmp_path / "export").card == card

@@ -129,7 +129,7 @@ class CombinedClassifier(Classifier):
         staging = staging_dir(directory)
         self.hybrid.save(staging / HYBRID_DIR)
         self.baseline.save(staging / BASELINE_DIR)
-        self.save_context(staging)
+        self.save_companions(staging)
         manifest = {
             "format": FORMAT,
             "model_id": self.model_id,
@@ -157,7 +157,7 @@ class CombinedClassifier(Classifier):
             info=manifest.get("info"),
             hybrid_weight=manifest.get("hybrid_weight", 0.5),  # older folders: equal votes
         )
-        classifier.load_context(folder)
+        classifier.load_companions(folder)
         return classifier
 
     def __repr__(self) -> str:

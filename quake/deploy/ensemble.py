@@ -154,7 +154,7 @@ class EventClassifier(Classifier):
             name = f"{MEMBERS_DIR}/member_{k}"
             model.save(staging / name)
             members.append(name)
-        self.save_context(staging)
+        self.save_companions(staging)
         manifest = {
             "format": self.FORMAT,
             "quake_version": __version__,
@@ -209,7 +209,7 @@ class EventClassifier(Classifier):
             )
         except ValueError as err:  # members and manifest disagree: name the file
             raise ValueError(f"{str(folder / CLASSIFIER_FILE)!r}: {err}") from None
-        classifier.load_context(folder)
+        classifier.load_companions(folder)
         return classifier
 
     def __repr__(self) -> str:

@@ -49,6 +49,7 @@ from torch import nn
 
 from quake.data import PreprocessConfig, spectrogram_batch
 from quake.data.filters import WaveformFilter
+from quake.deploy.card import write_card
 from quake.deploy.combined import CombinedClassifier
 from quake.deploy.ensemble import CLASSIFIER_FILE, EventClassifier
 from quake.deploy.forest import (
@@ -292,6 +293,8 @@ def export_classifier(
                 f"{type(classifier).__name__}"
             )
         result.sidecar = _sidecar(classifier, hybrid, parts, result, opset_used, atol, source)
+        if classifier.card:  # what the model was trained on travels with the export
+            write_card(staging, classifier.card)
         # checked on loading: a graph cut short or replaced never runs under this model id
         result.sidecar["sha256"] = {
             path.name: file_sha256(path) for path in sorted(staging.iterdir()) if path.is_file()

@@ -215,7 +215,7 @@ class BaselineClassifier(Classifier):
         }
         save_file(tensors, str(staging / FORESTS_FILE))
         graphs = self._save_graphs(staging)
-        self.save_context(staging)
+        self.save_companions(staging)
         manifest = {
             "format": FORMAT,
             "model_id": self.model_id,
@@ -268,7 +268,7 @@ class BaselineClassifier(Classifier):
             info=manifest.get("info", {}),
             graphs=_load_graphs(folder, manifest),
         )
-        classifier.load_context(folder)
+        classifier.load_companions(folder)
         return classifier
 
     def __repr__(self) -> str:

@@ -34,6 +34,7 @@ from quake.classify.run import run_classification
 from quake.classify.stream import EventResult, classify_stream
 from quake.classify.tables import read_predictions
 from quake.data import PreprocessConfig
+from quake.deploy.card import read_card, write_card
 from quake.models.context import ContextModel, load_context_models, save_context_models
 
 
@@ -78,6 +79,8 @@ class Classifier(ABC):
     device: torch.device = torch.device("cpu")
     #: The catalog-context fold models (:mod:`quake.models.context`) when trained with them.
     context_models: list[ContextModel] | None = None
+    #: What the model was trained on and its cross-validated figures (:mod:`quake.deploy.card`).
+    card: dict | None = None
 
     @abstractmethod
     def predict_proba(self, waveforms: Any, batch_size: int = 128) -> np.ndarray:
@@ -159,12 +162,17 @@ class Classifier(ABC):
                 return table
             return table, obspy.read_events(str(classified), format="QUAKEML")
 
-    # ------------------------------------------------------------------ catalog context
-    def load_context(self, folder: str | os.PathLike) -> None:
-        """Take the catalog-context models saved in ``folder``, if any."""
+    # ------------------------------------------------------------------ saved beside the model
+    def load_companions(self, folder: str | os.PathLike) -> None:
+        """Take what is saved beside the model in ``folder``: the catalog-context models and
+        the model card, where there are."""
         self.context_models = load_context_models(folder)
+        self.card = read_card(folder)
 
-    def save_context(self, folder: str | os.PathLike) -> None:
-        """Write the catalog-context models into the staged ``folder``, if any."""
+    def save_companions(self, folder: str | os.PathLike) -> None:
+        """Write the catalog-context models and the model card, where there are, into the
+        staged ``folder``."""
         if self.context_models:
             save_context_models(self.context_models, folder)
+        if self.card:
+            write_card(folder, self.card)

@@ -7,6 +7,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from quake.deploy.card import events_digest
 from quake.deploy.combined import CombinedClassifier
 from quake.deploy.ensemble import EventClassifier
 from quake.deploy.forest import BaselineClassifier, forest_arrays, forest_graphs
@@ -119,3 +123,61 @@ def deploy_summary(config: TrainConfig, strategy: str, members: int) -> dict:
         ),
         "catalog_context": config.context.enabled,
     }
+
+
+def model_card(dataset, data, results: dict, strategy: str) -> dict:
+    """The card of :mod:`quake.deploy.card` for the model ``strategy`` deploys."""
+    meta = report_figures.item_metadata(dataset.metadata, data.trace_names)
+
+    def counts(column: str) -> dict[str, int]:
+        if column not in meta.columns:
+            return {}
+        values = meta[column].dropna().astype(str)
+        return {str(k): int(n) for k, n in values.value_counts().sort_index().items()}
+
+    stations = (
+        meta["station_network_code"].astype(str) + "." + meta["station_code"].astype(str)
+        if {"station_network_code", "station_code"} <= set(meta.columns)
+        else pd.Series([], dtype=str)
+    )
+    rates = (
+        "trace_original_sampling_rate_hz"
+        if "trace_original_sampling_rate_hz" in meta.columns
+        else "trace_sampling_rate_hz"
+    )
+    events = sorted({str(e) for e in data.source_ids})
+    labels, n = np.unique(data.labels, return_counts=True)
+    preprocess = data.preprocess
+    return {
+        "classes": {data.class_names[int(k)]: int(c) for k, c in zip(labels, n, strict=True)},
+        "training_events": events,
+        "training_events_sha256": events_digest(events),
+        "stations": sorted(set(stations.dropna())),
+        "components": counts("trace_components"),
+        "sampling_rates_hz": counts(rates),
+        "window": {
+            "anchor": preprocess.anchor,
+            "length_s": preprocess.window_s,
+            "sampling_rate_hz": preprocess.sampling_rate_hz,
+        },
+        "cross_validated": {"model": strategy, **cross_validated_figures(results, strategy)},
+    }
+
+
+def cross_validated_figures(results: dict, strategy: str) -> dict:
+    """Mean, std and worst fold of the deployed model's macro F1 and balanced accuracy, at
+    trace and event level."""
+    block = {"combined": results.get("combined"), "baseline": results.get("baseline")}.get(
+        strategy
+    ) or results
+    figures = {}
+    for level, part in (("trace", block), ("event", block.get("event_level") or {})):
+        for metric in ("macro_f1", "balanced_accuracy"):
+            folds = [f[metric] for f in part.get("folds", []) if metric in f]
+            if folds:
+                figures[f"{level}_{metric}"] = {
+                    "mean": float(np.mean(folds)),
+                    "std": float(np.std(folds)),
+                    "worst_fold": float(np.min(folds)),
+                }
+    return figures

@@ -50,6 +50,7 @@ from quake.training.deployed import (
     context_on_deployed,
     deploy_summary,
     deployed_classifier,
+    model_card,
     save_deployed,
 )
 from quake.training.loop import PretrainedResolver, progress_enabled
@@ -211,6 +212,7 @@ def _train(
                 config, dataset, data, folds, strategy, outcomes, baseline
             )
         deployed = deployed_classifier(strategy, classifier, baseline, data, config, run_dir)
+        deployed.card = model_card(dataset, data, results, strategy)
         classifier_dir = save_deployed(deployed, context_models, run_dir / "model")
 
         metrics = {
