@@ -25,6 +25,8 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import NoReturn
 
+from quake.version import __version__
+
 EXIT_ERROR = 2
 _EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, as shells do
 
@@ -176,9 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     with ``--help``); ``quake --version``."""
     import argparse
     import importlib
-    import os
 
-    from quake import __version__
     from quake.commands import COMMANDS
 
     # spinning OpenMP threads take the CPU other processes need on shared cores; before torch

@@ -46,17 +46,12 @@ MEMBERS_DIR = "members"
 
 def verify_weights(folder: Path, manifest: dict) -> None:
     """ValueError naming the file when a member's weights differ from those the classifier was
-    saved with (edited, replaced or truncated after saving), so that they never load under the
-    saved model id. A folder saved before digests were recorded loads with a warning."""
+    saved with (:func:`~quake.deploy.manifest.check_digests`)."""
     recorded = manifest.get("weights_sha256")
-    if recorded is None:
-        logger.warning(
-            "%s records no weight digests (saved by an older quake): weights not verified",
-            folder / CLASSIFIER_FILE,
-        )
-        return
-    files = {folder / m / WEIGHTS_FILE: recorded.get(m) for m in manifest["members"]}
-    check_digests(files, folder / CLASSIFIER_FILE, manifest.get("model_id"))
+    files = None
+    if recorded is not None:
+        files = {folder / m / WEIGHTS_FILE: recorded.get(m) for m in manifest["members"]}
+    check_digests(files, folder / CLASSIFIER_FILE, manifest.get("model_id"), what="weight")
 
 
 def weights_digest(models: Sequence[torch.nn.Module]) -> str:

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 from quake.runtime import publish_staged, read_json
 
 CLASSIFIER_FILE = "classifier.json"
+
+logger = logging.getLogger(__name__)
 
 
 def file_sha256(path: Path) -> str:
@@ -47,10 +50,21 @@ def write_manifest(staging: Path, manifest: dict, directory: Path) -> Path:
     return publish_staged(staging, directory)
 
 
-def check_digests(files: dict[Path, str | None], manifest_path: Path, model_id: object) -> None:
+def check_digests(
+    files: dict[Path, str | None] | None, manifest_path: Path, model_id: object, what: str = "file"
+) -> None:
     """ValueError naming the file when one of ``files`` is missing or differs from the SHA-256
     recorded in ``manifest_path`` when model ``model_id`` was saved: a file edited, replaced or
-    cut short after saving never runs under that id."""
+    cut short after saving never runs under that id. ``files`` None: the manifest was written
+    before digests were recorded; the model loads with a warning."""
+    if files is None:
+        logger.warning(
+            "%s records no %s digests (saved by an older quake): %ss not verified",
+            manifest_path,
+            what,
+            what,
+        )
+        return
     for path, expected in files.items():
         if not path.is_file():
             raise ValueError(

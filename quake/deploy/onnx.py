@@ -13,7 +13,6 @@ onnxruntime is an optional dependency, imported when a graph runs."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -31,8 +30,6 @@ from quake.deploy.manifest import check_digests
 from quake.deploy.protocol import Classifier, check_windows
 from quake.models.forest import spectral_features
 from quake.runtime import publish_staged, staging_dir
-
-logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 SIDECAR_FILE = "export.json"
@@ -161,16 +158,10 @@ def _onnx_session(path: str | bytes):
 
 def verify_export_files(directory: Path, sidecar: dict[str, Any]) -> None:
     """ValueError naming the file when a file of the export is missing or differs from the one
-    written (a graph cut short, replaced or edited), so that it never runs under the export's
-    model id. An export written before digests were recorded loads with a warning."""
+    written (:func:`~quake.deploy.manifest.check_digests`): a graph cut short, replaced or
+    edited never runs under the export's model id."""
     recorded = sidecar.get("sha256")
-    if recorded is None:
-        logger.warning(
-            "%s records no file digests (written by an older quake): files not verified",
-            directory / SIDECAR_FILE,
-        )
-        return
-    files = {directory / name: digest for name, digest in recorded.items()}
+    files = None if recorded is None else {directory / n: d for n, d in recorded.items()}
     check_digests(files, directory / SIDECAR_FILE, sidecar.get("model_id"))
 
 
