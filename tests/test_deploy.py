@@ -15,6 +15,7 @@ import numpy as np
 import obspy
 import pandas as pd
 import pytest
+from tiny_run import tiny_run_config
 
 import quake
 from quake.classify.tables import read_predictions
@@ -29,7 +30,7 @@ from quake.deploy import (
 from quake.deploy.card import events_digest
 from quake.deploy.manifest import CLASSIFIER_FILE
 from quake.probabilities import prob_column
-from quake.training import load_config, train
+from quake.training import train
 
 EVENTS = 6  # events of pnw-eqex classified through each path
 
@@ -38,22 +39,7 @@ EVENTS = 6  # events of pnw-eqex classified through each path
 def run(pnw, tmp_path_factory):
     """A tiny default run on pnw-eqex: deploys the combined model."""
     out = tmp_path_factory.mktemp("deploy") / "run"
-    config = load_config(
-        overrides={
-            "data.path": str(pnw),
-            "run.out": str(out),
-            "run.quiet": True,
-            "run.device": "cpu",
-            "model.depth": 1,
-            "model.pretrained": "none",
-            "cv.folds": 2,
-            "optim.epochs": 1,
-            "optim.batch_size": 16,
-            "baseline.n_estimators": 20,
-            "run.parallel_folds": 1,
-        }
-    )
-    return train(config).run_dir
+    return train(tiny_run_config(pnw, out)).run_dir
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,11 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
+from tiny_run import tiny_run_config
 
 import quake
 from quake.probabilities import prob_column
-from quake.training import load_config, report, train
+from quake.training import report, train
 from quake.training import report_figures as F
 
 FIGURES = ["class_mean_spectrograms.png", "typical_correct.png"]
@@ -38,22 +39,7 @@ HYBRID_WEIGHT = 0.3
 def eqnoise_run(real_data_dir, tmp_path_factory):
     data = real_data_dir / "eqnoise-3c"
     out = tmp_path_factory.mktemp("report") / "run"
-    config = load_config(
-        overrides={
-            "data.path": str(data),
-            "run.out": str(out),
-            "run.quiet": True,
-            "run.device": "cpu",
-            "model.depth": 1,
-            "model.pretrained": "none",
-            "cv.folds": 2,
-            "optim.epochs": 1,
-            "optim.batch_size": 16,
-            "baseline.n_estimators": 20,
-            "run.parallel_folds": 1,
-            "deploy.hybrid_weight": HYBRID_WEIGHT,
-        }
-    )
+    config = tiny_run_config(data, out, **{"deploy.hybrid_weight": HYBRID_WEIGHT})
     result = train(config)
     run = result.run_dir
     metrics = json.loads((run / "metrics.json").read_text())

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, log_loss, roc_auc_score
+from tiny_run import tiny_run_config
 
 from quake.data import synthetic
 from quake.deploy.ensemble import EventClassifier
-from quake.training import load_config, train
+from quake.training import train
 from quake.training.metrics import SCALAR_METRICS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,21 +33,7 @@ def tiny_set(tmp_path_factory):
 
 
 def _config(data, out, **extra):
-    overrides = {
-        "data.path": str(data),
-        "run.out": str(out),
-        "run.quiet": True,
-        "run.device": "cpu",
-        "model.depth": 1,
-        "model.pretrained": "none",
-        "cv.folds": 2,
-        "optim.epochs": 1,
-        "optim.batch_size": 16,
-        "baseline.n_estimators": 20,
-        "run.parallel_folds": 1,
-        **extra,
-    }
-    return load_config(overrides=overrides)
+    return tiny_run_config(data, out, **extra)
 
 
 @pytest.fixture(scope="module")

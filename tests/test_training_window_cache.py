@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_run import tiny_run_config
 
 from quake.data import WaveformDataAdapter, open_dataset, synthetic
 from quake.training import load_config, train
@@ -32,22 +33,7 @@ def tiny_set(tmp_path_factory):
 
 
 def _config(data, out, **extra):
-    overrides = {
-        "data.path": str(data),
-        "run.out": str(out),
-        "run.quiet": True,
-        "run.device": "cpu",
-        "run.num_threads": 1,
-        "run.parallel_folds": 1,
-        "model.depth": 1,
-        "model.pretrained": "none",
-        "cv.folds": 2,
-        "optim.epochs": 1,
-        "optim.batch_size": 16,
-        "baseline.n_estimators": 20,
-        **extra,
-    }
-    return load_config(overrides=overrides)
+    return tiny_run_config(data, out, **{"run.num_threads": 1, **extra})
 
 
 @pytest.fixture(scope="module")
