@@ -156,3 +156,22 @@ def combine_station_probabilities(
                 f"weights must be finite, >= 0 and not all zero, got {weights.tolist()}"
             )
     return combine_groups(probs, np.zeros(len(probs), dtype=np.int64), 1, weights)[0]
+
+
+def decide(probs: np.ndarray, thresholds: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+    """The class index of each row of ``(N, C)`` probabilities under per-class decision
+    thresholds: the class with the largest ``p_c / t_c`` (``None``: the largest ``p_c``).
+
+    Thresholds are the model's saved operating point (``decision.json``): with ``t`` the
+    class priors of training, a calibrated model's decision is balanced between the classes
+    rather than drawn to the common one; equal thresholds give the plain argmax."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if thresholds is None:
+        return probs.argmax(axis=-1)
+    t = np.asarray(thresholds, dtype=np.float64)
+    if t.shape != probs.shape[-1:] or not np.all(np.isfinite(t)) or t.min() <= 0:
+        raise ValueError(
+            f"decision thresholds {t.tolist()}: expected {probs.shape[-1]} positive numbers, "
+            "one per class"
+        )
+    return (probs / t).argmax(axis=-1)

@@ -92,6 +92,7 @@ def classify_events(
     _check_options(min_probability, batch_size, workers, flush_every)
     class_names = list(classifier.class_names)
     model_id = str(classifier.model_id)
+    thresholds = classifier.decision_thresholds
     columns = prediction_columns(class_names)
     station_columns = STATION_COLUMNS_HEAD + [prob_column(c) for c in class_names]
     for path in (out, stations_out):
@@ -129,7 +130,9 @@ def classify_events(
                 raise RuntimeError(f"event {p.event_id} came back in the place of {todo_ids[k]}")
             event_probs = event_probabilities(station_probs, context_by_id.get(p.event_id))
             origin = utc_or_none(todo_origins[k])
-            row = event_row(p, origin, event_probs, class_names, model_id, min_probability)
+            row = event_row(
+                p, origin, event_probs, class_names, model_id, min_probability, thresholds
+            )
             outputs.add(row, station_rows(p, station_probs, class_names), todo_positions[k])
             summary.count_event(p, len(station_probs), classified=event_probs is not None)
         if bar is not None and finished:

@@ -19,7 +19,7 @@ import pandas as pd
 from quake.classify.tables import STATION_COLUMNS_HEAD, station_rows
 from quake.classify.windows import prepare_event
 from quake.data.sources import EventRequest, StreamSource
-from quake.probabilities import combine_station_probabilities, prob_column
+from quake.probabilities import combine_station_probabilities, decide, prob_column
 
 
 @dataclass
@@ -27,7 +27,7 @@ class EventResult:
     """What ``classify`` found for one event.
 
     ``probabilities``: class -> probability of the event (None when no station was usable);
-    ``predicted_class``: the most probable class (None likewise); ``stations``: one row per
+    ``predicted_class``: the class the model's decision thresholds give (None likewise); ``stations``: one row per
     station, the columns of ``--stations-out`` (``station_id``, ``status`` used/skipped,
     ``reason`` and ``detail`` of a skip, ``quality``, ``channels``, ``sampling_rate_hz``, and
     ``prob_<class>`` for the stations used).
@@ -90,4 +90,5 @@ def classify_stream(
         return EventResult(None, None, stations, skipped)
     event = combine_station_probabilities(station_probs)
     probabilities = {name: float(p) for name, p in zip(class_names, event, strict=True)}
-    return EventResult(probabilities, class_names[int(np.argmax(event))], stations, skipped)
+    decided = class_names[int(decide(event, classifier.decision_thresholds))]
+    return EventResult(probabilities, decided, stations, skipped)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from quake.classify.catalog import format_time
 from quake.classify.windows import PreparedEvent
-from quake.probabilities import prob_column
+from quake.probabilities import decide, prob_column
 from quake.runtime import (
     write_atomic,
 )
@@ -46,10 +46,10 @@ def review_reason(row: dict[str, str], class_names: Sequence[str], min_probabili
     probabilities, so rows kept from an earlier run follow this run's threshold."""
     if not row.get("predicted_class"):
         return ""
-    top = max(float(row[prob_column(c)]) for c in class_names)
-    if top >= min_probability:
+    chosen = float(row[prob_column(row["predicted_class"])])
+    if chosen >= min_probability:
         return ""
-    return f"probability {top:.3f} below --min-probability {min_probability:g}"
+    return f"probability {chosen:.3f} below --min-probability {min_probability:g}"
 
 
 def check_min_probability(value: float) -> float:
@@ -136,8 +136,10 @@ def skip_summary(prepared: PreparedEvent) -> str:
 
 
 def event_row(
-    prepared, origin_time, probs, class_names, model_id, min_probability
+    prepared, origin_time, probs, class_names, model_id, min_probability, thresholds=None
 ) -> dict[str, str]:
+    """One event's row of ``predictions.csv``; its class as the model's decision
+    ``thresholds`` decide (:func:`quake.probabilities.decide`)."""
     row = {
         "event_id": prepared.event_id,
         "origin_time": format_time(origin_time),
@@ -150,7 +152,7 @@ def event_row(
     for i, name in enumerate(class_names):
         row[prob_column(name)] = "" if probs is None else format_prob(float(probs[i]))
     if probs is not None:
-        row["predicted_class"] = class_names[int(np.argmax(probs))]
+        row["predicted_class"] = class_names[int(decide(probs, thresholds))]
     row["review"] = review_reason(row, class_names, min_probability)
     return row
 

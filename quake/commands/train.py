@@ -147,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(lambda: _train(args, state), verbose=args.verbose, resume_hint=resume_hint)
 
 
+def _stat(stat: dict) -> str:
+    return "n/a" if stat.get("mean") is None else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
 def _train(args: argparse.Namespace, state: dict) -> int:
     from quake.training import load_config, train
 
@@ -162,24 +166,20 @@ def _train(args: argparse.Namespace, state: dict) -> int:
     m = result.metrics
     if m is None:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
-    agg, base = m["aggregate"], m.get("baseline")
     print(f"run folder: {result.run_dir}")
     print(f"pretrained: {m['pretrained'].get('source')} ({m['pretrained'].get('note')})")
-    for name in ("macro_f1", "balanced_accuracy", "accuracy"):
-        line = f"{name:>18}: {agg[name]['mean']:.3f} ± {agg[name]['std']:.3f}"
-        ev = m["event_level"]["aggregate"][name]
-        line += f"   event level {ev['mean']:.3f} ± {ev['std']:.3f}"
-        if base:
-            b = base["aggregate"][name]
-            be = base["event_level"]["aggregate"][name]
-            line += f"   | baseline {b['mean']:.3f} ± {b['std']:.3f} (event {be['mean']:.3f})"
-        if m.get("combined"):
-            c = m["combined"]["aggregate"][name]
-            ce = m["combined"]["event_level"]["aggregate"][name]
-            line += f"   | combined {c['mean']:.3f} ± {c['std']:.3f} (event {ce['mean']:.3f})"
-        print(line)
+    print(f"deployed:   {m['deploy']['model']} (chosen: deploy.strategy {m['deploy']['strategy']})")
+    blocks = [("deployed", m), ("HybridViT", m.get("hybridvit")), ("forest", m.get("baseline"))]
+    for name in ("macro_f1", "balanced_accuracy", "roc_auc"):
+        cells = []
+        for label, block in blocks:
+            if block:
+                trace = block["aggregate"][name]
+                event = block["event_level"]["aggregate"][name]
+                cells.append(f"{label} {_stat(trace)} (event {_stat(event)})")
+        print(f"{name:>18}: " + "   | ".join(cells))
     print(f"report: {result.run_dir / 'report.md'}")
-    print(f"model:  {result.classifier_dir} (deploy.strategy: {m['deploy']['strategy']})")
+    print(f"model:  {result.classifier_dir}")
     return 0
 
 

@@ -35,6 +35,9 @@ FORMAT = "quake.CombinedClassifier"
 #: The HybridViT's share of the vote when a run or a user does not say (``deploy.hybrid_weight``):
 #: chosen by measurement on the shared sets (benchmarks/combine.md).
 HYBRID_WEIGHT = 0.4
+#: The HybridViT's shares of the vote a training run chooses among on its validation data
+#: (``deploy.strategy: auto``; 0: the forests alone, 1: the HybridViT alone).
+HYBRID_WEIGHTS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 HYBRID_DIR = "hybridvit"
 BASELINE_DIR = "baseline"
 

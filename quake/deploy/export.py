@@ -50,6 +50,7 @@ from torch import nn
 from quake.data import PreprocessConfig, spectrogram_batch
 from quake.data.filters import WaveformFilter
 from quake.deploy.card import write_card
+from quake.deploy.decision import write_decision
 from quake.deploy.combined import CombinedClassifier
 from quake.deploy.ensemble import CLASSIFIER_FILE, EventClassifier
 from quake.deploy.forest import (
@@ -295,6 +296,10 @@ def export_classifier(
         result.sidecar = _sidecar(classifier, hybrid, parts, result, opset_used, atol, source)
         if classifier.card:  # what the model was trained on travels with the export
             write_card(staging, classifier.card)
+        if classifier.decision_thresholds is not None:  # and how it decides
+            write_decision(
+                staging, classifier.decision_thresholds, classifier.class_names.to_list()
+            )
         # checked on loading: a graph cut short or replaced never runs under this model id
         result.sidecar["sha256"] = {
             path.name: file_sha256(path) for path in sorted(staging.iterdir()) if path.is_file()

@@ -24,6 +24,7 @@ from safetensors.numpy import load_file
 from quake.classes import ClassNames
 from quake.data import PreprocessConfig
 from quake.deploy.card import read_card
+from quake.deploy.decision import read_decision
 from quake.deploy.combined import combine_parts
 from quake.deploy.forest import GRAPH_INPUT, GRAPH_LEAVES, leaf_probabilities
 from quake.deploy.manifest import check_digests
@@ -184,6 +185,7 @@ class OnnxClassifier(Classifier):
         self.model_id = sidecar["model_id"]
         self.info = {"export": sidecar}
         self.card = read_card(self.directory)
+        self.decision_thresholds = read_decision(self.directory, self.class_names.to_list())
 
     def predict_proba(self, waveforms: np.ndarray, batch_size: int = 128) -> np.ndarray:
         """``(B, C)`` probabilities of trimmed ``(B, 3, window_samples)`` Z, N, E windows."""

@@ -35,6 +35,8 @@ from quake.classify.stream import EventResult, classify_stream
 from quake.classify.tables import read_predictions
 from quake.data import PreprocessConfig
 from quake.deploy.card import read_card, write_card
+from quake.deploy.decision import read_decision, write_decision
+from quake.probabilities import decide
 from quake.models.context import ContextModel, load_context_models, save_context_models
 
 
@@ -81,6 +83,8 @@ class Classifier(ABC):
     context_models: list[ContextModel] | None = None
     #: What the model was trained on and its cross-validated figures (:mod:`quake.deploy.card`).
     card: dict | None = None
+    #: Per-class decision thresholds (:mod:`quake.deploy.decision`); None: the most probable.
+    decision_thresholds: np.ndarray | None = None
 
     @abstractmethod
     def predict_proba(self, waveforms: Any, batch_size: int = 128) -> np.ndarray:
@@ -115,9 +119,9 @@ class Classifier(ABC):
         return self
 
     def predict(self, waveforms: Any, batch_size: int = 128) -> list[str]:
-        """Class name of the highest probability per window."""
+        """The class of each window, as the model's decision thresholds decide."""
         probs = self.predict_proba(waveforms, batch_size)
-        return self.class_names.decode(probs.argmax(axis=1))
+        return self.class_names.decode(decide(probs, self.decision_thresholds))
 
     def classify(self, stream, origin_time=None, picks=None) -> EventResult:
         """One event held in an obspy Stream (one or more stations) -> its class probabilities,
@@ -165,14 +169,17 @@ class Classifier(ABC):
     # ------------------------------------------------------------------ saved beside the model
     def load_companions(self, folder: str | os.PathLike) -> None:
         """Take what is saved beside the model in ``folder``: the catalog-context models and
-        the model card, where there are."""
+        the model card and the decision thresholds, where there are."""
         self.context_models = load_context_models(folder)
         self.card = read_card(folder)
+        self.decision_thresholds = read_decision(folder, self.class_names.to_list())
 
     def save_companions(self, folder: str | os.PathLike) -> None:
-        """Write the catalog-context models and the model card, where there are, into the
-        staged ``folder``."""
+        """Write the catalog-context models, the model card and the decision thresholds, where
+        there are, into the staged ``folder``."""
         if self.context_models:
             save_context_models(self.context_models, folder)
         if self.card:
             write_card(folder, self.card)
+        if self.decision_thresholds is not None:
+            write_decision(folder, self.decision_thresholds, self.class_names.to_list())

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from quake.data import LabelSpec, PreprocessConfig
-from quake.deploy.combined import HYBRID_WEIGHT
+from quake.deploy.combined import HYBRID_WEIGHT, HYBRID_WEIGHTS
 from quake.models import PRETRAINED_PATHS, Backbone, pretrained_path_problem
 from quake.models.context import parse_timezone
 
@@ -27,6 +27,7 @@ CLASS_BALANCE_CHOICES = ("weighted_loss", "balanced_sampling", "none")
 SELECTION_METRICS = ("loss", "balanced_accuracy", "macro_f1")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DEPLOY_CHOICES = ("auto", "combined", "ensemble", "baseline")
+THRESHOLD_CHOICES = ("calibrated", "argmax")
 PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")
 WINDOW_CACHE_CHOICES = ("auto", "memory", "disk")
 CV_STRATEGIES = ("grouped", "predefined")
@@ -365,23 +366,28 @@ class BaselineConfig:
 class DeployConfig:
     """What the run leaves for batch classification in ``<run>/model/``."""
 
-    # combined: the K fold HybridViTs and the K fold random forests of the baseline, their
-    # probabilities combined per window (quake.deploy.combined; chosen by the recipe
-    # benchmark); ensemble: the HybridViTs alone; baseline: the forests alone; auto: combined,
-    # or ensemble when baseline.enabled is false
+    # auto: chosen inside each fold on its validation split (quake.training.choice): the
+    # forests alone, the HybridViTs alone or the two combined at one of the weights
+    # 0.2-0.8, by event-level log loss; the deployed model is the same choice on all folds'
+    # validation predictions. combined: the two at hybrid_weight; ensemble: the HybridViTs
+    # alone; baseline: the forests alone. Without a baseline, auto is ensemble.
     strategy: str = "auto"
-    # combined: the HybridViT's share of the vote, the forests have the rest (0.5: equal votes).
-    # Its softmax is more peaked than the forests' vote shares: at equal votes it won 84-86 %
-    # of the windows where the two disagreed on the sets with P picks. The default
-    # (quake.deploy.combined.HYBRID_WEIGHT) was best on the three sets measured
-    # (benchmarks/combine.md).
+    # combined: the HybridViT's share of the vote, the forests have the rest (0.5: equal votes)
     hybrid_weight: float = HYBRID_WEIGHT
+    # calibrated: per-class decision thresholds chosen on validation (the training class priors
+    # to a power, quake.training.choice), saved with the model and used by classify; argmax:
+    # the most probable class
+    thresholds: str = "calibrated"
 
-    def resolved(self, baseline_enabled: bool) -> str:
-        """The strategy a run applies: ``auto`` -> combined with a baseline, else ensemble."""
-        if self.strategy != "auto":
-            return self.strategy
-        return "combined" if baseline_enabled else "ensemble"
+    def candidate_weights(self, baseline_enabled: bool) -> tuple[float, ...]:
+        """The HybridViT shares of the vote the run chooses among (one: nothing to choose)."""
+        if not baseline_enabled or self.strategy == "ensemble":
+            return (1.0,)
+        if self.strategy == "baseline":
+            return (0.0,)
+        if self.strategy == "combined":
+            return (float(self.hybrid_weight),)
+        return HYBRID_WEIGHTS
 
     def validate(self) -> None:
         _check(
@@ -395,6 +401,12 @@ class DeployConfig:
             "deploy.hybrid_weight",
             self.hybrid_weight,
             "a number from 0 (the forests alone) to 1 (the HybridViT alone)",
+        )
+        _check(
+            self.thresholds in THRESHOLD_CHOICES,
+            "deploy.thresholds",
+            self.thresholds,
+            f"one of {list(THRESHOLD_CHOICES)}",
         )
 
 

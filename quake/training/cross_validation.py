@@ -35,6 +35,8 @@ from quake.training.window_cache import map_windows
 logger = logging.getLogger(__name__)
 
 FOLD_MARKER = "fold.json"
+#: A fold's validation predictions (its kept weights on its validation split).
+VAL_PREDICTIONS = "val_predictions.csv"
 
 
 @dataclass
@@ -62,6 +64,9 @@ class CVData:
 class FoldOutcome:
     fold: int
     probs: np.ndarray  # test-fold probabilities, rows in fold.test order
+    # validation probabilities of the kept weights, rows in fold.val order (None: a fold
+    # saved before they were written; the run computes them from the saved model)
+    val_probs: np.ndarray | None = None
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     seconds: float = 0.0
@@ -99,28 +104,39 @@ def probs_from_frame(frame: pd.DataFrame, class_names: ClassNames) -> np.ndarray
 
 
 def run_baseline(data: CVData, folds: list[Fold], config: TrainConfig, n_jobs: int | None) -> dict:
-    """Spectral features + random forest on each fold's train + validation part, test once."""
+    """Spectral features + random forest on each fold's train + validation part, test once;
+    and a forest on the training part alone, for the validation probabilities the deployed
+    model is chosen on (:mod:`quake.training.choice`)."""
     start = time.perf_counter()
     fs = data.preprocess.sampling_rate_hz
     features = spectral_features(data.waveforms.numpy(), fs)
     feature_seconds = time.perf_counter() - start
-    probs, models, forests = [], None, []
-    for fold in folds:
-        fit_idx = np.concatenate([fold.train, fold.val])
-        forest = SpectralForestBaseline(
+    probs, val_probs, models, forests = [], [], None, []
+
+    def fitted(items: np.ndarray, fold: Fold) -> SpectralForestBaseline:
+        return SpectralForestBaseline(
             n_estimators=config.baseline.n_estimators,
             max_depth=config.baseline.max_depth,
             min_samples_leaf=config.baseline.min_samples_leaf,
             seed=fold_seed(config.seed, fold.index),
             n_jobs=n_jobs,
-        ).fit(features[fit_idx], data.labels[fit_idx])
+        ).fit(features[items], data.labels[items])
+
+    for fold in folds:
+        forest = fitted(np.concatenate([fold.train, fold.val]), fold)
         probs.append(forest.predict_proba(features[fold.test], data.n_classes))
         forests.append(forest.forest)
         models = str(forest)
+        if len(fold.val):
+            on_train = fitted(fold.train, fold)
+            val_probs.append(on_train.predict_proba(features[fold.val], data.n_classes))
+        else:
+            val_probs.append(np.zeros((0, data.n_classes)))
     seconds = time.perf_counter() - start
     logger.info("baseline: %d features, %d folds in %.1f s", features.shape[1], len(folds), seconds)
     return {
         "probs": probs,
+        "val_probs": val_probs,  # forests of the training parts on the validation parts
         "model": models,
         "forests": forests,  # fitted sklearn forests, for deploy.strategy baseline
         "feature_names": feature_names(fs),
@@ -216,20 +232,22 @@ def run_deep_fold(
         dist=dist,
         compile_model=config.run.compile,
     )
-    test_idx = fold.test[dist.shard(len(fold.test))]
-    probs = dist.gather_rows(
-        probabilities_at(
-            fit.model,
-            data.waveforms,
-            test_idx,
-            data.preprocess,
-            batch_size=config.run.eval_batch_size,
-            device=device,
+    def predicted(items: np.ndarray) -> np.ndarray:
+        return dist.gather_rows(
+            probabilities_at(
+                fit.model,
+                data.waveforms,
+                items[dist.shard(len(items))],
+                data.preprocess,
+                batch_size=config.run.eval_batch_size,
+                device=device,
+            )
         )
-    )
+
     outcome = FoldOutcome(
         fold=fold.index,
-        probs=probs,
+        probs=predicted(fold.test),
+        val_probs=predicted(fold.val),
         history=fit.history,
         best_epoch=fit.best_epoch,
         seconds=fit.seconds,
@@ -256,6 +274,9 @@ def save_fold(
     model.cpu().save(fold_dir / "model")
     frame = predictions_frame(data, fold.test, outcome.probs, fold.index)
     write_text_atomic(fold_dir / "predictions.csv", frame.to_csv(index=False))
+    if outcome.val_probs is not None:
+        frame = predictions_frame(data, fold.val, outcome.val_probs, fold.index)
+        write_text_atomic(fold_dir / VAL_PREDICTIONS, frame.to_csv(index=False))
     marker = {
         "fold": fold.index,
         "seed": outcome.seed,
@@ -286,9 +307,14 @@ def load_fold(
             f"{fold_dir} holds predictions for other test traces than fold {fold.index} now has; "
             "the data changed since the run started: use a new --out folder"
         )
+    val_path = fold_dir / VAL_PREDICTIONS
+    val_frame = pd.read_csv(val_path) if val_path.is_file() else None
+    if val_frame is not None and val_frame["index"].tolist() != fold.val.tolist():
+        val_frame = None  # recomputed from the saved model
     return FoldOutcome(
         fold=fold.index,
         probs=probs_from_frame(frame, data.class_names),
+        val_probs=None if val_frame is None else probs_from_frame(val_frame, data.class_names),
         history=marker["history"],
         best_epoch=marker["best_epoch"],
         seconds=marker["seconds"],

@@ -1,6 +1,6 @@
 """The model a training run deploys in ``<run>/model/``: the HybridViT ensemble, the fold
-forests or their combination (``deploy.strategy``), with the catalog context where trained with
-it, and what the report says of it."""
+forests or their combination (chosen on validation data, :mod:`quake.training.choice`), its
+decision thresholds, the catalog context where trained with it, and what the report says of it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from quake.training.context import cross_validate_context
 from quake.training.cross_validation import (
     CVData,
 )
-from quake.training.results import deployed_probs
+from quake.training.choice import Choices
 
 DEPLOY_NOTE = (
     "the ensemble of the {k} fold models, probabilities averaged. Why an ensemble rather than a "
@@ -43,16 +43,16 @@ def save_deployed(classifier, context_models, target: Path) -> Path:
 HYBRID_VIT_DIR = "model_hybridvit"
 
 
-#: What ``model/`` holds under each ``deploy.strategy`` (metrics.json and report.md).
+#: What ``model/`` holds for each model a run can deploy (metrics.json and report.md).
 DEPLOY_NOTES = {
-    "ensemble": DEPLOY_NOTE,
-    "combined": "the HybridViT and the baseline, combined per window by the normalised "
+    "HybridViT": DEPLOY_NOTE,
+    "combined": "the HybridViT and the random forests, combined per window by the normalised "
     "geometric mean of their probabilities, the HybridViT's share of the vote {w:g} "
-    "(deploy.hybrid_weight; quake.deploy.combined). "
+    "(quake.deploy.combined). "
     "HybridViT part (hybridvit/): "
     + DEPLOY_NOTE
-    + ". Baseline part (baseline/): the {k} fold random forests, probabilities averaged",
-    "baseline": "the {k} fold random forests on spectral features, probabilities averaged "
+    + ". Forest part (baseline/): the {k} fold random forests, probabilities averaged",
+    "forest": "the {k} fold random forests on spectral features, probabilities averaged "
     "(quake.deploy.forest); the HybridViT ensemble is kept in {hybrid}/",
 }
 
@@ -76,7 +76,7 @@ def baseline_classifier(baseline: dict, data: CVData, run_dir: Path):
 
 
 def context_on_deployed(
-    config: TrainConfig, dataset, data, folds, strategy: str, outcomes, baseline
+    config: TrainConfig, dataset, data, folds, choices: Choices, outcomes, baseline
 ):
     """The catalog-context model cross-validated on the deployed model's probabilities: its
     metrics and its per-fold models."""
@@ -88,45 +88,53 @@ def context_on_deployed(
         data.labels,
         data.source_ids,
         folds,
-        deployed_probs(strategy, outcomes, baseline, config.deploy.hybrid_weight),
+        choices.test_probs(outcomes, baseline),
         data.class_names.to_list(),
         config.context.timezone,
     )
 
 
 def deployed_classifier(
-    strategy: str, classifier: EventClassifier, baseline, data, config: TrainConfig, run_dir: Path
+    choices: Choices, classifier: EventClassifier, baseline, data, run_dir: Path
 ):
-    """The classifier the strategy deploys (the HybridViT ensemble is kept beside a baseline)."""
-    if strategy == "baseline":
+    """The classifier the run deploys, with its decision thresholds (the HybridViT ensemble is
+    kept beside the forests when they are deployed alone)."""
+    decision = choices.deployed
+    if decision.model == "forest":
         classifier.save(run_dir / HYBRID_VIT_DIR)  # kept, not deployed
-        return baseline_classifier(baseline, data, run_dir)
-    if strategy == "combined":
-        forests = baseline_classifier(baseline, data, run_dir)
-        return CombinedClassifier(
+        deployed = baseline_classifier(baseline, data, run_dir)
+    elif decision.model == "combined":
+        deployed = CombinedClassifier(
             classifier,
-            forests,
+            baseline_classifier(baseline, data, run_dir),
             info={"run": run_dir.name, "strategy": "combined"},
-            hybrid_weight=config.deploy.hybrid_weight,
+            hybrid_weight=decision.hybrid_weight,
         )
-    return classifier
+    else:
+        deployed = classifier
+    deployed.decision_thresholds = decision.thresholds
+    return deployed
 
 
-def deploy_summary(config: TrainConfig, strategy: str, members: int) -> dict:
+def deploy_summary(config: TrainConfig, choices: Choices, members: int) -> dict:
     """What ``metrics.json`` says of the deployed model and why it was chosen."""
+    decision = choices.deployed
     return {
-        "strategy": strategy,
+        "strategy": config.deploy.strategy,
+        "model": decision.model,
         "members": members,
         "folder": "model",
-        "why": DEPLOY_NOTES[strategy].format(
-            k=members, hybrid=HYBRID_VIT_DIR, w=config.deploy.hybrid_weight
+        "why": DEPLOY_NOTES[decision.model].format(
+            k=members, hybrid=HYBRID_VIT_DIR, w=decision.hybrid_weight
         ),
+        "decision": decision.to_dict(),
         "catalog_context": config.context.enabled,
     }
 
 
-def model_card(dataset, data, results: dict, strategy: str) -> dict:
-    """The card of :mod:`quake.deploy.card` for the model ``strategy`` deploys."""
+def model_card(dataset, data, results: dict, model: str) -> dict:
+    """The card of :mod:`quake.deploy.card` for the deployed ``model`` (``results``: the run's
+    metrics, the deployed model's at the top level)."""
     meta = report_figures.item_metadata(dataset.metadata, data.trace_names)
 
     def counts(column: str) -> dict[str, int]:
@@ -160,18 +168,15 @@ def model_card(dataset, data, results: dict, strategy: str) -> dict:
             "length_s": preprocess.window_s,
             "sampling_rate_hz": preprocess.sampling_rate_hz,
         },
-        "cross_validated": {"model": strategy, **cross_validated_figures(results, strategy)},
+        "cross_validated": {"model": model, **cross_validated_figures(results)},
     }
 
 
-def cross_validated_figures(results: dict, strategy: str) -> dict:
+def cross_validated_figures(results: dict) -> dict:
     """Mean, std and worst fold of the deployed model's macro F1 and balanced accuracy, at
     trace and event level."""
-    block = {"combined": results.get("combined"), "baseline": results.get("baseline")}.get(
-        strategy
-    ) or results
     figures = {}
-    for level, part in (("trace", block), ("event", block.get("event_level") or {})):
+    for level, part in (("trace", results), ("event", results.get("event_level") or {})):
         for metric in ("macro_f1", "balanced_accuracy"):
             folds = [f[metric] for f in part.get("folds", []) if metric in f]
             if folds:

@@ -30,7 +30,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from quake.probabilities import LOG_PROB_EPS, combine_groups
+from quake.probabilities import LOG_PROB_EPS, combine_groups, decide
 
 SCALAR_METRICS = (
     "accuracy",
@@ -116,15 +116,22 @@ def one_vs_rest_auc(y_true: np.ndarray, probs: np.ndarray, kind: str = "roc") ->
 
 
 def classification_metrics(
-    y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    thresholds: Sequence[float] | np.ndarray | None = None,
 ) -> dict:
-    """All metrics of one set of predictions: the scalars, per-class scores, confusion matrix."""
+    """All metrics of one set of predictions: the scalars, per-class scores, confusion matrix.
+
+    The decided class is the largest ``p_c / t_c`` of the model's decision ``thresholds``
+    (:func:`quake.probabilities.decide`; None: the largest ``p_c``); the threshold-free scores
+    (ROC and PR AUC, log loss, calibration) do not depend on them."""
     y_true, probs = _check_inputs(y_true, probs)
     n_classes = probs.shape[1]
     if len(class_names) != n_classes:
         raise ValueError(f"{len(class_names)} class names for {n_classes} probability columns")
     labels = list(range(n_classes))
-    y_pred = probs.argmax(axis=1)
+    y_pred = decide(probs, thresholds)
     report = classification_report(
         y_true,
         y_pred,
@@ -147,7 +154,7 @@ def classification_metrics(
     return {
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(_balanced_accuracy(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy(y_true, y_pred)),
         "macro_f1": float(
             f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
         ),
@@ -160,7 +167,7 @@ def classification_metrics(
     }
 
 
-def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """scikit-learn's balanced accuracy: mean recall over the classes present in ``y_true``."""
     import warnings
 

@@ -76,7 +76,9 @@ def plot_confusion_matrix(
     _save(fig, path)
 
 
-def _curves(kind: str, y_true, probs, class_names, baseline_probs, path: Path) -> list[str]:
+def _curves(
+    kind: str, y_true, probs, class_names, baseline_probs, path: Path, beside: str
+) -> list[str]:
     """One-vs-rest curves of every class present; each legend entry carries the pooled
     out-of-fold ROC AUC (``kind="roc"``) or average precision (``"pr"``). Returns the legend."""
     fig, ax = plt.subplots(figsize=(6.5, 5.2))
@@ -87,7 +89,7 @@ def _curves(kind: str, y_true, probs, class_names, baseline_probs, path: Path) -
         if positive.all() or not positive.any():
             continue
         colour = colours[c % len(colours)]
-        for p, style, who in ((probs, "-", "HybridViT"), (baseline_probs, ":", "baseline")):
+        for p, style, who in ((probs, "-", "deployed"), (baseline_probs, ":", beside)):
             if p is None:
                 continue
             if kind == "roc":
@@ -114,14 +116,19 @@ def _curves(kind: str, y_true, probs, class_names, baseline_probs, path: Path) -
     return labels
 
 
-def plot_roc(y_true, probs, class_names, path: Path, baseline_probs=None) -> list[str]:
-    """ROC curves, AUC in the legend; returns the legend entries."""
-    return _curves("roc", y_true, probs, class_names, baseline_probs, path)
+def plot_roc(
+    y_true, probs, class_names, path: Path, baseline_probs=None, beside: str = "forest alone"
+) -> list[str]:
+    """ROC curves of the deployed model (and dotted, ``beside``'s), AUC in the legend;
+    returns the legend entries."""
+    return _curves("roc", y_true, probs, class_names, baseline_probs, path, beside)
 
 
-def plot_pr(y_true, probs, class_names, path: Path, baseline_probs=None) -> list[str]:
+def plot_pr(
+    y_true, probs, class_names, path: Path, baseline_probs=None, beside: str = "forest alone"
+) -> list[str]:
     """Precision-recall curves, average precision (AP) in the legend; returns the legend."""
-    return _curves("pr", y_true, probs, class_names, baseline_probs, path)
+    return _curves("pr", y_true, probs, class_names, baseline_probs, path, beside)
 
 
 def plot_learning_curves(
@@ -155,7 +162,9 @@ def plot_learning_curves(
     _save(fig, path)
 
 
-def plot_reliability(y_true, probs, path: Path, baseline_probs=None) -> list[str]:
+def plot_reliability(
+    y_true, probs, path: Path, baseline_probs=None, beside: str = "forest alone"
+) -> list[str]:
     """Top-label confidence vs accuracy (15 bins), with the share of predictions per bin; the
     pooled ECE of each model in the legend. Returns the legend entries."""
     fig, (ax, ax_hist) = plt.subplots(
@@ -163,7 +172,7 @@ def plot_reliability(y_true, probs, path: Path, baseline_probs=None) -> list[str
     )
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
     labels = []
-    for p, style, who in ((probs, "o-", "HybridViT"), (baseline_probs, "s:", "baseline")):
+    for p, style, who in ((probs, "o-", "deployed"), (baseline_probs, "s:", beside)):
         if p is None:
             continue
         bins = reliability_bins(y_true, p)
@@ -190,18 +199,19 @@ def write_plots(run_dir: Path, result: dict) -> list[str]:
     run_dir = Path(run_dir)
     names = result["class_names"]
     y, probs, base = result["y_true"], result["probs"], result.get("baseline_probs")
+    beside = result.get("beside", "forest alone")
     plot_confusion_matrix(
         result["confusion_matrix"],
         names,
         run_dir / "confusion_matrix.png",
-        "HybridViT, all test folds",
+        "deployed model, all test folds (at its thresholds)",
     )
-    plot_roc(y, probs, names, run_dir / "roc.png", base)
-    plot_pr(y, probs, names, run_dir / "pr.png", base)
+    plot_roc(y, probs, names, run_dir / "roc.png", base, beside)
+    plot_pr(y, probs, names, run_dir / "pr.png", base, beside)
     plot_learning_curves(
         result["histories"], result["best_epochs"], run_dir / "learning_curves.png"
     )
-    plot_reliability(y, probs, run_dir / "reliability.png", base)
+    plot_reliability(y, probs, run_dir / "reliability.png", base, beside)
     return list(PLOTS)
 
 
@@ -217,99 +227,86 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def _mean(stat: dict | None) -> float | None:
-    return None if not stat else stat.get("mean")
-
-
-#: Each ``deploy.strategy`` and the model it deploys, in the report's words.
+#: Each model a run can deploy (``quake.training.choice.Decision.model``), in the report's words.
 DEPLOYED_MODEL = {
-    "ensemble": "the HybridViT ensemble",
-    "baseline": "the random-forest baseline",
-    "combined": "the HybridViT and the baseline combined",
+    "HybridViT": "the HybridViT ensemble alone",
+    "forest": "the random forests alone",
+    "combined": "the HybridViT ensemble and the random forests combined",
 }
-_HOLDS = {
-    "ensemble": "`model/` holds the HybridViT ensemble",
-    "baseline": "`model/` holds the baseline's fold forests (the HybridViT ensemble is in "
-    "`model_hybridvit/`)",
-    "combined": "`model/` holds the HybridViT ensemble and the baseline's forests, combined per "
-    "window",
-}
+#: The figures of the headline table: (level, metric).
+HEADLINE = (
+    ("trace", "macro_f1"),
+    ("event", "macro_f1"),
+    ("event", "balanced_accuracy"),
+    ("event", "roc_auc"),
+)
+
+
+def _with_worst(block: dict, level: str, name: str) -> str:
+    """``mean ± std (worst fold)`` of one metric over the folds."""
+    part = block if level == "trace" else block.get("event_level") or {}
+    stat = (part.get("aggregate") or {}).get(name)
+    values = [f[name] for f in part.get("folds", []) if f.get(name) is not None]
+    if not values:
+        return _fmt(stat)
+    worst = min(values) if name != "log_loss" else max(values)
+    return f"{_fmt(stat)} ({worst:.3f})"
 
 
 def deploy_advice(metrics: dict) -> list[str]:
-    """The report's first lines: which model to deploy, by the cross-validated macro F1 of the
-    HybridViT, the baseline and their combination on the same folds (event level decides when
-    there is one: it is what batch classification reports), and whether the baseline alone
-    beats the HybridViT alone."""
-    k = len(metrics["folds"])
-    strategy = (metrics.get("deploy") or {}).get("strategy", "ensemble")
-    holds = f"{_HOLDS[strategy]} (`deploy.strategy: {strategy}`)"
-    base = metrics.get("baseline") or {}
-    if not base:
-        return [
-            f"**Which model to deploy:** {holds}; no baseline was trained to compare it with.",
-        ]
-    blocks = {"ensemble": metrics, "baseline": base}
-    if metrics.get("combined"):
-        blocks["combined"] = metrics["combined"]
-    levels = ["trace level"]
-    if metrics.get("event_level") and base.get("event_level"):
-        levels.append("event level")
-
-    def macro_f1(block: dict, level: str) -> dict | None:
-        agg = block["event_level"]["aggregate"] if level == "event level" else block["aggregate"]
-        return agg.get("macro_f1")
-
-    numbers = (
-        f"Cross-validated macro F1, mean ± std over the same {k} test folds: "
-        + "; ".join(
-            f"{level} HybridViT {_fmt(macro_f1(metrics, level))}, baseline "
-            f"{_fmt(macro_f1(base, level))}"
-            + (
-                f", combined {_fmt(macro_f1(blocks['combined'], level))}"
-                if "combined" in blocks
-                else ""
-            )
-            for level in levels
+    """The report's first lines: the model in ``model/``, how it was chosen and its decision
+    thresholds, then the headline table: the deployed model beside the HybridViT and the
+    forest alone, on the same test folds."""
+    decision = metrics.get("deployed_decision") or {}
+    model = decision.get("model", "HybridViT")
+    strategy = (metrics.get("deploy") or {}).get("strategy", "auto")
+    what = DEPLOYED_MODEL[model]
+    if model == "combined":
+        what += f", the HybridViT with {decision['hybrid_weight']:g} of the vote"
+    losses = decision.get("val_event_log_loss") or {}
+    if strategy == "auto" and len(losses) > 1:
+        how = (
+            f"chosen on the validation splits of the {len(metrics['folds'])} folds "
+            f"({decision.get('n_val_events', 0)} events) by event-level log loss ("
+            + ", ".join(f"HybridViT weight {w}: {loss:.3f}" for w, loss in losses.items())
+            + "; lower is better)"
         )
-        + "."
+    else:
+        how = f"as `deploy.strategy: {strategy}` asks"
+    classes = metrics["classes"]
+    thresholds = decision.get("thresholds")
+    rule = (
+        "decision: the class with the largest probability / threshold, thresholds "
+        + ", ".join(f"{c} {t:.3f}" for c, t in zip(classes, thresholds, strict=True))
+        + f" (the training class shares to the power {decision.get('prior_power', 0):g}, "
+        "chosen on validation; saved in `model/decision.json`, used by `quake classify`)"
+        if thresholds
+        else "decision: the most probable class"
     )
-    decisive = levels[-1]
-    if any(_mean(macro_f1(block, decisive)) is None for block in blocks.values()):
-        return [f"**Which model to deploy:** undecided, a macro F1 is missing. {numbers}"]
-
-    def rank(name: str) -> tuple:
-        """The decisive level's macro F1 at the precision shown, the other level breaking a
-        tie: a difference in the fifth decimal must not send a user to retrain."""
-        means = (_mean(macro_f1(blocks[name], level)) for level in reversed(levels))
-        return tuple(round(m, 3) if m is not None else -1.0 for m in means)
-
-    # a full tie keeps the deployed model, then goes to the simpler one (dict order)
-    best = max(blocks, key=lambda name: (rank(name), name == strategy))
-    rivals = [rank(name) for name in blocks if name != best]
-    if rank(best) in rivals:
-        why = f"ties the best macro F1 at {' and '.join(levels)}"
-    elif rank(best)[0] in [r[0] for r in rivals]:
-        why = f"ties the best {decisive} macro F1 and leads at the {levels[0]}"
-    else:
-        why = f"has the highest {decisive} macro F1"
-    if best == strategy:
-        verdict = (
-            f"**Which model to deploy:** `model/` as it is: {DEPLOYED_MODEL[best]} {why} on "
-            f"the same folds. {holds}."
+    first = f"**Deployed model (`model/`): {what}**, {how}; {rule}."
+    if model == "forest":
+        first = (
+            "**On this data the HybridViT does not help: the deployed model is the forest.** "
+            + first
         )
-    else:
-        verdict = (
-            f"**Which model to deploy: {DEPLOYED_MODEL[best]}**, ahead of the deployed model "
-            f"({why}) on the same folds. {holds}: train again with "
-            f"`--set deploy.strategy={best}` to deploy {DEPLOYED_MODEL[best]}."
-        )
-    if rank("baseline") > rank("ensemble"):
-        verdict += (
-            f" **On this data the random-forest baseline beats the HybridViT alone** "
-            f"({decisive} macro F1)."
-        )
-    return [verdict, "", numbers]
+    lines = [first, ""]
+    rows = [["deployed (each fold's own choice)", *[
+        _with_worst(metrics, level, name) for level, name in HEADLINE
+    ]]]  # fmt: skip
+    for label, key in (("HybridViT alone", "hybridvit"), ("forest alone", "baseline")):
+        if metrics.get(key):
+            rows.append([label, *[_with_worst(metrics[key], lvl, n) for lvl, n in HEADLINE]])
+    lines += _table(
+        ["model", *[f"{METRIC_LABELS[n]} ({lvl})" for lvl, n in HEADLINE]], rows
+    )
+    lines += [
+        "",
+        f"Fold means: mean ± std over the same {len(metrics['folds'])} test folds, the worst "
+        "fold in brackets; each model at its own thresholds chosen on validation. Every other "
+        "table and figure of this report is the deployed model's; the ROC, PR and reliability "
+        "figures pool the folds' predictions (pooled, not fold means).",
+    ]
+    return lines
 
 
 #: Below this share of recordings with their estimated S inside the window, the report warns.
@@ -334,13 +331,7 @@ def context_lines(metrics: dict) -> list[str]:
     """The catalog-context ablation: the deployed model's event level without and with the
     context, and the context alone, with the caution about analyst-fixed depths."""
     ctx = metrics["context"]
-    strategy = (metrics.get("deploy") or {}).get("strategy", "ensemble")
-    block = {
-        "ensemble": metrics,
-        "baseline": metrics.get("baseline"),
-        "combined": metrics.get("combined"),
-    }[strategy]
-    waveform = block["event_level"]["aggregate"]
+    waveform = metrics["event_level"]["aggregate"]
     rows = [
         [METRIC_LABELS[name], _fmt(waveform.get(name)), _fmt(ctx["event_level"]["aggregate"].get(name)),
          _fmt(ctx["context_alone"]["aggregate"].get(name))]
@@ -352,7 +343,7 @@ def context_lines(metrics: dict) -> list[str]:
         *_table(
             [
                 "metric",
-                f"{DEPLOYED_MODEL[strategy]} (waveforms only)",
+                "deployed model (waveforms only)",
                 "with catalog context",
                 "catalog context alone",
             ],
@@ -431,7 +422,7 @@ def _breakdown_lines(explanations: dict, names: Sequence[str]) -> list[str]:
 
 def _examples_lines(explanations: dict) -> list[str]:
     wrong = explanations["misclassified"]
-    lines = ["## Examples (HybridViT, out-of-fold)", ""]
+    lines = ["## Examples (deployed model, out-of-fold)", ""]
     if wrong["shown"]:
         lines += [
             f"{wrong['n_misclassified']} of {wrong['n_predictions']} test traces misclassified; "
@@ -441,11 +432,12 @@ def _examples_lines(explanations: dict) -> list[str]:
             f"![Misclassified test traces]({wrong['file']})",
             "",
         ]
+        beside = wrong.get("beside") or "baseline"
         with_baseline = all(r.get("baseline_probability") is not None for r in wrong["shown"])
         agreeing = [r for r in wrong["shown"] if (r.get("baseline_probability") or 0) > 0.5]
         lines += _table(
             ["trace", "station", "event", "true", "predicted", "probability"]
-            + (["baseline"] if with_baseline else [])
+            + ([beside] if with_baseline else [])
             + ["fold"],
             [
                 [
@@ -464,7 +456,7 @@ def _examples_lines(explanations: dict) -> list[str]:
         lines.append("")
         if with_baseline:
             lines += [
-                "baseline: the random forest's probability of the same predicted class, on the "
+                f"{beside}: its probability of the same predicted class, on the "
                 f"same fold. For {len(agreeing)} of these traces it is above 0.5 as well: two "
                 "models trained on different inputs agree against the label, so check the "
                 "label and the window first (a noise window that holds another event, a record "
@@ -559,58 +551,25 @@ def _shortcut_lines(shortcuts: list[dict] | None) -> list[str]:
 
 
 def _results_lines(metrics: dict) -> list[str]:
-    """## Results: the scalar metrics of every model, trace and event level, and their notes."""
+    """## Results: every scalar metric of the deployed model, trace and event level."""
     base = metrics.get("baseline") or {}
-    combined = metrics.get("combined") or {}
     has_event = bool(metrics.get("event_level"))
-    lines = ["## Results", ""]
-    lines += _table(
-        _results_header(has_event, bool(base), bool(combined)),
-        [_results_row(metrics, name, has_event) for name in SCALAR_METRICS],
-    )
+    header = ["metric", "trace level"] + (["event level"] if has_event else [])
+    rows = []
+    for name in SCALAR_METRICS:
+        row = [METRIC_LABELS[name], _fmt(metrics["aggregate"].get(name))]
+        if has_event:
+            row.append(_fmt(metrics["event_level"]["aggregate"].get(name)))
+        rows.append(row)
+    lines = ["## Results (deployed model, mean ± std over the test folds)", ""]
+    lines += _table(header, rows)
     if has_event:
         lines += ["", _event_level_note(metrics["event_level"])]
     if base:
-        lines += ["", f"Baseline: {base['model']} ({base['n_features']} features), same folds."]
-    if combined:
-        lines += ["", f"Combined: {combined['rule']}; same folds."]
+        lines += ["", f"Forest: {base['model']} ({base['n_features']} features), same folds."]
     if metrics.get("context"):
         lines += ["", *context_lines(metrics)]
     return lines
-
-
-def _results_header(has_event: bool, has_baseline: bool, has_combined: bool) -> list[str]:
-    """The results table's columns: each model, trace level then event level."""
-    header = ["metric", "HybridViT (trace)"]
-    if has_event:
-        header.append("HybridViT (event)")
-    if has_baseline:
-        header.append("baseline (trace)")
-        if has_event:
-            header.append("baseline (event)")
-    if has_combined:
-        header.append("combined (trace)")
-        if has_event:
-            header.append("combined (event)")
-    return header
-
-
-def _results_row(metrics: dict, name: str, has_event: bool) -> list[str]:
-    """One metric's row of the results table, in :func:`_results_header`'s column order."""
-    base = metrics.get("baseline") or {}
-    combined = metrics.get("combined") or {}
-    row = [METRIC_LABELS[name], _fmt(metrics["aggregate"].get(name))]
-    if has_event:
-        row.append(_fmt(metrics["event_level"]["aggregate"].get(name)))
-    if base:
-        row.append(_fmt(base["aggregate"].get(name)))
-        if has_event:
-            row.append(_fmt(base.get("event_level", {}).get("aggregate", {}).get(name)))
-    if combined:
-        row.append(_fmt(combined["aggregate"].get(name)))
-        if has_event:
-            row.append(_fmt(combined["event_level"]["aggregate"].get(name)))
-    return row
 
 
 def _event_level_note(ev: dict) -> str:
@@ -629,7 +588,7 @@ def _event_level_note(ev: dict) -> str:
 
 def _per_class_lines(metrics: dict) -> list[str]:
     """## Per class: precision, recall and F1 of each class."""
-    lines = ["", "## Per class (HybridViT, trace level, mean ± std over folds)", ""]
+    lines = ["", "## Per class (deployed model, trace level, mean ± std over folds)", ""]
     rows = []
     for c in metrics["classes"]:
         stats = metrics["per_class_aggregate"][c]
@@ -650,7 +609,8 @@ def _confusion_lines(metrics: dict) -> list[str]:
     names = metrics["classes"]
     lines = [
         "",
-        "## Confusion matrix (HybridViT, all test folds; rows true, columns predicted)",
+        "## Confusion matrix (deployed model, summed over the test folds; rows true, columns "
+        "predicted)",
         "",
     ]
     matrix = metrics["confusion_matrix_total"]
@@ -660,35 +620,38 @@ def _confusion_lines(metrics: dict) -> list[str]:
 
 
 def _per_fold_lines(metrics: dict) -> list[str]:
-    """## Per fold: sizes, chosen epoch and scores of each fold (and the baseline's)."""
-    base = metrics.get("baseline") or {}
-    lines = ["", "## Per fold", ""]
+    """## Per fold: sizes, the HybridViT's chosen epoch, the model chosen on the fold's
+    validation split and the deployed model's scores on its test part."""
+    lines = ["", "## Per fold (deployed model)", ""]
     rows = []
-    for i, fold in enumerate(metrics["folds"]):
-        row = [
-            fold["fold"],
-            fold["n_train"],
-            fold["n_val"],
-            fold["n_test"],
-            fold["best_epoch"],
-            f"{fold['macro_f1']:.3f}",
-            f"{fold['balanced_accuracy']:.3f}",
-        ]
-        if base:
-            row.append(f"{base['folds'][i]['macro_f1']:.3f}")
-        rows.append(row)
-    header = ["fold", "train", "val", "test", "chosen epoch", "macro F1", "balanced acc."]
-    if base:
-        header.append("baseline macro F1")
+    for fold in metrics["folds"]:
+        decision = fold.get("decision") or {}
+        chosen = decision.get("model", "")
+        if chosen == "combined":
+            chosen += f" ({decision['hybrid_weight']:g})"
+        rows.append(
+            [
+                fold["fold"],
+                fold["n_train"],
+                fold["n_val"],
+                fold["n_test"],
+                fold["best_epoch"],
+                chosen,
+                f"{fold['macro_f1']:.3f}",
+                f"{fold['balanced_accuracy']:.3f}",
+            ]
+        )
+    header = ["fold", "train", "val", "test", "HybridViT epoch", "model chosen", "macro F1",
+              "balanced acc."]  # fmt: skip
     return lines + _table(header, rows)
 
 
 def _explanation_lines(metrics: dict) -> list[str]:
     """## Operating points and ## Performance by station, magnitude, distance and SNR."""
     explanations = metrics["explanations"]
-    lines = ["", "## Operating points (HybridViT)", ""]
+    lines = ["", "## Operating points (deployed model)", ""]
     lines += _operating_points_lines(explanations["operating_points"])
-    lines += ["", "## Performance by station, magnitude, distance and SNR (HybridViT)", ""]
+    lines += ["", "## Performance by station, magnitude, distance and SNR (deployed model)", ""]
     lines += _breakdown_lines(explanations, metrics["classes"])
     return lines + _examples_lines(explanations)
 
@@ -698,9 +661,11 @@ def _plot_lines() -> list[str]:
     lines = ["", "## Plots", ""]
     captions = {
         "confusion_matrix.png": "Confusion matrix",
-        "roc.png": "ROC curves (solid: HybridViT, dotted: baseline; AUC in the legend)",
-        "pr.png": "Precision-recall curves (solid: HybridViT, dotted: baseline; AP in the legend)",
-        "learning_curves.png": "Learning curves",
+        "roc.png": "ROC curves, pooled (solid: deployed model, dotted: another model alone; AUC "
+        "in the legend)",
+        "pr.png": "Precision-recall curves, pooled (solid: deployed model, dotted: another model "
+        "alone; AP in the legend)",
+        "learning_curves.png": "Learning curves of the HybridViT folds",
         "reliability.png": "Reliability diagram (ECE in the legend)",
     }
     for plot in PLOTS:
@@ -754,8 +719,10 @@ def _timing_lines(metrics: dict) -> list[str]:
     )
     return lines + [
         "",
-        "Files: `metrics.json` (all numbers), `predictions.csv` / `baseline_predictions.csv` "
-        "(out-of-fold probabilities), `fold_indices.json`, `config.yaml` (resolved config), "
+        "Files: `metrics.json` (all numbers), `predictions.csv` (the deployed model's "
+        "out-of-fold probabilities and decided class), `hybridvit_predictions.csv` / "
+        "`baseline_predictions.csv` (each part alone), `fold_indices.json`, `config.yaml` "
+        "(resolved config), "
         "`versions.json`, `model/` (deployable classifier).",
         "",
     ]

@@ -88,10 +88,16 @@ def _save(fig, path: Path, layout: bool = True) -> None:
 # ------------------------------------------------------------------------------- the examples
 def predicted_frame(predictions: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
     """``predictions`` (the columns of ``predictions.csv``) with ``y_pred``, ``predicted_class``,
-    ``probability`` (of the predicted class) and ``true_probability`` (of the true class)."""
+    ``probability`` (of the predicted class) and ``true_probability`` (of the true class). The
+    predicted class is the table's own ``predicted_class`` where it has one (the class the
+    deployed model's thresholds decide), else the most probable."""
     probs = predictions[[prob_column(c) for c in class_names]].to_numpy(dtype=np.float64)
     y_true = predictions["y_true"].to_numpy(dtype=np.int64)
-    y_pred = probs.argmax(axis=1)
+    if "predicted_class" in predictions.columns:
+        index = {name: c for c, name in enumerate(class_names)}
+        y_pred = predictions["predicted_class"].map(index).to_numpy(dtype=np.int64)
+    else:
+        y_pred = probs.argmax(axis=1)
     frame = predictions.copy()
     frame["y_pred"] = y_pred
     frame["predicted_class"] = np.asarray(class_names, dtype=object)[y_pred]
@@ -563,6 +569,7 @@ def write_explanations(
     typical_per_class: int = TYPICAL_PER_CLASS,
     seed: int = 0,
     baseline_predictions: pd.DataFrame | None = None,
+    beside: str = "baseline",
 ) -> dict:
     """Write the example grids, the class means and the breakdown plot into ``run_dir``; return
     what ``report.md`` shows (JSON-safe).
@@ -570,8 +577,8 @@ def write_explanations(
     ``predictions``: the columns of ``predictions.csv`` (``index`` into ``waveforms`` /
     ``labels``); ``waveforms``: ``(N, 3, samples)`` trimmed windows (tensor or memory map; only
     the rows drawn are read); ``metadata``: the set's metadata, one row per window (same
-    order), or None. ``baseline_predictions``: the baseline's ``predictions.csv`` columns on the
-    same items; each example then carries the baseline's probability of the class predicted
+    order), or None. ``baseline_predictions``: another model's (``beside``) ``predictions.csv``
+    columns on the same items; each example then carries its probability of the class predicted
     (where it agrees against the label as well, the label is the first thing to check).
     """
     run_dir = Path(run_dir)
@@ -595,6 +602,7 @@ def write_explanations(
         "n_predictions": int(len(frame)),
         "limit": int(misclassified_limit),
         "shown": _shown(wrong),
+        "beside": beside if baseline_predictions is not None else None,
     }
     typical = typical_correct_items(frame, class_names, typical_per_class)
     out["typical_correct"] = {

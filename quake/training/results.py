@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from quake.deploy.combined import HYBRID_WEIGHT, combine_parts
+from quake.deploy.combined import combine_parts
+from quake.probabilities import decide
 from quake.runtime import (
     Ranks,
     resolve_precision,
@@ -19,6 +20,7 @@ from quake.runtime import (
 )
 from quake.training import metrics as M
 from quake.training import report, report_figures
+from quake.training.choice import Choices
 from quake.training.config import TrainConfig
 from quake.training.cross_validation import (
     CVData,
@@ -34,11 +36,11 @@ from quake.training.splits import (
 
 
 def fold_metrics(
-    y: np.ndarray, probs: np.ndarray, groups: np.ndarray, class_names
+    y: np.ndarray, probs: np.ndarray, groups: np.ndarray, class_names, thresholds=None
 ) -> tuple[dict, dict, int, int]:
-    trace = M.classification_metrics(y, probs, class_names)
+    trace = M.classification_metrics(y, probs, class_names, thresholds)
     event_probs, event_true, _, n_mixed = M.combine_by_event(probs, y, groups)
-    event = M.classification_metrics(event_true, event_probs, class_names)
+    event = M.classification_metrics(event_true, event_probs, class_names, thresholds)
     return trace, event, n_mixed, len(event_true)
 
 
@@ -61,14 +63,19 @@ def compute_metrics(
     folds: list[Fold],
     outcomes: list[FoldOutcome],
     baseline: dict | None,
-    hybrid_weight: float = HYBRID_WEIGHT,
+    choices: Choices,
 ) -> dict:
+    """The metrics of the deployed model (each fold's own choice and thresholds, on its test
+    part) at the top level, with the HybridViT and the forest alone beside it."""
     names = data.class_names.to_list()
+    deployed = choices.test_probs(outcomes, baseline)
     fold_entries, event_entries, n_mixed_total, n_events_total = [], [], 0, 0
-    for fold, outcome in zip(folds, outcomes, strict=True):
+    for fold, outcome, probs, decision in zip(
+        folds, outcomes, deployed, choices.folds, strict=True
+    ):
         y = data.labels[fold.test]
         trace, event, n_mixed, n_events = fold_metrics(
-            y, outcome.probs, data.source_ids[fold.test], names
+            y, probs, data.source_ids[fold.test], names, decision.thresholds
         )
         n_mixed_total += n_mixed
         n_events_total += n_events
@@ -82,12 +89,17 @@ def compute_metrics(
                 "best_epoch": outcome.best_epoch,
                 "epochs_run": len(outcome.history),
                 "train_seconds": outcome.seconds,
+                "decision": decision.to_dict(),
                 **trace,
             }
         )
         event_entries.append({"fold": fold.index, "n_events": n_events, **event})
+    tests = [(f.index, data.labels[f.test], data.source_ids[f.test]) for f in folds]
     result = {
         "classes": names,
+        "model": "the deployed model: in each fold, the model and thresholds chosen on that "
+        "fold's validation split (quake.training.choice), scored on its test part",
+        "deployed_decision": choices.deployed.to_dict(),
         "folds": fold_entries,
         "aggregate": M.aggregate(fold_entries),
         "per_class_aggregate": per_class_aggregate(fold_entries, names),
@@ -101,46 +113,26 @@ def compute_metrics(
             "folds": event_entries,
             "aggregate": M.aggregate(event_entries),
         },
+        "hybridvit": {
+            "model": "the fold HybridViTs alone, each at thresholds chosen on its validation split",
+            **fold_level_metrics(
+                tests, [o.probs for o in outcomes], names, [d.thresholds for d in choices.hybrid]
+            ),
+        },
+        "baseline": None,
     }
     if baseline is not None:
-        tests = [(f.index, data.labels[f.test], data.source_ids[f.test]) for f in folds]
         result["baseline"] = {
             "model": baseline["model"],
             "n_features": len(baseline["feature_names"]),
             "features": baseline["feature_names"],
-            "fit_on": "each fold's training + validation traces; tested on the same test folds",
-            **fold_level_metrics(tests, baseline["probs"], names),
+            "fit_on": "each fold's training + validation traces; tested on the same test folds; "
+            "thresholds chosen on the validation split by a forest of the training part",
+            **fold_level_metrics(
+                tests, baseline["probs"], names, [d.thresholds for d in choices.forest]
+            ),
         }
-        combined = deployed_probs("combined", outcomes, baseline, hybrid_weight)
-        result["combined"] = {
-            "rule": "per window, normalised geometric mean of the HybridViT's and the "
-            f"baseline's probabilities, the HybridViT's share of the vote {hybrid_weight:g} "
-            "(deploy.hybrid_weight; quake.deploy.combined)",
-            "hybrid_weight": hybrid_weight,
-            **fold_level_metrics(tests, combined, names),
-        }
-    else:
-        result["baseline"] = None
-        result["combined"] = None
     return result
-
-
-def deployed_probs(
-    strategy: str,
-    outcomes: list[FoldOutcome],
-    baseline: dict | None,
-    hybrid_weight: float = HYBRID_WEIGHT,
-) -> list[np.ndarray]:
-    """Per fold, the test probabilities of the model ``strategy`` deploys (``hybrid_weight``:
-    the HybridViT's share of the vote in ``combined``)."""
-    if strategy == "baseline":
-        return list(baseline["probs"])
-    if strategy == "combined":
-        return [
-            combine_parts(o.probs, b, hybrid_weight)
-            for o, b in zip(outcomes, baseline["probs"], strict=True)
-        ]
-    return [o.probs for o in outcomes]
 
 
 def combined_from_predictions(run_dir: Path, hybrid_weight: float) -> dict:
@@ -148,7 +140,7 @@ def combined_from_predictions(run_dir: Path, hybrid_weight: float) -> dict:
     from the test predictions it wrote for the HybridViT and the baseline (nothing retrained):
     how the deployed combination would have scored on the same folds."""
     run_dir = Path(run_dir)
-    ours = pd.read_csv(run_dir / "predictions.csv").sort_values("index")
+    ours = pd.read_csv(run_dir / HYBRIDVIT_PREDICTIONS).sort_values("index")
     theirs = pd.read_csv(run_dir / "baseline_predictions.csv").sort_values("index")
     if not np.array_equal(ours["index"].to_numpy(), theirs["index"].to_numpy()):
         raise ValueError(
@@ -168,16 +160,21 @@ def combined_from_predictions(run_dir: Path, hybrid_weight: float) -> dict:
 
 
 def fold_level_metrics(
-    tests: list[tuple[int, np.ndarray, np.ndarray]], probs: list[np.ndarray], class_names
+    tests: list[tuple[int, np.ndarray, np.ndarray]],
+    probs: list[np.ndarray],
+    class_names,
+    thresholds: list | None = None,
 ) -> dict:
     """Per-fold trace and event metrics of one model's test probabilities and their mean ± std.
 
     ``tests``: per fold ``(fold index, labels, source ids)`` of its test items, ``probs`` the
-    model's ``(n_test, C)`` probabilities of them. Used for the baseline and the combination
-    (and by ``benchmarks/bench_recipe.py`` on the predictions a run wrote)."""
+    model's ``(n_test, C)`` probabilities of them, ``thresholds`` its decision thresholds per
+    fold (None: argmax). Used for the parts alone (and by ``benchmarks/bench_recipe.py`` on
+    the predictions a run wrote)."""
+    thresholds = thresholds or [None] * len(tests)
     trace_folds, event_folds = [], []
-    for (index, y, groups), p in zip(tests, probs, strict=True):
-        trace, event, _, n_events = fold_metrics(y, p, groups, class_names)
+    for (index, y, groups), p, t in zip(tests, probs, thresholds, strict=True):
+        trace, event, _, n_events = fold_metrics(y, p, groups, class_names, t)
         trace_folds.append({"fold": index, "n_test": int(len(y)), **trace})
         event_folds.append({"fold": index, "n_events": n_events, **event})
     return {
@@ -187,15 +184,31 @@ def fold_level_metrics(
     }
 
 
-def write_predictions(data, folds, outcomes, run_dir: Path) -> pd.DataFrame:
-    """The deep folds' out-of-fold predictions, written to ``predictions.csv``."""
-    all_frames = [
-        predictions_frame(data, f.test, o.probs, f.index)
-        for f, o in zip(folds, outcomes, strict=True)
-    ]
-    predictions = pd.concat(all_frames)
-    write_text_atomic(run_dir / "predictions.csv", predictions.to_csv(index=False))
-    return predictions
+#: The HybridViT folds' test predictions (``predictions.csv`` holds the deployed model's).
+HYBRIDVIT_PREDICTIONS = "hybridvit_predictions.csv"
+
+
+def write_predictions(
+    data, folds, outcomes, choices: Choices, baseline: dict | None, run_dir: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The out-of-fold test predictions of the deployed model (``predictions.csv``, with the
+    class each fold's thresholds decide) and of the HybridViT alone; returns both."""
+
+    def frame(probs_per_fold, decisions=None) -> pd.DataFrame:
+        frames = []
+        for k, (f, p) in enumerate(zip(folds, probs_per_fold, strict=True)):
+            part = predictions_frame(data, f.test, p, f.index)
+            if decisions is not None:
+                decided = decide(p, decisions[k].thresholds)
+                part["predicted_class"] = data.class_names.decode(decided)
+            frames.append(part)
+        return pd.concat(frames)
+
+    deployed = frame(choices.test_probs(outcomes, baseline), choices.folds)
+    hybrid = frame([o.probs for o in outcomes])
+    write_text_atomic(run_dir / "predictions.csv", deployed.to_csv(index=False))
+    write_text_atomic(run_dir / HYBRIDVIT_PREDICTIONS, hybrid.to_csv(index=False))
+    return deployed, hybrid
 
 
 def pretrained_summary(config: TrainConfig, outcomes, resolver: PretrainedResolver) -> dict:
@@ -226,29 +239,42 @@ def training_summary(
 
 def write_figures(
     run_dir: Path, config: TrainConfig, dataset, data, folds, outcomes, results: dict, baseline,
-    predictions: pd.DataFrame, baseline_predictions: pd.DataFrame | None,
+    predictions: pd.DataFrame, choices: Choices,
 ) -> dict:  # fmt: skip
-    """Write the plots and the explanation figures; what ``metrics.json`` says of the latter."""
+    """Write the plots and the explanation figures of the deployed model (``predictions``: its
+    ``predictions.csv``), the forest alone beside it (the HybridViT when the forest is the
+    deployed model); what ``metrics.json`` says of the explanation figures."""
+    names = data.class_names
+    forest_deployed = choices.deployed.model == "forest"
+    if forest_deployed or baseline is None:
+        beside_label, beside = "HybridViT alone", [o.probs for o in outcomes]
+    else:
+        beside_label, beside = "forest alone", baseline["probs"]
     plot_input = {
-        "class_names": data.class_names.to_list(),
-        "y_true": np.concatenate([data.labels[f.test] for f in folds]),
-        "probs": np.concatenate([o.probs for o in outcomes]),
-        "baseline_probs": None if baseline is None else np.concatenate(baseline["probs"]),
+        "class_names": names.to_list(),
+        "y_true": predictions["y_true"].to_numpy(),
+        "probs": probs_from_frame(predictions, names),
+        "baseline_probs": np.concatenate(beside),
+        "beside": beside_label,
         "confusion_matrix": np.asarray(results["confusion_matrix_total"]),
         "histories": [o.history for o in outcomes],
         "best_epochs": [o.best_epoch for o in outcomes],
     }
     report.write_plots(run_dir, plot_input)
+    beside_frame = pd.concat(
+        [predictions_frame(data, f.test, p, f.index) for f, p in zip(folds, beside, strict=True)]
+    )
     return report_figures.write_explanations(
         run_dir,
         predictions,
         data.waveforms,
         data.labels,
-        data.class_names.to_list(),
+        names.to_list(),
         data.preprocess,
         report_figures.item_metadata(dataset.metadata, data.trace_names),
         seed=config.seed,
-        baseline_predictions=baseline_predictions,
+        baseline_predictions=beside_frame,
+        beside=beside_label,
     )
 
 
@@ -272,22 +298,22 @@ def write_metrics_and_report(
 
 
 def macro_f1_summary(metrics: dict) -> str:
-    """``deployed (combined) 0.967 ± 0.009, HybridViT 0.956, baseline 0.956``: the model in
+    """``deployed (combined 0.4) 0.967 ± 0.009, HybridViT 0.956, forest 0.956``: the model in
     ``model/`` first, so that the last line of a run names what was deployed."""
 
     def figure(block: dict) -> str:
         agg = block["aggregate"]["macro_f1"]
         return f"{agg['mean']:.3f} ± {agg['std']:.3f}"
 
-    parts = {
-        "HybridViT": metrics,
-        **{k: metrics[k] for k in ("baseline", "combined") if metrics.get(k)},
-    }
-    strategy = metrics["deploy"]["strategy"]
-    deployed = strategy if strategy in parts else "HybridViT"  # ensemble: the HybridViTs
-    first = f"deployed ({strategy}) {figure(parts[deployed])}"
-    rest = [f"{name} {figure(block)}" for name, block in parts.items() if name != deployed]
-    return ", ".join([first, *rest])
+    decision = metrics["deployed_decision"]
+    model = decision["model"]
+    if model == "combined":
+        model += f" {decision['hybrid_weight']:g}"
+    parts = [f"deployed ({model}) {figure(metrics)}"]
+    for name, key in (("HybridViT", "hybridvit"), ("forest", "baseline")):
+        if metrics.get(key):
+            parts.append(f"{name} {figure(metrics[key])}")
+    return ", ".join(parts)
 
 
 def json_safe(value):

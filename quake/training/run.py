@@ -31,6 +31,7 @@ from quake.runtime import (
     joined_ranks,
     write_text_atomic,
 )
+from quake.training.choice import choose_models
 from quake.training.config import TrainConfig
 from quake.training.cross_validation import (
     load_fold_model,
@@ -53,7 +54,7 @@ from quake.training.deployed import (
     model_card,
     save_deployed,
 )
-from quake.training.loop import PretrainedResolver, progress_enabled
+from quake.training.loop import PretrainedResolver, probabilities_at, progress_enabled
 from quake.training.results import (
     compute_metrics,
     macro_f1_summary,
@@ -159,9 +160,8 @@ def _train(
         folds = dist.on_main(make_folds, data, config, run_dir)
 
         baseline = None
-        baseline_predictions = None
         if config.baseline.enabled and dist.is_main:
-            baseline, baseline_predictions = _run_baseline(data, folds, config, threads, run_dir)
+            baseline = _run_baseline(data, folds, config, threads, run_dir)
             timings["baseline_s"] = baseline["seconds"]
 
         resolver = PretrainedResolver(config.model.pretrained)
@@ -188,12 +188,13 @@ def _train(
             timings[f"fold_{o.fold}_s"] = o.seconds
 
         t0 = time.perf_counter()
-        results = compute_metrics(data, folds, outcomes, baseline, config.deploy.hybrid_weight)
-        predictions = write_predictions(data, folds, outcomes, run_dir)
         models = [load_fold_model(run_dir / "folds" / f"fold_{f.index}") for f in folds]
+        with_validation_probs(data, folds, outcomes, models, config, device)
+        choices = choose_models(data, folds, outcomes, baseline, config.deploy)
+        results = compute_metrics(data, folds, outcomes, baseline, choices)
+        predictions, _ = write_predictions(data, folds, outcomes, choices, baseline, run_dir)
         model_id = f"{run_dir.name}-{weights_digest(models)[:8]}"
         pretrained = pretrained_summary(config, outcomes, resolver)
-        strategy = config.deploy.resolved(config.baseline.enabled)
         classifier = EventClassifier(
             models,
             data.preprocess,
@@ -201,18 +202,17 @@ def _train(
             model_id=model_id,
             info={
                 "run": run_dir.name,
-                "strategy": strategy,
-                "cv_macro_f1": results["aggregate"]["macro_f1"],
+                "cv_macro_f1": results["hybridvit"]["aggregate"]["macro_f1"],
                 "pretrained": pretrained.get("source"),
             },
         )
         context_models = None
         if config.context.enabled:
             results["context"], context_models = context_on_deployed(
-                config, dataset, data, folds, strategy, outcomes, baseline
+                config, dataset, data, folds, choices, outcomes, baseline
             )
-        deployed = deployed_classifier(strategy, classifier, baseline, data, config, run_dir)
-        deployed.card = model_card(dataset, data, results, strategy)
+        deployed = deployed_classifier(choices, classifier, baseline, data, run_dir)
+        deployed.card = model_card(dataset, data, results, choices.deployed.model)
         classifier_dir = save_deployed(deployed, context_models, run_dir / "model")
 
         metrics = {
@@ -222,7 +222,8 @@ def _train(
             "data": data_summary,
             "dropped": dropped,
             "pretrained": pretrained,
-            "deploy": deploy_summary(config, strategy, len(models)),
+            "deploy": deploy_summary(config, choices, len(models)),
+            "card": deployed.card,
             "seed": config.seed,
             "training": training_summary(config, data, device, threads, workers, dist),
             "resumed_folds": [o.fold for o in outcomes if o.resumed],
@@ -230,7 +231,7 @@ def _train(
         }
         metrics["explanations"] = write_figures(
             run_dir, config, dataset, data, folds, outcomes, results, baseline, predictions,
-            baseline_predictions,
+            choices,
         )  # fmt: skip
         timings["reporting_s"] = time.perf_counter() - t0
         timings["total_this_process_s"] = time.perf_counter() - t_start
@@ -245,8 +246,8 @@ def _train(
     return RunResult(run_dir=run_dir, metrics=metrics, classifier_dir=classifier_dir)
 
 
-def _run_baseline(data, folds, config: TrainConfig, threads: int, run_dir: Path):
-    """The forest baseline on the same folds, and its out-of-fold predictions, written to
+def _run_baseline(data, folds, config: TrainConfig, threads: int, run_dir: Path) -> dict:
+    """The forest baseline on the same folds; its out-of-fold predictions are written to
     ``baseline_predictions.csv``."""
     baseline = run_baseline(data, folds, config, n_jobs=threads)
     baseline_predictions = pd.concat(
@@ -258,4 +259,19 @@ def _run_baseline(data, folds, config: TrainConfig, threads: int, run_dir: Path)
     write_text_atomic(
         run_dir / "baseline_predictions.csv", baseline_predictions.to_csv(index=False)
     )
-    return baseline, baseline_predictions
+    return baseline
+
+
+def with_validation_probs(data, folds, outcomes, models, config: TrainConfig, device) -> None:
+    """Fill in the validation probabilities of folds saved without them (a run resumed from
+    folds trained before they were written), from each fold's saved model."""
+    for fold, outcome, model in zip(folds, outcomes, models, strict=True):
+        if outcome.val_probs is None:
+            outcome.val_probs = probabilities_at(
+                model,
+                data.waveforms,
+                fold.val,
+                data.preprocess,
+                batch_size=config.run.eval_batch_size,
+                device=device,
+            )

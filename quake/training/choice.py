@@ -1,0 +1,242 @@
+"""Which model a run deploys, and its decision thresholds, chosen on validation data only.
+
+A set decides which model wins: on some the HybridViT carries the decision, on small real sets
+often the forest does. So the run does not read the answer off a table of other sets; inside
+each fold it scores the candidates on the fold's own validation split (never its test part):
+
+- **the model**: the combination of the fold's HybridViT and forest at each weight of
+  :data:`HYBRID_WEIGHTS` (0: the forest alone, 1: the HybridViT alone), scored by the event-level
+  log loss of the validation events (threshold-free: a model is judged by how it ranks and how
+  sure it is, not by where a 0.5 cut happens to fall). Ties go to the smaller weight (the
+  forest: cheaper, and it has no epoch luck).
+- **the decision thresholds** of that model: a class is decided by the largest ``p_c / t_c``
+  (:func:`quake.probabilities.decide`), ``t`` the class priors of the fold's training data
+  raised to a power from :data:`PRIOR_POWERS` (0: plain argmax; 1: the balanced rule for a
+  calibrated model), the power with the best event-level balanced accuracy on validation
+  (ties: trace-level balanced accuracy, then the power nearest 1). One parameter, not one per
+  class, because a validation split holds a handful of events.
+
+The cross-validated figures of the deployed model are those of this procedure, fold by fold (the
+test fold saw nothing of it). The model in ``model/`` applies the same procedure to the
+validation predictions of all folds pooled, with the priors of all the data.
+
+The validation probabilities are slightly optimistic for both parts (the HybridViT kept its
+best epochs on them; the forest scored on them was fitted on the training part only, while the
+deployed forests also saw the validation part): the choice compares like with like as far as a
+single split allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from quake.deploy.combined import HYBRID_WEIGHTS, combine_parts
+from quake.probabilities import LOG_PROB_EPS, decide
+from quake.training.metrics import balanced_accuracy, combine_by_event
+
+#: Powers of the training class priors the decision thresholds choose from (0: argmax).
+PRIOR_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+
+
+@dataclass
+class Validation:
+    """One fold's validation items: labels, events and each part's probabilities of them."""
+
+    labels: np.ndarray
+    groups: np.ndarray
+    hybrid: np.ndarray | None  # (N, C) of the fold's HybridViT; None without one
+    forest: np.ndarray | None  # (N, C) of a forest fitted on the fold's training part
+
+
+@dataclass
+class Decision:
+    """A model (the HybridViT's share of the vote) and its decision thresholds."""
+
+    hybrid_weight: float
+    thresholds: np.ndarray
+    prior_power: float
+    val_log_loss: dict[float, float] = field(default_factory=dict)  # per candidate weight
+    n_val_events: int = 0
+
+    @property
+    def model(self) -> str:
+        """``forest``, ``HybridViT`` or ``combined``."""
+        if self.hybrid_weight == 0.0:
+            return "forest"
+        return "HybridViT" if self.hybrid_weight == 1.0 else "combined"
+
+    def probabilities(self, hybrid: np.ndarray | None, forest: np.ndarray | None) -> np.ndarray:
+        """The chosen model's probabilities from its parts' for the same windows."""
+        return mix(hybrid, forest, self.hybrid_weight)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "hybrid_weight": self.hybrid_weight,
+            "thresholds": [float(t) for t in self.thresholds],
+            "prior_power": self.prior_power,
+            "val_event_log_loss": {f"{w:g}": loss for w, loss in self.val_log_loss.items()},
+            "n_val_events": self.n_val_events,
+        }
+
+
+def mix(hybrid: np.ndarray | None, forest: np.ndarray | None, weight: float) -> np.ndarray:
+    """The combination at ``weight``; the part itself at 0 (forest) or 1 (HybridViT)."""
+    if weight == 0.0 or hybrid is None:
+        return np.asarray(forest, dtype=np.float64)
+    if weight == 1.0 or forest is None:
+        return np.asarray(hybrid, dtype=np.float64)
+    return combine_parts(hybrid, forest, weight)
+
+
+def event_losses(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """The log loss of each event (its stations combined by the deployed rule)."""
+    event_probs, event_true, _, _ = combine_by_event(probs, labels, groups)
+    return -np.log(event_probs[np.arange(len(event_true)), event_true] + LOG_PROB_EPS)
+
+
+def class_priors(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Class shares of ``labels``; a class without any gets a small share, not 0."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(float)
+    counts = np.maximum(counts, 0.5)
+    return counts / counts.sum()
+
+
+def choose_weight(
+    validations: Sequence[Validation], weights: Sequence[float] = HYBRID_WEIGHTS
+) -> tuple[float, dict[float, float], int]:
+    """The weight with the lowest event log loss over the pooled validation events, every
+    candidate's loss, and the number of events scored."""
+    usable = [v for v in validations if len(v.labels)]
+    candidates = [w for w in weights if _available(usable, w)]
+    if not candidates:
+        raise ValueError(f"no validation probabilities for any of the weights {list(weights)}")
+    if not usable:  # nothing to judge on: the first candidate
+        return float(candidates[0]), {}, 0
+    losses, n_events = {}, 0
+    for w in candidates:
+        per_event = np.concatenate(
+            [event_losses(mix(v.hybrid, v.forest, w), v.labels, v.groups) for v in usable]
+        )
+        losses[float(w)], n_events = float(per_event.mean()), len(per_event)
+    best = min(losses.values())
+    chosen = next(w for w in losses if losses[w] <= best + 1e-12)
+    return chosen, losses, n_events
+
+
+def _available(validations: Sequence[Validation], weight: float) -> bool:
+    needs_hybrid, needs_forest = weight > 0.0, weight < 1.0
+    return all(
+        (v.hybrid is not None or not needs_hybrid) and (v.forest is not None or not needs_forest)
+        for v in validations
+    )
+
+
+def calibrate_thresholds(
+    probs: Sequence[np.ndarray],
+    validations: Sequence[Validation],
+    priors: np.ndarray,
+    powers: Sequence[float] = PRIOR_POWERS,
+) -> tuple[np.ndarray, float]:
+    """Thresholds ``priors ** power`` (normalised) for the power with the best event-level
+    balanced accuracy of the validation ``probs`` (one array per validation, their rows)."""
+    events, event_labels, traces, trace_labels = [], [], [], []
+    for p, v in zip(probs, validations, strict=True):
+        if not len(v.labels):
+            continue
+        event_probs, event_true, _, _ = combine_by_event(p, v.labels, v.groups)
+        events.append(event_probs)
+        event_labels.append(event_true)
+        traces.append(p)
+        trace_labels.append(v.labels)
+    if not events:
+        return _thresholds(priors, 0.0), 0.0
+    events, event_labels = np.concatenate(events), np.concatenate(event_labels)
+    traces, trace_labels = np.concatenate(traces), np.concatenate(trace_labels)
+
+    def score(power: float) -> tuple[float, float, float]:
+        t = _thresholds(priors, power)
+        return (
+            balanced_accuracy(event_labels, decide(events, t)),
+            balanced_accuracy(trace_labels, decide(traces, t)),
+            -abs(power - 1.0),
+        )
+
+    power = max(powers, key=score)
+    return _thresholds(priors, power), float(power)
+
+
+def _thresholds(priors: np.ndarray, power: float) -> np.ndarray:
+    t = np.asarray(priors, dtype=np.float64) ** power
+    return t / t.sum()
+
+
+def choose(
+    validations: Sequence[Validation],
+    priors: np.ndarray,
+    weights: Sequence[float] = HYBRID_WEIGHTS,
+    calibrate: bool = True,
+) -> Decision:
+    """The model (among ``weights``) and its thresholds, from ``validations`` alone."""
+    weight, losses, n_events = choose_weight(validations, weights)
+    probs = [mix(v.hybrid, v.forest, weight) if len(v.labels) else None for v in validations]
+    if calibrate:
+        thresholds, power = calibrate_thresholds(
+            [p for p in probs if p is not None],
+            [v for v in validations if len(v.labels)],
+            priors,
+        )
+    else:
+        thresholds, power = _thresholds(priors, 0.0), 0.0
+    return Decision(weight, thresholds, power, losses, n_events)
+
+
+@dataclass
+class Choices:
+    """Each fold's decision for the deployed model and for each part alone (on the fold's
+    validation split), and the deployed model's decision on all folds' validation data."""
+
+    folds: list[Decision]  # the deployed model, per fold
+    hybrid: list[Decision] | None  # the HybridViT alone, its thresholds, per fold
+    forest: list[Decision] | None  # the forest alone, its thresholds, per fold
+    deployed: Decision  # what model/ holds
+
+    def test_probs(self, outcomes: Sequence, baseline: dict | None) -> list[np.ndarray]:
+        """Per fold, the deployed model's test probabilities (each fold's own choice)."""
+        return [
+            d.probabilities(o.probs, None if baseline is None else baseline["probs"][k])
+            for k, (d, o) in enumerate(zip(self.folds, outcomes, strict=True))
+        ]
+
+
+def choose_models(data, folds, outcomes, baseline: dict | None, deploy) -> Choices:
+    """The decisions of a run (``deploy``: its ``DeployConfig``), from validation data only."""
+    validations = [
+        Validation(
+            labels=data.labels[f.val],
+            groups=data.source_ids[f.val],
+            hybrid=o.val_probs,
+            forest=None if baseline is None else baseline["val_probs"][k],
+        )
+        for k, (f, o) in enumerate(zip(folds, outcomes, strict=True))
+    ]
+    weights = deploy.candidate_weights(baseline is not None)
+    calibrate = deploy.thresholds == "calibrated"
+    n = data.n_classes
+
+    def per_fold(candidates: Sequence[float]) -> list[Decision]:
+        return [
+            choose([v], class_priors(data.labels[np.concatenate([f.train, f.val])], n),
+                   candidates, calibrate)
+            for f, v in zip(folds, validations, strict=True)
+        ]  # fmt: skip
+
+    return Choices(
+        folds=per_fold(weights),
+        hybrid=per_fold((1.0,)),
+        forest=None if baseline is None else per_fold((0.0,)),
+        deployed=choose(validations, class_priors(data.labels, n), weights, calibrate),
+    )
