@@ -60,7 +60,7 @@ def test_run_folder_holds_every_report_file(finished_run):
         assert (run / name).stat().st_size > 0 and f"]({name})" in report, name
     for heading in ("station", "magnitude", "epicentral distance (km)", "SNR (dB)"):
         assert f"### By {heading}" in report, heading
-    assert "Which model to deploy" in report.splitlines()[2]
+    assert "Deployed model (`model/`)" in report.splitlines()[2]
     versions = json.loads((run / "versions.json").read_text())
     assert {"python", "torch", "timm", "numpy", "sklearn", "obspy", "quake"} <= set(versions)
 
@@ -103,13 +103,20 @@ def test_metrics_agree_with_sklearn_on_saved_predictions(finished_run):
     run = finished_run.run_dir
     m = json.loads((run / "metrics.json").read_text())
     prob_cols = ["prob_" + c.replace(" ", "_") for c in m["classes"]]
-    for name, section in (("predictions.csv", m), ("baseline_predictions.csv", m["baseline"])):
+    sections = (
+        ("predictions.csv", m, [f["decision"] for f in m["folds"]]),
+        ("hybridvit_predictions.csv", m["hybridvit"], m["hybridvit"]["decisions"]),
+        ("baseline_predictions.csv", m["baseline"], m["baseline"]["decisions"]),
+    )
+    for name, section, decisions in sections:
         table = pd.read_csv(run / name)
         f1s, bals = [], []
         for k, fold in enumerate(section["folds"]):
             part = table[table["fold"] == k]
             y, probs = part["y_true"].to_numpy(), part[prob_cols].to_numpy()
-            pred = probs.argmax(axis=1)
+            pred = (probs / np.asarray(decisions[k]["thresholds"])).argmax(axis=1)
+            if "predicted_class" in part:  # the deployed model's table says what it decided
+                assert part["predicted_class"].tolist() == [m["classes"][p] for p in pred]
             assert fold["n_test"] == len(part)
             assert fold["macro_f1"] == pytest.approx(
                 f1_score(y, pred, average="macro", labels=[0, 1, 2], zero_division=0)
@@ -141,7 +148,7 @@ def test_deployable_model_reproduces_each_fold_model(finished_run, tiny_set):
         open_dataset(tiny_set, classifier.config), config=classifier.config
     )
     waveforms = adapter.load_waveforms()
-    table = pd.read_csv(run / "predictions.csv")
+    table = pd.read_csv(run / "hybridvit_predictions.csv")
     prob_cols = ["prob_" + c.replace(" ", "_") for c in classifier.class_names]
     for k in (0, 1):
         part = table[table["fold"] == k]
@@ -241,10 +248,13 @@ def test_command_line_end_to_end(tiny_set, tmp_path):
 
 
 def test_the_last_log_line_names_the_deployed_model_first(finished_run):
-    """The deployed model is the combination; a last line that led with the HybridViT alone
-    read as the figure of what ``model/`` holds."""
+    """A last line that led with the HybridViT alone read as the figure of what ``model/``
+    holds."""
     metrics = finished_run.metrics
-    assert metrics["deploy"]["strategy"] == "combined"
+    decision = metrics["deployed_decision"]
+    chosen = decision["model"] + (
+        f" {decision['hybrid_weight']:g}" if decision["model"] == "combined" else ""
+    )
     done = [
         line
         for line in (finished_run.run_dir / "train.log").read_text().splitlines()
@@ -257,6 +267,6 @@ def test_the_last_log_line_names_the_deployed_model_first(finished_run):
         return f"{agg['mean']:.3f} ± {agg['std']:.3f}"
 
     assert (
-        f"macro-F1 deployed (combined) {figure(metrics['combined'])}, "
-        f"HybridViT {figure(metrics)}, baseline {figure(metrics['baseline'])}; run folder"
+        f"macro-F1 deployed ({chosen}) {figure(metrics)}, "
+        f"HybridViT {figure(metrics['hybridvit'])}, forest {figure(metrics['baseline'])}; run folder"
     ) in done[0]

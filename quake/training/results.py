@@ -115,6 +115,7 @@ def compute_metrics(
         },
         "hybridvit": {
             "model": "the fold HybridViTs alone, each at thresholds chosen on its validation split",
+            "decisions": [d.to_dict() for d in choices.hybrid],
             **fold_level_metrics(
                 tests, [o.probs for o in outcomes], names, [d.thresholds for d in choices.hybrid]
             ),
@@ -128,6 +129,7 @@ def compute_metrics(
             "features": baseline["feature_names"],
             "fit_on": "each fold's training + validation traces; tested on the same test folds; "
             "thresholds chosen on the validation split by a forest of the training part",
+            "decisions": [d.to_dict() for d in choices.forest],
             **fold_level_metrics(
                 tests, baseline["probs"], names, [d.thresholds for d in choices.forest]
             ),
