@@ -40,11 +40,11 @@ def parse_sets(words: list[str]) -> dict[str, list[Path]]:
         if "=" in word:
             name, word = word.split("=", 1)
         run = Path(word)
-        needed = ("predictions.csv", "baseline_predictions.csv", "metrics.json")
+        needed = ("hybridvit_predictions.csv", "baseline_predictions.csv", "metrics.json")
         if not all((run / name).is_file() for name in needed):
             raise ValueError(
                 f"{word!r} is not a finished training run; expected a run folder with "
-                "predictions.csv, baseline_predictions.csv and metrics.json"
+                "hybridvit_predictions.csv, baseline_predictions.csv and metrics.json"
             )
         sets.setdefault(name or run.name, []).append(run)
     return sets

@@ -39,12 +39,12 @@ SETS = ("pnw-eqex", "eqnoise-3c", "eqnoise-3c-checked", "esec-surface", "embedde
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "default": ("the default config", {}),
     "long-window": (
-        "a window that covers surface events: 163.84 s at 25 Hz from 20 s before the "
-        "catalogue time (4096 samples, the spectrogram grid of the default)",
+        "a window that covers surface events: 128 s at 32 Hz from 30 s before the "
+        "catalogue time (4096 samples, 33 x 64 spectrogram bins)",
         {
-            "data.preprocess.sampling_rate_hz": 25.0,
-            "data.preprocess.window_s": 163.84,
-            "data.preprocess.pre_arrival_s": 20.0,
+            "data.preprocess.sampling_rate_hz": 32.0,
+            "data.preprocess.window_s": 128.0,
+            "data.preprocess.pre_arrival_s": 30.0,
             "data.preprocess.stft_nperseg": 64,
             "data.preprocess.stft_hop": 64,
         },

@@ -1,5 +1,5 @@
 """One protocol and one ``load`` for every deployable kind, on a real trained run (pnw-eqex,
-the default strategy: the HybridViT ensemble and the forests combined).
+the HybridViT ensemble and the forests combined: ``deploy.strategy: combined``).
 
 The same events must get the same probabilities through ``quake.load``, the ``quake classify``
 command and the SeisBench adapter; every saved format loads through the one table of formats;
@@ -37,9 +37,9 @@ EVENTS = 6  # events of pnw-eqex classified through each path
 
 @pytest.fixture(scope="module")
 def run(pnw, tmp_path_factory):
-    """A tiny default run on pnw-eqex: deploys the combined model."""
+    """A tiny run on pnw-eqex deploying the combined model."""
     out = tmp_path_factory.mktemp("deploy") / "run"
-    return train(tiny_run_config(pnw, out)).run_dir
+    return train(tiny_run_config(pnw, out, **{"deploy.strategy": "combined"})).run_dir
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def windows(classifier: Classifier, pnw, n: int = 8) -> np.ndarray:
     return np.stack([adapter.get_waveform(i) for i in range(n)])
 
 
-def test_the_default_run_deploys_the_combination_with_the_protocol(run):
+def test_a_combined_run_deploys_the_combination_with_the_protocol(run):
     clf = quake.load(run)
     assert isinstance(clf, CombinedClassifier) and isinstance(clf, Classifier)
     assert quake.load(run / "model").model_id == clf.model_id
@@ -98,6 +98,42 @@ def test_load_the_command_and_the_seisbench_adapter_agree(run, pnw, catalog, tmp
         result = adapter.classify(stream, origin_time=event.origins[0].time)
         got = [result.probabilities[c] for c in names]
         np.testing.assert_allclose(got, api.loc[event_id, columns].astype(float), atol=1e-5)
+
+
+def test_the_saved_thresholds_decide_in_classify_and_predict(run, pnw, catalog, tmp_path):
+    """``model/decision.json`` holds the thresholds the run chose; the catalog job, classify
+    (stream) and predict decide with them: thresholds that favour one class move every event
+    to it, and the table's class is the largest probability / threshold."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    clf = quake.load(run)
+    np.testing.assert_allclose(clf.decision_thresholds, metrics["deployed_decision"]["thresholds"])
+    saved = json.loads((run / "model" / "decision.json").read_text())["thresholds"]
+    assert list(saved) == list(clf.class_names)
+    names = list(clf.class_names)
+    columns = [prob_column(c) for c in names]
+
+    def decided(table: pd.DataFrame, thresholds) -> list[str]:
+        probs = table[columns].astype(float).to_numpy()
+        return [names[k] for k in (probs / np.asarray(thresholds)).argmax(axis=1)]
+
+    table = clf.classify_catalog(catalog, pnw)
+    assert table["predicted_class"].tolist() == decided(table, clf.decision_thresholds)
+
+    model = tmp_path / "explosion-leaning"
+    clf.decision_thresholds = np.array([0.999 if c == "earthquake" else 0.001 for c in names])
+    clf.save(model)
+    leaning = quake.load(model)
+    table = leaning.classify_catalog(catalog, pnw)
+    assert set(table["predicted_class"]) == {"explosion"}
+    stream = obspy.read(str(pnw / "waveforms" / table["event_id"].iloc[0] / "*.mseed"))
+    event = obspy.read_events(str(catalog))[0]
+    assert leaning.classify(stream, origin_time=event.origins[0].time).predicted_class == (
+        "explosion"
+    )
+    assert set(leaning.predict(windows(leaning, pnw, 4))) == {"explosion"}
+    (model / "decision.json").write_text(json.dumps({"thresholds": {"earthquake": 1.0}}))
+    with pytest.raises(ValueError, match=r"decision.json' has thresholds for \['earthquake'\]"):
+        quake.load(model)
 
 
 def test_every_saved_kind_loads_through_the_one_load(run, pnw, tmp_path):
@@ -214,11 +250,11 @@ def test_the_deployed_model_carries_its_card(run, tmp_path):
     assert card["classes"] == items["true_class"].value_counts().to_dict()
     assert sum(card["sampling_rates_hz"].values()) == len(items)
     assert card["window"]["length_s"] == clf.preprocess.window_s
-    folds = [f["macro_f1"] for f in metrics["combined"]["folds"]]
+    folds = [f["macro_f1"] for f in metrics["folds"]]
     figure = card["cross_validated"]["trace_macro_f1"]
     assert card["cross_validated"]["model"] == "combined"
     assert figure["worst_fold"] == pytest.approx(min(folds))
-    assert figure["mean"] == pytest.approx(metrics["combined"]["aggregate"]["macro_f1"]["mean"])
+    assert figure["mean"] == pytest.approx(metrics["aggregate"]["macro_f1"]["mean"])
     assert quake.load(clf.save(tmp_path / "copy")).card == card
     from quake.deploy.export import export_classifier
 

@@ -39,7 +39,9 @@ HYBRID_WEIGHT = 0.3
 def eqnoise_run(real_data_dir, tmp_path_factory):
     data = real_data_dir / "eqnoise-3c"
     out = tmp_path_factory.mktemp("report") / "run"
-    config = tiny_run_config(data, out, **{"deploy.hybrid_weight": HYBRID_WEIGHT})
+    config = tiny_run_config(
+        data, out, **{"deploy.strategy": "combined", "deploy.hybrid_weight": HYBRID_WEIGHT}
+    )
     result = train(config)
     run = result.run_dir
     metrics = json.loads((run / "metrics.json").read_text())
@@ -55,7 +57,7 @@ def eqnoise_run(real_data_dir, tmp_path_factory):
         "names": names,
         "y": table["y_true"].to_numpy(),
         "probs": probs,
-        "pred": probs.argmax(axis=1),
+        "pred": table["predicted_class"].map(names.index).to_numpy(),
         "metadata": pd.read_csv(data / "metadata.csv"),
     }
 
@@ -87,9 +89,8 @@ def test_new_figures_are_written_and_linked_from_the_report(eqnoise_run):
 
 def test_misclassified_grid_holds_exactly_the_most_confident_mistakes(eqnoise_run):
     table, pred = eqnoise_run["table"], eqnoise_run["pred"]
-    wrong = table[pred != eqnoise_run["y"]].assign(
-        p=eqnoise_run["probs"].max(axis=1)[pred != eqnoise_run["y"]]
-    )
+    chosen = eqnoise_run["probs"][np.arange(len(pred)), pred]  # of the class decided
+    wrong = table[pred != eqnoise_run["y"]].assign(p=chosen[pred != eqnoise_run["y"]])
     entry = eqnoise_run["explained"]["misclassified"]
     shown = entry["shown"]
     assert entry["n_misclassified"] == len(wrong) > 0
@@ -194,92 +195,72 @@ def test_plot_legends_carry_auc_ap_and_ece(eqnoise_run, tmp_path):
     pr = report.plot_pr(y, probs, names, tmp_path / "pr.png", base_probs)
     reliability = report.plot_reliability(y, probs, tmp_path / "rel.png", base_probs)
     for c, name in enumerate(names):
-        assert f"{name} (HybridViT) AUC {roc_auc_score(y == c, probs[:, c]):.3f}" in roc
-        assert f"{name} (baseline) AUC {roc_auc_score(y == c, base_probs[:, c]):.3f}" in roc
-        assert f"{name} (HybridViT) AP {average_precision_score(y == c, probs[:, c]):.3f}" in pr
+        assert f"{name} (deployed) AUC {roc_auc_score(y == c, probs[:, c]):.3f}" in roc
+        assert f"{name} (forest alone) AUC {roc_auc_score(y == c, base_probs[:, c]):.3f}" in roc
+        assert f"{name} (deployed) AP {average_precision_score(y == c, probs[:, c]):.3f}" in pr
     assert reliability == [
-        f"HybridViT, ECE {_ece(y, probs):.3f}",
-        f"baseline, ECE {_ece(y, base_probs):.3f}",
+        f"deployed, ECE {_ece(y, probs):.3f}",
+        f"forest alone, ECE {_ece(y, base_probs):.3f}",
     ]
     _png(tmp_path / "roc.png")
 
 
-def test_first_lines_say_which_model_to_deploy(eqnoise_run):
+def test_first_lines_name_the_deployed_model_and_the_headline_table(eqnoise_run):
     m = eqnoise_run["metrics"]
-    ours = m["event_level"]["aggregate"]["macro_f1"]["mean"]
-    theirs = m["baseline"]["event_level"]["aggregate"]["macro_f1"]["mean"]
-    both = m["combined"]["event_level"]["aggregate"]["macro_f1"]["mean"]
     lines = eqnoise_run["report"].splitlines()
     assert lines[0].startswith("# quake training report")
-    head = "\n".join(lines[1:6])
-    assert "Which model to deploy" in lines[2]
-    assert ("baseline beats the HybridViT alone" in lines[2]) == (theirs > ours)
-    assert ("`model/` as it is" in lines[2]) == (both >= max(ours, theirs))
-    assert f"HybridViT {ours:.3f}" in head and f"baseline {theirs:.3f}" in head
-    assert f"combined {both:.3f}" in head
+    assert lines[2].startswith("**Deployed model (`model/`): the HybridViT ensemble and the random")
+    assert f"the HybridViT with {HYBRID_WEIGHT:g} of the vote" in lines[2]
+    assert "as `deploy.strategy: combined` asks" in lines[2]
+    thresholds = m["deployed_decision"]["thresholds"]
+    assert f"earthquake {thresholds[0]:.3f}, noise {thresholds[1]:.3f}" in lines[2]
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines[4:9] if line.startswith("|")}
+    folds = [f["event_level"]["folds"] for f in (m, m["hybridvit"], m["baseline"])]
+    for label, block, event_folds in zip(
+        ("deployed (each fold's own choice)", "HybridViT alone", "forest alone"),
+        (m, m["hybridvit"], m["baseline"]),
+        folds,
+        strict=True,
+    ):
+        auc = block["event_level"]["aggregate"]["roc_auc"]
+        worst = min(f["roc_auc"] for f in event_folds)
+        assert f"{auc['mean']:.3f} ± {auc['std']:.3f} ({worst:.3f})" in rows[label], label
 
 
-def _metrics(ours: float, theirs: float, ours_event: float, theirs_event: float,
-             both_event: float | None = None, strategy: str = "ensemble") -> dict:  # fmt: skip
-    def agg(value):
-        return {"macro_f1": {"mean": value, "std": 0.01}}
+def _advice_metrics(model: str, weight: float, losses: dict) -> dict:
+    def block(value):
+        agg = {"macro_f1": {"mean": value, "std": 0.01}, "roc_auc": {"mean": value, "std": 0.02}}
+        folds = [{"macro_f1": value, "roc_auc": value}, {"macro_f1": value - 0.1,
+                 "roc_auc": value - 0.1}]  # fmt: skip
+        return {"aggregate": agg, "folds": folds, "event_level": {"aggregate": agg, "folds": folds}}
 
-    metrics = {
-        "folds": [{}, {}, {}],
-        "deploy": {"strategy": strategy},
-        "aggregate": agg(ours),
-        "event_level": {"aggregate": agg(ours_event)},
-        "baseline": {"aggregate": agg(theirs), "event_level": {"aggregate": agg(theirs_event)}},
+    decision = {"model": model, "hybrid_weight": weight, "thresholds": [0.7, 0.3],
+                "prior_power": 1.0, "val_event_log_loss": losses, "n_val_events": 12}  # fmt: skip
+    return {
+        **block(0.8),
+        "classes": ["earthquake", "explosion"],
+        "deploy": {"strategy": "auto"},
+        "deployed_decision": decision,
+        "hybridvit": block(0.6),
+        "baseline": block(0.8),
     }
-    if both_event is not None:
-        metrics["combined"] = {"aggregate": agg(0.5), "event_level": {"aggregate": agg(both_event)}}
-    return metrics
 
 
-def test_deploy_advice_decides_on_the_event_level():
-    loses = "\n".join(report.deploy_advice(_metrics(0.80, 0.70, 0.60, 0.75)))
-    assert "**Which model to deploy: the random-forest baseline**" in loses
-    assert "the random-forest baseline beats the HybridViT alone" in loses
-    assert "`model/` holds the HybridViT ensemble (`deploy.strategy: ensemble`)" in loses
-    assert "--set deploy.strategy=baseline" in loses
-    assert "trace level HybridViT 0.800 ± 0.010, baseline 0.700 ± 0.010" in loses
-    assert "event level HybridViT 0.600 ± 0.010, baseline 0.750 ± 0.010" in loses
-    deployed = "\n".join(
-        report.deploy_advice(_metrics(0.80, 0.70, 0.60, 0.75, strategy="baseline"))
+def test_the_report_says_first_when_the_forest_is_deployed():
+    losses = {"0": 0.41, "0.4": 0.45, "1": 0.69}
+    lines = report.deploy_advice(_advice_metrics("forest", 0.0, losses))
+    assert lines[0].startswith(
+        "**On this data the HybridViT does not help: the deployed model is the forest.**"
     )
-    assert "`model/` as it is: the random-forest baseline" in deployed
-    assert "`model/` holds the baseline's fold forests" in deployed
-    wins = "\n".join(report.deploy_advice(_metrics(0.70, 0.80, 0.90, 0.85)))
-    assert "`model/` as it is: the HybridViT ensemble has the highest event level" in wins
-    assert "baseline beats" not in wins
-    alone = report.deploy_advice({**_metrics(0.7, 0.8, 0.9, 0.8), "baseline": None})
-    assert "no baseline was trained" in alone[0]
-
-
-def test_deploy_advice_weighs_the_combination():
-    best = "\n".join(report.deploy_advice(_metrics(0.8, 0.7, 0.6, 0.75, 0.9, "combined")))
-    assert "`model/` as it is: the HybridViT and the baseline combined" in best
-    assert "the random-forest baseline beats the HybridViT alone" in best  # still said
-    assert "event level HybridViT 0.600 ± 0.010, baseline 0.750 ± 0.010, combined 0.900" in best
-    behind = "\n".join(report.deploy_advice(_metrics(0.8, 0.7, 0.95, 0.75, 0.9, "combined")))
-    assert "**Which model to deploy: the HybridViT ensemble**" in behind
-    assert "--set deploy.strategy=ensemble" in behind and "beats" not in behind
-
-
-def test_deploy_advice_breaks_a_tie_by_the_trace_level_then_keeps_the_deployed_model():
-    # event level equal at the precision shown (0.98535 and 0.98532): the trace level decides
-    tie = _metrics(0.942, 0.956, 0.964, 0.98535, 0.98532, "combined")
-    tie["combined"]["aggregate"] = {"macro_f1": {"mean": 0.961, "std": 0.01}}
-    assert "`model/` as it is: the HybridViT and the baseline combined" in "\n".join(
-        report.deploy_advice(tie)
-    )
-    tie["combined"]["aggregate"] = {"macro_f1": {"mean": 0.950, "std": 0.01}}
-    assert "**Which model to deploy: the random-forest baseline**" in "\n".join(
-        report.deploy_advice(tie)
-    )
-    # equal at both levels: the deployed model stays
-    same = _metrics(0.9, 0.9, 0.95, 0.95, strategy="baseline")
-    assert "`model/` as it is: the random-forest baseline" in "\n".join(report.deploy_advice(same))
+    assert "chosen on the validation splits of the 2 folds (12 events)" in lines[0]
+    assert "HybridViT weight 0: 0.410, HybridViT weight 0.4: 0.450" in lines[0]
+    assert "earthquake 0.700, explosion 0.300" in lines[0]
+    table = "\n".join(lines)
+    assert "| HybridViT alone | 0.600 ± 0.010 (0.500) |" in table
+    assert "| forest alone | 0.800 ± 0.010 (0.700) |" in table
+    combined = report.deploy_advice(_advice_metrics("combined", 0.4, losses))[0]
+    assert "does not help" not in combined
+    assert "combined, the HybridViT with 0.4 of the vote" in combined
 
 
 def _geometric_mean(hybrid: np.ndarray, forest: np.ndarray, w: float) -> np.ndarray:
@@ -299,14 +280,16 @@ def test_combined_metrics_and_model_are_the_geometric_mean_of_both(eqnoise_run, 
 
     run, names = eqnoise_run["run"], eqnoise_run["names"]
     columns = [prob_column(c) for c in names]
-    ours = eqnoise_run["table"].sort_values("index")
+    ours = pd.read_csv(run / "hybridvit_predictions.csv").sort_values("index")
     theirs = pd.read_csv(run / "baseline_predictions.csv").sort_values("index")
     both = _geometric_mean(ours[columns].to_numpy(), theirs[columns].to_numpy(), HYBRID_WEIGHT)
-    assert eqnoise_run["metrics"]["combined"]["hybrid_weight"] == HYBRID_WEIGHT
-    for entry in eqnoise_run["metrics"]["combined"]["folds"]:
+    deployed_table = eqnoise_run["table"].sort_values("index")
+    np.testing.assert_allclose(deployed_table[columns].to_numpy(), both, atol=1e-6)
+    for entry in eqnoise_run["metrics"]["folds"]:
+        assert entry["decision"]["hybrid_weight"] == HYBRID_WEIGHT
         rows = (ours["fold"] == entry["fold"]).to_numpy()
         y = ours["y_true"].to_numpy()[rows]
-        predicted = both[rows].argmax(axis=1)
+        predicted = (both[rows] / np.asarray(entry["decision"]["thresholds"])).argmax(axis=1)
         assert entry["macro_f1"] == pytest.approx(f1_score(y, predicted, average="macro"))
         assert entry["roc_auc"] == pytest.approx(roc_auc_score(y, both[rows][:, 1]), abs=1e-9)
 
@@ -422,18 +405,20 @@ def test_breakdowns_by_magnitude_distance_and_snr_on_a_crafted_table():
 
 def test_a_finished_run_is_rescored_at_any_hybrid_weight(eqnoise_run):
     """``combined_from_predictions`` (benchmarks/bench_combine.py) gives back the run's own
-    combined figures at its weight, the baseline's at 0 and the HybridViT's at 1."""
+    threshold-free figures: the deployed combination's at its weight, the forest's at 0 and the
+    HybridViT's at 1."""
     from quake.training.results import combined_from_predictions
 
     run, metrics = eqnoise_run["run"], eqnoise_run["metrics"]
-    for weight, block in ((HYBRID_WEIGHT, metrics["combined"]), (0.0, metrics["baseline"])):
+    for weight, block in (
+        (HYBRID_WEIGHT, metrics),
+        (0.0, metrics["baseline"]),
+        (1.0, metrics["hybridvit"]),
+    ):
         again = combined_from_predictions(run, weight)
         for got, want in zip(again["folds"], block["folds"], strict=True):
-            assert got["macro_f1"] == pytest.approx(want["macro_f1"])
             assert got["roc_auc"] == pytest.approx(want["roc_auc"], abs=1e-6)
-    alone = combined_from_predictions(run, 1.0)
-    for got, want in zip(alone["folds"], metrics["folds"], strict=True):
-        assert got["macro_f1"] == pytest.approx(want["macro_f1"])
+            assert got["log_loss"] == pytest.approx(want["log_loss"], rel=1e-6)
 
 
 def test_bench_combine_prints_and_keeps_the_figures_of_each_weight(eqnoise_run, tmp_path, capsys):
@@ -447,9 +432,9 @@ def test_bench_combine_prints_and_keeps_the_figures_of_each_weight(eqnoise_run, 
     out = tmp_path / "w.json"
     assert script.main([f"eq={run}", "--weights", "0", str(HYBRID_WEIGHT), "--json", str(out)]) == 0
     figures = json.loads(out.read_text())["eq"]
-    for weight, block in (("0.0", metrics["baseline"]), (str(HYBRID_WEIGHT), metrics["combined"])):
-        want = [f["macro_f1"] for f in block["folds"]]
-        assert figures[weight]["trace macro F1"] == pytest.approx(want)
+    for weight, block in (("0.0", metrics["baseline"]), (str(HYBRID_WEIGHT), metrics)):
+        want = [f["roc_auc"] for f in block["event_level"]["folds"]]
+        assert figures[weight]["event ROC AUC"] == pytest.approx(want, abs=1e-6)
     assert "| 0.3 |" in capsys.readouterr().out
     assert script.main([str(tmp_path)]) == 2
     assert "not a finished training run" in capsys.readouterr().err

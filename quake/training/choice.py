@@ -7,8 +7,13 @@ each fold it scores the candidates on the fold's own validation split (never its
 - **the model**: the combination of the fold's HybridViT and forest at each weight of
   :data:`HYBRID_WEIGHTS` (0: the forest alone, 1: the HybridViT alone), scored by the event-level
   log loss of the validation events (threshold-free: a model is judged by how it ranks and how
-  sure it is, not by where a 0.5 cut happens to fall). Ties go to the smaller weight (the
-  forest: cheaper, and it has no epoch luck).
+  sure it is, not by where a 0.5 cut happens to fall). The one-standard-error rule of Breiman
+  et al. (CART, 1984) then picks the smallest weight whose loss is within one standard error
+  (of the best candidate's per-event losses) of the best: a handful of validation events cannot
+  tell a small difference from luck, and the smaller weight is the simpler, cheaper model (a
+  HybridViT at chance can still lower a log loss by softening an over-sure forest; that is not
+  a reason to deploy it). The margin comes from the user's own validation data, not from a
+  constant read off other sets.
 - **the decision thresholds** of that model: a class is decided by the largest ``p_c / t_c``
   (:func:`quake.probabilities.decide`), ``t`` the class priors of the fold's training data
   raised to a power from :data:`PRIOR_POWERS` (0: plain argmax; 1: the balanced rule for a
@@ -108,22 +113,26 @@ def class_priors(labels: np.ndarray, n_classes: int) -> np.ndarray:
 def choose_weight(
     validations: Sequence[Validation], weights: Sequence[float] = HYBRID_WEIGHTS
 ) -> tuple[float, dict[float, float], int]:
-    """The weight with the lowest event log loss over the pooled validation events, every
-    candidate's loss, and the number of events scored."""
+    """The smallest weight whose event log loss over the pooled validation events is within
+    one standard error of the lowest (module doc), every candidate's loss, and the number of
+    events scored."""
     usable = [v for v in validations if len(v.labels)]
     candidates = [w for w in weights if _available(usable, w)]
     if not candidates:
         raise ValueError(f"no validation probabilities for any of the weights {list(weights)}")
     if not usable:  # nothing to judge on: the first candidate
         return float(candidates[0]), {}, 0
-    losses, n_events = {}, 0
-    for w in candidates:
-        per_event = np.concatenate(
+    per_event = {
+        float(w): np.concatenate(
             [event_losses(mix(v.hybrid, v.forest, w), v.labels, v.groups) for v in usable]
         )
-        losses[float(w)], n_events = float(per_event.mean()), len(per_event)
-    best = min(losses.values())
-    chosen = next(w for w in losses if losses[w] <= best + 1e-12)
+        for w in candidates
+    }
+    losses = {w: float(values.mean()) for w, values in per_event.items()}
+    best = min(losses, key=losses.get)
+    n_events = len(per_event[best])
+    error = float(per_event[best].std(ddof=1) / np.sqrt(n_events)) if n_events > 1 else 0.0
+    chosen = min(w for w in losses if losses[w] <= losses[best] + error + 1e-12)
     return chosen, losses, n_events
 
 

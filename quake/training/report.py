@@ -269,7 +269,8 @@ def deploy_advice(metrics: dict) -> list[str]:
             f"chosen on the validation splits of the {len(metrics['folds'])} folds "
             f"({decision.get('n_val_events', 0)} events) by event-level log loss ("
             + ", ".join(f"HybridViT weight {w}: {loss:.3f}" for w, loss in losses.items())
-            + "; lower is better)"
+            + "; lower is better; the smallest HybridViT weight within one standard error of the "
+            "best is taken)"
         )
     else:
         how = f"as `deploy.strategy: {strategy}` asks"
