@@ -138,8 +138,11 @@ def table(results: dict) -> str:
             deployed = (
                 ", ".join(
                     runs[s]["deployed_model"]
-                    + (f" {runs[s]['deployed_weight']:g}"
-                       if runs[s]["deployed_model"] == "combined" else "")
+                    + (
+                        f" {runs[s]['deployed_weight']:g}"
+                        if runs[s]["deployed_model"] == "combined"
+                        else ""
+                    )
                     for s in seeds
                 )  # fmt: skip
                 if label == "deployed"

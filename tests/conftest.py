@@ -63,6 +63,19 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def pnw_run(pnw, tmp_path_factory) -> Path:
+    """A tiny run on pnw-eqex (:mod:`tiny_run`) deploying the combined model
+    (``deploy.strategy: combined``) with its card and thresholds. Plumbing, not accuracy; read
+    it, never change it (copy its ``model`` folder first)."""
+    from tiny_run import tiny_run_config
+
+    from quake.training import train
+
+    out = tmp_path_factory.mktemp("pnw-run") / "run"
+    return train(tiny_run_config(pnw, out, **{"deploy.strategy": "combined"})).run_dir
+
+
+@pytest.fixture(scope="session")
 def damaged_eqnoise(real_data_dir, tmp_path_factory) -> dict:
     """A copy of ``eqnoise-3c`` with the same ``metadata.csv``: the waveform of one trace of the
     second event absent from ``waveforms.hdf5``, one trace of the third event stored 1-D.

@@ -15,7 +15,6 @@ import numpy as np
 import obspy
 import pandas as pd
 import pytest
-from tiny_run import tiny_run_config
 
 import quake
 from quake.classify.tables import read_predictions
@@ -30,16 +29,14 @@ from quake.deploy import (
 from quake.deploy.card import events_digest
 from quake.deploy.manifest import CLASSIFIER_FILE
 from quake.probabilities import prob_column
-from quake.training import train
 
 EVENTS = 6  # events of pnw-eqex classified through each path
 
 
 @pytest.fixture(scope="module")
-def run(pnw, tmp_path_factory):
-    """A tiny run on pnw-eqex deploying the combined model."""
-    out = tmp_path_factory.mktemp("deploy") / "run"
-    return train(tiny_run_config(pnw, out, **{"deploy.strategy": "combined"})).run_dir
+def run(pnw_run):
+    """A tiny run on pnw-eqex deploying the combined model (conftest's ``pnw_run``)."""
+    return pnw_run
 
 
 @pytest.fixture(scope="module")

@@ -99,9 +99,7 @@ def test_a_hybridvit_that_cannot_learn_deploys_the_forest(real_data_dir, tmp_pat
     initialisation: chance), the forest learns: every fold and model/ take the forest, the
     report's first line says so and classify decides with the saved thresholds."""
     out = tmp_path / "run"
-    run = train(
-        tiny_run_config(real_data_dir / "eqnoise-3c", out, **{"optim.lr": 1e-12})
-    ).run_dir
+    run = train(tiny_run_config(real_data_dir / "eqnoise-3c", out, **{"optim.lr": 1e-12})).run_dir
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["hybridvit"]["event_level"]["aggregate"]["roc_auc"]["mean"] < 0.75
     assert [f["decision"]["model"] for f in metrics["folds"]] == ["forest", "forest"]

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from quake.classify.batching import EventReader, WindowBatcher, iterate_events, progress_bar
+from quake.classify.card_check import CardCheck
 from quake.classify.catalog import (
     agreement_table,
     annotate_catalog,
@@ -79,6 +80,7 @@ def classify_events(
     progress: bool = True,
     amp: bool = False,
     min_probability: float = 0.0,
+    say_card: bool = True,
 ) -> ClassifySummary:
     """Classify every event of ``events`` (a :func:`quake.classify.catalog.read_catalog` table).
 
@@ -88,6 +90,11 @@ def classify_events(
     (0: read in this process). ``amp`` runs the model under autocast (:func:`autocast_for`).
     An event whose predicted class is less probable than ``min_probability`` is marked for
     review (:func:`review_reason`).
+
+    The events and windows are held against the model card (:mod:`quake.classify.card_check`):
+    each row's ``in_training`` says whether the model was trained on the event, the summary's
+    ``card_check`` counts what differs from training, and the differences are logged once at
+    the end (``say_card=False``: left to the caller, who adds the counts of several calls).
     """
     _check_options(min_probability, batch_size, workers, flush_every)
     class_names = list(classifier.class_names)
@@ -113,6 +120,8 @@ def classify_events(
     todo_ids, todo_origins = todo["event_id"].to_numpy(), todo["origin_time"].to_numpy()
     n_emitted = 0
     context_by_id = catalog_context(classifier, todo)
+    card = CardCheck.of(classifier)
+    in_training = card.mark_events(events["event_id"])  # every catalog event, resumed ones too
 
     reader = EventReader(source, todo, classifier.config)
     batcher = WindowBatcher(classifier, batch_size, summary, amp=amp)
@@ -130,9 +139,12 @@ def classify_events(
                 raise RuntimeError(f"event {p.event_id} came back in the place of {todo_ids[k]}")
             event_probs = event_probabilities(station_probs, context_by_id.get(p.event_id))
             origin = utc_or_none(todo_origins[k])
+            trained = in_training[todo_positions[k]]
             row = event_row(
-                p, origin, event_probs, class_names, model_id, min_probability, thresholds
-            )
+                p, origin, event_probs, class_names, model_id, min_probability, trained,
+                thresholds,
+            )  # fmt: skip
+            card.add(p)
             outputs.add(row, station_rows(p, station_probs, class_names), todo_positions[k])
             summary.count_event(p, len(station_probs), classified=event_probs is not None)
         if bar is not None and finished:
@@ -170,6 +182,9 @@ def classify_events(
         summary.n_resumed,
         summary.events_per_s,
     )
+    summary.card_check = card.counts
+    if say_card:
+        card.say()
     return summary
 
 
@@ -362,8 +377,9 @@ def _classify_sharded(classifier, events, source, out, stations_out, resume, ran
     start, stop = shard.bounds(len(events))
     logger.info("rank %d of %d: events %d..%d", shard.rank, shard.world_size, start, stop - 1)
     summary = classify_events(
-        classifier, mine, source, part, stations_out=station_part, resume=resume, **options
-    )
+        classifier, mine, source, part, stations_out=station_part, resume=resume,
+        say_card=False, **options,
+    )  # fmt: skip
     summaries = ranks.gather(summary)  # also the barrier: every part is complete after it
     if ranks.is_main:
         world = [Shard(r, shard.world_size) for r in range(shard.world_size)]
@@ -373,5 +389,6 @@ def _classify_sharded(classifier, events, source, out, stations_out, resume, ran
             parts = [s.part_path(stations_out) for s in world]
             merge_parts(stations_out, parts, ids, one_row_per_event=False)
         summary = merge_summaries(summaries, n_events=len(events))
+        CardCheck.of(classifier).say(summary.card_check)  # once, for the whole catalog
     ranks.barrier()  # the other ranks leave once the output is merged
     return summary

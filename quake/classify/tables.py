@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from quake.classify.card_check import CardCounts
 from quake.classify.catalog import format_time
 from quake.classify.windows import PreparedEvent
 from quake.probabilities import decide, prob_column
@@ -36,7 +36,8 @@ def prediction_columns(class_names: Sequence[str]) -> list[str]:
     return (
         ["event_id", "origin_time", "predicted_class"]
         + [prob_column(c) for c in class_names]
-        + ["review", "n_stations_used", "n_stations_skipped", "skip_reasons", "model_id"]
+        + ["review", "n_stations_used", "n_stations_skipped", "skip_reasons", "in_training"]
+        + ["model_id"]
     )
 
 
@@ -78,6 +79,8 @@ class ClassifySummary:
     quakeml_counts: dict = field(default_factory=dict)  # from annotate_catalog, when written
     # catalog type -> predicted class -> events, when the catalog has types (agreement_table)
     agreement: dict = field(default_factory=dict)
+    # the inputs held against the model card (quake.classify.card_check)
+    card_check: CardCounts = field(default_factory=CardCounts)
 
     def count_event(self, prepared: PreparedEvent, n_windows: int, classified: bool) -> None:
         """Add one finished event: its windows, whether it was classified, its stations'
@@ -118,6 +121,7 @@ class ClassifySummary:
             "windows_per_s": self.windows_per_s,
             "quakeml_counts": dict(self.quakeml_counts),
             "agreement": dict(self.agreement),
+            "card_check": self.card_check.to_dict(),
         }
 
 
@@ -136,10 +140,12 @@ def skip_summary(prepared: PreparedEvent) -> str:
 
 
 def event_row(
-    prepared, origin_time, probs, class_names, model_id, min_probability, thresholds=None
-) -> dict[str, str]:
-    """One event's row of ``predictions.csv``; its class as the model's decision
-    ``thresholds`` decide (:func:`quake.probabilities.decide`)."""
+    prepared, origin_time, probs, class_names, model_id, min_probability, in_training=None,
+    thresholds=None,
+) -> dict[str, str]:  # fmt: skip
+    """One event's row of ``predictions.csv``; ``in_training``: whether the model card lists
+    the event among the training events (None, written empty, for a model without a card); its
+    class as the model's decision ``thresholds`` decide (:func:`quake.probabilities.decide`)."""
     row = {
         "event_id": prepared.event_id,
         "origin_time": format_time(origin_time),
@@ -147,6 +153,7 @@ def event_row(
         "n_stations_used": str(prepared.n_used),
         "n_stations_skipped": str(prepared.n_skipped),
         "skip_reasons": skip_summary(prepared),
+        "in_training": "" if in_training is None else str(bool(in_training)),
         "model_id": model_id,
     }
     for i, name in enumerate(class_names):
@@ -183,8 +190,13 @@ def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
 
 
 def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a ``predictions.csv`` back (strings kept as written; empty cells as "")."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    """Read a ``predictions.csv`` back: strings kept as written (empty cells as ""), but
+    ``in_training`` as booleans (pandas' nullable ``boolean``: <NA> for a model without card)."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "in_training" in table:
+        flags = table["in_training"].map({"True": True, "False": False})
+        table["in_training"] = flags.astype("boolean")
+    return table
 
 
 def merge_summaries(summaries: Sequence[ClassifySummary], n_events: int) -> ClassifySummary:
@@ -198,6 +210,7 @@ def merge_summaries(summaries: Sequence[ClassifySummary], n_events: int) -> Clas
         merged.n_windows += s.n_windows
         merged.skip_counts.update(s.skip_counts)
         merged.quality_counts.update(s.quality_counts)
+        merged.card_check.add(s.card_check)
         merged.read_s += s.read_s
         merged.preprocess_s += s.preprocess_s
         merged.model_s += s.model_s

@@ -17,7 +17,7 @@ import numpy as np
 import obspy
 
 from quake.data import PreprocessConfig, SkipTrace, window_from_stream
-from quake.data.components import select_band
+from quake.data.components import anchor_kind, select_band
 from quake.data.sources import EventRequest, StationTraces, WaveformSource
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ class StationResult:
     detail: str = ""  # longer text for the per-station table and the log
     channels: str = ""  # channel codes used, e.g. "HHZ" or "HHE,HHN,HHZ"
     sampling_rate_hz: float | None = None  # the data's own rate, before resampling
+    components: str = ""  # of a used station: components backed by data, e.g. "ZNE" or "Z"
+    anchor: str = ""  # of a used station: where its window starts (quake.data ANCHOR_KINDS)
     quality: str = ""  # what the quality checks found and did, readable
     flags: list[str] = field(default_factory=list)  # quality flag names, for counts
 
@@ -86,12 +88,11 @@ def window_station(
     """Window one station; (None, skipped result) for unusable data, never raises."""
     channels, rate = _band_info(station.stream, config)
     result = StationResult(station.station_id, used=False, channels=channels, sampling_rate_hz=rate)
+    origin = origin_time if station.use_origin else None
+    p_time = _p_time(station, p_picks)
     try:
         window, quality = window_from_stream(
-            station.stream,
-            config,
-            origin_time=origin_time if station.use_origin else None,
-            p_time=_p_time(station, p_picks),
+            station.stream, config, origin_time=origin, p_time=p_time
         )
     except SkipTrace as skip:
         result.reason, result.detail = skip.reason, str(skip)
@@ -107,6 +108,8 @@ def window_station(
     result.used = True
     result.quality = quality.describe()
     result.flags = quality.flags()
+    result.components = quality.components
+    result.anchor = anchor_kind(config, p_time is not None, origin is not None)
     return window.astype(np.float32, copy=False), result
 
 

@@ -163,6 +163,7 @@ def _classify(args: argparse.Namespace) -> int:
             "stations used with a quality flag (see the quality column of --stations-out): "
             + "; ".join(f"{flag} x{n}" for flag, n in summary.quality_counts.most_common())
         )
+    print(f"compared with the model card: {summary.card_check.describe()}")
     if args.quakeml:
         print(f"QuakeML -> {args.quakeml}: {summary.quakeml_counts}")
     if summary.agreement:

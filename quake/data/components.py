@@ -245,6 +245,23 @@ def stream_to_array(
     return stream_to_array_info(stream, config, start=start, end=end).data
 
 
+#: Where a window starts from: ``pre_arrival_s`` before the station's P pick, or before the
+#: event's origin time (``anchor="p_arrival"``), or at the first recorded sample (no pick and
+#: no origin time, or ``anchor="start"``/``"offset"``). Named in the model card's comparison.
+ANCHOR_KINDS = ("p_pick", "origin_time", "trace_start")
+
+
+def anchor_kind(config: PreprocessConfig, p_known: bool, origin_known: bool) -> str:
+    """Which of :data:`ANCHOR_KINDS` a window cut under ``config`` starts from, given whether
+    a P pick and an origin time are known for it (the rule of :func:`window_from_stream` and
+    of :func:`~quake.data.adapter.anchor_sample_from_metadata`)."""
+    if config.anchor != "p_arrival":
+        return "trace_start"
+    if p_known:
+        return "p_pick"
+    return "origin_time" if origin_known else "trace_start"
+
+
 def window_from_stream(
     stream: Stream,
     config: PreprocessConfig,

@@ -6,7 +6,11 @@ Keys: ``classes`` (name -> training traces), ``training_events`` (the event ids,
 ``components`` and ``sampling_rates_hz`` (value -> training traces; the rates as recorded,
 before resampling), ``window`` (anchor, length, rate of the model's input) and
 ``cross_validated`` (the deployed model's figures: mean, std and worst fold over the folds, at
-trace and event level)."""
+trace and event level). A card may also say where training's windows started,
+``window.anchored_at`` (``p_pick``/``origin_time``/``trace_start`` -> training windows), which
+``anchor`` alone does not tell under ``p_arrival``.
+
+Classification holds its input against the card: :mod:`quake.classify.card_check`."""
 
 from __future__ import annotations
 

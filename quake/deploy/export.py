@@ -50,8 +50,8 @@ from torch import nn
 from quake.data import PreprocessConfig, spectrogram_batch
 from quake.data.filters import WaveformFilter
 from quake.deploy.card import write_card
-from quake.deploy.decision import write_decision
 from quake.deploy.combined import CombinedClassifier
+from quake.deploy.decision import write_decision
 from quake.deploy.ensemble import CLASSIFIER_FILE, EventClassifier
 from quake.deploy.forest import (
     GRAPH_FILE,

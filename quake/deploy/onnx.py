@@ -24,8 +24,8 @@ from safetensors.numpy import load_file
 from quake.classes import ClassNames
 from quake.data import PreprocessConfig
 from quake.deploy.card import read_card
-from quake.deploy.decision import read_decision
 from quake.deploy.combined import combine_parts
+from quake.deploy.decision import read_decision
 from quake.deploy.forest import GRAPH_INPUT, GRAPH_LEAVES, leaf_probabilities
 from quake.deploy.manifest import check_digests
 from quake.deploy.protocol import Classifier, check_windows

@@ -36,8 +36,8 @@ from quake.classify.tables import read_predictions
 from quake.data import PreprocessConfig
 from quake.deploy.card import read_card, write_card
 from quake.deploy.decision import read_decision, write_decision
-from quake.probabilities import decide
 from quake.models.context import ContextModel, load_context_models, save_context_models
+from quake.probabilities import decide
 
 
 def check_windows(waveforms: Any, window_samples: int) -> np.ndarray:
@@ -123,18 +123,20 @@ class Classifier(ABC):
         probs = self.predict_proba(waveforms, batch_size)
         return self.class_names.decode(decide(probs, self.decision_thresholds))
 
-    def classify(self, stream, origin_time=None, picks=None) -> EventResult:
+    def classify(self, stream, origin_time=None, picks=None, event_id=None) -> EventResult:
         """One event held in an obspy Stream (one or more stations) -> its class probabilities,
         each station's probabilities and quality, and what was skipped and why: what
         ``quake classify`` gives for the same event. Windows start ``pre_arrival_s`` before each
         station's P pick (``picks``: ``{"NET.STA.LOC": time}`` or obspy Picks), else before
-        ``origin_time``.
+        ``origin_time``. The event (by ``event_id``, where given) and its windows are held
+        against the model card (``result.in_training``, ``result.card_check``; differences are
+        logged once, :mod:`quake.classify.card_check`).
 
             >>> result = clf.classify(stream, origin_time="2018-04-11T20:55:29.39Z")
             >>> result.predicted_class in clf.class_names
             True
         """
-        return classify_stream(self, stream, origin_time, picks)
+        return classify_stream(self, stream, origin_time, picks, event_id=event_id)
 
     def classify_catalog(
         self, catalog: Any, waveforms: Any, *, quakeml: bool = False, **options: Any
@@ -145,7 +147,9 @@ class Classifier(ABC):
         ``catalog``: an obspy ``Catalog`` (not changed) or a QuakeML/CSV path; ``waveforms``: a
         path (per-event miniSEED folders, SDS archive, SeisBench set), an FDSN URL, or an obspy
         SDS or FDSN ``Client``. ``quakeml=True`` also returns the classified obspy Catalog.
-        ``options`` are those of :func:`quake.classify.run.run_classification`."""
+        ``options`` are those of :func:`quake.classify.run.run_classification`. The run's
+        summary (:meth:`~quake.classify.tables.ClassifySummary.to_dict`, with its comparison
+        with the model card) is in ``table.attrs["summary"]``."""
         import obspy
 
         if isinstance(catalog, obspy.Catalog):
@@ -153,7 +157,7 @@ class Classifier(ABC):
         with tempfile.TemporaryDirectory(prefix="quake-classify-") as tmp:
             out = Path(tmp) / "predictions.csv"
             classified = Path(tmp) / "classified.xml" if quakeml else None
-            run_classification(
+            summary = run_classification(
                 self,
                 catalog,
                 waveforms,
@@ -162,6 +166,7 @@ class Classifier(ABC):
                 **{"progress": False, "workers": 0, **options},
             )
             table = read_predictions(out)
+            table.attrs["summary"] = summary.to_dict()
             if not quakeml:
                 return table
             return table, obspy.read_events(str(classified), format="QUAKEML")

@@ -232,6 +232,7 @@ def run_deep_fold(
         dist=dist,
         compile_model=config.run.compile,
     )
+
     def predicted(items: np.ndarray) -> np.ndarray:
         return dist.gather_rows(
             probabilities_at(

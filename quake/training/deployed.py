@@ -16,12 +16,12 @@ from quake.deploy.ensemble import EventClassifier
 from quake.deploy.forest import BaselineClassifier, forest_arrays, forest_graphs
 from quake.models.context import event_table
 from quake.training import report_figures
+from quake.training.choice import Choices
 from quake.training.config import TrainConfig
 from quake.training.context import cross_validate_context
 from quake.training.cross_validation import (
     CVData,
 )
-from quake.training.choice import Choices
 
 DEPLOY_NOTE = (
     "the ensemble of the {k} fold models, probabilities averaged. Why an ensemble rather than a "

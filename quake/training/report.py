@@ -297,9 +297,7 @@ def deploy_advice(metrics: dict) -> list[str]:
     for label, key in (("HybridViT alone", "hybridvit"), ("forest alone", "baseline")):
         if metrics.get(key):
             rows.append([label, *[_with_worst(metrics[key], lvl, n) for lvl, n in HEADLINE]])
-    lines += _table(
-        ["model", *[f"{METRIC_LABELS[n]} ({lvl})" for lvl, n in HEADLINE]], rows
-    )
+    lines += _table(["model", *[f"{METRIC_LABELS[n]} ({lvl})" for lvl, n in HEADLINE]], rows)
     lines += [
         "",
         f"Fold means: mean ± std over the same {len(metrics['folds'])} test folds, the worst "
