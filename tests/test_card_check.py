@@ -163,16 +163,17 @@ def test_a_40_hz_vertical_stream_is_named_on_a_three_component_model(zne_run, pn
     assert result.card_check["unseen_components"] == {"Z": 1}
     assert result.card_check["far_rates_hz"] == {"40": 1}
     warnings = card_warnings(caplog)
-    assert len(warnings) == 2, warnings
-    components, rates = warnings
+    assert len(warnings) == 3, warnings  # components, rate, and origin time against P picks
+    components, rates, anchors = warnings
     assert "components that no training recording had: Z x1 (training: ZNE)" in components
     assert "40 Hz x1" in rates and "below 50 or above 200 Hz" in rates
     assert "station X7.WA18." in rates
+    assert "training windows started from the P pick" in anchors
 
-    caplog.clear()  # at the model's own rate only the components differ
+    caplog.clear()  # at the model's own rate the components and the anchor differ
     result = clf.classify(_vertical(pnw, 100.0), origin_time=ORIGIN)
     assert result.card_check["far_rates_hz"] == {} and result.in_training is None
-    assert len(card_warnings(caplog)) == 1
+    assert len(card_warnings(caplog)) == 2
 
 
 def test_a_training_recording_on_three_components_is_only_marked_trained_on(
@@ -193,22 +194,24 @@ def test_windows_at_p_picks_are_named_where_the_card_says_training_followed_orig
     pnw_run, pnw, tmp_path, caplog
 ):
     """pnw-eqex has no P picks: its training windows followed origin times (the run's log says
-    so). A card that records it (``window.anchored_at``; the saved ``anchor`` is
-    ``p_arrival`` either way) makes windows cut at P picks a difference worth a warning; the
-    card as saved by training now cannot say, and an info line gives the run's anchors."""
+    so, and the card's ``window.anchored_at``; the saved ``anchor`` is ``p_arrival`` either
+    way): windows cut at P picks are a difference worth a warning. A card without
+    ``anchored_at`` (saved before it existed) cannot say: an info line gives the run's anchors."""
     stream = _vertical(pnw, 100.0)
     picks = {"X7.WA18.": obspy.UTCDateTime(ORIGIN) + 6.0}
-    caplog.set_level(logging.INFO, logger=CHECK_LOGGER)
-    quake.load(pnw_run).classify(stream, ORIGIN, picks=picks)
-    assert card_warnings(caplog) == []
-    assert any("anchors not compared" in r.getMessage() for r in caplog.records)
-
+    metrics = json.loads((pnw_run / "metrics.json").read_text())
+    assert metrics["data"]["windows_follow_picks"] is False
     model = shutil.copytree(pnw_run / "model", tmp_path / "model")
     card = read_card(model)
     assert card["window"]["anchor"] == "p_arrival"
-    metrics = json.loads((pnw_run / "metrics.json").read_text())
-    assert metrics["data"]["windows_follow_picks"] is False
-    card["window"]["anchored_at"] = {"origin_time": sum(card["classes"].values())}
+    assert card["window"]["anchored_at"] == {"origin_time": sum(card["classes"].values())}
+    older = dict(card, window={k: v for k, v in card["window"].items() if k != "anchored_at"})
+    write_card(model, older)
+    caplog.set_level(logging.INFO, logger=CHECK_LOGGER)
+    quake.load(model).classify(stream, ORIGIN, picks=picks)
+    assert card_warnings(caplog) == []
+    assert any("anchors not compared" in r.getMessage() for r in caplog.records)
+
     write_card(model, card)
     clf = quake.load(model)
     caplog.clear()

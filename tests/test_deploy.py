@@ -247,6 +247,8 @@ def test_the_deployed_model_carries_its_card(run, tmp_path):
     assert card["classes"] == items["true_class"].value_counts().to_dict()
     assert sum(card["sampling_rates_hz"].values()) == len(items)
     assert card["window"]["length_s"] == clf.preprocess.window_s
+    # pnw-eqex has no P picks: every training window started at its origin time
+    assert card["window"]["anchored_at"] == {"origin_time": len(items)}
     folds = [f["macro_f1"] for f in metrics["folds"]]
     figure = card["cross_validated"]["trace_macro_f1"]
     assert card["cross_validated"]["model"] == "combined"

@@ -418,7 +418,7 @@ def test_a_finished_run_is_rescored_at_any_hybrid_weight(eqnoise_run):
         again = combined_from_predictions(run, weight)
         for got, want in zip(again["folds"], block["folds"], strict=True):
             assert got["roc_auc"] == pytest.approx(want["roc_auc"], abs=1e-6)
-            assert got["log_loss"] == pytest.approx(want["log_loss"], rel=1e-6)
+            assert got["log_loss"] == pytest.approx(want["log_loss"], rel=1e-4)  # eps of 0/1
 
 
 def test_bench_combine_prints_and_keeps_the_figures_of_each_weight(eqnoise_run, tmp_path, capsys):

@@ -138,11 +138,9 @@ def classify_events(
             if todo_ids[k] != p.event_id:
                 raise RuntimeError(f"event {p.event_id} came back in the place of {todo_ids[k]}")
             event_probs = event_probabilities(station_probs, context_by_id.get(p.event_id))
-            origin = utc_or_none(todo_origins[k])
-            trained = in_training[todo_positions[k]]
             row = event_row(
-                p, origin, event_probs, class_names, model_id, min_probability, trained,
-                thresholds,
+                p, utc_or_none(todo_origins[k]), event_probs, class_names, model_id,
+                min_probability, in_training[todo_positions[k]], thresholds,
             )  # fmt: skip
             card.add(p)
             outputs.add(row, station_rows(p, station_probs, class_names), todo_positions[k])

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from quake.data.components import anchor_kind
 from quake.deploy.card import events_digest
 from quake.deploy.combined import CombinedClassifier
 from quake.deploy.ensemble import EventClassifier
@@ -165,11 +166,35 @@ def model_card(dataset, data, results: dict, model: str) -> dict:
         "sampling_rates_hz": counts(rates),
         "window": {
             "anchor": preprocess.anchor,
+            "anchored_at": anchored_at(meta, preprocess),
             "length_s": preprocess.window_s,
             "sampling_rate_hz": preprocess.sampling_rate_hz,
         },
         "cross_validated": {"model": model, **cross_validated_figures(results)},
     }
+
+
+def anchored_at(meta: pd.DataFrame, preprocess) -> dict[str, int]:
+    """Where the training windows started (``p_pick``, ``origin_time``, ``trace_start``) ->
+    windows: what ``anchor: p_arrival`` resolved to, item by item."""
+
+    def known(*columns: str) -> np.ndarray:
+        present = np.ones(len(meta), dtype=bool)
+        for column in columns:
+            values = meta[column] if column in meta.columns else pd.Series([None] * len(meta))
+            present &= values.notna().to_numpy() & (values.astype(str) != "").to_numpy()
+        return present
+
+    kinds = [
+        anchor_kind(preprocess, bool(p), bool(o))
+        for p, o in zip(
+            known("trace_p_arrival_sample"),
+            known("source_origin_time", "trace_start_time"),
+            strict=True,
+        )
+    ]
+    values, counts = np.unique(np.asarray(kinds, dtype=str), return_counts=True)
+    return {str(k): int(n) for k, n in zip(values, counts, strict=True)}
 
 
 def cross_validated_figures(results: dict) -> dict:
