@@ -61,6 +61,9 @@ def test_run_folder_holds_every_report_file(finished_run):
     for heading in ("station", "magnitude", "epicentral distance (km)", "SNR (dB)"):
         assert f"### By {heading}" in report, heading
     assert "Deployed model (`model/`)" in report.splitlines()[2]
+    card = json.loads((run / "model" / "card.json").read_text())
+    assert f"- training events: {len(card['training_events'])}, SHA-256" in report
+    assert f"`{card['training_events_sha256'][:16]}...`" in report
     versions = json.loads((run / "versions.json").read_text())
     assert {"python", "torch", "timm", "numpy", "sklearn", "obspy", "quake"} <= set(versions)
 

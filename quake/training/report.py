@@ -503,6 +503,7 @@ def render_report(metrics: dict, extra: dict) -> str:
         lines += _explanation_lines(metrics)
     lines += _plot_lines()
     lines += _data_lines(metrics, extra)
+    lines += _card_lines(metrics.get("card"))
     lines += _pretrained_lines(metrics.get("pretrained", {}))
     lines += _timing_lines(metrics)
     return "\n".join(lines)
@@ -693,6 +694,33 @@ def _data_lines(metrics: dict, extra: dict) -> list[str]:
     lines += ["", f"Preprocessing: `{extra['preprocess_summary']}`", ""]
     lines += [f"Augmentation (training batches only): {extra['augment_summary']}", ""]
     return lines
+
+
+def _card_lines(card: dict | None) -> list[str]:
+    """## Model card: what ``model/card.json`` says the model learned from, which ``quake
+    classify`` compares its inputs with."""
+    if not card:
+        return []
+
+    def counts(values: dict) -> str:
+        return ", ".join(f"{k} ({n})" for k, n in values.items()) or "n/a"
+
+    window = card["window"]
+    anchored = counts(window.get("anchored_at") or {})
+    events = card["training_events"]
+    return [
+        "## Model card (`model/card.json`)",
+        "",
+        f"- classes (training traces): {counts(card['classes'])}",
+        f"- training events: {len(events)}, SHA-256 of their ids "
+        f"`{card['training_events_sha256'][:16]}...`; `quake classify` marks them "
+        "(`in_training`)",
+        f"- stations: {len(card['stations'])}; components: {counts(card['components'])}",
+        f"- sampling rates as recorded, Hz (traces): {counts(card['sampling_rates_hz'])}",
+        f"- window: {window['length_s']:g} s at {window['sampling_rate_hz']:g} Hz, anchor "
+        f"`{window['anchor']}`, started at: {anchored}",
+        "",
+    ]
 
 
 def _pretrained_lines(pretrained: dict) -> list[str]:
