@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from quake.data import open_dataset
-from quake.data.onsets import VP_VS, first_trigger_delays, peak_sta_lta, survey_onsets
+from quake.data.onsets import (
+    COVERING_SAMPLES,
+    VP_VS,
+    covering_window,
+    first_trigger_delays,
+    onsets_and_ends,
+    peak_sta_lta,
+    survey_onsets,
+)
 from quake.training.config import load_config
 
 
@@ -23,6 +31,45 @@ def test_a_burst_at_a_known_time_is_found():
     delays = first_trigger_delays(traces, fs, before)
     assert delays[0] == pytest.approx(7.5, abs=0.3)
     assert np.isnan(delays[1]) and np.isnan(delays[2])  # noise alone does not trigger
+
+
+def test_a_long_signal_ends_where_its_envelope_meets_the_noise():
+    """A 60 s emergent signal (like a rock avalanche) starting 10 s after the origin ends about
+    70 s after it; a short burst ends within seconds; a signal still going where the recording
+    stops ends there."""
+    fs, before = 50.0, 30.0
+    rng = np.random.default_rng(1)
+    traces = rng.normal(0, 1, (3, int(150 * fs)))
+    t = np.arange(int(60 * fs)) / fs
+    long = 8 * np.sin(2 * np.pi * 4 * t) * np.sin(np.pi * t / 60) ** 0.3
+    start = int((before + 10) * fs)
+    traces[0, start : start + len(t)] += long
+    short = np.arange(int(3 * fs)) / fs
+    traces[1, start : start + len(short)] += 30 * np.sin(2 * np.pi * 6 * short)
+    cut = int((before + 50) * fs)  # the recording stops 50 s after the origin
+    traces[2, start : start + len(t)] += long
+    traces[2, cut:] = 0.0
+    delays, ends = onsets_and_ends(traces, fs, before)
+    assert delays == pytest.approx([10, 10, 10], abs=1.0)
+    assert ends[0] == pytest.approx(70.0, abs=4.0)
+    assert 10 < ends[1] < 16
+    assert ends[2] == pytest.approx(50.0, abs=0.1)
+
+
+def test_the_window_proposed_for_surface_events_covers_them(real_data_dir):
+    """esec-surface: the signals outlast the 20.48 s window; the proposal keeps 4096 samples
+    at a lower rate and reaches past where 90 % of them end."""
+    dataset, preprocess = _set(real_data_dir / "esec-surface")
+    survey = survey_onsets(dataset, preprocess, max_traces=80, seed=0)
+    summary = survey.to_dict()
+    assert summary["share_ending_inside"] < 0.5
+    proposal = covering_window(survey, preprocess)
+    settings = proposal["settings"]
+    assert settings["window_s"] * settings["sampling_rate_hz"] == COVERING_SAMPLES
+    assert settings["sampling_rate_hz"] <= preprocess.sampling_rate_hz
+    reach = survey.window_start_s + settings["window_s"]
+    assert reach >= proposal["signal_end_p90_s"] > survey.window_end_s
+    assert "the signals end" in survey.describe()
 
 
 def _set(path):

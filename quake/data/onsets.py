@@ -7,7 +7,12 @@ survey reads a longer stretch around each anchor (``SURVEY_BEFORE_S`` before to
 classic STA/LTA, 2-15 Hz) and reports the delays after the origin time. The S delay is
 estimated as ``VP_VS`` times the P delay (a crustal Vp/Vs with the origin time as zero), so the
 survey says which share of the recordings has P, and S, inside a window of a given length.
-Training writes it into the report (``data.onset_survey`` in metrics.json).
+
+It also measures where each signal ends: the last moment its envelope (RMS over
+``ENVELOPE_S``, same band) stands at ``END_SNR`` times the noise before the onset. Surface events
+(landslides, rock falls, avalanches) last minutes: when most signals outlast the window,
+:func:`covering_window` proposes the window, and the rate that keeps its samples, that covers
+them. Training writes it all into the report (``data.onset_survey`` in metrics.json).
 
 The same detector checks labels (:func:`peak_sta_lta`, ``scripts/check_noise_windows.py``): a
 window labelled noise that triggers it holds an arrival, often another event recorded in the
@@ -28,13 +33,19 @@ from quake.data.adapter import WaveformDataAdapter
 logger = logging.getLogger(__name__)
 
 SURVEY_BEFORE_S = 30.0  # the LTA needs quiet data before the onset
-SURVEY_AFTER_S = 60.0
+SURVEY_AFTER_S = 120.0  # long enough for the signals of surface events to end
 STA_S, LTA_S = 0.5, 10.0
 TRIGGER_ON, TRIGGER_OFF = 4.0, 1.5
 BAND_HZ = (2.0, 15.0)
 LABEL_CHECK_LTA_S = 5.0  # a model window is ~20 s: a 10 s LTA would leave half of it unseen
 VP_VS = 1.73
 PICK_COLUMN = "trace_p_arrival_sample"
+ENVELOPE_S = 2.0
+END_SNR = 2.0  # envelope over noise (amplitude) that still counts as signal
+#: The window :func:`covering_window` proposes keeps this many samples (33 x 64 spectrogram
+#: bins with ``stft_nperseg`` = ``stft_hop`` = 64) and takes the highest of these rates that fits.
+COVERING_SAMPLES = 4096
+COVERING_RATES_HZ = (100.0, 64.0, 50.0, 40.0, 32.0, 25.0, 20.0, 16.0, 10.0)
 
 
 @dataclass
@@ -44,6 +55,9 @@ class OnsetSurvey:
     delays_s: np.ndarray
     window_start_s: float  # the training window, relative to the origin time
     window_end_s: float
+    # where each signal ends (s after the origin time; NaN where no trigger): the survey's end
+    # when it is still going there
+    ends_s: np.ndarray | None = None
 
     @property
     def n_found(self) -> int:
@@ -65,10 +79,21 @@ class OnsetSurvey:
             if len(found)
             else {}
         )
+        ends = np.asarray([] if self.ends_s is None else self.ends_s)
+        ends = ends[np.isfinite(ends)]
+        end_quantiles = (
+            {f"p{q}": round(float(np.percentile(ends, q)), 2) for q in (10, 50, 90)}
+            if len(ends)
+            else {}
+        )
         return {
             "n_traces": int(len(self.delays_s)),
             "n_with_trigger": self.n_found,
             "p_delay_s": quantiles,
+            "signal_end_s": end_quantiles,
+            "share_ending_inside": round(float(np.mean(ends <= self.window_end_s)), 3)
+            if len(ends)
+            else None,
             "window_s": [self.window_start_s, self.window_end_s],
             "share_p_inside": round(p_share, 3),
             "share_s_inside": round(s_share, 3),
@@ -82,13 +107,21 @@ class OnsetSurvey:
         if not self.n_found:
             return f"no STA/LTA trigger in any of {d['n_traces']} recordings"
         q = d["p_delay_s"]
-        return (
+        text = (
             f"first arrivals (STA/LTA) in {d['n_with_trigger']} of {d['n_traces']} recordings: "
             f"{q['p10']:g} / {q['p50']:g} / {q['p90']:g} s after the origin time (10 / 50 / 90 %); "
             f"the window ({self.window_start_s:g} to {self.window_end_s:g} s) holds the P of "
             f"{100 * d['share_p_inside']:.0f} % and the S (Vp/Vs {VP_VS}) of "
             f"{100 * d['share_s_inside']:.0f} % of them"
         )
+        e = d["signal_end_s"]
+        if e:
+            text += (
+                f"; the signals end {e['p10']:g} / {e['p50']:g} / {e['p90']:g} s after the "
+                f"origin time (envelope back to {END_SNR:g}x the noise), "
+                f"{100 * d['share_ending_inside']:.0f} % of them inside the window"
+            )
+        return text
 
 
 def needs_survey(metadata) -> bool:
@@ -115,11 +148,21 @@ def sta_lta(trace: np.ndarray, sampling_rate_hz: float, lta_s: float) -> np.ndar
 def first_trigger_delays(z: np.ndarray, sampling_rate_hz: float, before_s: float) -> np.ndarray:
     """``(N, n)`` vertical traces starting ``before_s`` before the origin -> ``(N,)`` delay (s)
     of the first trigger at or after 2 s before the origin, NaN where none."""
+    return onsets_and_ends(z, sampling_rate_hz, before_s)[0]
+
+
+def onsets_and_ends(
+    z: np.ndarray, sampling_rate_hz: float, before_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, n)`` vertical traces starting ``before_s`` before the origin -> the delay (s) of
+    each one's first trigger at or after 2 s before the origin, and where its signal ends (the
+    last envelope sample at ``END_SNR`` times the noise before the onset; the last recorded
+    sample when it never falls back), both relative to the origin time, NaN where no trigger."""
     from obspy.signal.trigger import trigger_onset
 
     fs = float(sampling_rate_hz)
     earliest = int((before_s - 2.0) * fs)
-    out = np.full(len(z), np.nan)
+    delays, ends = np.full(len(z), np.nan), np.full(len(z), np.nan)
     for i, trace in enumerate(np.asarray(z, dtype=np.float64)):
         if not np.any(trace):
             continue
@@ -128,8 +171,59 @@ def first_trigger_delays(z: np.ndarray, sampling_rate_hz: float, before_s: float
             int(on) for on, _ in trigger_onset(ratio, TRIGGER_ON, TRIGGER_OFF) if on >= earliest
         ]
         if onsets:
-            out[i] = onsets[0] / fs - before_s
-    return out
+            delays[i] = onsets[0] / fs - before_s
+            ends[i] = signal_end(trace, fs, onsets[0]) / fs - before_s
+    return delays, ends
+
+
+def signal_end(trace: np.ndarray, sampling_rate_hz: float, onset: int) -> int:
+    """The sample where the signal that starts at ``onset`` ends (module doc)."""
+    from obspy.signal.filter import bandpass
+
+    fs = float(sampling_rate_hz)
+    high = min(BAND_HZ[1], 0.45 * fs)
+    recorded = np.flatnonzero(trace)
+    last = int(recorded[-1]) if len(recorded) else len(trace) - 1
+    filtered = bandpass(trace - trace.mean(), BAND_HZ[0], high, fs, corners=4, zerophase=False)
+    width = max(1, int(ENVELOPE_S * fs))
+    envelope = np.sqrt(np.convolve(filtered**2, np.ones(width) / width, mode="same"))
+    noise_end = max(0, onset - int(fs))
+    noise = float(np.median(envelope[width:noise_end])) if noise_end > 2 * width else 0.0
+    if noise <= 0:
+        return last
+    loud = np.flatnonzero(envelope[onset : last + 1] >= END_SNR * noise)
+    return onset + int(loud[-1]) if len(loud) else onset
+
+
+def covering_window(survey: OnsetSurvey, config) -> dict | None:
+    """The window that holds 90 % of the surveyed signals to their end, when the window of
+    ``config`` (a PreprocessConfig) does not: the same start (``pre_arrival_s`` before the
+    anchor), :data:`COVERING_SAMPLES` samples, at the highest of :data:`COVERING_RATES_HZ` (and
+    no higher than the current rate) that reaches that far; None when the window already does.
+    ``settings``: the ``data.preprocess`` keys to set."""
+    ends = np.asarray([] if survey.ends_s is None else survey.ends_s)
+    ends = ends[np.isfinite(ends)]
+    if not len(ends):
+        return None
+    reach = float(np.percentile(ends, 90))
+    if reach <= survey.window_end_s:
+        return None
+    needed = reach - survey.window_start_s
+    fitting = [
+        r for r in COVERING_RATES_HZ
+        if r <= config.sampling_rate_hz and COVERING_SAMPLES / r >= needed
+    ]  # fmt: skip
+    rate = max(fitting) if fitting else min(COVERING_RATES_HZ)
+    return {
+        "signal_end_p90_s": round(reach, 2),
+        "settings": {
+            "window_s": COVERING_SAMPLES / rate,
+            "sampling_rate_hz": rate,
+            "pre_arrival_s": config.pre_arrival_s,
+            "stft_nperseg": 64,
+            "stft_hop": 64,
+        },
+    }
 
 
 def peak_sta_lta(
@@ -168,6 +262,13 @@ def survey_onsets(dataset, config, max_traces: int = 2000, seed: int = 0) -> Ons
     if not len(adapter):
         return None
     z = adapter.get_waveforms(np.arange(len(adapter)))[:, 0]
-    delays = first_trigger_delays(z, long.sampling_rate_hz, SURVEY_BEFORE_S)
+    delays, ends = onsets_and_ends(z, long.sampling_rate_hz, SURVEY_BEFORE_S)
     start = config.offset_s - config.pre_arrival_s
-    return OnsetSurvey(delays, start, start + config.window_s)
+    return OnsetSurvey(delays, start, start + config.window_s, ends)
+
+
+def covering_command(covering: dict) -> str:
+    """The ``quake train`` options of a :func:`covering_window`."""
+    return " ".join(
+        f"--set data.preprocess.{key}={value:g}" for key, value in covering["settings"].items()
+    )

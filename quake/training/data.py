@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset, synthetic
-from quake.data.onsets import needs_survey, survey_onsets
+from quake.data.onsets import covering_command, covering_window, needs_survey, survey_onsets
 from quake.runtime import (
     SINGLE,
     Ranks,
@@ -145,8 +145,20 @@ def load_data(
     if dist.is_main and preprocess.anchor == "p_arrival":
         survey = survey_onsets(dataset, preprocess, seed=config.seed)
         if survey is not None:
-            summary["onset_survey"] = {**survey.to_dict(), "text": survey.describe()}
+            covering = covering_window(survey, preprocess)
+            summary["onset_survey"] = {
+                **survey.to_dict(),
+                "text": survey.describe(),
+                "covering_window": covering,
+            }
             logger.info("no P picks, windows follow origin times: %s", survey.describe())
+            if covering:
+                logger.warning(
+                    "most signals outlast the window (90 %% end by %.0f s after the origin "
+                    "time): a window that covers them is %s",
+                    covering["signal_end_p90_s"],
+                    covering_command(covering),
+                )
     return data, summary, adapter.drop_counts()
 
 

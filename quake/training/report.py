@@ -23,6 +23,7 @@ from sklearn.metrics import (  # noqa: E402
     roc_curve,
 )
 
+from quake.data.onsets import covering_command  # noqa: E402
 from quake.runtime import write_atomic  # noqa: E402
 from quake.training import report_figures as F  # noqa: E402
 from quake.training.metrics import (  # noqa: E402
@@ -317,7 +318,16 @@ def _onset_lines(survey: dict | None) -> list[str]:
     if not survey:
         return []
     line = f"- Windows: no P picks in the data, so windows follow origin times; {survey['text']}."
-    if survey.get("share_s_inside", 1.0) < S_INSIDE_WARNING:
+    covering = survey.get("covering_window")
+    if covering:
+        options = covering_command(covering)
+        line += (
+            f" **Most signals outlast the window** (90 % end by "
+            f"{covering['signal_end_p90_s']:g} s after the origin time): a window that covers "
+            f"them, at a rate that keeps 4096 samples, is `{options}` (docs/preprocessing.md, "
+            "Windows for long signals)."
+        )
+    elif survey.get("share_s_inside", 1.0) < S_INSIDE_WARNING:
         line += (
             " **The window misses the S of many recordings**: consider a longer one, e.g. "
             "`--set data.preprocess.window_s=40.96 --set data.preprocess.stft_hop=128` (the same "
