@@ -167,9 +167,12 @@ def summarise(metrics: dict, run: Path | None = None) -> dict:
     run's predictions; ``benchmarks/bench_combine.py`` measures other weights)."""
     from quake.training.results import combined_from_predictions
 
+    # the HybridViT alone: its own block since runs deploy a model chosen on validation (at
+    # its thresholds, chosen there too); the top level before that
+    hybrid = metrics.get("hybridvit") or metrics
     out = {
-        "trace": [{m: f.get(m) for m in METRICS} for f in metrics["folds"]],
-        "event": [{m: f.get(m) for m in METRICS} for f in metrics["event_level"]["folds"]],
+        "trace": [{m: f.get(m) for m in METRICS} for f in hybrid["folds"]],
+        "event": [{m: f.get(m) for m in METRICS} for f in hybrid["event_level"]["folds"]],
         "best_epochs": [f.get("best_epoch") for f in metrics["folds"]],
         "seconds": metrics.get("timings", {}).get("total_s"),
     }
