@@ -247,18 +247,22 @@ def _train(
 
 
 def _run_baseline(data, folds, config: TrainConfig, threads: int, run_dir: Path) -> dict:
-    """The forest baseline on the same folds; its out-of-fold predictions are written to
-    ``baseline_predictions.csv``."""
+    """The forest baseline on the same folds; its out-of-fold test predictions are written to
+    ``baseline_predictions.csv``, and those on each fold's validation split (by the forest of
+    its training part, what the deployed model is chosen on) to
+    ``baseline_val_predictions.csv``."""
     baseline = run_baseline(data, folds, config, n_jobs=threads)
-    baseline_predictions = pd.concat(
-        [
-            predictions_frame(data, f.test, p, f.index)
-            for f, p in zip(folds, baseline["probs"], strict=True)
-        ]
-    )
-    write_text_atomic(
-        run_dir / "baseline_predictions.csv", baseline_predictions.to_csv(index=False)
-    )
+    for name, key, items in (
+        ("baseline_predictions.csv", "probs", "test"),
+        ("baseline_val_predictions.csv", "val_probs", "val"),
+    ):
+        frame = pd.concat(
+            [
+                predictions_frame(data, getattr(f, items), p, f.index)
+                for f, p in zip(folds, baseline[key], strict=True)
+            ]
+        )
+        write_text_atomic(run_dir / name, frame.to_csv(index=False))
     return baseline
 
 
