@@ -136,3 +136,89 @@ def test_the_stride_is_checked_and_defaults_to_whole_stft_hops():
         stride_samples(config, 0.001)
     with pytest.raises(ValueError, match="stride must be a number"):
         stride_samples(config, "5")
+
+
+# ------------------------------------------------------------------------------ detections
+def test_trigger_runs_have_hysteresis_and_stop_at_a_skip():
+    from quake.annotate.detect import trigger_runs
+
+    p = np.array([0.1, 0.6, 0.45, 0.41, 0.3, 0.7, np.nan, 0.9, 0.9])
+    assert trigger_runs(p, 0.5, 0.4) == [(1, 3), (5, 5), (7, 8)]
+
+
+def test_thresholds_default_to_the_models_and_are_checked():
+    from quake.annotate.detect import class_thresholds
+
+    names = ["earthquake", "noise"]
+    assert class_thresholds(names) == {"earthquake": 0.5, "noise": 0.5}
+    saved = np.array([0.3, 0.7])
+    assert class_thresholds(names, saved, {"noise": 0.9}) == {"earthquake": 0.3, "noise": 0.9}
+    with pytest.raises(ValueError, match="unknown class 'blast'"):
+        class_thresholds(names, None, {"blast": 0.5})
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\], got 2"):
+        class_thresholds(names, None, {"noise": 2})
+
+
+def test_probability_detections_are_rows_per_event_class():
+    from quake.annotate.detect import DETECTION_COLUMNS, detections
+    from quake.annotate.engine import StationAnnotation
+
+    t0 = obspy.UTCDateTime("2020-01-01T00:00:00")
+    eq = np.array([0.1, 0.9, 0.8, 0.7, 0.1, 0.95, 0.1, 0.1])
+    probs = np.stack([eq, 1 - eq], axis=1)
+    flags = [()] * 8
+    flags[2] = ("gap",)
+    annotation = StationAnnotation("XX.STA.", ["earthquake", "noise"], t0, 5.12, 20.48, probs,
+                                   [""] * 8, flags)  # fmt: skip
+    table = detections([annotation], ["earthquake", "noise"])
+    assert list(table.columns) == DETECTION_COLUMNS
+    assert len(table) == 1  # the one-window run at 5 is shorter than the minimum
+    row = table.iloc[0]
+    assert row["class"] == "earthquake" and row["windows"] == 3 and row["flags"] == "gap"
+    assert obspy.UTCDateTime(row["start"]) == t0 + 5.12
+    assert obspy.UTCDateTime(row["end"]) == t0 + 3 * 5.12 + 20.48
+    assert row["max_prob"] == pytest.approx(0.9) and row["mean_prob"] == pytest.approx(0.8)
+    one = detections([annotation], ["earthquake", "noise"], min_duration_s=5.12)
+    assert len(one) == 2
+
+
+@pytest.fixture(scope="module")
+def pnw_record(pnw):
+    """One pnw-eqex record at 100 Hz (HHZ), its event's origin time and type."""
+    import pandas as pd
+
+    catalog = pd.read_csv(pnw / "catalog.csv")
+    for event in catalog.itertuples():
+        files = sorted((pnw / "waveforms" / event.event_id).glob("*.HHZ.mseed"))
+        if files:
+            return obspy.read(str(files[0])), obspy.UTCDateTime(event.time), event.event_type
+    pytest.skip("no HHZ record in pnw-eqex")
+
+
+def test_a_model_without_noise_detects_by_sta_lta_at_the_event(clf, pnw_record):
+    from quake.annotate.detect import detections
+
+    stream, origin, _ = pnw_record
+    assert "noise" not in clf.class_names
+    probs, stations = annotate_stream(clf, stream)
+    table = detections(stations, list(clf.class_names))
+    assert len(table) >= 1 and set(table["method"]) == {"sta/lta"}
+    starts = [obspy.UTCDateTime(t) - origin for t in table["start"]]
+    assert any(-2 <= s <= 30 for s in starts), starts  # the P arrival after the origin
+    assert set(table["class"]) <= set(clf.class_names)
+
+
+def test_a_gap_over_the_onset_is_a_skip_not_a_detection(clf, pnw_record):
+    from quake.annotate.detect import detections
+
+    stream, origin, _ = pnw_record
+    _, stations = annotate_stream(clf, stream)
+    onsets = [obspy.UTCDateTime(t) for t in detections(stations, list(clf.class_names))["start"]]
+    near = [t for t in onsets if -2 <= t - origin <= 30][0]
+    gappy = stream.copy()
+    gappy.cutout(near + 1, near + 8)  # a third of the onset's window is missing
+    _, stations = annotate_stream(clf, gappy)
+    table = detections(stations, list(clf.class_names))
+    assert not any(abs(obspy.UTCDateTime(t) - near) < 2 for t in table["start"])
+    skips = [p.skip for p in stations[0].proposals]
+    assert "gap" in skips

@@ -32,6 +32,7 @@ import numpy as np
 import obspy
 import torch
 
+from quake.annotate.propose import Proposal, needs_proposals, trigger_spans
 from quake.annotate.spectrogram import RecordingSpectrogram, shared_stft_applies
 from quake.data.components import station_key, stream_to_array_info
 from quake.data.config import PreprocessConfig, TransformOP
@@ -88,6 +89,9 @@ class StationAnnotation:
     skipped: list[str] = field(default_factory=list)  # per window: "" or the reason
     flags: list[tuple[str, ...]] = field(default_factory=list)  # per window
     station_skip: str = ""  # why no window could be cut at all
+    #: STA/LTA triggers and their windows' probabilities (a model without a noise class)
+    proposals: list[Proposal] | None = None
+    sampling_rate_hz: float = 0.0  # of the reading the proposals' samples count
 
     @property
     def n_windows(self) -> int:
@@ -294,6 +298,37 @@ class _StationRun:
         return specs
 
 
+def classify_proposals(classifier, reading: StreamArray, options: dict) -> list[Proposal]:
+    """Each STA/LTA trigger of ``reading`` with the probabilities of the window that starts
+    ``pre_arrival_s`` before it (judged by :func:`check_window`; a skip keeps its reason)."""
+    config = classifier.config
+    size = config.window_samples
+    before = int(round(config.pre_arrival_s * config.sampling_rate_hz))
+    proposals, windows, used = [], [], []
+    for on, off in trigger_spans(reading):
+        proposal = Proposal(on, off)
+        proposals.append(proposal)
+        start = on - before
+        if start < 0 or start + size > reading.data.shape[1]:
+            proposal.skip = "too short"
+            continue
+        try:
+            window, proposal.flags = check_window(reading, start, config)
+        except SkipTrace as skip:
+            proposal.skip = skip.reason
+            continue
+        windows.append(window)
+        used.append(proposal)
+    batch_size = options.get("batch_size", 128)
+    for lo in range(0, len(windows), batch_size):
+        chunk = np.stack(windows[lo : lo + batch_size]).astype(np.float32, copy=False)
+        with torch.inference_mode(), autocast_for(classifier.device, options.get("amp")):
+            probs = classifier.predict_proba(chunk, batch_size=len(chunk))
+        for proposal, p in zip(used[lo : lo + batch_size], probs, strict=True):
+            proposal.probabilities = p
+    return proposals
+
+
 def annotate_station(
     classifier,
     stream: obspy.Stream,
@@ -304,12 +339,15 @@ def annotate_station(
     batch_size: int = 128,
     amp: bool = False,
     shared_stft: bool = True,
+    propose: bool | None = None,
 ) -> StationAnnotation:
     """One station's continuous ``stream`` -> its :class:`StationAnnotation` (module docstring).
 
     Windows start every ``stride_s`` (default :func:`default_stride_s`) from ``start`` (default:
     the first sample) and end by ``end`` (default: the last sample). ``shared_stft=False`` takes
-    every spectrogram from its own window (the per-window path, for comparison)."""
+    every spectrogram from its own window (the per-window path, for comparison). ``propose``
+    (default: when the model has no ``noise`` class) also classifies the window of each STA/LTA
+    trigger (:mod:`quake.annotate.propose`)."""
     config = classifier.config
     step = stride_samples(config, stride_s)
     class_names = list(classifier.class_names)
@@ -332,7 +370,10 @@ def annotate_station(
     options = {"batch_size": batch_size, "amp": amp, "shared_stft": shared_stft}
     run = _StationRun(classifier, reading, starts, options)
     run.run()
+    if propose if propose is not None else needs_proposals(class_names):
+        result.proposals = classify_proposals(classifier, reading, options)
     result.first_start = reading.starttime
+    result.sampling_rate_hz = reading.sampling_rate_hz
     result.probabilities, result.skipped, result.flags = run.probabilities, run.skipped, run.flags
     skipped = result.skip_counts()
     if skipped:
