@@ -174,8 +174,8 @@ def run() -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``quake <command> [options]``: ``train``, ``classify``, ``export`` or ``pretrain`` (each
-    with ``--help``); ``quake --version``."""
+    """``quake <command> [options]``: ``train``, ``classify``, ``annotate``, ``export`` or
+    ``pretrain`` (each with ``--help``); ``quake --version``."""
     import argparse
     import importlib
 
@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "command",
         choices=COMMANDS,
-        help="train: cross-validated training; classify: label a catalog; export: ONNX/TorchScript; "
+        help="train: cross-validated training; classify: label a catalog; annotate: find and "
+        "classify events in continuous recordings; export: ONNX/TorchScript; "
         "pretrain: self-supervised pretraining on unlabelled recordings",
     )
     if not argv or argv[0].startswith("-"):  # quake, quake --help, quake --version

@@ -69,8 +69,10 @@ def model_probabilities(
     *,
     batch_size: int = 128,
     device: torch.device | str = "cpu",
+    prepared: bool = False,
 ) -> np.ndarray:
-    """Softmax probabilities ``(B, C)`` of one model for trimmed windows ``(B, 3, n)``."""
+    """Softmax probabilities ``(B, C)`` of one model for trimmed windows ``(B, 3, n)``, or for
+    their model inputs (``spectrogram_batch``'s output) when ``prepared``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     device = torch.device(device)
@@ -80,7 +82,7 @@ def model_probabilities(
     with torch.inference_mode():
         for start in range(0, len(waveforms), batch_size):
             batch = waveforms[start : start + batch_size].to(device, non_blocking=True)
-            logits = model(spectrogram_batch(batch, config))
+            logits = model(batch if prepared else spectrogram_batch(batch, config))
             out.append(torch.softmax(logits.float(), dim=1).cpu())
     model.train(was_training)
     if not out:

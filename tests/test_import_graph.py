@@ -1,5 +1,5 @@
 """The package's import graph, built from the source with ``ast``: no cycle, and no module
-imports a layer above its own (data -> models -> classify -> deploy -> jobs -> command/API).
+imports a layer above its own (data -> models -> classify, annotate -> deploy -> jobs -> command/API).
 
 Every import counts, at any depth (inside functions too); ``from package import name`` is an
 edge to the submodule when ``name`` is one, else to the package."""
@@ -20,7 +20,7 @@ LAYERS = [
     {"quake.data"},
     {"quake.probabilities"},
     {"quake.models"},
-    {"quake.classify"},
+    {"quake.classify", "quake.annotate"},
     {"quake.deploy"},
     {"quake.training", "quake.pretrain"},
     {"quake.api", "quake.commands", "quake.cli", "quake.__main__", "quake"},

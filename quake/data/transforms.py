@@ -410,6 +410,24 @@ def _centered(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return centered, std, flat
 
 
+def zscore_stats(
+    x: torch.Tensor, offset: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(mean, std, flat)`` along the last axis (kept as a length-1 axis) of what ZSCORE
+    divides by: the z-scored signal is ``(x - mean) / std``, zeros where ``flat``. For a caller
+    that z-scores a linear transform of ``x`` instead of ``x`` (a spectrogram cut from a longer
+    one, :mod:`quake.annotate.spectrogram`). ``x`` may be given less a constant ``offset`` (for
+    precision): ``mean`` is then that of ``x - offset``, and ``flat`` is still judged on ``x``
+    (:func:`flat_channels`' rule compares the spread with the level)."""
+    x = x.to(torch.float32)
+    _, std, flat = _centered(x)
+    mean = x.mean(dim=-1, keepdim=True)
+    if offset is not None:
+        constant = x.amax(dim=-1, keepdim=True) == x.amin(dim=-1, keepdim=True)
+        flat = constant | (std <= FLAT_RELATIVE_TOLERANCE * (mean + offset).abs())
+    return mean, std.clamp_min(torch.finfo(torch.float32).tiny), flat
+
+
 def _zscore(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     centered, std, flat = _centered(x)
     scaled = centered.div_(std.clamp_min(torch.finfo(torch.float32).tiny)).masked_fill_(flat, 0.0)

@@ -126,6 +126,17 @@ class CombinedClassifier(Classifier):
             self.hybrid_weight,
         )
 
+    uses_spectrograms = True
+
+    def predict_proba_with(self, waveforms, spectrograms, batch_size: int = 128) -> np.ndarray:
+        """:meth:`predict_proba`, the HybridViT part taking the ``spectrograms`` given."""
+        windows = check_windows(waveforms, self.config.window_samples)
+        return combine_parts(
+            self.hybrid.predict_proba_with(windows, spectrograms, batch_size=batch_size),
+            self.baseline.predict_proba(windows, batch_size=batch_size),
+            self.hybrid_weight,
+        )
+
     def save(self, directory: str | os.PathLike) -> Path:
         """The folder of the module doc, built beside and renamed into place."""
         directory = Path(directory)

@@ -125,15 +125,31 @@ class EventClassifier(Classifier):
             model.to(self.device)
         return self
 
+    uses_spectrograms = True
+
     def predict_proba(
         self, waveforms: np.ndarray | torch.Tensor, batch_size: int = 128
     ) -> np.ndarray:
         """``(B, 3, window_samples)`` trimmed windows -> ``(B, C)`` probabilities (member mean)."""
         x = torch.from_numpy(check_windows(waveforms, self.window_samples))
+        return self._member_mean(x, batch_size, prepared=False)
+
+    def predict_proba_with(
+        self, waveforms: np.ndarray | torch.Tensor, spectrograms: torch.Tensor, batch_size=128
+    ) -> np.ndarray:
+        """The member mean of the given ``spectrograms`` (of ``waveforms``, already computed)."""
+        expected = (len(spectrograms), *self.config.spectrogram_shape)
+        if tuple(spectrograms.shape) != expected:
+            raise ValueError(
+                f"spectrograms have shape {tuple(spectrograms.shape)}; expected {expected}"
+            )
+        return self._member_mean(spectrograms, batch_size, prepared=True)
+
+    def _member_mean(self, x: torch.Tensor, batch_size: int, prepared: bool) -> np.ndarray:
         total = None
         for model in self.models:
             probs = model_probabilities(
-                model, x, self.config, batch_size=batch_size, device=self.device
+                model, x, self.config, batch_size=batch_size, device=self.device, prepared=prepared
             )
             total = probs if total is None else total + probs
         return total / len(self.models)

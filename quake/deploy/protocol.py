@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from quake.annotate.engine import annotate_stream
 from quake.classes import ClassNames
 from quake.classify.run import run_classification
 from quake.classify.stream import EventResult, classify_stream
@@ -86,9 +87,22 @@ class Classifier(ABC):
     #: Per-class decision thresholds (:mod:`quake.deploy.decision`); None: the most probable.
     decision_thresholds: np.ndarray | None = None
 
+    #: Whether :meth:`predict_proba` feeds a network the ``spectrogram_batch`` of its windows,
+    #: so that a caller who has them already can hand them over (:meth:`predict_proba_with`).
+    uses_spectrograms: ClassVar[bool] = False
+
     @abstractmethod
     def predict_proba(self, waveforms: Any, batch_size: int = 128) -> np.ndarray:
         """``(B, 3, window_samples)`` trimmed Z, N, E windows -> ``(B, C)`` probabilities."""
+
+    def predict_proba_with(
+        self, waveforms: Any, spectrograms: torch.Tensor, batch_size: int = 128
+    ) -> np.ndarray:
+        """:meth:`predict_proba` of windows whose ``spectrogram_batch(waveforms, config)`` is
+        ``spectrograms`` already (annotation cuts them from one STFT of the recording,
+        :mod:`quake.annotate.spectrogram`). Kinds without a spectrogram network ignore them."""
+        del spectrograms
+        return self.predict_proba(waveforms, batch_size)
 
     @abstractmethod
     def save(self, directory: str | os.PathLike) -> Path:
@@ -137,6 +151,27 @@ class Classifier(ABC):
             True
         """
         return classify_stream(self, stream, origin_time, picks, event_id=event_id)
+
+    def annotate(
+        self,
+        stream,
+        stride: float | None = None,
+        *,
+        batch_size: int = 128,
+        amp: bool = False,
+    ):
+        """Continuous recordings in an obspy Stream (one or more stations) -> an obspy Stream
+        of class probabilities, one trace per station and class, SeisBench's convention: the
+        class in the channel code (``quake_earthquake``), one sample per ``stride`` seconds
+        (default: 8 STFT hops, 5.12 s at 100 Hz), each stamped at the centre of its window.
+        Windows the reading layer's quality rules reject (gaps, NaN, clipping, dead channels)
+        are NaN and counted in the log; :func:`quake.annotate.annotate_stream` also returns
+        each station's skips and flags. ``amp``: bf16 autocast for the model.
+
+            >>> probs = clf.annotate(obspy.read("day.mseed"), stride=2.56)
+            >>> probs.select(channel="quake_earthquake").plot()
+        """
+        return annotate_stream(self, stream, stride_s=stride, batch_size=batch_size, amp=amp)[0]
 
     def classify_catalog(
         self, catalog: Any, waveforms: Any, *, quakeml: bool = False, **options: Any

@@ -1,0 +1,224 @@
+"""Continuous annotation (:mod:`quake.annotate`): sliding windows over real recordings,
+spectrograms cut from one STFT against the per-window path, skips and the probability Stream."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import obspy
+import pytest
+import torch
+
+from quake.annotate import annotate_station, annotate_stream, channel_code, default_stride_s
+from quake.annotate.engine import stride_samples
+from quake.annotate.spectrogram import RecordingSpectrogram
+from quake.data import PreprocessConfig, spectrogram_batch, window_from_stream
+from quake.deploy import load
+
+#: Probabilities from spectrograms cut from the recording's STFT agree with those of windows
+#: cut the normal way (window_from_stream per window) to this (measured: about 2e-7).
+PROB_TOLERANCE = 1e-5
+#: ... and the log-spectrograms themselves to this (float32 rounding of the STFT).
+SPEC_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def clf(model_dir):
+    return load(model_dir)
+
+
+@pytest.fixture(scope="module")
+def three_component(real_data_dir) -> obspy.Stream:
+    """180 s of UW.CINE (HHZ, HHN, HHE at 100 Hz) around an ESEC surface event."""
+    folder = real_data_dir / "esec-surface" / "waveforms" / "167"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    return obspy.read(str(folder / "UW.CINE..HH?.mseed"))
+
+
+def normal_windows(stream, config, starts):
+    """Each window cut the normal way: the stream around it through ``window_from_stream``,
+    anchored so that it starts at ``start``."""
+    windows = []
+    for t0 in starts:
+        piece = stream.slice(t0 - 5, t0 + config.window_s + 5)
+        window, _ = window_from_stream(piece, config, p_time=t0 + config.pre_arrival_s)
+        windows.append(window)
+    return np.stack(windows)
+
+
+def test_windows_of_the_shared_stft_agree_with_windows_cut_the_normal_way(clf, three_component):
+    config = clf.config
+    result = annotate_station(clf, three_component, stride_s=1.28)
+    assert result.n_windows == 1 + (18001 - config.window_samples) // 128
+    assert not result.skip_counts() and np.isfinite(result.probabilities).all()
+    starts = [result.window_start(k) for k in range(result.n_windows)]
+    windows = normal_windows(three_component, config, starts)
+    expected = clf.predict_proba(windows)
+    assert np.abs(result.probabilities - expected).max() < PROB_TOLERANCE
+    # the spectrograms themselves, not only what a small random model makes of them
+    data = windows[0]  # the recording's first window: its samples start at sample 0
+    reading_starts = np.arange(len(windows)) * 128
+    whole = np.concatenate([windows[0]] + [w[:, -128:] for w in windows[1:]], axis=1)
+    assert np.array_equal(whole[:, : config.window_samples], data)
+    cut = RecordingSpectrogram(whole, config).spectrograms(
+        torch.from_numpy(windows), reading_starts
+    )
+    own = spectrogram_batch(torch.from_numpy(windows), config)
+    assert torch.allclose(cut, own, atol=SPEC_TOLERANCE, rtol=0)
+
+
+def test_the_per_window_path_gives_the_same_probabilities(clf, three_component):
+    shared = annotate_station(clf, three_component)
+    own = annotate_station(clf, three_component, shared_stft=False)
+    assert np.abs(shared.probabilities - own.probabilities).max() < PROB_TOLERANCE
+
+
+def test_a_constant_offset_and_a_dead_channel_keep_the_agreement(clf, three_component):
+    stream = three_component.copy()
+    for tr in stream:
+        tr.data = tr.data.astype(np.float64) + 2.0e5  # a DC level far above the signal
+    stream.select(channel="HHN")[0].data[:] = 7.0  # dead N
+    shared = annotate_station(clf, stream)
+    own = annotate_station(clf, stream, shared_stft=False)
+    assert np.abs(shared.probabilities - own.probabilities).max() < PROB_TOLERANCE
+    assert all("dead channel" in flags for flags in shared.flags)
+
+
+def test_a_gap_is_a_skip_with_its_reason_and_nan_probabilities(clf, three_component):
+    stream = three_component.copy()
+    t0 = stream[0].stats.starttime
+    stream.cutout(t0 + 80, t0 + 95)  # 15 s missing on every component
+    result = annotate_station(clf, stream)
+    counts = result.skip_counts()
+    assert set(counts) == {"gap"} and counts["gap"] >= 3
+    skipped = np.array([bool(r) for r in result.skipped])
+    assert np.isnan(result.probabilities[skipped]).all()
+    assert np.isfinite(result.probabilities[~skipped]).all()
+    # the windows used across a short part of the gap say so
+    starts = np.array([float(result.window_start(k) - t0) for k in range(result.n_windows)])
+    touching = ~skipped & (starts < 95) & (starts + clf.config.window_s > 80)
+    assert touching.any() and all("gap" in result.flags[k] for k in np.flatnonzero(touching))
+
+
+def test_the_probability_stream_follows_seisbench_and_opens_in_obspy(clf, three_component):
+    stride = 2.56
+    probs = clf.annotate(three_component, stride=stride)
+    assert [tr.stats.channel for tr in probs] == [channel_code(c) for c in clf.class_names]
+    assert {tr.id.rsplit(".", 1)[0] for tr in probs} == {"UW.CINE."}
+    first = probs[0]
+    assert first.stats.sampling_rate == pytest.approx(1 / stride)
+    t0 = three_component[0].stats.starttime
+    assert abs(first.stats.starttime - (t0 + clf.config.window_s / 2)) < 0.02
+    total = sum(tr.data for tr in probs)
+    assert np.allclose(total, 1.0, atol=1e-5)
+    buffer = io.BytesIO()
+    probs.write(buffer, format="PICKLE")
+    buffer.seek(0)
+    assert len(obspy.read(buffer)) == len(clf.class_names)
+
+
+def test_two_stations_give_two_sets_of_traces(clf, three_component):
+    other = three_component.copy()
+    for tr in other:
+        tr.stats.station = "OTHER"
+    probs, stations = annotate_stream(clf, three_component + other)
+    assert [s.station for s in stations] == ["UW.CINE.", "UW.OTHER."]
+    assert len(probs) == 2 * len(clf.class_names)
+
+
+def test_the_stride_is_checked_and_defaults_to_whole_stft_hops():
+    config = PreprocessConfig()
+    assert stride_samples(config, None) % config.stft_hop == 0
+    assert default_stride_s(config) == pytest.approx(5.12)
+    with pytest.raises(ValueError, match="stride 0.001 s is not at least one sample"):
+        stride_samples(config, 0.001)
+    with pytest.raises(ValueError, match="stride must be a number"):
+        stride_samples(config, "5")
+
+
+# ------------------------------------------------------------------------------ detections
+def test_trigger_runs_have_hysteresis_and_stop_at_a_skip():
+    from quake.annotate.detect import trigger_runs
+
+    p = np.array([0.1, 0.6, 0.45, 0.41, 0.3, 0.7, np.nan, 0.9, 0.9])
+    assert trigger_runs(p, 0.5, 0.4) == [(1, 3), (5, 5), (7, 8)]
+
+
+def test_thresholds_default_to_the_models_and_are_checked():
+    from quake.annotate.detect import class_thresholds
+
+    names = ["earthquake", "noise"]
+    assert class_thresholds(names) == {"earthquake": 0.5, "noise": 0.5}
+    saved = np.array([0.3, 0.7])
+    assert class_thresholds(names, saved, {"noise": 0.9}) == {"earthquake": 0.3, "noise": 0.9}
+    with pytest.raises(ValueError, match="unknown class 'blast'"):
+        class_thresholds(names, None, {"blast": 0.5})
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\], got 2"):
+        class_thresholds(names, None, {"noise": 2})
+
+
+def test_probability_detections_are_rows_per_event_class():
+    from quake.annotate.detect import DETECTION_COLUMNS, detections
+    from quake.annotate.engine import StationAnnotation
+
+    t0 = obspy.UTCDateTime("2020-01-01T00:00:00")
+    eq = np.array([0.1, 0.9, 0.8, 0.7, 0.1, 0.95, 0.1, 0.1])
+    probs = np.stack([eq, 1 - eq], axis=1)
+    flags = [()] * 8
+    flags[2] = ("gap",)
+    annotation = StationAnnotation("XX.STA.", ["earthquake", "noise"], t0, 5.12, 20.48, probs,
+                                   [""] * 8, flags)  # fmt: skip
+    table = detections([annotation], ["earthquake", "noise"])
+    assert list(table.columns) == DETECTION_COLUMNS
+    assert len(table) == 1  # the one-window run at 5 is shorter than the minimum
+    row = table.iloc[0]
+    assert row["class"] == "earthquake" and row["windows"] == 3 and row["flags"] == "gap"
+    assert obspy.UTCDateTime(row["start"]) == t0 + 5.12
+    assert obspy.UTCDateTime(row["end"]) == t0 + 3 * 5.12 + 20.48
+    assert row["max_prob"] == pytest.approx(0.9) and row["mean_prob"] == pytest.approx(0.8)
+    one = detections([annotation], ["earthquake", "noise"], min_duration_s=5.12)
+    assert len(one) == 2
+
+
+@pytest.fixture(scope="module")
+def pnw_record(pnw):
+    """One pnw-eqex record at 100 Hz (HHZ), its event's origin time and type."""
+    import pandas as pd
+
+    catalog = pd.read_csv(pnw / "catalog.csv")
+    for event in catalog.itertuples():
+        files = sorted((pnw / "waveforms" / event.event_id).glob("*.HHZ.mseed"))
+        if files:
+            return obspy.read(str(files[0])), obspy.UTCDateTime(event.time), event.event_type
+    pytest.skip("no HHZ record in pnw-eqex")
+
+
+def test_a_model_without_noise_detects_by_sta_lta_at_the_event(clf, pnw_record):
+    from quake.annotate.detect import detections
+
+    stream, origin, _ = pnw_record
+    assert "noise" not in clf.class_names
+    probs, stations = annotate_stream(clf, stream)
+    table = detections(stations, list(clf.class_names))
+    assert len(table) >= 1 and set(table["method"]) == {"sta/lta"}
+    starts = [obspy.UTCDateTime(t) - origin for t in table["start"]]
+    assert any(-2 <= s <= 30 for s in starts), starts  # the P arrival after the origin
+    assert set(table["class"]) <= set(clf.class_names)
+
+
+def test_a_gap_over_the_onset_is_a_skip_not_a_detection(clf, pnw_record):
+    from quake.annotate.detect import detections
+
+    stream, origin, _ = pnw_record
+    _, stations = annotate_stream(clf, stream)
+    onsets = [obspy.UTCDateTime(t) for t in detections(stations, list(clf.class_names))["start"]]
+    near = [t for t in onsets if -2 <= t - origin <= 30][0]
+    gappy = stream.copy()
+    gappy.cutout(near + 1, near + 8)  # a third of the onset's window is missing
+    _, stations = annotate_stream(clf, gappy)
+    table = detections(stations, list(clf.class_names))
+    assert not any(abs(obspy.UTCDateTime(t) - near) < 2 for t in table["start"])
+    skips = [p.skip for p in stations[0].proposals]
+    assert "gap" in skips

@@ -1,0 +1,155 @@
+"""``quake annotate`` on an SDS archive of real recordings laid at their real times.
+
+The archive holds the unlabelled-pnw records of two Mount St Helens stations (UW.EDM, UW.CDF,
+EHZ at 100 Hz) on 2004-09-29, a day of the 2004 swarm: several catalogued events per station
+and day, each record 150 s long and starting about 50 s before its event's origin, with the
+real gaps between them. What lies between the records is missing, not quiet: those windows are
+skipped (too short / gap), never detections.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import obspy
+import pandas as pd
+import pytest
+
+from quake.annotate.tasks import read_probabilities
+from quake.commands.annotate import main
+
+DAY = "2004-09-29"
+STATIONS = ("UW.EDM.", "UW.CDF.")
+N_EVENTS = 5
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def swarm(real_data_dir, tmp_path_factory) -> dict:
+    """The SDS archive (module docstring) and the origin times of its events."""
+    source = real_data_dir / "unlabelled-pnw"
+    if not source.is_dir():
+        pytest.skip(f"{source} not found")
+    catalog = pd.read_csv(source / "catalog.csv")
+    events = catalog[catalog["time"].str.startswith(DAY)].sort_values("time")
+    root = tmp_path_factory.mktemp("sds")
+    used = []
+    by_channel: dict[tuple, obspy.Stream] = {}
+    for event in events.itertuples():
+        streams = [obspy.read(str(p)) for s in STATIONS
+                   for p in (source / "waveforms" / event.event_id).glob(f"{s}.EHZ.mseed")]  # fmt: skip
+        if len(streams) < len(STATIONS):
+            continue
+        used.append(obspy.UTCDateTime(event.time))
+        for stream in streams:
+            for tr in stream:
+                key = (tr.stats.network, tr.stats.station, tr.stats.location, tr.stats.channel)
+                by_channel.setdefault(key, obspy.Stream()).append(tr)
+        if len(used) == N_EVENTS:
+            break
+    if len(used) < 3:
+        pytest.skip(f"fewer than 3 events of {DAY} at {STATIONS} in {source}")
+    for (net, sta, loc, cha), stream in by_channel.items():
+        t = stream[0].stats.starttime
+        folder = root / str(t.year) / net / sta / f"{cha}.D"
+        folder.mkdir(parents=True, exist_ok=True)
+        stream.write(str(folder / f"{net}.{sta}.{loc}.{cha}.D.{t.year}.{t.julday:03d}"), "MSEED")
+    return {"root": root, "origins": used}
+
+
+def run(swarm, model_dir, out: Path, *extra: str) -> int:
+    return main(["--model", str(model_dir), "--waveforms", str(swarm["root"]),
+                 "--start", DAY, "--end", "2004-09-30", "--out", str(out), "--no-progress",
+                 *extra])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def first_run(swarm, model_dir, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("annotate") / "detections.csv"
+    probs = out.parent / "probs"
+    assert run(swarm, model_dir, out, "--probabilities-out", str(probs)) == 0
+    return {"out": out, "probs": probs, "table": pd.read_csv(out, dtype={"flags": str})}
+
+
+def test_detections_line_up_with_the_catalogued_origins(swarm, first_run):
+    table = first_run["table"]
+    assert set(table["station"]) <= set(STATIONS)
+    starts = [obspy.UTCDateTime(t) for t in table["start"]]
+    found = [any(-2 <= t - origin <= 30 for t in starts) for origin in swarm["origins"]]
+    assert sum(found) >= len(found) - 1, list(zip(swarm["origins"], found, strict=True))
+    # every detection lies inside a recorded stretch: none from the missing hours between
+    for t in starts:
+        assert any(-60 <= t - origin <= 100 for origin in swarm["origins"]), t
+
+
+def test_the_probability_files_open_in_obspy_with_their_class_names(first_run, model_dir):
+    files = sorted(first_run["probs"].glob("*.mseed"))
+    assert [f.name for f in files] == sorted(f"{s}.2004.273.mseed" for s in STATIONS)
+    stream = read_probabilities(files[0])
+    assert {tr.stats.channel for tr in stream} == {"quake_earthquake", "quake_explosion"}
+    assert all(tr.stats.sampling_rate == pytest.approx(1 / 5.12) for tr in stream)
+    assert len(stream) > 2  # the skipped stretches between the records are gaps
+    assert all(np.isfinite(tr.data).all() for tr in stream)
+
+
+def test_a_second_run_without_resume_is_refused(swarm, model_dir, first_run, capsys):
+    assert run(swarm, model_dir, first_run["out"]) != 0
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_after_kill_9_in_workers_gives_the_same_outputs(
+    swarm, model_dir, first_run, tmp_path
+):
+    out = tmp_path / "detections.csv"
+    command = [sys.executable, "-m", "quake", "annotate", "--model", str(model_dir),
+               "--waveforms", str(swarm["root"]), "--start", DAY, "--end", "2004-09-30",
+               "--out", str(out), "--no-progress"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    parts = out.with_name(out.name + ".parts")
+    deadline = time.monotonic() + 300
+    while not list(parts.glob("*.json")) and time.monotonic() < deadline:
+        if child.poll() is not None:
+            break
+        time.sleep(0.05)
+    killed = child.poll() is None
+    if killed:
+        os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert killed, "the run ended before it could be killed"
+    assert not out.exists() and len(list(parts.glob("*.json"))) == 1  # one station-day done
+    # the rest in worker processes: the same table as one uninterrupted run in this process
+    assert run(swarm, model_dir, out, "--resume", "--workers", "2") == 0
+    assert out.read_text() == first_run["out"].read_text()
+
+
+def test_a_station_day_that_fails_is_retried_once_and_reported(swarm, model_dir, tmp_path):
+    from quake.annotate import tasks
+
+    out = tmp_path / "detections.csv"
+    calls = []
+    real_read = tasks.Waveforms.read
+
+    def broken_read(self, station, t0, t1):
+        calls.append(station)
+        if station == "UW.CDF.":
+            raise OSError("unreadable file")
+        return real_read(self, station, t0, t1)
+
+    tasks.Waveforms.read = broken_read
+    try:
+        assert run(swarm, model_dir, out) == 1
+    finally:
+        tasks.Waveforms.read = real_read
+    assert calls.count("UW.CDF.") == 2 and calls.count("UW.EDM.") == 1
+    table = pd.read_csv(out)
+    assert set(table["station"]) == {"UW.EDM."}
+    # --resume runs only the failed station-day
+    assert run(swarm, model_dir, out, "--resume") == 0
+    assert set(pd.read_csv(out)["station"]) == set(STATIONS)
