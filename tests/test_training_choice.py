@@ -86,6 +86,19 @@ def test_thresholds_undo_a_forest_drawn_to_the_common_class():
     np.testing.assert_allclose(decision.thresholds, thresholds)
 
 
+def test_on_few_events_the_thresholds_stay_near_the_balanced_rule():
+    """Seven validation events: argmax (power 0) is best by one event, powers 0.25 and 0.5 are
+    within one standard error of it, 0.75 and 1 are not: the rule takes 0.5, the nearest to
+    the balanced rule (power 1) among those the events cannot tell apart from the best."""
+    p1 = np.array([0.1, 0.2, 0.3, 0.45, 0.52, 0.55, 0.6])
+    labels = np.array([0, 0, 0, 0, 0, 1, 1])
+    probs = np.column_stack([1 - p1, p1])
+    v = Validation(labels, np.array([f"e{i}" for i in range(7)]), None, probs)
+    thresholds, power = calibrate_thresholds([probs], [v], np.array([0.8, 0.2]))
+    assert power == 0.5
+    np.testing.assert_allclose(thresholds, [2 / 3, 1 / 3])
+
+
 def test_decide_names_bad_thresholds():
     with pytest.raises(ValueError, match=r"decision thresholds \[0.5\]: expected 2 positive"):
         decide(np.array([[0.2, 0.8]]), [0.5])

@@ -17,9 +17,12 @@ each fold it scores the candidates on the fold's own validation split (never its
 - **the decision thresholds** of that model: a class is decided by the largest ``p_c / t_c``
   (:func:`quake.probabilities.decide`), ``t`` the class priors of the fold's training data
   raised to a power from :data:`PRIOR_POWERS` (0: plain argmax; 1: the balanced rule for a
-  calibrated model), the power with the best event-level balanced accuracy on validation
-  (ties: trace-level balanced accuracy, then the power nearest 1). One parameter, not one per
-  class, because a validation split holds a handful of events.
+  calibrated model, which maximises balanced accuracy in expectation). The same
+  one-standard-error rule: among the powers whose event-level balanced accuracy on validation
+  is within one (binomial) standard error of the best, the one nearest 1 (then the better
+  trace-level balanced accuracy). One parameter, not one per class, because a validation split
+  holds a handful of events: on five events the rule keeps the balanced default unless another
+  power is clearly better.
 
 The cross-validated figures of the deployed model are those of this procedure, fold by fold (the
 test fold saw nothing of it). The model in ``model/`` applies the same procedure to the
@@ -150,8 +153,8 @@ def calibrate_thresholds(
     priors: np.ndarray,
     powers: Sequence[float] = PRIOR_POWERS,
 ) -> tuple[np.ndarray, float]:
-    """Thresholds ``priors ** power`` (normalised) for the power with the best event-level
-    balanced accuracy of the validation ``probs`` (one array per validation, their rows)."""
+    """Thresholds ``priors ** power`` (normalised) for the power the module's rule picks on the
+    validation ``probs`` (one array per validation, their rows)."""
     events, event_labels, traces, trace_labels = [], [], [], []
     for p, v in zip(probs, validations, strict=True):
         if not len(v.labels):
@@ -166,16 +169,19 @@ def calibrate_thresholds(
     events, event_labels = np.concatenate(events), np.concatenate(event_labels)
     traces, trace_labels = np.concatenate(traces), np.concatenate(trace_labels)
 
-    def score(power: float) -> tuple[float, float, float]:
+    def scores(power: float) -> tuple[float, float]:
         t = _thresholds(priors, power)
         return (
             balanced_accuracy(event_labels, decide(events, t)),
             balanced_accuracy(trace_labels, decide(traces, t)),
-            -abs(power - 1.0),
         )
 
-    power = max(powers, key=score)
-    return _thresholds(priors, power), float(power)
+    scored = {float(p): scores(p) for p in powers}
+    best = max(event for event, _ in scored.values())
+    error = float(np.sqrt(best * (1.0 - best) / len(event_labels)))
+    close = [p for p, (event, _) in scored.items() if event >= best - error - 1e-12]
+    power = min(close, key=lambda p: (abs(p - 1.0), -scored[p][1]))
+    return _thresholds(priors, power), power
 
 
 def _thresholds(priors: np.ndarray, power: float) -> np.ndarray:
