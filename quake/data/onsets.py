@@ -167,6 +167,7 @@ def onsets_and_ends(
         if not np.any(trace):
             continue
         ratio = sta_lta(trace, fs, LTA_S)
+        ratio[np.flatnonzero(trace)[-1] + 1 :] = 0.0  # the zeros past the recording's end
         onsets = [
             int(on) for on, _ in trigger_onset(ratio, TRIGGER_ON, TRIGGER_OFF) if on >= earliest
         ]
