@@ -280,3 +280,36 @@ def test_association_options_are_checked():
         associate(table, ["earthquake", "explosion"], tolerance_s=-1)
     with pytest.raises(ValueError, match=r"lacks the columns \['prob_explosion'\]"):
         associate(table.drop(columns="prob_explosion"), ["earthquake", "explosion"])
+
+
+def test_a_spike_is_flagged_and_repaired_not_a_detection(clf, pnw_record):
+    """A one-sample spike (50 times the record's largest sample) in the quiet before the event:
+    the reading layer finds it and repairs it (the default spike policy), so the STA/LTA never
+    sees it, and the windows over it are used with the flag ``spike``."""
+    from quake.annotate.detect import detections
+
+    stream, origin, _ = pnw_record
+    spiky = stream.copy()
+    trace = spiky[0]
+    spike_time = origin - 25
+    k = int(round((spike_time - trace.stats.starttime) * trace.stats.sampling_rate))
+    trace.data = trace.data.astype(np.float64)
+    trace.data[k] = 50 * np.abs(trace.data).max()
+    # unrepaired, the spike would trigger the STA/LTA right where it is
+    from obspy.signal.trigger import trigger_onset
+
+    from quake.data.onsets import LTA_S, TRIGGER_OFF, TRIGGER_ON, sta_lta
+
+    ratio = sta_lta(trace.data, trace.stats.sampling_rate, LTA_S)
+    assert k in [on for on, _ in trigger_onset(ratio, TRIGGER_ON, TRIGGER_OFF)]
+    _, (plain,) = annotate_stream(clf, stream)
+    _, (annotation,) = annotate_stream(clf, spiky)
+    table = detections([annotation], list(clf.class_names))
+    assert not any(abs(obspy.UTCDateTime(t) - spike_time) < 3 for t in table["onset"])
+    assert len(table) == len(detections([plain], list(clf.class_names)))
+    over = [j for j in range(annotation.n_windows)
+            if 0 <= spike_time - annotation.window_start(j) < clf.config.window_s]  # fmt: skip
+    assert over and all("spike" in annotation.flags[j] for j in over)
+    assert not any(annotation.skipped[j] for j in over)
+    far = [j for j in range(annotation.n_windows) if j not in over]
+    assert not any("spike" in annotation.flags[j] for j in far)
