@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 import obspy
+import pandas as pd
 import pytest
 import torch
 
@@ -160,7 +161,7 @@ def test_thresholds_default_to_the_models_and_are_checked():
 
 
 def test_probability_detections_are_rows_per_event_class():
-    from quake.annotate.detect import DETECTION_COLUMNS, detections
+    from quake.annotate.detect import detection_columns, detections
     from quake.annotate.engine import StationAnnotation
 
     t0 = obspy.UTCDateTime("2020-01-01T00:00:00")
@@ -169,15 +170,18 @@ def test_probability_detections_are_rows_per_event_class():
     flags = [()] * 8
     flags[2] = ("gap",)
     annotation = StationAnnotation("XX.STA.", ["earthquake", "noise"], t0, 5.12, 20.48, probs,
-                                   [""] * 8, flags)  # fmt: skip
+                                   [""] * 8, flags, pre_arrival_s=5.0)  # fmt: skip
     table = detections([annotation], ["earthquake", "noise"])
-    assert list(table.columns) == DETECTION_COLUMNS
+    assert list(table.columns) == detection_columns(["earthquake", "noise"])
     assert len(table) == 1  # the one-window run at 5 is shorter than the minimum
     row = table.iloc[0]
     assert row["class"] == "earthquake" and row["windows"] == 3 and row["flags"] == "gap"
     assert obspy.UTCDateTime(row["start"]) == t0 + 5.12
     assert obspy.UTCDateTime(row["end"]) == t0 + 3 * 5.12 + 20.48
     assert row["max_prob"] == pytest.approx(0.9) and row["mean_prob"] == pytest.approx(0.8)
+    # the station's vote for an event: its most probable window; onset at its P position
+    assert obspy.UTCDateTime(row["onset"]) == t0 + 5.12 + 5.0
+    assert (row["prob_earthquake"], row["prob_noise"]) == pytest.approx((0.9, 0.1))
     one = detections([annotation], ["earthquake", "noise"], min_duration_s=5.12)
     assert len(one) == 2
 
@@ -185,8 +189,6 @@ def test_probability_detections_are_rows_per_event_class():
 @pytest.fixture(scope="module")
 def pnw_record(pnw):
     """One pnw-eqex record at 100 Hz (HHZ), its event's origin time and type."""
-    import pandas as pd
-
     catalog = pd.read_csv(pnw / "catalog.csv")
     for event in catalog.itertuples():
         files = sorted((pnw / "waveforms" / event.event_id).glob("*.HHZ.mseed"))
@@ -222,3 +224,92 @@ def test_a_gap_over_the_onset_is_a_skip_not_a_detection(clf, pnw_record):
     assert not any(abs(obspy.UTCDateTime(t) - near) < 2 for t in table["start"])
     skips = [p.skip for p in stations[0].proposals]
     assert "gap" in skips
+
+
+# ------------------------------------------------------------------------------ events
+def detection_rows(rows) -> pd.DataFrame:
+    """A detections table of ``(station, onset seconds after 2020-01-01, p_earthquake)``."""
+    from quake.annotate.detect import detection_columns
+
+    t0 = obspy.UTCDateTime("2020-01-01T00:00:00")
+    table = pd.DataFrame([{
+        "station": station, "start": str(t0 + s - 5), "end": str(t0 + s + 15),
+        "onset": str(t0 + s), "class": "earthquake" if p >= 0.5 else "explosion",
+        "max_prob": max(p, 1 - p), "mean_prob": max(p, 1 - p), "windows": 1,
+        "method": "sta/lta", "flags": "", "prob_earthquake": p, "prob_explosion": 1 - p,
+    } for station, s, p in rows])  # fmt: skip
+    return table[detection_columns(["earthquake", "explosion"])]
+
+
+def test_detections_on_enough_stations_within_the_tolerance_are_one_event():
+    from quake.annotate.events import associate, event_columns
+    from quake.probabilities import combine_station_probabilities, decide
+
+    names = ["earthquake", "explosion"]
+    table = detection_rows([
+        ("UW.A.", 100.0, 0.9), ("UW.B.", 112.0, 0.3), ("UW.A.", 125.0, 0.6),  # one event
+        ("UW.C.", 400.0, 0.2),  # one station only: no event
+        ("UW.A.", 900.0, 0.1), ("UW.B.", 940.0, 0.2),  # 40 s apart: beyond the tolerance
+    ])  # fmt: skip
+    events = associate(table, names)
+    assert list(events.columns) == event_columns(names) and len(events) == 1
+    event = events.iloc[0]
+    assert event["stations"] == "UW.A.;UW.B." and event["n_stations"] == 2
+    assert obspy.UTCDateTime(event["time"]) == obspy.UTCDateTime("2020-01-01T00:01:40")
+    assert event["event_id"] == "quake-20200101T000140.00"
+    # the station-to-event rule of quake classify; UW.A. votes once, with its surer detection
+    expected = combine_station_probabilities(np.array([[0.9, 0.1], [0.3, 0.7]]))
+    assert (event["prob_earthquake"], event["prob_explosion"]) == pytest.approx(tuple(expected))
+    assert event["class"] == names[int(decide(expected))]
+    # the class by the model's decision thresholds, not the plain argmax
+    thresholds = np.array([0.9, 0.1])
+    decided = associate(table, names, thresholds).iloc[0]["class"]
+    assert decided == names[int(decide(expected, thresholds))] == "explosion"
+    # one station is enough where asked; a wider tolerance joins the last pair
+    assert len(associate(table, names, min_stations=1)) == 4
+    assert len(associate(table, names, tolerance_s=45)) == 2
+
+
+def test_association_options_are_checked():
+    from quake.annotate.events import associate
+
+    table = detection_rows([("UW.A.", 0.0, 0.5)])
+    with pytest.raises(ValueError, match="min_stations must be a whole number >= 1, got 0"):
+        associate(table, ["earthquake", "explosion"], min_stations=0)
+    with pytest.raises(ValueError, match="tolerance must be a number of seconds >= 0, got -1"):
+        associate(table, ["earthquake", "explosion"], tolerance_s=-1)
+    with pytest.raises(ValueError, match=r"lacks the columns \['prob_explosion'\]"):
+        associate(table.drop(columns="prob_explosion"), ["earthquake", "explosion"])
+
+
+def test_a_spike_is_flagged_and_repaired_not_a_detection(clf, pnw_record):
+    """A one-sample spike (50 times the record's largest sample) in the quiet before the event:
+    the reading layer finds it and repairs it (the default spike policy), so the STA/LTA never
+    sees it, and the windows over it are used with the flag ``spike``."""
+    from quake.annotate.detect import detections
+
+    stream, origin, _ = pnw_record
+    spiky = stream.copy()
+    trace = spiky[0]
+    spike_time = origin - 25
+    k = int(round((spike_time - trace.stats.starttime) * trace.stats.sampling_rate))
+    trace.data = trace.data.astype(np.float64)
+    trace.data[k] = 50 * np.abs(trace.data).max()
+    # unrepaired, the spike would trigger the STA/LTA right where it is
+    from obspy.signal.trigger import trigger_onset
+
+    from quake.data.onsets import LTA_S, TRIGGER_OFF, TRIGGER_ON, sta_lta
+
+    ratio = sta_lta(trace.data, trace.stats.sampling_rate, LTA_S)
+    assert k in [on for on, _ in trigger_onset(ratio, TRIGGER_ON, TRIGGER_OFF)]
+    _, (plain,) = annotate_stream(clf, stream)
+    _, (annotation,) = annotate_stream(clf, spiky)
+    table = detections([annotation], list(clf.class_names))
+    assert not any(abs(obspy.UTCDateTime(t) - spike_time) < 3 for t in table["onset"])
+    assert len(table) == len(detections([plain], list(clf.class_names)))
+    over = [j for j in range(annotation.n_windows)
+            if 0 <= spike_time - annotation.window_start(j) < clf.config.window_s]  # fmt: skip
+    assert over and all("spike" in annotation.flags[j] for j in over)
+    assert not any(annotation.skipped[j] for j in over)
+    far = [j for j in range(annotation.n_windows) if j not in over]
+    assert not any("spike" in annotation.flags[j] for j in far)

@@ -13,10 +13,14 @@ the class the model's decision thresholds give its window.
 
 One row per detection (QuakeXNet writes ``starttime, endtime, label, max_prob, mean_prob``):
 ``station`` (NET.STA.LOC), ``start``, ``end`` (ISO 8601, UTC: from the first window's first
-sample to the last window's last, or from the trigger's on to its off), ``class``, ``max_prob``,
-``mean_prob``, ``windows`` (how many), ``method`` (``probability`` or ``sta/lta``) and
-``flags``: the quality flags of its windows, ``;``-joined, plus ``edge`` when it touches the
-first or last window of the span annotated (it may go on beyond it).
+sample to the last window's last, or from the trigger's on to its off), ``onset`` (the STA/LTA
+trigger's on, or the start of the detection's most probable window plus ``pre_arrival_s``, where
+training puts the P arrival: the time stations are associated by, :mod:`quake.annotate.events`),
+``class``, ``max_prob``, ``mean_prob``, ``windows`` (how many), ``method`` (``probability`` or
+``sta/lta``), ``flags``: the quality flags of its windows, ``;``-joined, plus ``edge`` when it
+touches the first or last window of the span annotated (it may go on beyond it); then
+``prob_<class>`` for every class: the probabilities of the one window the station's vote for an
+event comes from (the most probable window of the detection, or the trigger's window).
 """
 
 from __future__ import annotations
@@ -28,15 +32,25 @@ import pandas as pd
 
 from quake.annotate.engine import StationAnnotation
 from quake.annotate.propose import NOISE_CLASS
-from quake.probabilities import decide
+from quake.probabilities import decide, prob_column
 
 DETECTION_COLUMNS = [
-    "station", "start", "end", "class", "max_prob", "mean_prob", "windows", "method", "flags",
+    "station", "start", "end", "onset", "class", "max_prob", "mean_prob", "windows", "method",
+    "flags",
 ]  # fmt: skip
 #: Default threshold of a class when the model saved none.
 DEFAULT_THRESHOLD = 0.5
 #: Default trigger-off level, as a fraction of the class's threshold.
 DEFAULT_OFF_FRACTION = 0.8
+
+
+def detection_columns(class_names: Sequence[str]) -> list[str]:
+    """:data:`DETECTION_COLUMNS` and a ``prob_<class>`` column per class."""
+    return DETECTION_COLUMNS + [prob_column(c) for c in class_names]
+
+
+def _probabilities(class_names: Sequence[str], probs: np.ndarray) -> dict[str, float]:
+    return {prob_column(c): float(p) for c, p in zip(class_names, probs, strict=True)}
 
 
 def class_thresholds(
@@ -103,16 +117,19 @@ def probability_detections(
             if last - first + 1 < min_windows:
                 continue
             span = p[first : last + 1]
+            peak = first + int(np.argmax(span))
             rows.append({
                 "station": annotation.station,
                 "start": str(annotation.window_start(first)),
                 "end": str(annotation.window_start(last) + annotation.window_s),
+                "onset": str(annotation.window_start(peak) + annotation.pre_arrival_s),
                 "class": name,
                 "max_prob": float(span.max()),
                 "mean_prob": float(span.mean()),
                 "windows": last - first + 1,
                 "method": "probability",
                 "flags": _flags(annotation, first, last),
+                **_probabilities(annotation.class_names, annotation.probabilities[peak]),
             })  # fmt: skip
     return rows
 
@@ -132,12 +149,14 @@ def proposal_detections(
             "station": annotation.station,
             "start": str(t0 + proposal.on / sr),
             "end": str(t0 + proposal.off / sr),
+            "onset": str(t0 + proposal.on / sr),
             "class": annotation.class_names[c],
             "max_prob": p,
             "mean_prob": p,
             "windows": 1,
             "method": "sta/lta",
             "flags": ";".join(proposal.flags),
+            **_probabilities(annotation.class_names, proposal.probabilities),
         })  # fmt: skip
     return rows
 
@@ -151,7 +170,7 @@ def detections(
     off_fraction: float = DEFAULT_OFF_FRACTION,
     min_duration_s: float | None = None,
 ) -> pd.DataFrame:
-    """The detections table of every station (:data:`DETECTION_COLUMNS`, sorted by start):
+    """The detections table of every station (:func:`detection_columns`, sorted by start):
     from STA/LTA proposals where a station has them, else from the probability traces.
     ``thresholds``: per-class overrides of the model's."""
     levels = class_thresholds(class_names, decision_thresholds, thresholds)
@@ -163,5 +182,5 @@ def detections(
             rows += probability_detections(
                 annotation, levels, off_fraction=off_fraction, min_duration_s=min_duration_s
             )
-    table = pd.DataFrame(rows, columns=DETECTION_COLUMNS)
+    table = pd.DataFrame(rows, columns=detection_columns(class_names))
     return table.sort_values(["start", "station", "class"], kind="stable").reset_index(drop=True)

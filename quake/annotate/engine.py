@@ -92,6 +92,7 @@ class StationAnnotation:
     #: STA/LTA triggers and their windows' probabilities (a model without a noise class)
     proposals: list[Proposal] | None = None
     sampling_rate_hz: float = 0.0  # of the reading the proposals' samples count
+    pre_arrival_s: float = 0.0  # where in a window training puts the P arrival
 
     @property
     def n_windows(self) -> int:
@@ -354,7 +355,7 @@ def annotate_station(
     station = station_key(stream[0].stats) if len(stream) else "..."
     result = StationAnnotation(
         station, class_names, None, step / config.sampling_rate_hz, config.window_s,
-        np.zeros((0, len(class_names))),
+        np.zeros((0, len(class_names))), pre_arrival_s=config.pre_arrival_s,
     )  # fmt: skip
     try:
         reading = stream_to_array_info(stream, config, start=start, end=end)

@@ -39,7 +39,9 @@ def needs_proposals(class_names) -> bool:
 
 def trigger_spans(reading: StreamArray) -> list[tuple[int, int]]:
     """``[(on, off)]`` samples of the STA/LTA triggers of the reading's vertical component (the
-    first component recorded where there is no Z), none inside a stretch that was not recorded."""
+    first component recorded where there is no Z), none inside a stretch that was not recorded
+    and none whose LTA (the ``LTA_S`` before the trigger) was not all recorded: the ratio at
+    the edge of a gap, where recorded data follows zeros, is the gap's, not a signal's."""
     from obspy.signal.trigger import trigger_onset
 
     comps = [c for c in COMPONENTS if c in reading.channels]
@@ -53,6 +55,8 @@ def trigger_spans(reading: StreamArray) -> list[tuple[int, int]]:
     ratio = sta_lta(trace, fs, LTA_S)
     spans = [(int(on), int(off)) for on, off in trigger_onset(ratio, TRIGGER_ON, TRIGGER_OFF)]
     if reading.backed is not None:
-        recorded = reading.backed[row]
-        spans = [(on, off) for on, off in spans if recorded[on]]
+        lta = int(LTA_S * fs)
+        unrecorded = np.concatenate([[0], np.cumsum(~reading.backed[row].astype(bool))])
+        spans = [(on, off) for on, off in spans
+                 if on >= lta and unrecorded[on + 1] == unrecorded[on - lta]]  # fmt: skip
     return spans

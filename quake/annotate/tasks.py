@@ -8,7 +8,8 @@ its detections (:mod:`quake.annotate.detect`) and writes its own parts, each ato
 last ``<key>.json`` (its counts), which marks it finished. ``resume`` skips the finished ones, so
 a run killed at any moment goes on where it stopped and gives the same outputs. A task that
 fails (an unreadable file) is logged and tried once more; if it fails again it is reported and
-the others go on. The detections of the finished tasks are then merged into ``out``.
+the others go on. The detections of the finished tasks are then merged into ``out``, and
+where asked, associated across stations into events (:mod:`quake.annotate.events`).
 
 Waveforms: an SDS archive (``YEAR/NET/STA/CHAN.TYPE/NET.STA.LOC.CHAN.TYPE.YEAR.DOY``, found by
 its year folders) or a folder of miniSEED files (searched recursively; headers read once).
@@ -38,8 +39,15 @@ import numpy as np
 import obspy
 import pandas as pd
 
-from quake.annotate.detect import DETECTION_COLUMNS, detections
+from quake.annotate.detect import detection_columns, detections
 from quake.annotate.engine import annotate_station, channel_code, stride_samples
+from quake.annotate.events import (
+    DEFAULT_MIN_STATIONS,
+    DEFAULT_TOLERANCE_S,
+    associate,
+    check_association,
+    write_events,
+)
 from quake.data.mseed import MSEED_SUFFIXES, read_mseed
 from quake.data.readers.sds import DAY_S, day_files, parse_time
 from quake.data.sources import detect_source_kind
@@ -158,7 +166,7 @@ def run_task(classifier, waveforms: Waveforms, task: StationDay, options: dict) 
     stream = waveforms.read(task.station, task.start, end)
     counts: dict[str, Any] = {"task": task.key, "windows": 0, "detections": 0, "skipped": {}}
     parts = Path(options["parts"])
-    table = pd.DataFrame(columns=DETECTION_COLUMNS)
+    table = pd.DataFrame(columns=detection_columns(classifier.class_names))
     if len(stream):
         annotation = annotate_station(
             classifier, stream, stride_s=stride_s, start=task.start, end=end,
@@ -229,6 +237,7 @@ class AnnotateSummary:
     windows: int = 0
     detections: int = 0
     skipped: Counter = field(default_factory=Counter)
+    events: int | None = None  # associated, where asked
 
     def add(self, counts: dict) -> None:
         self.windows += counts["windows"]
@@ -253,12 +262,24 @@ def annotate_days(
     loader: Callable | None = None,
     model_path: str | None = None,
     progress: Callable[[AnnotateSummary], None] | None = None,
+    events_out: str | Path | None = None,
+    min_stations: int | None = None,
+    tolerance_s: float | None = None,
     **options: Any,
 ) -> AnnotateSummary:
-    """The job of the module docstring: detections of every station-day into ``out`` (CSV).
+    """The job of the module docstring: detections of every station-day into ``out`` (CSV),
+    and where ``events_out`` is given, the events associated from them
+    (:mod:`quake.annotate.events`: ``min_stations`` within ``tolerance_s``, None: its
+    defaults) into it.
     ``options``: ``stride_s``, ``batch_size``, ``amp``, ``thresholds``, ``min_duration_s``,
     ``probabilities`` (a folder). ``workers`` > 0 needs ``loader`` and ``model_path``."""
     out = Path(out)
+    min_stations = DEFAULT_MIN_STATIONS if min_stations is None else min_stations
+    tolerance_s = DEFAULT_TOLERANCE_S if tolerance_s is None else tolerance_s
+    check_association(min_stations, tolerance_s)
+    if events_out is not None and Path(events_out).resolve() == out.resolve():
+        raise ValueError(f"events_out {str(events_out)!r} is the detections file; expected "
+                         "another path")  # fmt: skip
     source = Waveforms(waveforms, start, end)
     tasks = station_days(source, start, end, stations)
     parts = parts_folder(out)
@@ -284,7 +305,14 @@ def annotate_days(
                 todo.append(task)
         _run_tasks(classifier, source, todo, options, summary, workers, loader, model_path,
                    progress)  # fmt: skip
-        merge_parts(parts, [t for t in tasks if (parts / f"{t.key}.json").is_file()], out)
+        finished = [t for t in tasks if (parts / f"{t.key}.json").is_file()]
+        table = merge_parts(parts, finished, out, classifier.class_names)
+        if events_out is not None:
+            names = list(classifier.class_names)
+            events = associate(table, names, classifier.decision_thresholds,
+                               min_stations=min_stations, tolerance_s=tolerance_s)  # fmt: skip
+            write_events(events, events_out, names, classifier.model_id)
+            summary.events = len(events)
     return summary
 
 
@@ -349,14 +377,19 @@ def _retry(task: StationDay, err: Exception, attempts: Counter, summary: Annotat
     return False
 
 
-def merge_parts(parts: Path, tasks: Sequence[StationDay], out: Path) -> None:
-    """The detections of ``tasks`` (their parts) into ``out``, sorted by start and station."""
+def merge_parts(
+    parts: Path, tasks: Sequence[StationDay], out: Path, class_names: Sequence[str]
+) -> pd.DataFrame:
+    """The detections of ``tasks`` (their parts) into ``out``, sorted by start and station;
+    the table written."""
     tables = [pd.read_csv(parts / f"{t.key}.csv", dtype={"flags": str}) for t in tasks]
     tables = [t for t in tables if len(t)]
-    table = pd.concat(tables) if tables else pd.DataFrame(columns=DETECTION_COLUMNS)
+    columns = detection_columns(class_names)
+    table = pd.concat(tables) if tables else pd.DataFrame(columns=columns)
     table = table.sort_values(["start", "station", "class"], kind="stable")
     table["flags"] = table["flags"].fillna("")
     write_atomic(out, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
+    return table.reset_index(drop=True)
 
 
 def remove_parts(out: str | Path) -> None:

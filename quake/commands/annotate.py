@@ -1,7 +1,8 @@
 r"""quake annotate: find and classify events in days of continuous recordings.
 
     quake annotate --model runs/my-run --waveforms archive/ --start 2021-03-01 --end 2021-03-08 \
-        --out detections.csv [--probabilities-out probs/] [--stations 'UW.*'] [--resume]
+        --out detections.csv [--events-out events.xml] [--probabilities-out probs/] \
+        [--stations 'UW.*'] [--resume]
 
 The work is split into station-day tasks, each writing its own part beside --out
 (<out>.parts/); --resume after a stop (even kill -9) skips the finished ones. See
@@ -75,6 +76,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SECONDS",
         help="shortest detection kept (default: two windows, twice the stride)",
     )
+    parser.add_argument(
+        "--events-out",
+        metavar="PATH",
+        help="events associated across stations: a table (CSV), or QuakeML when PATH ends in .xml",
+    )
+    parser.add_argument(
+        "--min-stations",
+        type=int,
+        help="stations that must detect an event (default 2)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        metavar="SECONDS",
+        help="most seconds from the first station onset of an event to its others (default 30: "
+        "first arrivals across a regional network)",
+    )
     parser.add_argument("--resume", action="store_true", help="skip finished station-days")
     parser.add_argument(
         "--workers", type=int, default=0, help="worker processes (default 0: this process)"
@@ -127,6 +145,9 @@ def _annotate(args: argparse.Namespace) -> int:
         thresholds=dict(args.threshold) or None,
         min_duration_s=args.min_duration,
         probabilities=args.probabilities_out,
+        events_out=args.events_out,
+        min_stations=args.min_stations,
+        tolerance_s=args.tolerance,
     )
     if not args.no_progress and summary.finished:
         print(file=sys.stderr)
@@ -135,6 +156,8 @@ def _annotate(args: argparse.Namespace) -> int:
         f"finished before (--resume), {len(summary.failed)} failed; {summary.windows} windows, "
         f"{summary.detections} detections -> {args.out}"
     )
+    if summary.events is not None:
+        print(f"{summary.events} events -> {args.events_out}")
     if summary.skipped:
         print(
             "skipped windows: " + "; ".join(f"{r} x{n}" for r, n in summary.skipped.most_common())

@@ -20,7 +20,9 @@ when no station was usable), ``predicted_class``, ``stations`` (one row per stat
 probabilities, quality and any skip reason) and ``skipped``. Windowing, resampling, component
 mapping and the quality checks are quake's own, so the numbers are the same as the command's.
 ``forward`` maps trimmed ``(batch, 3, window_samples)`` Z, N, E windows to ``(batch, classes)``
-probabilities. quake classifies events, not continuous records: ``annotate`` is refused.
+probabilities. :meth:`QuakeClassifier.annotate` runs the classifier over continuous
+recordings and returns its probability Stream (SeisBench's ``annotate`` convention), with the
+stride in seconds.
 """
 
 from __future__ import annotations
@@ -99,11 +101,28 @@ class QuakeClassifier(sbm.WaveformModel):
             model_id=self.model_id,
         )
 
-    def annotate(self, stream, **kwargs: Any):
-        raise NotImplementedError(
-            "quake classifies events, not continuous records: use classify(stream, "
-            "origin_time=...) with the stream of one event"
-        )
+    def annotate(
+        self,
+        stream,
+        stride: float | None = None,
+        *,
+        batch_size: int = 128,
+        amp: bool = False,
+        copy: bool = True,
+        **kwargs: Any,
+    ):
+        """Continuous recordings in an obspy Stream -> an obspy Stream of class probabilities,
+        SeisBench's convention (one trace per station and class, the class in the channel code:
+        ``quake_earthquake``): the classifier's own ``annotate``. ``stride`` is in **seconds**
+        (default: 8 STFT hops, 5.12 s at 100 Hz), as quake's ``annotate`` takes it, not in
+        samples; each sample is stamped at the centre of its window. The input is never
+        changed (``copy`` is accepted for SeisBench's signature and has nothing to do)."""
+        if kwargs:
+            raise TypeError(
+                f"unexpected arguments {sorted(kwargs)}; expected stride (seconds), batch_size "
+                "and amp (quake's windows are the model's own, their quality rules fixed)"
+            )
+        return self.classifier.annotate(stream, stride, batch_size=batch_size, amp=amp)
 
     def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``(batch, 3, window_samples)`` trimmed Z, N, E windows -> ``(batch, classes)``
