@@ -298,7 +298,7 @@ def test_torchrun_two_processes_end_to_end(tiny_set, tmp_path):
         train_events = set(predictions.loc[predictions["fold"] != fold, "source_id"])
         assert not test_events & train_events  # folds stay grouped by event
     assert not [p.name for p in out.rglob("*") if ".tmp" in p.name]  # nothing half-written
-    classifier = EventClassifier.load(out / "model")
+    classifier = EventClassifier.load(out)  # model/, model/hybridvit or model_hybridvit
     assert len(classifier.models) == 2
 
     again = _torchrun(tiny_set, out)  # resumes: both folds read back, nothing retrained

@@ -99,7 +99,7 @@ def classify_events(
     _check_options(min_probability, batch_size, workers, flush_every)
     class_names = list(classifier.class_names)
     model_id = str(classifier.model_id)
-    thresholds = classifier.decision_thresholds
+    thresholds = getattr(classifier, "decision_thresholds", None)  # None: the most probable
     columns = prediction_columns(class_names)
     station_columns = STATION_COLUMNS_HEAD + [prob_column(c) for c in class_names]
     for path in (out, stations_out):

@@ -64,6 +64,10 @@ def weights_digest(models: Sequence[torch.nn.Module]) -> str:
     return digest.hexdigest()[:12]
 
 
+#: Where a run keeps its HybridViT ensemble when the forests alone are deployed in ``model/``.
+KEPT_DIR = "model_hybridvit"
+
+
 class EventClassifier(Classifier):
     """One or several HybridViT (averaged) plus the preprocessing they expect.
 
@@ -190,12 +194,19 @@ class EventClassifier(Classifier):
     def load(
         cls, path: str | os.PathLike[str], device: str | torch.device = "cpu"
     ) -> EventClassifier:
-        """Load from a run folder (its ``model/``, or the HybridViT part of a combined
-        ``model/``, ``model/hybridvit/``) or from the classifier folder itself."""
+        """Load from a run folder (its ``model/``, the HybridViT part of a combined
+        ``model/``, ``model/hybridvit/``, or the ensemble kept beside deployed forests,
+        :data:`KEPT_DIR`) or from the classifier folder itself."""
         path = Path(path)
         candidates = [
             c
-            for c in (path, path / "model", path / "model" / "hybridvit", path / "hybridvit")
+            for c in (
+                path,
+                path / "model",
+                path / "model" / "hybridvit",
+                path / "hybridvit",
+                path / KEPT_DIR,
+            )
             if (c / CLASSIFIER_FILE).is_file()
         ]
         ours = [c for c in candidates if saved_format(c / CLASSIFIER_FILE) == cls.FORMAT]

@@ -13,7 +13,7 @@ import pandas as pd
 from quake.data.components import anchor_kind
 from quake.deploy.card import events_digest
 from quake.deploy.combined import CombinedClassifier
-from quake.deploy.ensemble import EventClassifier
+from quake.deploy.ensemble import KEPT_DIR, EventClassifier
 from quake.deploy.forest import BaselineClassifier, forest_arrays, forest_graphs
 from quake.models.context import event_table
 from quake.training import report_figures
@@ -41,7 +41,6 @@ def save_deployed(classifier, context_models, target: Path) -> Path:
     return classifier.save(target)
 
 
-HYBRID_VIT_DIR = "model_hybridvit"
 
 
 #: What ``model/`` holds for each model a run can deploy (metrics.json and report.md).
@@ -102,7 +101,7 @@ def deployed_classifier(
     kept beside the forests when they are deployed alone)."""
     decision = choices.deployed
     if decision.model == "forest":
-        classifier.save(run_dir / HYBRID_VIT_DIR)  # kept, not deployed
+        classifier.save(run_dir / KEPT_DIR)  # kept, not deployed
         deployed = baseline_classifier(baseline, data, run_dir)
     elif decision.model == "combined":
         deployed = CombinedClassifier(
@@ -126,7 +125,7 @@ def deploy_summary(config: TrainConfig, choices: Choices, members: int) -> dict:
         "members": members,
         "folder": "model",
         "why": DEPLOY_NOTES[decision.model].format(
-            k=members, hybrid=HYBRID_VIT_DIR, w=decision.hybrid_weight
+            k=members, hybrid=KEPT_DIR, w=decision.hybrid_weight
         ),
         "decision": decision.to_dict(),
         "catalog_context": config.context.enabled,
