@@ -41,8 +41,6 @@ def save_deployed(classifier, context_models, target: Path) -> Path:
     return classifier.save(target)
 
 
-
-
 #: What ``model/`` holds for each model a run can deploy (metrics.json and report.md).
 DEPLOY_NOTES = {
     "HybridViT": DEPLOY_NOTE,
