@@ -261,6 +261,10 @@ def test_the_report_says_first_when_the_forest_is_deployed():
     combined = report.deploy_advice(_advice_metrics("combined", 0.4, losses))[0]
     assert "does not help" not in combined
     assert "combined, the HybridViT with 0.4 of the vote" in combined
+    alone = {**_advice_metrics("HybridViT", 1.0, {"1": 0.5}), "baseline": None}
+    lines = report.deploy_advice(alone)
+    assert "the HybridViT ensemble alone**, the only model trained" in lines[0]
+    assert not any(line.startswith("| forest alone") for line in lines)
 
 
 def _geometric_mean(hybrid: np.ndarray, forest: np.ndarray, w: float) -> np.ndarray:

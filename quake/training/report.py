@@ -273,6 +273,8 @@ def deploy_advice(metrics: dict) -> list[str]:
             + "; lower is better; the smallest HybridViT weight within one standard error of the "
             "best is taken)"
         )
+    elif strategy == "auto":
+        how = "the only model trained (`baseline.enabled: false`)"
     else:
         how = f"as `deploy.strategy: {strategy}` asks"
     classes = metrics["classes"]
