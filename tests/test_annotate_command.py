@@ -167,6 +167,28 @@ def test_resume_after_kill_9_in_workers_gives_the_same_outputs(
     assert out.read_text() == first_run["out"].read_text()
 
 
+def test_a_dask_cluster_gives_the_same_outputs_as_this_process(
+    swarm, model_dir, first_run, tmp_path
+):
+    """The station-days as tasks of a Dask ``LocalCluster`` with 2 worker processes (any
+    scheduler address works the same way): the same detections, events and probability files
+    as the run in this process."""
+    distributed = pytest.importorskip("dask.distributed")  # a dev dependency: CI has it
+    out = tmp_path / "detections.csv"
+    probs, events = tmp_path / "probs", tmp_path / "events.xml"
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        assert run(swarm, model_dir, out, "--scheduler", cluster.scheduler_address,
+                   "--probabilities-out", str(probs), "--events-out", str(events)) == 0  # fmt: skip
+    assert out.read_text() == first_run["out"].read_text()
+    theirs = sorted(p.name for p in first_run["probs"].iterdir())
+    assert sorted(p.name for p in probs.iterdir()) == theirs
+    for name in theirs:
+        assert (probs / name).read_bytes() == (first_run["probs"] / name).read_bytes(), name
+    assert len(obspy.read_events(str(events))) == len(obspy.read_events(str(first_run["events"])))
+
+
 def test_a_station_day_that_fails_is_retried_once_and_reported(swarm, model_dir, tmp_path):
     from quake.annotate import tasks
 

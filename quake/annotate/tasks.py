@@ -219,10 +219,20 @@ def _load_worker(loader: Callable, model_path: str, threads: int) -> None:
 
     torch.set_num_threads(max(1, threads))
     _worker["classifier"] = loader(model_path)
+    _worker["model_path"] = model_path
 
 
 def _worker_task(waveforms: Waveforms, task: StationDay, options: dict) -> dict:
     return run_task(_worker["classifier"], waveforms, task, options)
+
+
+def _dask_task(
+    loader: Callable, model_path: str, waveforms: Waveforms, task: StationDay, options: dict
+) -> dict:
+    """One station-day on a Dask worker; the model is loaded once per worker process."""
+    if _worker.get("model_path") != model_path:
+        _load_worker(loader, model_path, threads=1)
+    return _worker_task(waveforms, task, options)
 
 
 @dataclass
@@ -261,6 +271,7 @@ def annotate_days(
     workers: int = 0,
     loader: Callable | None = None,
     model_path: str | None = None,
+    scheduler: str | None = None,
     progress: Callable[[AnnotateSummary], None] | None = None,
     events_out: str | Path | None = None,
     min_stations: int | None = None,
@@ -272,7 +283,9 @@ def annotate_days(
     (:mod:`quake.annotate.events`: ``min_stations`` within ``tolerance_s``, None: its
     defaults) into it.
     ``options``: ``stride_s``, ``batch_size``, ``amp``, ``thresholds``, ``min_duration_s``,
-    ``probabilities`` (a folder). ``workers`` > 0 needs ``loader`` and ``model_path``."""
+    ``probabilities`` (a folder). ``workers`` > 0 needs ``loader`` and ``model_path``, and so
+    does ``scheduler``: the address of a Dask distributed scheduler that runs the station-days
+    instead (its workers must see ``out``'s folder and the waveforms at the same paths)."""
     out = Path(out)
     min_stations = DEFAULT_MIN_STATIONS if min_stations is None else min_stations
     tolerance_s = DEFAULT_TOLERANCE_S if tolerance_s is None else tolerance_s
@@ -304,7 +317,7 @@ def annotate_days(
             else:
                 todo.append(task)
         _run_tasks(classifier, source, todo, options, summary, workers, loader, model_path,
-                   progress)  # fmt: skip
+                   progress, scheduler)  # fmt: skip
         finished = [t for t in tasks if (parts / f"{t.key}.json").is_file()]
         table = merge_parts(parts, finished, out, classifier.class_names)
         if events_out is not None:
@@ -323,8 +336,12 @@ def _write_channels(folder: Path, classifier) -> None:
     write_text_atomic(folder / CHANNELS_FILE, text)
 
 
-def _run_tasks(classifier, source, todo, options, summary, workers, loader, model_path, progress):
-    """Each task run (in workers where asked), a failure tried once more, then reported."""
+def _run_tasks(
+    classifier, source, todo, options, summary, workers, loader, model_path, progress,
+    scheduler=None,
+):  # fmt: skip
+    """Each task run (in workers or on a Dask cluster where asked), a failure tried once more,
+    then reported."""
 
     def finished(counts: dict) -> None:
         summary.finished += 1
@@ -344,7 +361,13 @@ def _run_tasks(classifier, source, todo, options, summary, workers, loader, mode
                         break
         return
     if loader is None or model_path is None:
-        raise ValueError("workers > 0 needs a loader and a model_path to load the model there")
+        raise ValueError(
+            "workers > 0 or a scheduler needs a loader and a model_path to load the model there"
+        )
+    if scheduler is not None:
+        _run_on_dask(scheduler, source, todo, options, loader, model_path, attempts, summary,
+                     finished)  # fmt: skip
+        return
     import multiprocessing
 
     threads = 1
@@ -363,6 +386,38 @@ def _run_tasks(classifier, source, todo, options, summary, workers, loader, mode
             except Exception as err:
                 if _retry(task, err, attempts, summary):
                     pending[pool.submit(_worker_task, source, task, options)] = task
+
+
+def _run_on_dask(
+    scheduler: str, source, todo, options, loader, model_path, attempts, summary, finished
+) -> None:
+    """The station-days as tasks of the Dask distributed scheduler at ``scheduler`` (any
+    cluster Dask reaches: dask-jobqueue on HPC, Kubernetes, a ``LocalCluster``)."""
+    try:
+        from dask.distributed import Client
+        from dask.distributed import as_completed as dask_completed
+    except ImportError as err:
+        raise ValueError(
+            f"--scheduler {scheduler!r} needs Dask distributed; expected it installed "
+            "(pip install 'quake-seismic[dask]')"
+        ) from err
+
+    def submit(task: StationDay):
+        return client.submit(_dask_task, loader, str(model_path), source, task, options,
+                             pure=False)  # fmt: skip
+
+    with Client(scheduler) as client:
+        tasks = {submit(t): t for t in todo}
+        pending = dask_completed(list(tasks))
+        for future in pending:
+            task = tasks.pop(future)
+            try:
+                finished(future.result())
+            except Exception as err:
+                if _retry(task, err, attempts, summary):
+                    again = submit(task)
+                    tasks[again] = task
+                    pending.add(again)
 
 
 def _retry(task: StationDay, err: Exception, attempts: Counter, summary: AnnotateSummary) -> bool:

@@ -12,9 +12,13 @@ docs/annotation.md.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from quake.cli import run_command
+
+#: The environment variable that names a Dask scheduler when ``--scheduler`` is not given.
+SCHEDULER_ENV = "QUAKE_DASK_SCHEDULER"
 
 
 def _threshold(text: str) -> tuple[str, float]:
@@ -97,6 +101,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, default=0, help="worker processes (default 0: this process)"
     )
+    parser.add_argument(
+        "--scheduler",
+        default=os.environ.get(SCHEDULER_ENV),
+        metavar="ADDRESS",
+        help=f"run the station-days on the Dask distributed scheduler at ADDRESS (default: "
+        f"${SCHEDULER_ENV}, else local); its workers must see the same paths",
+    )
     parser.add_argument("--batch-size", type=int, default=128, help="windows per model call")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast for the model (CPU)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
@@ -138,6 +149,7 @@ def _annotate(args: argparse.Namespace) -> int:
         workers=args.workers,
         loader=load,
         model_path=args.model,
+        scheduler=args.scheduler,
         progress=progress,
         stride_s=args.stride,
         batch_size=args.batch_size,
