@@ -9,11 +9,15 @@ skipped (too short / gap), never detections.
 
 from __future__ import annotations
 
+import http.server
+import io
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +191,94 @@ def test_a_dask_cluster_gives_the_same_outputs_as_this_process(
     for name in theirs:
         assert (probs / name).read_bytes() == (first_run["probs"] / name).read_bytes(), name
     assert len(obspy.read_events(str(events))) == len(obspy.read_events(str(first_run["events"])))
+
+
+class _FdsnService(http.server.BaseHTTPRequestHandler):
+    """A minimal FDSN web service over an SDS archive: ``station`` (StationXML of every
+    channel in the archive) and ``dataselect`` (miniSEED of the time asked)."""
+
+    root: Path
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        url = urllib.parse.urlparse(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        if url.path == "/fdsnws/station/1/query":
+            body = self._stations()
+        elif url.path == "/fdsnws/dataselect/1/query":
+            body = self._waveforms(query)
+        else:
+            self.send_error(404)
+            return
+        if body is None:
+            self.send_response(204)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _stations(self) -> bytes:
+        from obspy.core.inventory import Channel, Inventory, Network, Station
+
+        codes = sorted({tuple(p.name.split(".")[:4]) for p in self.root.rglob("*.D.*")})
+        networks = []
+        for net in sorted({c[0] for c in codes}):
+            stations = [
+                Station(sta, 0.0, 0.0, 0.0, channels=[
+                    Channel(c[3], c[2], 0.0, 0.0, 0.0, 0.0) for c in codes
+                    if c[:2] == (net, sta)
+                ])
+                for sta in sorted({c[1] for c in codes if c[0] == net})
+            ]  # fmt: skip
+            networks.append(Network(net, stations=stations))
+        buffer = io.BytesIO()
+        Inventory(networks=networks, source="test").write(buffer, format="STATIONXML")
+        return buffer.getvalue()
+
+    def _waveforms(self, query: dict) -> bytes | None:
+        from obspy.clients.filesystem.sds import Client
+
+        location = "" if query.get("location") == "--" else query.get("location", "*")
+        t0, t1 = obspy.UTCDateTime(query["starttime"]), obspy.UTCDateTime(query["endtime"])
+        stream = (
+            Client(str(self.root))
+            .get_waveforms(
+                query["network"], query["station"], location, query.get("channel", "*"), t0, t1
+            )
+            .trim(t0, t1)
+        )
+        if not len(stream):
+            return None
+        buffer = io.BytesIO()
+        stream.write(buffer, format="MSEED")
+        return buffer.getvalue()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_an_fdsn_service_gives_the_same_outputs_as_its_archive(
+    swarm, model_dir, first_run, tmp_path, capsys
+):
+    """The swarm day served by a local FDSN web service (station + dataselect over the same
+    SDS archive): the same detections as reading the archive."""
+    handler = type("Service", (_FdsnService,), {"root": swarm["root"]})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        out = tmp_path / "detections.csv"
+        assert main(["--model", str(model_dir), "--waveforms", url, "--start", DAY,
+                     "--end", "2004-09-30", "--stations", "UW.*", "--out", str(out),
+                     "--no-progress"]) == 0  # fmt: skip
+        assert out.read_text() == first_run["out"].read_text()
+        assert main(["--model", str(model_dir), "--waveforms", url, "--start", DAY,
+                     "--end", "2004-09-30", "--out", str(tmp_path / "x.csv")]) != 0  # fmt: skip
+        assert "expected --start, --end and --stations" in capsys.readouterr().err
+    finally:
+        server.shutdown()
 
 
 def test_a_station_day_that_fails_is_retried_once_and_reported(swarm, model_dir, tmp_path):

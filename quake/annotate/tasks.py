@@ -75,14 +75,27 @@ class StationDay:
 
 # ---------------------------------------------------------------------------------- sources
 class Waveforms:
-    """Where a task's traces come from: an SDS archive or a folder of miniSEED files."""
+    """Where a task's traces come from: an SDS archive, a folder of miniSEED files, or an FDSN
+    web service (an ``http(s)://`` URL; its stations are those of ``stations``, patterns
+    ``NET.STA.LOC`` as ``UW.*``, asked of its station service per day)."""
 
-    def __init__(self, root: str | Path, start=None, end=None):
+    def __init__(self, root: str | Path, start=None, end=None, stations: Sequence[str] = ()):
+        self.files: list[tuple[str, obspy.UTCDateTime, obspy.UTCDateTime, Path]] = []
+        if str(root).startswith(("http://", "https://")):
+            self.kind, self.url, self.root = "fdsn", str(root).rstrip("/"), None
+            if start is None or end is None or not stations:
+                raise ValueError(
+                    f"{self.url!r} is an FDSN service; expected --start, --end and --stations "
+                    "(NET.STA.LOC patterns such as 'UW.*')"
+                )
+            self.stations = tuple(stations)
+            return
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ValueError(f"waveforms {str(root)!r}: expected a folder (SDS or miniSEED files)")
+            raise ValueError(
+                f"waveforms {str(root)!r}: expected a folder (SDS or miniSEED files) or an FDSN URL"
+            )
         self.kind = "sds" if detect_source_kind(str(self.root)) == "sds" else "folder"
-        self.files: list[tuple[str, obspy.UTCDateTime, obspy.UTCDateTime, Path]] = []
         if self.kind == "folder":
             self.files = _index_folder(self.root)
             if not self.files:
@@ -96,16 +109,49 @@ class Waveforms:
         """The time the folder's files cover (not asked of an SDS archive)."""
         return min(f[1] for f in self.files), max(f[2] for f in self.files)
 
+    def _fdsn(self):
+        """A client of the service; made where it is used (a worker), without the round trip
+        that discovers the service's endpoints."""
+        from obspy.clients.fdsn import Client
+
+        return Client(self.url, _discover_services=False)
+
     def stations_on(self, day: obspy.UTCDateTime) -> list[str]:
         if self.kind == "sds":
             return sorted({".".join(p.name.split(".")[:3]) for p in day_files(self.root, day)})
         end = day + DAY_S
+        if self.kind == "fdsn":
+            return self._fdsn_stations(day, end)
         return sorted({s for s, t0, t1, _ in self.files if t0 < end and t1 >= day})
+
+    def _fdsn_stations(self, day: obspy.UTCDateTime, end: obspy.UTCDateTime) -> list[str]:
+        from obspy.clients.fdsn.header import FDSNNoDataException
+
+        parts = [p.split(".") + ["*", "*"] for p in self.stations]
+        try:
+            inventory = self._fdsn().get_stations(
+                network=",".join(sorted({p[0] for p in parts})),
+                station=",".join(sorted({p[1] for p in parts})),
+                starttime=day,
+                endtime=end,
+                level="channel",
+            )
+        except FDSNNoDataException:
+            return []
+        return sorted({f"{n.code}.{s.code}.{c.location_code}"
+                       for n in inventory for s in n for c in s})  # fmt: skip
 
     def read(self, station: str, t0: obspy.UTCDateTime, t1: obspy.UTCDateTime) -> obspy.Stream:
         """The station's traces over ``[t0, t1]``; an unreadable file raises (the task fails)."""
         net, sta, loc = station.split(".")
-        if self.kind == "sds":
+        if self.kind == "fdsn":
+            from obspy.clients.fdsn.header import FDSNNoDataException
+
+            try:
+                stream = self._fdsn().get_waveforms(net, sta, loc, "*", t0, t1)
+            except FDSNNoDataException:
+                stream = obspy.Stream()
+        elif self.kind == "sds":
             from obspy.clients.filesystem.sds import Client
 
             stream = Client(str(self.root)).get_waveforms(net, sta, loc, "*", t0, t1)
@@ -293,7 +339,7 @@ def annotate_days(
     if events_out is not None and Path(events_out).resolve() == out.resolve():
         raise ValueError(f"events_out {str(events_out)!r} is the detections file; expected "
                          "another path")  # fmt: skip
-    source = Waveforms(waveforms, start, end)
+    source = Waveforms(waveforms, start, end, stations)
     tasks = station_days(source, start, end, stations)
     parts = parts_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--waveforms",
         required=True,
-        help="an SDS archive (YEAR/NET/STA/CHAN.D/ files) or a folder of miniSEED files",
+        help="an SDS archive (YEAR/NET/STA/CHAN.D/ files), a folder of miniSEED files, or an "
+        "FDSN service URL (with --stations)",
     )
     parser.add_argument("--out", required=True, help="detections CSV (one row per detection)")
     parser.add_argument("--start", help="first time annotated (date or ISO time; SDS: required)")
