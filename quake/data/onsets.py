@@ -131,15 +131,23 @@ def needs_survey(metadata) -> bool:
     return float(metadata[PICK_COLUMN].notna().mean()) < 0.5
 
 
-def sta_lta(trace: np.ndarray, sampling_rate_hz: float, lta_s: float) -> np.ndarray:
-    """obspy's classic STA/LTA (``STA_S`` / ``lta_s``) of one trace, demeaned and band-passed to
-    :data:`BAND_HZ` (4 corners, causal); zeros over the first ``lta_s`` seconds."""
+def band_passed(trace: np.ndarray, sampling_rate_hz: float) -> np.ndarray:
+    """One trace demeaned and band-passed to :data:`BAND_HZ` (4 corners, causal; the upper
+    corner below Nyquist): what the trigger and the envelope of this module look at."""
     from obspy.signal.filter import bandpass
-    from obspy.signal.trigger import classic_sta_lta
 
     fs = float(sampling_rate_hz)
     high = min(BAND_HZ[1], 0.45 * fs)
-    filtered = bandpass(trace - trace.mean(), BAND_HZ[0], high, fs, corners=4, zerophase=False)
+    return bandpass(trace - trace.mean(), BAND_HZ[0], high, fs, corners=4, zerophase=False)
+
+
+def sta_lta(trace: np.ndarray, sampling_rate_hz: float, lta_s: float) -> np.ndarray:
+    """obspy's classic STA/LTA (``STA_S`` / ``lta_s``) of one trace, :func:`band_passed`;
+    zeros over the first ``lta_s`` seconds."""
+    from obspy.signal.trigger import classic_sta_lta
+
+    fs = float(sampling_rate_hz)
+    filtered = band_passed(trace, fs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return classic_sta_lta(filtered, int(STA_S * fs), int(lta_s * fs))
@@ -179,13 +187,10 @@ def onsets_and_ends(
 
 def signal_end(trace: np.ndarray, sampling_rate_hz: float, onset: int) -> int:
     """The sample where the signal that starts at ``onset`` ends (module doc)."""
-    from obspy.signal.filter import bandpass
-
     fs = float(sampling_rate_hz)
-    high = min(BAND_HZ[1], 0.45 * fs)
     recorded = np.flatnonzero(trace)
     last = int(recorded[-1]) if len(recorded) else len(trace) - 1
-    filtered = bandpass(trace - trace.mean(), BAND_HZ[0], high, fs, corners=4, zerophase=False)
+    filtered = band_passed(trace, fs)
     width = max(1, int(ENVELOPE_S * fs))
     envelope = np.sqrt(np.convolve(filtered**2, np.ones(width) / width, mode="same"))
     noise_end = max(0, onset - int(fs))
