@@ -22,3 +22,7 @@ EXPORT_FORMATS = ("onnx", "torchscript")
 #: Largest absolute difference in probability allowed between an export and predict_proba
 #: (float32 graphs; what is measured is ~1e-7).
 PARITY_ATOL = 1e-5
+
+#: The arithmetic of a model call in ``quake annotate`` (:func:`quake.runtime.inference_amp`).
+#: ``auto``: bf16 autocast where the device computes bf16 natively, else float32.
+INFERENCE_PRECISIONS = ("auto", "bf16", "fp32")

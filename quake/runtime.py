@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from quake.options import INFERENCE_PRECISIONS
+
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -91,6 +93,17 @@ def amp_dtype(device: torch.device | str) -> torch.dtype:
     if device.type != "cpu":
         raise ValueError(f"mixed precision on {device.type!r}; expected a 'cpu' or 'cuda' device")
     return torch.bfloat16
+
+
+def inference_amp(precision: str, device: torch.device | str) -> bool:
+    """Whether a model call runs under autocast (:func:`autocast_for`): ``fp32`` never, ``bf16``
+    always, ``auto`` where the device computes bf16 natively (:func:`native_bf16`; a CPU that
+    emulates bf16 is slower in it than in float32)."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {list(INFERENCE_PRECISIONS)}, got {precision!r}"
+        )
+    return native_bf16(device) if precision == "auto" else precision == "bf16"
 
 
 def autocast_for(device: torch.device | str, enabled: bool):

@@ -16,9 +16,10 @@ from quake.annotate.engine import stride_samples
 from quake.annotate.spectrogram import RecordingSpectrogram
 from quake.data import PreprocessConfig, spectrogram_batch, window_from_stream
 from quake.deploy import load
+from quake.runtime import cpu_has_native_bf16
 
 #: Probabilities from spectrograms cut from the recording's STFT agree with those of windows
-#: cut the normal way (window_from_stream per window) to this (measured: about 2e-7).
+#: cut the normal way (window_from_stream per window) to this in float32 (measured: about 2e-7).
 PROB_TOLERANCE = 1e-5
 #: ... and the log-spectrograms themselves to this (float32 rounding of the STFT).
 SPEC_TOLERANCE = 1e-4
@@ -51,7 +52,7 @@ def normal_windows(stream, config, starts):
 
 def test_windows_of_the_shared_stft_agree_with_windows_cut_the_normal_way(clf, three_component):
     config = clf.config
-    result = annotate_station(clf, three_component, stride_s=1.28)
+    result = annotate_station(clf, three_component, stride_s=1.28, precision="fp32")
     assert result.n_windows == 1 + (18001 - config.window_samples) // 128
     assert not result.skip_counts() and np.isfinite(result.probabilities).all()
     starts = [result.window_start(k) for k in range(result.n_windows)]
@@ -71,9 +72,29 @@ def test_windows_of_the_shared_stft_agree_with_windows_cut_the_normal_way(clf, t
 
 
 def test_the_per_window_path_gives_the_same_probabilities(clf, three_component):
-    shared = annotate_station(clf, three_component)
-    own = annotate_station(clf, three_component, shared_stft=False)
+    shared = annotate_station(clf, three_component, precision="fp32")
+    own = annotate_station(clf, three_component, shared_stft=False, precision="fp32")
     assert np.abs(shared.probabilities - own.probabilities).max() < PROB_TOLERANCE
+
+
+#: bf16 autocast moves a probability from float32's by at most this (measured: 1e-3 here,
+#: 2.4e-3 on the benchmark's station-day).
+BF16_TOLERANCE = 1e-2
+
+
+def test_the_default_precision_is_bf16_where_the_cpu_computes_it(clf, three_component):
+    """``auto`` (the default) gives bf16's probabilities on a CPU with bf16 instructions and
+    float32's elsewhere; bf16 stays within BF16_TOLERANCE of float32."""
+    by = {p: annotate_station(clf, three_component, precision=p).probabilities
+          for p in ("fp32", "bf16")}  # fmt: skip
+    assert 0 < np.abs(by["bf16"] - by["fp32"]).max() < BF16_TOLERANCE  # bf16 did run
+    default = annotate_station(clf, three_component).probabilities
+    expected = by["bf16"] if cpu_has_native_bf16() else by["fp32"]
+    assert np.array_equal(default, expected)
+    with pytest.raises(
+        ValueError, match=r"precision must be one of \['auto', 'bf16', 'fp32'\], got 'fp16'"
+    ):
+        annotate_station(clf, three_component, precision="fp16")
 
 
 def test_a_constant_offset_and_a_dead_channel_keep_the_agreement(clf, three_component):
@@ -81,8 +102,8 @@ def test_a_constant_offset_and_a_dead_channel_keep_the_agreement(clf, three_comp
     for tr in stream:
         tr.data = tr.data.astype(np.float64) + 2.0e5  # a DC level far above the signal
     stream.select(channel="HHN")[0].data[:] = 7.0  # dead N
-    shared = annotate_station(clf, stream)
-    own = annotate_station(clf, stream, shared_stft=False)
+    shared = annotate_station(clf, stream, precision="fp32")
+    own = annotate_station(clf, stream, shared_stft=False, precision="fp32")
     assert np.abs(shared.probabilities - own.probabilities).max() < PROB_TOLERANCE
     assert all("dead channel" in flags for flags in shared.flags)
 

@@ -12,8 +12,9 @@ reason, never filled silently; its probabilities are NaN.
 Windows that touch nothing the reading found (no gap, overlap, spike, clip, dropout or NaN, all
 components recorded) need no second look but the dead-channel check, and take their
 spectrograms from one STFT of the recording (:mod:`quake.annotate.spectrogram`); the others go
-through ``window_from_array`` one by one. Batches of windows go to the model, under bf16
-autocast when ``amp`` is asked for.
+through ``window_from_array`` one by one. Batches of windows go to the model under bf16
+autocast where the CPU (or GPU) computes bf16 natively (``precision="auto"``; ``"fp32"`` and
+``"bf16"`` force either; :func:`quake.runtime.inference_amp`).
 
 Output convention (SeisBench's ``WaveformModel.annotate``): one trace per class, the class in
 the channel code (``quake_earthquake``, spaces as ``_``), sampled at ``1 / stride``; sample
@@ -38,7 +39,7 @@ from quake.data.components import station_key, stream_to_array_info
 from quake.data.config import PreprocessConfig, TransformOP
 from quake.data.quality import COMPONENTS, SkipTrace, StreamArray, apply_policy
 from quake.data.transforms import flat_channels, spectrogram_batch, window_from_array
-from quake.runtime import autocast_for
+from quake.runtime import autocast_for, inference_amp
 
 logger = logging.getLogger(__name__)
 
@@ -338,7 +339,7 @@ def annotate_station(
     start: obspy.UTCDateTime | None = None,
     end: obspy.UTCDateTime | None = None,
     batch_size: int = 128,
-    amp: bool = False,
+    precision: str = "auto",
     shared_stft: bool = True,
     propose: bool | None = None,
 ) -> StationAnnotation:
@@ -348,7 +349,8 @@ def annotate_station(
     the first sample) and end by ``end`` (default: the last sample). ``shared_stft=False`` takes
     every spectrogram from its own window (the per-window path, for comparison). ``propose``
     (default: when the model has no ``noise`` class) also classifies the window of each STA/LTA
-    trigger (:mod:`quake.annotate.propose`)."""
+    trigger (:mod:`quake.annotate.propose`). ``precision``: ``auto`` (bf16 autocast where the
+    device computes bf16 natively), ``bf16`` or ``fp32``."""
     config = classifier.config
     step = stride_samples(config, stride_s)
     class_names = list(classifier.class_names)
@@ -368,6 +370,7 @@ def annotate_station(
     if not len(starts):
         result.station_skip = "too short"
         return result
+    amp = inference_amp(precision, classifier.device)
     options = {"batch_size": batch_size, "amp": amp, "shared_stft": shared_stft}
     run = _StationRun(classifier, reading, starts, options)
     run.run()

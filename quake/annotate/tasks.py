@@ -216,7 +216,7 @@ def run_task(classifier, waveforms: Waveforms, task: StationDay, options: dict) 
     if len(stream):
         annotation = annotate_station(
             classifier, stream, stride_s=stride_s, start=task.start, end=end,
-            batch_size=options.get("batch_size", 128), amp=options.get("amp", False),
+            batch_size=options.get("batch_size", 128), precision=options.get("precision", "auto"),
         )  # fmt: skip
         table = detections(
             [annotation], list(classifier.class_names), classifier.decision_thresholds,
@@ -328,7 +328,7 @@ def annotate_days(
     and where ``events_out`` is given, the events associated from them
     (:mod:`quake.annotate.events`: ``min_stations`` within ``tolerance_s``, None: its
     defaults) into it.
-    ``options``: ``stride_s``, ``batch_size``, ``amp``, ``thresholds``, ``min_duration_s``,
+    ``options``: ``stride_s``, ``batch_size``, ``precision``, ``thresholds``, ``min_duration_s``,
     ``probabilities`` (a folder). ``workers`` > 0 needs ``loader`` and ``model_path``, and so
     does ``scheduler``: the address of a Dask distributed scheduler that runs the station-days
     instead (its workers must see ``out``'s folder and the waveforms at the same paths)."""

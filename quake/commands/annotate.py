@@ -16,6 +16,7 @@ import os
 import sys
 
 from quake.cli import run_command
+from quake.options import INFERENCE_PRECISIONS
 
 #: The environment variable that names a Dask scheduler when ``--scheduler`` is not given.
 SCHEDULER_ENV = "QUAKE_DASK_SCHEDULER"
@@ -110,7 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"${SCHEDULER_ENV}, else local); its workers must see the same paths",
     )
     parser.add_argument("--batch-size", type=int, default=128, help="windows per model call")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast for the model (CPU)")
+    parser.add_argument(
+        "--precision",
+        choices=INFERENCE_PRECISIONS,
+        default="auto",
+        help="the model's arithmetic: auto (default: bf16 autocast where the CPU or GPU computes "
+        "bf16 natively, else float32), bf16 or fp32",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress line")
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks of errors")
@@ -154,7 +161,7 @@ def _annotate(args: argparse.Namespace) -> int:
         progress=progress,
         stride_s=args.stride,
         batch_size=args.batch_size,
-        amp=args.amp,
+        precision=args.precision,
         thresholds=dict(args.threshold) or None,
         min_duration_s=args.min_duration,
         probabilities=args.probabilities_out,

@@ -158,7 +158,7 @@ class Classifier(ABC):
         stride: float | None = None,
         *,
         batch_size: int = 128,
-        amp: bool = False,
+        precision: str = "auto",
     ):
         """Continuous recordings in an obspy Stream (one or more stations) -> an obspy Stream
         of class probabilities, one trace per station and class, SeisBench's convention: the
@@ -166,12 +166,15 @@ class Classifier(ABC):
         (default: 8 STFT hops, 5.12 s at 100 Hz), each stamped at the centre of its window.
         Windows the reading layer's quality rules reject (gaps, NaN, clipping, dead channels)
         are NaN and counted in the log; :func:`quake.annotate.annotate_stream` also returns
-        each station's skips and flags. ``amp``: bf16 autocast for the model.
+        each station's skips and flags. ``precision``: ``auto`` (bf16 autocast where the
+        device computes bf16 natively, else float32), ``bf16`` or ``fp32``.
 
             >>> probs = clf.annotate(obspy.read("day.mseed"), stride=2.56)
             >>> probs.select(channel="quake_earthquake").plot()
         """
-        return annotate_stream(self, stream, stride_s=stride, batch_size=batch_size, amp=amp)[0]
+        return annotate_stream(
+            self, stream, stride_s=stride, batch_size=batch_size, precision=precision
+        )[0]
 
     def classify_catalog(
         self, catalog: Any, waveforms: Any, *, quakeml: bool = False, **options: Any

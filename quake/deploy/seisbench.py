@@ -107,7 +107,7 @@ class QuakeClassifier(sbm.WaveformModel):
         stride: float | None = None,
         *,
         batch_size: int = 128,
-        amp: bool = False,
+        precision: str = "auto",
         copy: bool = True,
         **kwargs: Any,
     ):
@@ -120,9 +120,9 @@ class QuakeClassifier(sbm.WaveformModel):
         if kwargs:
             raise TypeError(
                 f"unexpected arguments {sorted(kwargs)}; expected stride (seconds), batch_size "
-                "and amp (quake's windows are the model's own, their quality rules fixed)"
+                "and precision (quake's windows are the model's own, their quality rules fixed)"
             )
-        return self.classifier.annotate(stream, stride, batch_size=batch_size, amp=amp)
+        return self.classifier.annotate(stream, stride, batch_size=batch_size, precision=precision)
 
     def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``(batch, 3, window_samples)`` trimmed Z, N, E windows -> ``(batch, classes)``
