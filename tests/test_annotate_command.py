@@ -146,6 +146,17 @@ def test_the_probability_files_open_in_obspy_with_their_class_names(first_run, m
     assert all(np.isfinite(tr.data).all() for tr in stream)
 
 
+def test_a_bad_precision_stops_before_any_station_day(swarm, model_dir, tmp_path):
+    from quake.annotate.tasks import annotate_days
+    from quake.deploy import load
+
+    out = tmp_path / "detections.csv"
+    with pytest.raises(ValueError, match=r"precision must be one of .*, got 'half'"):
+        annotate_days(load(model_dir), swarm["root"], out, start=DAY, end="2004-09-30",
+                      precision="half")  # fmt: skip
+    assert list(tmp_path.iterdir()) == []  # no parts, no output
+
+
 def test_a_second_run_without_resume_is_refused(swarm, model_dir, first_run, capsys):
     assert run(swarm, model_dir, first_run["out"]) != 0
     assert "--resume" in capsys.readouterr().err

@@ -353,6 +353,7 @@ def annotate_station(
     device computes bf16 natively), ``bf16`` or ``fp32``."""
     config = classifier.config
     step = stride_samples(config, stride_s)
+    amp = inference_amp(precision, classifier.device)
     class_names = list(classifier.class_names)
     station = station_key(stream[0].stats) if len(stream) else "..."
     result = StationAnnotation(
@@ -370,7 +371,6 @@ def annotate_station(
     if not len(starts):
         result.station_skip = "too short"
         return result
-    amp = inference_amp(precision, classifier.device)
     options = {"batch_size": batch_size, "amp": amp, "shared_stft": shared_stft}
     run = _StationRun(classifier, reading, starts, options)
     run.run()

@@ -52,7 +52,7 @@ from quake.data.mseed import MSEED_SUFFIXES, read_mseed
 from quake.data.readers.sds import DAY_S, day_files, parse_time
 from quake.data.sources import detect_source_kind
 from quake.processes import DieWithParent, initialize
-from quake.runtime import OutputLock, write_atomic, write_text_atomic
+from quake.runtime import OutputLock, inference_amp, write_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -336,6 +336,7 @@ def annotate_days(
     min_stations = DEFAULT_MIN_STATIONS if min_stations is None else min_stations
     tolerance_s = DEFAULT_TOLERANCE_S if tolerance_s is None else tolerance_s
     check_association(min_stations, tolerance_s)
+    inference_amp(options.get("precision", "auto"), classifier.device)  # a bad value stops here
     if events_out is not None and Path(events_out).resolve() == out.resolve():
         raise ValueError(f"events_out {str(events_out)!r} is the detections file; expected "
                          "another path")  # fmt: skip
