@@ -50,6 +50,11 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
         },
     ),
 }
+VARIANTS["two-windows"] = (
+    "two consecutive windows per recording (data.preprocess.windows_per_recording), pooled per "
+    "station in classification",
+    {"data.preprocess.windows_per_recording": 2},
+)
 MODELS = (("deployed", None), ("HybridViT alone", "hybridvit"), ("forest alone", "baseline"))
 FIGURES = (("event", "roc_auc"), ("event", "balanced_accuracy"), ("trace", "macro_f1"))
 

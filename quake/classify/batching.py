@@ -91,8 +91,8 @@ class WindowBatcher:
 
     A batch of 2 windows costs the model nearly as much time as one of 128, so windows wait
     until ``batch_size`` of them are there (only the last batch of the run is partial). Events
-    come back in arrival order, each with its ``(k, C)`` station probabilities, once all its
-    windows are scored.
+    come back in arrival order, each with its ``(k, C)`` station probabilities (a station's
+    windows pooled), once all its windows are scored.
     """
 
     def __init__(self, classifier, batch_size: int, summary: ClassifySummary, amp: bool = False):
@@ -156,7 +156,8 @@ class WindowBatcher:
         ready = []
         while self.events and len(self.events[0].windows) <= self.n_scored:
             prepared = self.events.popleft()
-            ready.append((prepared, self._take_scores(len(prepared.windows))))
+            window_probs = self._take_scores(len(prepared.windows))
+            ready.append((prepared, prepared.station_probabilities(window_probs)))
         return ready
 
 

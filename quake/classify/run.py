@@ -144,7 +144,7 @@ def classify_events(
             )  # fmt: skip
             card.add(p)
             outputs.add(row, station_rows(p, station_probs, class_names), todo_positions[k])
-            summary.count_event(p, len(station_probs), classified=event_probs is not None)
+            summary.count_event(p, len(p.windows), classified=event_probs is not None)
         if bar is not None and finished:
             bar.update(len(finished))
         since_flush += len(finished)

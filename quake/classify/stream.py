@@ -86,7 +86,9 @@ def classify_stream(
     checked = {"in_training": in_training, "card_check": card.counts.to_dict()}
     class_names = list(classifier.class_names)
     station_probs = (
-        classifier.predict_proba(prepared.windows, batch_size=batch_size)
+        prepared.station_probabilities(
+            classifier.predict_proba(prepared.windows, batch_size=batch_size)
+        )
         if len(prepared.windows)
         else np.zeros((0, len(class_names)))
     )

@@ -3,8 +3,9 @@
 Reading (the source) and windowing (``quake.data.window_from_stream``: band choice, component
 order, gap merge, resampling, TRIMMING at the P pick or origin time, and the NaN and dead checks
 training applies) run here, in a reader worker when the batch job uses one, so they overlap the
-model. Each station either gives a ``(3, window_samples)`` window or a skip with its reason;
-nothing here raises for bad data.
+model. Each station either gives its ``(3, window_samples)`` windows (one, or the
+``windows_per_recording`` the model was trained with, those the checks keep) or a skip with its
+reason; nothing here raises for bad data.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import obspy
 from quake.data import PreprocessConfig, SkipTrace, window_from_stream
 from quake.data.components import anchor_kind, select_band
 from quake.data.sources import EventRequest, StationTraces, WaveformSource
+from quake.probabilities import combine_groups
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +46,20 @@ class PreparedEvent:
     """What a reader worker hands the model loop for one event."""
 
     event_id: str
-    windows: np.ndarray  # (k, 3, window_samples) float32, k = used stations
+    windows: np.ndarray  # (w, 3, window_samples) float32, the used stations' windows in order
     stations: list[StationResult] = field(default_factory=list)
     event_reason: str = ""  # why the event has no station at all ("no waveform folder", ...)
     read_s: float = 0.0
     preprocess_s: float = 0.0
+    # (w,) the used station (0..k-1) of each window; None: one window per used station
+    window_station: np.ndarray | None = None
+
+    def station_probabilities(self, window_probs: np.ndarray) -> np.ndarray:
+        """``(w, C)`` probabilities of the windows -> ``(k, C)`` of the used stations: a
+        station's windows pooled by the station-to-event rule."""
+        if self.window_station is None:
+            return window_probs
+        return combine_groups(window_probs, self.window_station, int(self.window_station.max()) + 1)
 
     @property
     def n_used(self) -> int:
@@ -85,7 +96,9 @@ def window_station(
     p_picks: dict,
     event_id: str = "",
 ) -> tuple[np.ndarray | None, StationResult]:
-    """Window one station; (None, skipped result) for unusable data, never raises."""
+    """Window one station -> its ``(m, 3, window_samples)`` windows (``windows_per_recording``;
+    a later window that the checks refuse is left out, as training drops it) and its result;
+    (None, skipped result) when the first window is unusable. Never raises."""
     channels, rate = _band_info(station.stream, config)
     result = StationResult(station.station_id, used=False, channels=channels, sampling_rate_hz=rate)
     origin = origin_time if station.use_origin else None
@@ -94,6 +107,7 @@ def window_station(
         window, quality = window_from_stream(
             station.stream, config, origin_time=origin, p_time=p_time
         )
+        windows = [window] + _later_windows(station.stream, config, origin, p_time)
     except SkipTrace as skip:
         result.reason, result.detail = skip.reason, str(skip)
         logger.info("event %s, station %s skipped: %s", event_id, station.station_id, skip)
@@ -110,7 +124,26 @@ def window_station(
     result.flags = quality.flags()
     result.components = quality.components
     result.anchor = anchor_kind(config, p_time is not None, origin is not None)
-    return window.astype(np.float32, copy=False), result
+    return np.stack(windows).astype(np.float32, copy=False), result
+
+
+def _later_windows(
+    stream: obspy.Stream,
+    config: PreprocessConfig,
+    origin: obspy.UTCDateTime | None,
+    p_time: obspy.UTCDateTime | None,
+) -> list[np.ndarray]:
+    """The windows after the first (``windows_per_recording`` > 1) that pass the checks."""
+    out = []
+    for k in range(1, config.windows_per_recording):
+        try:
+            window, _ = window_from_stream(
+                stream, config, origin_time=origin, p_time=p_time, window_index=k
+            )
+        except SkipTrace:
+            continue
+        out.append(window)
+    return out
 
 
 def unusable_event(event_id: str, reason: str, config: PreprocessConfig) -> PreparedEvent:
@@ -147,15 +180,18 @@ def prepare_event(
         else:
             station = StationResult(item, used=False, reason=reason, detail=detail or reason)
             prepared.stations.append(station)
-    windows = []
+    windows, owners = [], []
     for station in traces.stations:
-        window, result = window_station(
+        station_windows, result = window_station(
             station, config, request.origin_time, p_picks, request.event_id
         )
         prepared.stations.append(result)
-        if window is not None:
-            windows.append(window)
+        if station_windows is not None:
+            owners += [len(windows)] * len(station_windows)
+            windows.append(station_windows)
     if windows:
-        prepared.windows = np.stack(windows)
+        prepared.windows = np.concatenate(windows)
+        if len(owners) > len(windows):  # some station gave several
+            prepared.window_station = np.asarray(owners, dtype=np.int64)
     prepared.preprocess_s = time.perf_counter() - t1
     return prepared

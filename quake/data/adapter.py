@@ -34,6 +34,9 @@ from quake.data.transforms import SkipTrace, spectrogram_batch, window_from_arra
 logger = logging.getLogger(__name__)
 
 UNLABELLED = -1
+#: Metadata column of an item's place among its recording's windows (0: the first;
+#: ``PreprocessConfig.windows_per_recording``).
+WINDOW_COLUMN = "trace_window"
 # Items read per batched call while checking and loading (HDF5 bucket rows come in slabs).
 READ_BLOCK = 256
 
@@ -91,6 +94,7 @@ def prepare_window(
         reading=reading,
         missing="".join(c for c in COMPONENTS if c not in listed) if listed is not None else "",
         inspect=inspect,
+        window_index=int(meta.get(WINDOW_COLUMN, 0)),
     )
     return window, record
 
@@ -432,7 +436,58 @@ class _DatasetItems(_Items):
         return meta
 
 
+class _RecordingWindows(_Items):
+    """Each recording of ``items`` as ``n`` items, its consecutive windows
+    (``windows_per_recording``): item ``i`` is window ``i % n`` of recording ``i // n``, read
+    once per block. The first window keeps the recording's name, the others add ``_w<k>``."""
+
+    def __init__(self, items: _Items, n: int):
+        self.items, self.n = items, n
+        self.in_memory = items.in_memory
+        self.skipped = items.skipped
+
+    def __len__(self) -> int:
+        return len(self.items) * self.n
+
+    def load(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        raw, meta = self.items.load(i // self.n)
+        return raw, {**meta, WINDOW_COLUMN: i % self.n}
+
+    def load_many(self, indices: Sequence[int]) -> list[tuple[np.ndarray | SkipTrace, dict]]:
+        idx = np.asarray(indices, dtype=np.int64)
+        recordings, where = np.unique(idx // self.n, return_inverse=True)
+        loaded = self.items.load_many(recordings)
+        return [
+            (loaded[w][0], {**loaded[w][1], WINDOW_COLUMN: int(i % self.n)})
+            for i, w in zip(idx, where.reshape(-1), strict=True)
+        ]
+
+    def item_id(self, i: int) -> str:
+        name, k = self.items.item_id(i // self.n), i % self.n
+        return name if k == 0 else f"{name}_w{k}"
+
+    def labels(self) -> list[Any] | None:
+        labels = self.items.labels()
+        return None if labels is None else [label for label in labels for _ in range(self.n)]
+
+    def metadata(self, kept: np.ndarray) -> pd.DataFrame:
+        kept = np.asarray(kept, dtype=np.int64)
+        meta = self.items.metadata(kept // self.n).reset_index(drop=True)
+        index = kept % self.n
+        meta[WINDOW_COLUMN] = index
+        if "trace_name" in meta.columns:
+            names = meta["trace_name"].astype(str)
+            meta["trace_name"] = names.where(index == 0, names + "_w" + index.astype(str))
+        return meta
+
+
 def _make_items(events: Any, config: PreprocessConfig) -> _Items:
+    items = _items_of(events, config)
+    n = config.windows_per_recording
+    return items if n == 1 else _RecordingWindows(items, n)
+
+
+def _items_of(events: Any, config: PreprocessConfig) -> _Items:
     if isinstance(events, WaveformDataset):
         return _DatasetItems(events)
     if isinstance(events, Stream):

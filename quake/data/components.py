@@ -268,6 +268,7 @@ def window_from_stream(
     *,
     origin_time: UTCDateTime | None = None,
     p_time: UTCDateTime | None = None,
+    window_index: int = 0,
 ) -> tuple[np.ndarray, QualityRecord]:
     """Stream of one station -> ``(window, quality)``: the model's ``(3, window_samples)`` window,
     cut as training cuts it, and its :class:`~quake.data.quality.QualityRecord`.
@@ -277,12 +278,13 @@ def window_from_stream(
     sample. The window is cut and checked by :func:`~quake.data.transforms.window_from_array`,
     as the adapter does for training, under ``config.quality``. DROP_NAN and TRIMMING always
     apply here, whatever ``config.transforms`` says: a stream is never cut to length beforehand,
-    and a NaN must never reach a model.
+    and a NaN must never reach a model. ``window_index`` k > 0: the k-th window after that one
+    (``windows_per_recording``).
     """
     anchor_time = p_time if p_time is not None else origin_time
     window = None
     if anchor_time is not None and config.anchor == "p_arrival":
-        begin = UTCDateTime(anchor_time) - config.pre_arrival_s
+        begin = UTCDateTime(anchor_time) - config.pre_arrival_s + window_index * config.window_s
         window = (begin, begin + config.window_s)
     arr = stream_to_array_info(stream, config, window=window)
     anchor_sample = None
@@ -294,6 +296,7 @@ def window_from_stream(
         anchor_sample=anchor_sample,
         transforms=config.transforms | TransformOP.DROP_NAN | TransformOP.TRIMMING,
         reading=arr,
+        window_index=window_index,
     )
 
 

@@ -24,7 +24,8 @@ class TransformOP(enum.Flag):
     - ``TRIMMING``: every item is cut to ``window_s`` seconds, starting ``pre_arrival_s`` before
       the P arrival (or origin time), at the trace start, or at ``offset_s``; a window that runs
       past the data is zero-padded and flagged (``trace_padded``); one with less than half of the
-      window inside the data is dropped (reason ``too short``).
+      window inside the data is dropped (reason ``too short``). With ``windows_per_recording``
+      > 1 the recording's next windows follow the first back to back, each checked alike.
     - filters (not a flag: on when configured, off by default): ``detrend``, ``taper_fraction``
       and ``bandpass_hz`` / ``bandpass_order``, in that order, per item and channel
       (:mod:`quake.data.filters`); a flat (dead) channel becomes zeros.
@@ -80,6 +81,10 @@ class PreprocessConfig:
     anchor: str = "p_arrival"
     pre_arrival_s: float = 2.0
     offset_s: float = 0.0
+    # Consecutive windows per recording, back to back from the first: signals that outlast one
+    # window (surface events) are seen whole. Each is an item in training; in classification a
+    # station's windows are pooled by the station-to-event rule (quake.probabilities).
+    windows_per_recording: int = 1
     missing_component: str = "zeros"
     gap_fill: str = "interpolate"
     min_sampling_rate_hz: float = 20.0
@@ -107,6 +112,9 @@ class PreprocessConfig:
             if not _is_number(value) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         _check_choice("anchor", self.anchor, ANCHORS)
+        n = self.windows_per_recording
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"windows_per_recording must be an integer >= 1, got {n!r}")
         _check_choice("missing_component", self.missing_component, MISSING_COMPONENT_POLICIES)
         _check_choice("gap_fill", self.gap_fill, GAP_FILLS)
         for name in ("stft_nperseg", "stft_hop"):

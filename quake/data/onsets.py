@@ -260,6 +260,7 @@ def survey_onsets(dataset, config, max_traces: int = 2000, seed: int = 0) -> Ons
         window_s=SURVEY_BEFORE_S + SURVEY_AFTER_S,
         pre_arrival_s=SURVEY_BEFORE_S,
         offset_s=0.0,
+        windows_per_recording=1,
     )
     if len(dataset) > max_traces:  # a sample, drawn before anything is read
         rng = np.random.default_rng(seed)
@@ -270,7 +271,8 @@ def survey_onsets(dataset, config, max_traces: int = 2000, seed: int = 0) -> Ons
     z = adapter.get_waveforms(np.arange(len(adapter)))[:, 0]
     delays, ends = onsets_and_ends(z, long.sampling_rate_hz, SURVEY_BEFORE_S)
     start = config.offset_s - config.pre_arrival_s
-    return OnsetSurvey(delays, start, start + config.window_s, ends)
+    seen = config.window_s * config.windows_per_recording  # the recording's windows together
+    return OnsetSurvey(delays, start, start + seen, ends)
 
 
 def covering_command(covering: dict) -> str:

@@ -73,8 +73,10 @@ def window_start_sample(
     n_samples: int,
     anchor_sample: float | None = None,
     recorded: tuple[int, int] | None = None,
+    window_index: int = 0,
 ) -> int:
-    """First sample of the TRIMMING window (may be negative, then the window is front-padded).
+    """First sample of the TRIMMING window (may be negative, then the window is front-padded);
+    ``window_index`` k > 0: the recording's k-th next window, ``k * window_samples`` later.
 
     ``anchor="p_arrival"``: ``pre_arrival_s`` before ``anchor_sample`` (the P arrival, or the
     origin time when there is no P); without an anchor sample it falls back to the trace start.
@@ -85,6 +87,14 @@ def window_start_sample(
     window cut without an anchor).
     """
     del n_samples  # the start never depends on the length; kept for a uniform signature
+    return _first_window_start(config, anchor_sample, recorded) + window_index * (
+        config.window_samples
+    )
+
+
+def _first_window_start(
+    config: PreprocessConfig, anchor_sample: float | None, recorded: tuple[int, int] | None
+) -> int:
     if _starts_at_trace_start(config, anchor_sample):
         if recorded is None:
             return 0
@@ -108,10 +118,11 @@ def window_bounds(
     n_samples: int,
     anchor_sample: float | None = None,
     recorded: tuple[int, int] | None = None,
+    window_index: int = 0,
 ) -> tuple[int, int, int]:
     """TRIMMING as indices: ``(start, lo, hi)``; the window is samples ``[start, start +
     window_samples)`` of the trace, of which ``[lo, hi)`` lie inside its ``n_samples``."""
-    start = window_start_sample(config, n_samples, anchor_sample, recorded)
+    start = window_start_sample(config, n_samples, anchor_sample, recorded, window_index)
     lo, hi = max(start, 0), min(start + config.window_samples, n_samples)
     return start, lo, max(hi, lo)
 
@@ -121,15 +132,16 @@ def trim_window(
     config: PreprocessConfig,
     anchor_sample: float | None = None,
     recorded: tuple[int, int] | None = None,
+    window_index: int = 0,
 ) -> tuple[np.ndarray, bool]:
     """TRIMMING: cut ``(C, n)`` to ``(C, window_samples)``; returns ``(window, padded)``.
 
     Samples of the window outside the data are zeros and ``padded`` is True. Whether enough of
     the window is covered is the quality policy's call (:func:`window_from_array`).
-    ``recorded``: see :func:`window_start_sample`.
+    ``recorded`` and ``window_index``: see :func:`window_start_sample`.
     """
     size = config.window_samples
-    start, lo, hi = window_bounds(config, waveform.shape[-1], anchor_sample, recorded)
+    start, lo, hi = window_bounds(config, waveform.shape[-1], anchor_sample, recorded, window_index)
     if lo == start and hi == start + size:
         return np.ascontiguousarray(waveform[:, lo:hi]), False
     window = np.zeros((waveform.shape[0], size), dtype=waveform.dtype)
@@ -148,6 +160,7 @@ def window_from_array(
     reading: StreamArray | None = None,
     missing: str = "",
     inspect: bool = True,
+    window_index: int = 0,
 ) -> tuple[np.ndarray, QualityRecord]:
     """``(3, n)`` float32 Z, N, E -> ``(window, quality)``: the model's window, checked.
 
@@ -163,7 +176,8 @@ def window_from_array(
       policy) are named in the record;
     - resampling from ``sampling_rate_hz`` (default: already at the config's rate) to the
       config's rate; a channel flat before stays flat (the filter would ring at its edges);
-    - TRIMMING at ``anchor_sample`` (samples of ``sampling_rate_hz``), or, without TRIMMING,
+    - TRIMMING at ``anchor_sample`` (samples of ``sampling_rate_hz``; ``window_index`` k > 0:
+      the recording's k-th next window, ``windows_per_recording``), or, without TRIMMING,
       anything but ``window_samples`` long -> ``wrong length``;
     - coverage of the window and of each component: a component mostly outside the recording
       counts as missing (``truncated``) and is filled by the missing-component policy;
@@ -184,7 +198,7 @@ def window_from_array(
             apply_policy(recording.record, config.quality)
     _copy_z(recording, copy_z_rows)
     _resample(recording, config)
-    window, backed = _trim(recording, config, steps)
+    window, backed = _trim(recording, config, steps, window_index)
     _assess(window, backed, recording.record, config, steps)
     return window, recording.record
 
@@ -264,7 +278,7 @@ def _resample(recording: _Recording, config: PreprocessConfig) -> None:
 
 
 def _trim(
-    recording: _Recording, config: PreprocessConfig, steps: TransformOP
+    recording: _Recording, config: PreprocessConfig, steps: TransformOP, window_index: int = 0
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Step 4: TRIMMING (or a check of the length without it) -> the window and its mask of
     recorded samples; the record moves to the window's time and counts the padding."""
@@ -274,11 +288,11 @@ def _trim(
     if recording.backed is not None and _starts_at_trace_start(config, anchor):
         recorded = _recorded_span(recording.backed, record)
     if TransformOP.TRIMMING in steps:
-        start, lo, hi = window_bounds(config, n, anchor, recorded)
-        window, _ = trim_window(waveform, config, anchor, recorded)
+        start, lo, hi = window_bounds(config, n, anchor, recorded, window_index)
+        window, _ = trim_window(waveform, config, anchor, recorded, window_index)
         backed = recording.backed
         if backed is not None:
-            backed, _ = trim_window(backed, config, anchor, recorded)
+            backed, _ = trim_window(backed, config, anchor, recorded, window_index)
     elif n == config.window_samples:
         start, lo, hi = 0, 0, n
         window, backed = np.ascontiguousarray(waveform), recording.backed

@@ -54,6 +54,9 @@ class CVData:
     windows_path: Path | None = None
     # the set's own ``split`` column (train/dev/test) for cv.strategy predefined; None: none
     splits: np.ndarray | None = None
+    # which items are the first window of their recording (windows_per_recording): only those
+    # begin with pre-event noise; None: all
+    first_windows: np.ndarray | None = None
 
     @property
     def n_classes(self) -> int:
@@ -191,10 +194,11 @@ def run_deep_fold(
     model = build_model(
         config.model, pretrained=pretrained, class_names=data.class_names, img_size=img_size
     )
+    train = np.asarray(fold.train)
     noise_bank = build_noise_bank(
         data.waveforms,
         data.labels,
-        fold.train,
+        train if data.first_windows is None else train[data.first_windows[train]],
         _noise_label(data.class_names),
         pre_event_samples=data.pre_event_samples,
         seed=seed,

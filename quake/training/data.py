@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset, synthetic
+from quake.data.adapter import WINDOW_COLUMN
 from quake.data.onsets import covering_command, covering_window, needs_survey, survey_onsets
 from quake.runtime import (
     SINGLE,
@@ -119,6 +120,7 @@ def load_data(
         pre_event_samples=pre_event_samples(preprocess),
         windows_path=windows_path,
         splits=meta[SPLIT_COLUMN].to_numpy(dtype=object) if SPLIT_COLUMN in meta else None,
+        first_windows=meta[WINDOW_COLUMN].to_numpy() == 0 if WINDOW_COLUMN in meta else None,
     )
     events = pd.DataFrame({"source_id": data.source_ids, "label": labels})
     traces_per_event = events.groupby("source_id").size()
