@@ -69,6 +69,10 @@ def test_the_window_proposed_for_surface_events_covers_them(real_data_dir):
     assert settings["sampling_rate_hz"] <= preprocess.sampling_rate_hz
     reach = survey.window_start_s + settings["window_s"]
     assert reach >= proposal["signal_end_p90_s"] > survey.window_end_s
+    # the other way: the same window, as many back to back as reach as far, and no more
+    n = proposal["windows_per_recording"]
+    assert survey.window_start_s + n * preprocess.window_s >= proposal["signal_end_p90_s"]
+    assert survey.window_start_s + (n - 1) * preprocess.window_s < proposal["signal_end_p90_s"]
     assert "the signals end" in survey.describe()
 
 

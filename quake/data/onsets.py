@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -206,7 +207,8 @@ def covering_window(survey: OnsetSurvey, config) -> dict | None:
     ``config`` (a PreprocessConfig) does not: the same start (``pre_arrival_s`` before the
     anchor), :data:`COVERING_SAMPLES` samples, at the highest of :data:`COVERING_RATES_HZ` (and
     no higher than the current rate) that reaches that far; None when the window already does.
-    ``settings``: the ``data.preprocess`` keys to set."""
+    ``settings``: the ``data.preprocess`` keys to set; ``windows_per_recording``: the other
+    way, the windows of ``config`` that reach as far back to back."""
     ends = np.asarray([] if survey.ends_s is None else survey.ends_s)
     ends = ends[np.isfinite(ends)]
     if not len(ends):
@@ -222,6 +224,8 @@ def covering_window(survey: OnsetSurvey, config) -> dict | None:
     rate = max(fitting) if fitting else min(COVERING_RATES_HZ)
     return {
         "signal_end_p90_s": round(reach, 2),
+        # or the same window, several per recording back to back, as far as that
+        "windows_per_recording": math.ceil(needed / config.window_s),
         "settings": {
             "window_s": COVERING_SAMPLES / rate,
             "sampling_rate_hz": rate,
@@ -280,3 +284,8 @@ def covering_command(covering: dict) -> str:
     return " ".join(
         f"--set data.preprocess.{key}={value:g}" for key, value in covering["settings"].items()
     )
+
+
+def several_windows_command(covering: dict) -> str:
+    """The ``quake train`` option of the other way of a :func:`covering_window`."""
+    return f"--set data.preprocess.windows_per_recording={covering['windows_per_recording']}"

@@ -4,7 +4,7 @@ well it did, so that what classifies a catalog can be compared with what the mod
 Keys: ``classes`` (name -> training traces), ``training_events`` (the event ids, sorted) and
 ``training_events_sha256`` (of those ids, one per line), ``stations`` (``NET.STA``),
 ``components`` and ``sampling_rates_hz`` (value -> training traces; the rates as recorded,
-before resampling), ``window`` (anchor, length, rate of the model's input) and
+before resampling), ``window`` (anchor, length, rate of the model's input, windows per recording) and
 ``cross_validated`` (the deployed model's figures: mean, std and worst fold over the folds, at
 trace and event level). A card may also say where training's windows started,
 ``window.anchored_at`` (``p_pick``/``origin_time``/``trace_start`` -> training windows), which

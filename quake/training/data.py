@@ -13,7 +13,13 @@ import torch
 
 from quake.data import WaveformDataAdapter, WaveformDataset, open_dataset, synthetic
 from quake.data.adapter import WINDOW_COLUMN
-from quake.data.onsets import covering_command, covering_window, needs_survey, survey_onsets
+from quake.data.onsets import (
+    covering_command,
+    covering_window,
+    needs_survey,
+    several_windows_command,
+    survey_onsets,
+)
 from quake.runtime import (
     SINGLE,
     Ranks,
@@ -157,9 +163,10 @@ def load_data(
             if covering:
                 logger.warning(
                     "most signals outlast the window (90 %% end by %.0f s after the origin "
-                    "time): a window that covers them is %s",
+                    "time): a window that covers them is %s; or cut several per recording: %s",
                     covering["signal_end_p90_s"],
                     covering_command(covering),
+                    several_windows_command(covering),
                 )
     return data, summary, adapter.drop_counts()
 

@@ -166,6 +166,7 @@ def model_card(dataset, data, results: dict, model: str) -> dict:
             "anchored_at": anchored_at(meta, preprocess),
             "length_s": preprocess.window_s,
             "sampling_rate_hz": preprocess.sampling_rate_hz,
+            "per_recording": preprocess.windows_per_recording,
         },
         "cross_validated": {"model": model, **cross_validated_figures(results)},
     }

@@ -23,7 +23,7 @@ from sklearn.metrics import (  # noqa: E402
     roc_curve,
 )
 
-from quake.data.onsets import covering_command  # noqa: E402
+from quake.data.onsets import covering_command, several_windows_command  # noqa: E402
 from quake.runtime import write_atomic  # noqa: E402
 from quake.training import report_figures as F  # noqa: E402
 from quake.training.metrics import (  # noqa: E402
@@ -326,8 +326,9 @@ def _onset_lines(survey: dict | None) -> list[str]:
         line += (
             f" **Most signals outlast the window** (90 % end by "
             f"{covering['signal_end_p90_s']:g} s after the origin time): a window that covers "
-            f"them, at a rate that keeps 4096 samples, is `{options}` (docs/preprocessing.md, "
-            "Windows for long signals)."
+            f"them, at a rate that keeps 4096 samples, is `{options}`; or keep the window and cut "
+            f"several per recording, `{several_windows_command(covering)}` "
+            "(docs/preprocessing.md, Windows for long signals)."
         )
     elif survey.get("share_s_inside", 1.0) < S_INSIDE_WARNING:
         line += (
