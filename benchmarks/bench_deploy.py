@@ -49,12 +49,17 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
             "data.preprocess.stft_hop": 64,
         },
     ),
+    "two-windows": (
+        "two consecutive windows per recording (data.preprocess.windows_per_recording), pooled "
+        "per station in classification",
+        {"data.preprocess.windows_per_recording": 2},
+    ),
+    "six-windows": (
+        "six consecutive windows per recording, what the survey proposes on esec-surface (the "
+        "default window back to back as far as 90 % of the signals end)",
+        {"data.preprocess.windows_per_recording": 6},
+    ),
 }
-VARIANTS["two-windows"] = (
-    "two consecutive windows per recording (data.preprocess.windows_per_recording), pooled per "
-    "station in classification",
-    {"data.preprocess.windows_per_recording": 2},
-)
 MODELS = (("deployed", None), ("HybridViT alone", "hybridvit"), ("forest alone", "baseline"))
 FIGURES = (("event", "roc_auc"), ("event", "balanced_accuracy"), ("trace", "macro_f1"))
 
