@@ -366,7 +366,11 @@ def _parts_entry(
         "features": {
             "function": FEATURES_FUNCTION,
             "sampling_rate_hz": baseline.config.sampling_rate_hz,
-            "meaning": "computed in Python from the same trimmed windows, beside the graphs",
+            "segments": baseline.segments,
+            "meaning": (
+                "computed in Python from the same trimmed windows, beside the graphs: each of "
+                "the window's `segments` equal stretches, side by side"
+            ),
         },
     }
     if isinstance(classifier, CombinedClassifier):

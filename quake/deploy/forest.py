@@ -40,7 +40,7 @@ from quake.deploy.manifest import (
     write_manifest,
 )
 from quake.deploy.protocol import Classifier, check_windows
-from quake.models.forest import feature_names, spectral_features
+from quake.models.forest import feature_names, feature_segments, spectral_features
 from quake.probabilities import full_class_probabilities
 from quake.runtime import staging_dir
 
@@ -155,15 +155,16 @@ def check_features_fit(
     folder: Path, manifest: dict, forests: Sequence[dict[str, np.ndarray]], config
 ) -> None:
     """ValueError naming the manifest when its preprocessing gives the forests other features
-    than they were trained on: the features depend on the sampling rate, so an edited
-    ``preprocess`` would make the trees read the wrong columns (or none)."""
-    n_features = len(feature_names(config.sampling_rate_hz))
+    than they were trained on: the features depend on the sampling rate and the window's
+    length (its stretches), so an edited ``preprocess`` would make the trees read the wrong
+    columns (or none)."""
+    n_features = len(feature_names(config.sampling_rate_hz, feature_segments(config.window_s)))
     saved = manifest.get("n_features")
     used = max((int(f["feature"].max()) + 1 for f in forests if f["feature"].size), default=0)
     if (saved is not None and saved != n_features) or used > n_features:
         raise ValueError(
             f"{str(folder / CLASSIFIER_FILE)!r}: its preprocessing (sampling rate "
-            f"{config.sampling_rate_hz:g} Hz) gives {n_features} spectral features; the forests "
+            f"{config.sampling_rate_hz:g} Hz, {config.window_s:g} s windows) gives {n_features} spectral features; the forests "
             f"were trained on {saved if saved is not None else f'at least {used}'}; expected the "
             "preprocessing the model was saved with"
         )
@@ -198,10 +199,17 @@ class BaselineClassifier(Classifier):
         self.model_id = model_id
         self.info = info or {}
 
+    @property
+    def segments(self) -> int:
+        """The stretches each window's features describe (:func:`feature_segments`)."""
+        return feature_segments(self.config.window_s)
+
     def predict_proba(self, waveforms: np.ndarray, batch_size: int = 128) -> np.ndarray:
         """``(B, C)`` probabilities of trimmed ``(B, 3, window_samples)`` Z, N, E windows."""
         windows = check_windows(waveforms, self.config.window_samples)
-        features = spectral_features(windows, self.config.sampling_rate_hz)
+        features = spectral_features(
+            windows, self.config.sampling_rate_hz, segments=self.segments
+        )
         return np.mean([predict_forest(f, features) for f in self.forests], axis=0)
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -221,7 +229,7 @@ class BaselineClassifier(Classifier):
             "model_id": self.model_id,
             "forests_sha256": file_sha256(staging / FORESTS_FILE),
             "n_forests": len(self.forests),
-            "n_features": len(feature_names(self.config.sampling_rate_hz)),
+            "n_features": len(feature_names(self.config.sampling_rate_hz, self.segments)),
             **({"onnx": graphs} if graphs else {}),
             "class_names": self.class_names.to_list(),
             "preprocess": self.config.to_dict(),

@@ -5,7 +5,7 @@ The export folder holds ``export.json`` and the graphs of the exported kind
 forests' ``forest_<k>.onnx`` for the baseline, both for the combined model. This module reads
 them: the sidecar, the graph's metadata, and probabilities. The forests take the spectral
 features of :func:`quake.models.forest.spectral_features` (numpy and scipy, computed here
-beside the graphs: the sidecar names the function and the rate), and the combined model's two
+beside the graphs: the sidecar names the function, the rate and the stretches), and the combined model's two
 parts are combined by :func:`quake.deploy.combined.combine_parts` with the sidecar's weight:
 the same code as the Python classifiers, so the export gives their probabilities.
 onnxruntime is an optional dependency, imported when a graph runs."""
@@ -118,7 +118,7 @@ def export_predict_proba(
     forests = sidecar.get("forests")
     if not forests:
         return hybrid
-    features = spectral_features(windows, _features_rate(sidecar))
+    features = spectral_features(windows, **_features_arguments(sidecar))
     values = load_file(str(directory / forests["leaf_values"]))
     baseline = np.mean(
         [
@@ -134,15 +134,19 @@ def export_predict_proba(
     return combine_parts(hybrid, baseline, float(sidecar["hybrid_weight"]))
 
 
-def _features_rate(sidecar: dict[str, Any]) -> float:
-    """The sampling rate of the forests' features, once the sidecar's function is known."""
+def _features_arguments(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """The sampling rate and stretches of the forests' features, once the sidecar's function
+    is known (an export written before stretches: one)."""
     features = sidecar.get("features", {})
     if features.get("function") != FEATURES_FUNCTION:
         raise ValueError(
             f"the export's forests take features of {features.get('function')!r}; expected "
             f"{FEATURES_FUNCTION!r} (an export written by another quake version?)"
         )
-    return float(features["sampling_rate_hz"])
+    return {
+        "sampling_rate_hz": float(features["sampling_rate_hz"]),
+        "segments": int(features.get("segments", 1)),
+    }
 
 
 def _onnx_session(path: str | bytes):

@@ -12,6 +12,11 @@ component Z, N, E:
 - horizontal-to-vertical energy ratio.
 
 A missing (all-zero) component gives zero features, which the forest learns to read.
+
+A window longer than the default one (a window that covers a surface event's minutes) is
+described stretch by stretch: its ``segments`` equal stretches of about ``SEGMENT_S`` each
+(:func:`feature_segments`), their features side by side, so that the forest sees how the
+signal's spectrum and envelope change over the window, not only their averages.
 """
 
 from __future__ import annotations
@@ -33,7 +38,15 @@ from quake.probabilities import full_class_probabilities
 logger = logging.getLogger(__name__)
 
 BAND_EDGES_HZ = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+#: The length of a stretch a long window is described by (s): the default window's length.
+SEGMENT_S = 20.48
 _TINY = 1e-20
+
+
+def feature_segments(window_s: float) -> int:
+    """How many stretches of about :data:`SEGMENT_S` a window of ``window_s`` seconds is
+    described by: 1 for windows up to 1.5 times the default."""
+    return max(1, round(window_s / SEGMENT_S))
 
 
 def _bands(sampling_rate_hz: float) -> list[tuple[float, float]]:
@@ -49,7 +62,16 @@ def _bands(sampling_rate_hz: float) -> list[tuple[float, float]]:
     return list(zip(edges[:-1], edges[1:], strict=False))
 
 
-def feature_names(sampling_rate_hz: float) -> list[str]:
+def feature_names(sampling_rate_hz: float, segments: int = 1) -> list[str]:
+    """The names of :func:`spectral_features`' columns; with ``segments`` > 1 each stretch's
+    names start with ``s<k>_`` (k from 0, in time order)."""
+    names = _window_feature_names(sampling_rate_hz)
+    if segments == 1:
+        return names
+    return [f"s{k}_{name}" for k in range(segments) for name in names]
+
+
+def _window_feature_names(sampling_rate_hz: float) -> list[str]:
     names = []
     bands = _bands(sampling_rate_hz)
     for comp in COMPONENTS:
@@ -71,18 +93,38 @@ def feature_names(sampling_rate_hz: float) -> list[str]:
 
 
 def spectral_features(
-    waveforms: np.ndarray, sampling_rate_hz: float, *, chunk_size: int = 512
+    waveforms: np.ndarray, sampling_rate_hz: float, *, segments: int = 1, chunk_size: int = 512
 ) -> np.ndarray:
-    """``(N, 3, n)`` windows -> ``(N, n_features)`` float32, named by :func:`feature_names`.
+    """``(N, 3, n)`` windows -> ``(N, n_features)`` float32, named by :func:`feature_names`:
+    the features of each of ``segments`` equal stretches of the window, side by side (the
+    last ``n % segments`` samples are left out).
 
     The windows are converted to float64 ``chunk_size`` at a time, never all at once: a
     memory-mapped set is read a chunk at a time and never copied whole."""
     waveforms = np.asarray(waveforms)  # no copy of an array (a memmap stays mapped)
     if waveforms.ndim != 3 or waveforms.shape[1] != 3:
         raise ValueError(f"waveforms must have shape (N, 3, samples), got {waveforms.shape}")
+    if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
+        raise ValueError(f"segments must be an integer >= 1, got {segments!r}")
+    stretch = waveforms.shape[2] // segments
+    if segments > 1 and stretch < 16:
+        raise ValueError(
+            f"{segments} segments of a {waveforms.shape[2]}-sample window leave {stretch} "
+            "samples each; expected at least 16"
+        )
     parts = [
-        _features_chunk(
-            np.asarray(waveforms[i : i + chunk_size], dtype=np.float64), sampling_rate_hz
+        np.concatenate(
+            [
+                _features_chunk(
+                    np.asarray(
+                        waveforms[i : i + chunk_size, :, k * stretch : (k + 1) * stretch],
+                        dtype=np.float64,
+                    ),
+                    sampling_rate_hz,
+                )
+                for k in range(segments)
+            ],
+            axis=1,
         )
         for i in range(0, len(waveforms), chunk_size)
     ]
@@ -160,18 +202,19 @@ class SpectralFeatures(TransformerMixin, BaseEstimator):
     ``transform`` takes ``(N, 3, n)`` Z, N, E windows; nothing is learnt, so ``fit`` only
     checks the rate."""
 
-    def __init__(self, sampling_rate_hz: float):
+    def __init__(self, sampling_rate_hz: float, segments: int = 1):
         self.sampling_rate_hz = sampling_rate_hz
+        self.segments = segments
 
     def fit(self, waveforms: np.ndarray, labels: Sequence[int] | None = None) -> SpectralFeatures:
         _bands(self.sampling_rate_hz)  # a rate with too few bands is refused here, by name
         return self
 
     def transform(self, waveforms: np.ndarray) -> np.ndarray:
-        return spectral_features(waveforms, self.sampling_rate_hz)
+        return spectral_features(waveforms, self.sampling_rate_hz, segments=self.segments)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        return np.asarray(feature_names(self.sampling_rate_hz), dtype=object)
+        return np.asarray(feature_names(self.sampling_rate_hz, self.segments), dtype=object)
 
 
 def forest_estimator(
@@ -200,13 +243,14 @@ def baseline_pipeline(
     min_samples_leaf: int = 1,
     seed: int = 0,
     n_jobs: int | None = None,
+    segments: int = 1,
 ) -> Pipeline:
-    """The baseline as one scikit-learn estimator: windows ``(N, 3, n)`` -> spectral features ->
-    random forest. Training computes the features once per run instead (the folds share
+    """The baseline as one scikit-learn estimator: windows ``(N, 3, n)`` -> spectral features
+    (of ``segments`` stretches, :func:`feature_segments`) -> random forest. Training computes the features once per run instead (the folds share
     them) and fits :func:`forest_estimator`, this pipeline's last step."""
     return Pipeline(
         [
-            ("features", SpectralFeatures(sampling_rate_hz)),
+            ("features", SpectralFeatures(sampling_rate_hz, segments)),
             ("forest", forest_estimator(n_estimators, max_depth, min_samples_leaf, seed, n_jobs)),
         ]
     )

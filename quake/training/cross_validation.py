@@ -22,7 +22,12 @@ import torch
 from quake.classes import NOISE, ClassNames
 from quake.data import PreprocessConfig, TransformOP
 from quake.models import HybridViT
-from quake.models.forest import SpectralForestBaseline, feature_names, spectral_features
+from quake.models.forest import (
+    SpectralForestBaseline,
+    feature_names,
+    feature_segments,
+    spectral_features,
+)
 from quake.probabilities import prob_column
 from quake.processes import DieWithParent, initialize
 from quake.runtime import SINGLE, Ranks, write_text_atomic
@@ -112,7 +117,8 @@ def run_baseline(data: CVData, folds: list[Fold], config: TrainConfig, n_jobs: i
     model is chosen on (:mod:`quake.training.choice`)."""
     start = time.perf_counter()
     fs = data.preprocess.sampling_rate_hz
-    features = spectral_features(data.waveforms.numpy(), fs)
+    segments = feature_segments(data.preprocess.window_s)
+    features = spectral_features(data.waveforms.numpy(), fs, segments=segments)
     feature_seconds = time.perf_counter() - start
     probs, val_probs, models, forests = [], [], None, []
 
@@ -142,7 +148,7 @@ def run_baseline(data: CVData, folds: list[Fold], config: TrainConfig, n_jobs: i
         "val_probs": val_probs,  # forests of the training parts on the validation parts
         "model": models,
         "forests": forests,  # fitted sklearn forests, for deploy.strategy baseline
-        "feature_names": feature_names(fs),
+        "feature_names": feature_names(fs, segments),
         "seconds": seconds,
         "feature_seconds": feature_seconds,
     }
