@@ -97,6 +97,8 @@ def test_forest_of_other_stretches_is_refused_by_name(surface_windows, tmp_path)
         [forest_arrays(forest, len(classes))], short, classes, model_id="short-rf"
     ).save(tmp_path / "model")
     manifest = folder / "classifier.json"
-    manifest.write_text(manifest.read_text().replace('"window_s": 20.48', f'"window_s": {WINDOW_S}'))
+    manifest.write_text(
+        manifest.read_text().replace('"window_s": 20.48', f'"window_s": {WINDOW_S}')
+    )
     with pytest.raises(ValueError, match=r"40.96 s windows\) gives \d+ spectral features"):
         quake.load(folder)

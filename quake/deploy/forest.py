@@ -207,9 +207,7 @@ class BaselineClassifier(Classifier):
     def predict_proba(self, waveforms: np.ndarray, batch_size: int = 128) -> np.ndarray:
         """``(B, C)`` probabilities of trimmed ``(B, 3, window_samples)`` Z, N, E windows."""
         windows = check_windows(waveforms, self.config.window_samples)
-        features = spectral_features(
-            windows, self.config.sampling_rate_hz, segments=self.segments
-        )
+        features = spectral_features(windows, self.config.sampling_rate_hz, segments=self.segments)
         return np.mean([predict_forest(f, features) for f in self.forests], axis=0)
 
     def save(self, directory: str | os.PathLike) -> Path:
