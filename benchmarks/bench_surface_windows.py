@@ -10,7 +10,10 @@ Windows of the default 20.48 s at 100 Hz, starting at offsets after the recordin
 esec-surface recordings start about 70 s before the catalogue time: offset 68 s is the default
 window, 2 s before it); each recording's windows are all on the same side of a split; an
 event's probabilities combine all its stations' windows by the station-to-event rule
-(quake.probabilities). Prints one line per choice of windows.
+(quake.probabilities). Then the window the report proposes, 128 s at 32 Hz from the same
+start, its features taken over the whole window at once and stretch by stretch (the forest's
+own rule, quake.models.forest.feature_segments: six stretches of 21.3 s side by side).
+Prints one line per choice of windows.
 """
 
 from __future__ import annotations
@@ -29,14 +32,17 @@ OFFSETS = (68.0, 88.48, 108.96, 129.44, 149.92)
 CHOICES = {"one window (the default)": 1, "two windows": 2, "five windows": 5}
 
 
-def features_at(path: Path, offset_s: float):
-    """Spectral features, labels, events and trace names of every kept recording's window
-    ``offset_s`` after its start."""
+COVERING = {"data.preprocess.window_s": 128.0, "data.preprocess.sampling_rate_hz": 32.0}
+
+
+def features_at(path: Path, offset_s: float, settings: dict | None = None, segments: int = 1):
+    """Spectral features (of ``segments`` stretches), labels, events and trace names of every
+    kept recording's window ``offset_s`` after its start, the default window or ``settings``'."""
     from quake.data import WaveformDataAdapter, open_dataset
     from quake.models.forest import spectral_features
     from quake.training import load_config
 
-    config = load_config(overrides={"data.path": str(path)})
+    config = load_config(overrides={"data.path": str(path), **(settings or {})})
     preprocess = dataclasses.replace(
         config.data.preprocess_config(), anchor="offset", offset_s=offset_s
     )
@@ -47,7 +53,7 @@ def features_at(path: Path, offset_s: float):
     meta = adapter.metadata
     order = np.argsort(meta["trace_name"].astype(str).to_numpy())
     return (
-        spectral_features(windows, preprocess.sampling_rate_hz)[order],
+        spectral_features(windows, preprocess.sampling_rate_hz, segments=segments)[order],
         np.asarray(adapter.labels)[order],
         meta["source_id"].astype(str).to_numpy()[order],
         meta["trace_name"].astype(str).to_numpy()[order],
@@ -89,13 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     default = Path(os.environ.get("QUAKE_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
     parser.add_argument("--data", type=Path, default=default / "esec-surface")
     args = parser.parse_args(argv)
+    from quake.models.forest import feature_segments
+
     parts = [features_at(args.data, offset) for offset in OFFSETS]
     if any(not np.array_equal(p[3], parts[0][3]) for p in parts):
         raise SystemExit("the windows at different offsets kept different recordings")
-    for label, n in CHOICES.items():
+    choices = {label: parts[:n] for label, n in CHOICES.items()}
+    stretches = feature_segments(COVERING["data.preprocess.window_s"])
+    for label, segments in (("128 s at 32 Hz, whole", 1), ("128 s at 32 Hz, stretches", stretches)):
+        choices[label] = [features_at(args.data, OFFSETS[0], COVERING, segments)]
+    for label, choice in choices.items():
         bas, aucs = [], []
         for seed in (0, 1, 2):
-            b, a = event_scores(parts[:n], seed)
+            b, a = event_scores(choice, seed)
             bas += b
             aucs += a
         print(

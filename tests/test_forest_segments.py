@@ -39,7 +39,7 @@ def surface_windows(real_data_dir):
 
 def test_segments_follow_the_default_window_length():
     assert feature_segments(20.48) == 1
-    assert feature_segments(30.0) == 1  # up to 1.5 default windows: one stretch
+    assert feature_segments(30.0) == 1  # under 1.5 default windows: one stretch
     assert feature_segments(40.96) == 2
     assert feature_segments(128.0) == 6  # the covering window on esec-surface: 21.3 s each
 

@@ -45,7 +45,7 @@ _TINY = 1e-20
 
 def feature_segments(window_s: float) -> int:
     """How many stretches of about :data:`SEGMENT_S` a window of ``window_s`` seconds is
-    described by: 1 for windows up to 1.5 times the default."""
+    described by: 1 for windows shorter than 1.5 times the default."""
     return max(1, round(window_s / SEGMENT_S))
 
 
