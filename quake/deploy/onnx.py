@@ -5,9 +5,10 @@ The export folder holds ``export.json`` and the graphs of the exported kind
 forests' ``forest_<k>.onnx`` for the baseline, both for the combined model. This module reads
 them: the sidecar, the graph's metadata, and probabilities. The forests take the spectral
 features of :func:`quake.models.forest.spectral_features` (numpy and scipy, computed here
-beside the graphs: the sidecar names the function, the rate and the stretches), and the combined model's two
-parts are combined by :func:`quake.deploy.combined.combine_parts` with the sidecar's weight:
-the same code as the Python classifiers, so the export gives their probabilities.
+beside the graphs: the sidecar names the function, the rate and the stretches), and the
+combined model's two parts are combined by :func:`quake.deploy.combined.combine_parts` with the
+sidecar's weight: the same code as the Python classifiers, so the export gives their
+probabilities.
 onnxruntime is an optional dependency, imported when a graph runs."""
 
 from __future__ import annotations

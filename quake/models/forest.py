@@ -246,8 +246,9 @@ def baseline_pipeline(
     segments: int = 1,
 ) -> Pipeline:
     """The baseline as one scikit-learn estimator: windows ``(N, 3, n)`` -> spectral features
-    (of ``segments`` stretches, :func:`feature_segments`) -> random forest. Training computes the features once per run instead (the folds share
-    them) and fits :func:`forest_estimator`, this pipeline's last step."""
+    (of ``segments`` stretches, :func:`feature_segments`) -> random forest. Training computes
+    the features once per run instead (the folds share them) and fits
+    :func:`forest_estimator`, this pipeline's last step."""
     return Pipeline(
         [
             ("features", SpectralFeatures(sampling_rate_hz, segments)),
