@@ -165,8 +165,9 @@ def check_features_fit(
         raise ValueError(
             f"{str(folder / CLASSIFIER_FILE)!r}: its preprocessing (sampling rate "
             f"{config.sampling_rate_hz:g} Hz, {config.window_s:g} s windows) gives {n_features} "
-            f"spectral features; the forests were trained on {saved if saved is not None else f'at least {used}'}; expected the "
-            "preprocessing the model was saved with"
+            f"spectral features; the forests were trained on "
+            f"{saved if saved is not None else f'at least {used}'}; expected the preprocessing "
+            "the model was saved with"
         )
 
 
