@@ -1,4 +1,4 @@
-"""Batch classification at scale: shards over torchrun ranks, merged parts, --amp, --device.
+"""Batch classification at scale: shards over torchrun ranks, merged parts, --precision, --device.
 
 A small SeisBench-format catalog (events matched by ``source_id``) and a random tiny model.
 Probability tolerances: 1e-5 between runs in float32 (windows are batched with other
@@ -28,7 +28,7 @@ from quake.data import PreprocessConfig, SeisBenchWriter
 from quake.deploy import load
 from quake.deploy.ensemble import EventClassifier
 from quake.models import Backbone, HybridViT
-from quake.runtime import Ranks, amp_dtype
+from quake.runtime import Ranks, amp_dtype, inference_amp
 
 CLASSES = ["earthquake", "explosion", "noise"]
 PROBS = [prob_column(c) for c in CLASSES]
@@ -277,6 +277,35 @@ def test_amp_stays_within_tolerance_of_float32(catalog_set, single_run, tmp_path
     assert amp_dtype("cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="mixed precision on 'meta'"):
         amp_dtype("meta")
+
+
+def test_precision_option_of_the_command(catalog_set, single_run, tmp_path):
+    """``--precision fp32`` (the default) gives float32's table, ``bf16`` autocast's, the same
+    as ``--amp``; ``auto`` is one of the two, as the CPU decides (quake annotate's spelling)."""
+    from quake.commands.classify import main
+
+    def command(name: str, *options: str) -> pd.DataFrame:
+        out = tmp_path / f"{name}.csv"
+        argv = ["--model", str(catalog_set / "model"), "--catalog", str(catalog_set / "catalog.csv"),
+                "--waveforms", str(catalog_set / "set"), "--out", str(out), "--batch-size", "8",
+                "--workers", "0", "--no-progress", *options]  # fmt: skip
+        assert main(argv) == 0
+        return pd.read_csv(out, dtype=str, keep_default_na=False)
+
+    _same_table(command("default"), single_run["predictions"])
+    bf16 = command("bf16", "--precision", "bf16")
+    pd.testing.assert_frame_equal(bf16, command("amp", "--amp"))
+    used = bf16[PROBS[0]] != ""
+    diff = np.abs(
+        bf16.loc[used, PROBS].astype(float).to_numpy()
+        - single_run["predictions"].loc[used, PROBS].astype(float).to_numpy()
+    )
+    assert 1e-6 < diff.max() < AMP_ATOL
+    auto = command("auto", "--precision", "auto")
+    expected = bf16 if inference_amp("auto", "cpu") else single_run["predictions"]
+    pd.testing.assert_frame_equal(auto, expected)
+    with pytest.raises(SystemExit):
+        command("bad", "--precision", "fp16")
 
 
 def test_summary_of_one_shard_is_itself():

@@ -126,7 +126,7 @@ def classify_events(
     reader = EventReader(source, todo, classifier.config)
     batcher = WindowBatcher(classifier, batch_size, summary, amp=amp)
     if amp and batcher.device.type == "cpu" and not cpu_has_native_bf16():
-        logger.warning("--amp: this CPU has no bf16 instructions; bf16 is emulated and slower")
+        logger.warning("bf16: this CPU has no bf16 instructions; bf16 is emulated and slower")
     bar = progress_bar(len(events), len(done), progress)
     since_flush = 0
     start = last_flush = time.perf_counter()

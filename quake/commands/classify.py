@@ -18,7 +18,13 @@ import logging
 import sys
 
 from quake.cli import run_command
-from quake.options import DEFAULT_AFTER_S, DEFAULT_BEFORE_S, ID_RULES, SOURCE_KINDS
+from quake.options import (
+    DEFAULT_AFTER_S,
+    DEFAULT_BEFORE_S,
+    ID_RULES,
+    INFERENCE_PRECISIONS,
+    SOURCE_KINDS,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,11 +106,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where the model runs (auto: CUDA when available)",
     )
     parser.add_argument(
-        "--amp",
-        action="store_true",
-        help="mixed precision for the model: bf16 autocast on CPU (native on AVX512-BF16/AMX "
-        "CPUs), bf16 or fp16 on GPU",
+        "--precision",
+        choices=INFERENCE_PRECISIONS,
+        default="fp32",
+        help="the model's arithmetic, as quake annotate's: fp32 (default: a catalog's "
+        "probabilities in float32), bf16 (autocast: bf16 on CPU, native on AVX512-BF16/AMX "
+        "CPUs; bf16 or fp16 on GPU) or auto (bf16 where the CPU or GPU computes it natively)",
     )
+    parser.add_argument("--amp", action="store_true", help="the same as --precision bf16")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "-v",
@@ -178,9 +187,11 @@ def _classify(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, ranks):
     from quake.classify.run import run_classification
     from quake.deploy import load
+    from quake.runtime import inference_amp
 
+    device = ranks.device(args.device)
     return run_classification(
-        load(args.model, device=ranks.device(args.device)),
+        load(args.model, device=device),
         args.catalog,
         args.waveforms,
         args.out,
@@ -198,7 +209,7 @@ def _run(args: argparse.Namespace, ranks):
         after_s=args.window_after_s,
         workers=args.workers,
         progress=not args.no_progress,
-        amp=args.amp,
+        amp=args.amp or inference_amp(args.precision, device),
         ranks=ranks,
         model_path=args.model,
     )
