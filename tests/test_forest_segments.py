@@ -4,8 +4,11 @@ those of each stretch side by side, in training, in the saved forest and in its 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from tiny_run import tiny_run_config
 
 import quake
 from quake.data import PreprocessConfig, WaveformDataAdapter, open_dataset
@@ -18,6 +21,7 @@ from quake.models.forest import (
     forest_estimator,
     spectral_features,
 )
+from quake.training import train
 
 RATE_HZ = 50.0
 WINDOW_S = 40.96  # two stretches of the default 20.48 s
@@ -102,3 +106,23 @@ def test_forest_of_other_stretches_is_refused_by_name(surface_windows, tmp_path)
     )
     with pytest.raises(ValueError, match=r"40.96 s windows\) gives \d+ spectral features"):
         quake.load(folder)
+
+
+@pytest.mark.slow
+def test_a_long_window_run_trains_and_deploys_forests_of_stretches(real_data_dir, tmp_path):
+    """A run with the window the report proposes for surface events (128 s at 32 Hz): its
+    forests read six stretches of 21.3 s, metrics.json's feature list names them, and the
+    deployed forests compute them from the saved preprocessing."""
+    path = real_data_dir / "esec-surface"
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    long = {"data.preprocess.window_s": 128.0, "data.preprocess.sampling_rate_hz": 32.0,
+            "data.preprocess.stft_nperseg": 64, "data.preprocess.stft_hop": 64,
+            "deploy.strategy": "baseline"}  # fmt: skip
+    run = train(tiny_run_config(path, tmp_path / "run", **long)).run_dir
+    names = json.loads((run / "metrics.json").read_text())["baseline"]["features"]
+    per_stretch = feature_names(32.0)
+    assert names == [f"s{k}_{name}" for k in range(6) for name in per_stretch]
+    forest = quake.load(run / "model")
+    assert isinstance(forest, BaselineClassifier) and forest.segments == 6
+    assert forest.config.window_s == 128.0
