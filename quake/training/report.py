@@ -326,9 +326,10 @@ def _onset_lines(survey: dict | None) -> list[str]:
         line += (
             f" **Most signals outlast the window** (90 % end by "
             f"{covering['signal_end_p90_s']:g} s after the origin time): a window that covers "
-            f"them, at a rate that keeps 4096 samples, is `{options}`; or keep the window and cut "
-            f"several per recording, `{several_windows_command(covering)}` "
-            "(docs/preprocessing.md, Windows for long signals)."
+            f"them, at a rate that keeps 4096 samples (the forest reads it in stretches of about "
+            f"20 s), is `{options}`; or keep the window and cut several per recording, "
+            f"`{several_windows_command(covering)}`; on surface events the covering window "
+            "measured better (docs/preprocessing.md, Windows for long signals)."
         )
     elif survey.get("share_s_inside", 1.0) < S_INSIDE_WARNING:
         line += (
