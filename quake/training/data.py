@@ -163,7 +163,9 @@ def load_data(
             if covering:
                 logger.warning(
                     "most signals outlast the window (90 %% end by %.0f s after the origin "
-                    "time): a window that covers them is %s; or cut several per recording: %s",
+                    "time): a window that covers them is %s (the forest reads it in stretches); "
+                    "or cut several per recording: %s (on surface events the covering window "
+                    "measured better: docs/preprocessing.md)",
                     covering["signal_end_p90_s"],
                     covering_command(covering),
                     several_windows_command(covering),
