@@ -41,7 +41,7 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "covering-window": (
         "the window the report proposes when the signals outlast it (quake.data.onsets."
         "covering_window; on esec-surface: 128 s at 32 Hz from 2 s before the catalogue time, "
-        "4096 samples, 33 x 64 spectrogram bins)",
+        "4096 samples, 33 x 64 spectrogram bins; the forest reads it in six stretches)",
         {
             "data.preprocess.window_s": 128.0,
             "data.preprocess.sampling_rate_hz": 32.0,
