@@ -111,8 +111,8 @@ def test_forest_of_other_stretches_is_refused_by_name(surface_windows, tmp_path)
 @pytest.mark.slow
 def test_a_long_window_run_trains_and_deploys_forests_of_stretches(real_data_dir, tmp_path):
     """A run with the window the report proposes for surface events (128 s at 32 Hz): its
-    forests read six stretches of 21.3 s, metrics.json's feature list names them, and the
-    deployed forests compute them from the saved preprocessing."""
+    forests read six stretches of 21.3 s, metrics.json's feature list and the report name them,
+    and the deployed forests compute them from the saved preprocessing."""
     path = real_data_dir / "esec-surface"
     if not path.is_dir():
         pytest.skip(f"{path} not found")
@@ -123,6 +123,8 @@ def test_a_long_window_run_trains_and_deploys_forests_of_stretches(real_data_dir
     names = json.loads((run / "metrics.json").read_text())["baseline"]["features"]
     per_stretch = feature_names(32.0)
     assert names == [f"s{k}_{name}" for k in range(6) for name in per_stretch]
+    report = (run / "report.md").read_text()
+    assert f"({len(names)} features: 6 stretches of the window, {len(per_stretch)} each)" in report
     forest = quake.load(run / "model")
     assert isinstance(forest, BaselineClassifier) and forest.segments == 6
     assert forest.config.window_s == 128.0

@@ -149,6 +149,7 @@ def run_baseline(data: CVData, folds: list[Fold], config: TrainConfig, n_jobs: i
         "model": models,
         "forests": forests,  # fitted sklearn forests, for deploy.strategy baseline
         "feature_names": feature_names(fs, segments),
+        "segments": segments,  # stretches of the window the features describe
         "seconds": seconds,
         "feature_seconds": feature_seconds,
     }

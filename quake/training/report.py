@@ -580,7 +580,10 @@ def _results_lines(metrics: dict) -> list[str]:
     if has_event:
         lines += ["", _event_level_note(metrics["event_level"])]
     if base:
-        lines += ["", f"Forest: {base['model']} ({base['n_features']} features), same folds."]
+        segments = base.get("feature_segments", 1)
+        stretches = f": {segments} stretches of the window, {base['n_features'] // segments} each"
+        counts = f"{base['n_features']} features{stretches if segments > 1 else ''}"
+        lines += ["", f"Forest: {base['model']} ({counts}), same folds."]
     if metrics.get("context"):
         lines += ["", *context_lines(metrics)]
     return lines

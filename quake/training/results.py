@@ -127,6 +127,7 @@ def compute_metrics(
             "model": baseline["model"],
             "n_features": len(baseline["feature_names"]),
             "features": baseline["feature_names"],
+            "feature_segments": baseline["segments"],
             "fit_on": "each fold's training + validation traces; tested on the same test folds; "
             "thresholds chosen on the validation split by a forest of the training part",
             "decisions": [d.to_dict() for d in choices.forest],
