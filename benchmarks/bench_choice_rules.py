@@ -2,31 +2,23 @@
 """The rule that chooses the deployed model, against alternatives, on runs already made.
 
     python benchmarks/bench_choice_rules.py [--runs runs/deploy] [--sets esec-surface pnw-eqex]
-    python benchmarks/bench_choice_rules.py --sets esec-surface --variant covering-window
 
-Reads the runs of ``benchmarks/bench_deploy.py`` (``runs/deploy/<set>/<variant>/seed<S>/``): each
-fold's validation probabilities of the HybridViT (``folds/fold_<k>/val_held_out_predictions.csv``,
-each event's at the epochs kept without it, or ``val_predictions.csv``, the kept epochs') and of
+Reads the runs of ``benchmarks/bench_deploy.py`` (``runs/deploy/<set>/default/seed<S>/``): each
+fold's validation probabilities of the HybridViT (``folds/fold_<k>/val_predictions.csv``) and of
 the forest fitted on the fold's training part (``baseline_val_predictions.csv``), and each part's
 test probabilities. Each rule chooses, per fold and from the validation split alone, the
 HybridViT's weight; the thresholds are then calibrated as training does
 (``quake.training.choice.calibrate_thresholds``). The test folds only judge the rules. Prints,
 per set and rule, the event-level balanced accuracy and ROC AUC (mean over all folds of all
-seeds, the worst fold's balanced accuracy in brackets), the forest alone beside it, and in how
-many folds the rule deploys the forest.
+seeds, the worst fold's balanced accuracy in brackets) and the forest alone beside it.
 
 Rules:
 
-- ``held-out epochs``: training's (``choose_weight``: the smallest weight within one standard
-  error, of the best candidate's per-event log losses, of the best) on the HybridViT's held-out
-  validation probabilities (``quake.training.held_out``);
-- ``kept epochs``: the same rule on the kept epochs' validation probabilities (training's before
-  the held-out ones), which chose those epochs on the same events;
-- ``paired``: on the kept epochs', the standard error that of each candidate's per-event loss
-  difference from the best (a paired comparison on the same events);
-- ``paired t-test``: on the kept epochs', the smallest weight not significantly worse than the
-  best, a one-sided paired t-test on the per-event losses at 5 %;
-- ``smoothed forest``: the kept epochs' and forest probabilities Laplace-smoothed by tree,
+- ``current``: the run's own (``choose_weight``: the smallest weight within one standard error,
+  of the best candidate's per-event log losses, of the best);
+- ``paired``: the same, the standard error that of each candidate's per-event loss difference
+  from the best (a paired comparison on the same events);
+- ``smoothed forest``: the current rule on forest probabilities Laplace-smoothed by tree,
   ``(T p + 1) / (T + C)``, so that no class a station's trees never voted for vetoes it in the
   event's geometric pool.
 """
@@ -73,56 +65,26 @@ def current_weight(validations, weights) -> float:
     return choose_weight(validations, weights)[0]
 
 
-def paired_t_weight(validations, weights) -> float:
-    """The smallest weight whose per-event losses are not significantly above the best's: a
-    one-sided paired t-test at 5 %."""
-    from scipy.stats import t as student_t
-
-    from quake.training.choice import event_losses, mix
-
-    per_event = {
-        float(w): np.concatenate(
-            [event_losses(mix(v.hybrid, v.forest, w), v.labels, v.groups) for v in validations]
-        )
-        for w in weights
-    }
-    best = min(per_event, key=lambda w: per_event[w].mean())
-    n = len(per_event[best])
-
-    def worse(w: float) -> bool:
-        diff = per_event[w] - per_event[best]
-        if n < 2 or diff.mean() <= 0.0:
-            return False
-        spread = diff.std(ddof=1)
-        return spread == 0.0 or diff.mean() / (spread / np.sqrt(n)) > student_t.ppf(0.95, n - 1)
-
-    return min(w for w in per_event if not worse(w))
-
-
 def smoothed(probs: np.ndarray) -> np.ndarray:
     return (TREES * probs + 1.0) / (TREES + probs.shape[1])
 
 
-HELD_OUT, KEPT = "val_held_out_predictions.csv", "val_predictions.csv"
-#: name -> (weight rule, forest probabilities, the HybridViT's validation probabilities)
-RULES: dict[str, tuple[Callable, Callable[[np.ndarray], np.ndarray], str]] = {
-    "held-out epochs": (current_weight, lambda p: p, HELD_OUT),
-    "kept epochs": (current_weight, lambda p: p, KEPT),
-    "paired": (paired_weight, lambda p: p, KEPT),
-    "paired t-test": (paired_t_weight, lambda p: p, KEPT),
-    "smoothed forest": (current_weight, smoothed, KEPT),
+RULES: dict[str, tuple[Callable, Callable[[np.ndarray], np.ndarray]]] = {
+    "current": (current_weight, lambda p: p),
+    "paired": (paired_weight, lambda p: p),
+    "smoothed forest": (current_weight, smoothed),
 }
 
 
-def fold_scores(run: Path, rule: str) -> list[tuple[float, ...]]:
+def fold_scores(run: Path, rule: str) -> list[tuple[float, float, float, float]]:
     """Per fold of one run: the chosen model's and the forest alone's event balanced accuracy
-    and ROC AUC on the test fold, and the chosen HybridViT weight."""
+    and ROC AUC on the test fold."""
     from quake.deploy.combined import HYBRID_WEIGHTS
     from quake.probabilities import decide
     from quake.training.choice import Validation, calibrate_thresholds, class_priors, mix
     from quake.training.metrics import balanced_accuracy, combine_by_event, one_vs_rest_auc
 
-    choose_weight, forest_probs, hybrid_file = RULES[rule]
+    choose_weight, forest_probs = RULES[rule]
     items = pd.read_csv(run / "items.csv")
     classes = items.drop_duplicates("y_true").sort_values("y_true")["true_class"].tolist()
     columns = [f"prob_{c}".replace(" ", "_") for c in classes]
@@ -139,7 +101,7 @@ def fold_scores(run: Path, rule: str) -> list[tuple[float, ...]]:
     forest_test = pd.read_csv(run / "baseline_predictions.csv")
     scores = []
     for k, fold in enumerate(folds):
-        val, hybrid = fold_of(pd.read_csv(run / "folds" / f"fold_{k}" / hybrid_file), k)
+        val, hybrid = fold_of(pd.read_csv(run / "folds" / f"fold_{k}" / "val_predictions.csv"), k)
         val_forest, forest = fold_of(forest_val, k)
         if not np.array_equal(val, val_forest):
             raise SystemExit(f"{run}: fold {k}'s validation items differ between the parts")
@@ -147,10 +109,9 @@ def fold_scores(run: Path, rule: str) -> list[tuple[float, ...]]:
         priors = class_priors(labels[np.concatenate([fold["train"], fold["val"]])], len(classes))
         test, hybrid_t = fold_of(hybrid_test, k)
         _, forest_t = fold_of(forest_test, k)
-        row, chosen = [], None
+        row = []
         for weights in (HYBRID_WEIGHTS, (0.0,)):
             weight = choose_weight([validation], weights)
-            chosen = weight if chosen is None else chosen
             val_probs = mix(validation.hybrid, validation.forest, weight)
             thresholds, _ = calibrate_thresholds([val_probs], [validation], priors)
             probs = mix(hybrid_t, forest_probs(forest_t), weight)
@@ -158,7 +119,7 @@ def fold_scores(run: Path, rule: str) -> list[tuple[float, ...]]:
             auc = one_vs_rest_auc(truth, event_probs)  # the classes the test fold holds
             row += [balanced_accuracy(truth, decide(event_probs, thresholds)),
                     np.nan if auc is None else auc]  # fmt: skip
-        scores.append((*row, chosen))
+        scores.append(tuple(row))
     return scores
 
 
@@ -166,29 +127,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "deploy")
     parser.add_argument("--sets", nargs="+", default=None, help="default: every set found")
-    parser.add_argument("--variant", default="default", help="bench_deploy.py's variant")
     args = parser.parse_args(argv)
-    sets = args.sets or sorted(p.parent.name for p in args.runs.glob(f"*/{args.variant}"))
+    sets = args.sets or sorted(p.parent.name for p in args.runs.glob("*/default"))
     print(
-        "| set | rule | deployed BA (worst) | deployed ROC AUC | forest alone BA | forest ROC AUC "
-        "| folds deploying the forest |"
+        "| set | rule | deployed BA (worst) | deployed ROC AUC | forest alone BA | forest ROC AUC |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for name in sets:
-        runs = sorted(r for r in (args.runs / name / args.variant).glob("seed*")
+        runs = sorted(r for r in (args.runs / name / "default").glob("seed*")
                       if (r / "metrics.json").is_file())  # finished runs  # fmt: skip
         if not runs:
             print(f"no runs of {name} under {args.runs}", file=sys.stderr)
             continue
         for rule in RULES:
-            if not all((r / "folds" / "fold_0" / RULES[rule][2]).is_file() for r in runs):
-                print(f"{name}: no {RULES[rule][2]} in every run; {rule} left out", file=sys.stderr)
-                continue
             s = np.array([row for run in runs for row in fold_scores(run, rule)])
             print(
                 f"| {name} | {rule} | {s[:, 0].mean():.3f} ({s[:, 0].min():.3f}) | "
-                f"{np.nanmean(s[:, 1]):.3f} | {s[:, 2].mean():.3f} | {np.nanmean(s[:, 3]):.3f} | "
-                f"{int((s[:, 4] == 0.0).sum())} of {len(s)} |"
+                f"{np.nanmean(s[:, 1]):.3f} | {s[:, 2].mean():.3f} | {np.nanmean(s[:, 3]):.3f} |"
             )
     return 0
 

@@ -28,11 +28,10 @@ The cross-validated figures of the deployed model are those of this procedure, f
 test fold saw nothing of it). The model in ``model/`` applies the same procedure to the
 validation predictions of all folds pooled, with the priors of all the data.
 
-The HybridViT's validation probabilities are those of leave-one-event-out epoch selection
-(:mod:`quake.training.held_out`): each event's at the epochs kept without it, so the epochs
-kept on the validation events do not make the HybridViT look better there than it is. The
-forest scored on them was fitted on the training part only (the deployed forests also saw the
-validation part): if anything it looks a little worse than it is.
+The validation probabilities are slightly optimistic for both parts (the HybridViT kept its
+best epochs on them; the forest scored on them was fitted on the training part only, while the
+deployed forests also saw the validation part): the choice compares like with like as far as a
+single split allows.
 """
 
 from __future__ import annotations
@@ -234,7 +233,7 @@ def choose_models(data, folds, outcomes, baseline: dict | None, deploy) -> Choic
         Validation(
             labels=data.labels[f.val],
             groups=data.source_ids[f.val],
-            hybrid=o.val_probs if o.val_held_out_probs is None else o.val_held_out_probs,
+            hybrid=o.val_probs,
             forest=None if baseline is None else baseline["val_probs"][k],
         )
         for k, (f, o) in enumerate(zip(folds, outcomes, strict=True))

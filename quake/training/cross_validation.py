@@ -33,14 +33,7 @@ from quake.processes import DieWithParent, initialize
 from quake.runtime import SINGLE, Ranks, write_text_atomic
 from quake.training.augment import Augmenter, build_noise_bank
 from quake.training.config import TrainConfig
-from quake.training.held_out import held_out_probabilities
-from quake.training.loop import (
-    PretrainedResolver,
-    build_model,
-    class_weights,
-    probabilities_at,
-    train_fold,
-)
+from quake.training.loop import PretrainedResolver, build_model, probabilities_at, train_fold
 from quake.training.splits import Fold
 from quake.training.window_cache import map_windows
 
@@ -49,8 +42,6 @@ logger = logging.getLogger(__name__)
 FOLD_MARKER = "fold.json"
 #: A fold's validation predictions (its kept weights on its validation split).
 VAL_PREDICTIONS = "val_predictions.csv"
-#: each validation event's probabilities at the epochs kept without it (quake.training.held_out)
-VAL_HELD_OUT_PREDICTIONS = "val_held_out_predictions.csv"
 
 
 @dataclass
@@ -84,9 +75,6 @@ class FoldOutcome:
     # validation probabilities of the kept weights, rows in fold.val order (None: a fold
     # saved before they were written; the run computes them from the saved model)
     val_probs: np.ndarray | None = None
-    # each validation event's probabilities at the epochs kept without it, what the deployed
-    # model is chosen on (None: a fold saved before they were; the choice takes val_probs)
-    val_held_out_probs: np.ndarray | None = None
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     seconds: float = 0.0
@@ -272,7 +260,6 @@ def run_deep_fold(
         fold=fold.index,
         probs=predicted(fold.test),
         val_probs=predicted(fold.val),
-        val_held_out_probs=_held_out(fit.val_epoch_probs, data, fold, config),
         history=fit.history,
         best_epoch=fit.best_epoch,
         seconds=fit.seconds,
@@ -284,31 +271,6 @@ def run_deep_fold(
         save_fold(fold_dir, data, fold, outcome, fit.model)
     dist.barrier()  # the fold is on disk before any rank goes on
     return outcome
-
-
-def _held_out(
-    epoch_probs: np.ndarray | None, data: CVData, fold: Fold, config: TrainConfig
-) -> np.ndarray | None:
-    """The fold's validation probabilities at the epochs kept without each event, by the
-    training loop's own rule (:mod:`quake.training.held_out`)."""
-    if epoch_probs is None or not len(fold.val):
-        return None
-    optim = config.optim
-    weights = None
-    if optim.class_balance != "none":
-        weights = class_weights(data.labels[fold.train], data.n_classes).numpy()
-    return held_out_probabilities(
-        epoch_probs,
-        data.labels[fold.val],
-        data.source_ids[fold.val],
-        metric=optim.selection_metric,
-        class_weights=weights,
-        min_epochs=optim.min_epochs,
-        smoothing=optim.selection_smoothing,
-        patience=optim.patience,
-        frozen_epochs=optim.frozen_epochs,
-        keep=optim.average_best,
-    )
 
 
 def _summarise_pretrained(info: dict) -> dict:
@@ -327,9 +289,6 @@ def save_fold(
     if outcome.val_probs is not None:
         frame = predictions_frame(data, fold.val, outcome.val_probs, fold.index)
         write_text_atomic(fold_dir / VAL_PREDICTIONS, frame.to_csv(index=False))
-    if outcome.val_held_out_probs is not None:
-        frame = predictions_frame(data, fold.val, outcome.val_held_out_probs, fold.index)
-        write_text_atomic(fold_dir / VAL_HELD_OUT_PREDICTIONS, frame.to_csv(index=False))
     marker = {
         "fold": fold.index,
         "seed": outcome.seed,
@@ -360,15 +319,14 @@ def load_fold(
             f"{fold_dir} holds predictions for other test traces than fold {fold.index} now has; "
             "the data changed since the run started: use a new --out folder"
         )
-    val_probs, held_out = (
-        _validation_frame(fold_dir / name, fold, data.class_names)
-        for name in (VAL_PREDICTIONS, VAL_HELD_OUT_PREDICTIONS)
-    )
+    val_path = fold_dir / VAL_PREDICTIONS
+    val_frame = pd.read_csv(val_path) if val_path.is_file() else None
+    if val_frame is not None and val_frame["index"].tolist() != fold.val.tolist():
+        val_frame = None  # recomputed from the saved model
     return FoldOutcome(
         fold=fold.index,
         probs=probs_from_frame(frame, data.class_names),
-        val_probs=val_probs,  # None: recomputed from the saved model
-        val_held_out_probs=held_out,
+        val_probs=None if val_frame is None else probs_from_frame(val_frame, data.class_names),
         history=marker["history"],
         best_epoch=marker["best_epoch"],
         seconds=marker["seconds"],
@@ -377,17 +335,6 @@ def load_fold(
         pretrained_info=marker.get("pretrained_info", {}),
         resumed=resumed,
     )
-
-
-def _validation_frame(path: Path, fold: Fold, class_names: ClassNames) -> np.ndarray | None:
-    """The probabilities a fold saved for its validation items; None without a file that
-    lists them."""
-    if not path.is_file():
-        return None
-    frame = pd.read_csv(path)
-    if frame["index"].tolist() != fold.val.tolist():
-        return None
-    return probs_from_frame(frame, class_names)
 
 
 def load_fold_model(fold_dir: Path) -> HybridViT:

@@ -164,9 +164,6 @@ class FoldFit:
     best_epoch: int = 0
     seconds: float = 0.0
     samples_per_s: float = 0.0
-    # (epochs, validation items, classes): the probabilities each epoch was judged on, for
-    # quake.training.held_out
-    val_epoch_probs: np.ndarray | None = None
 
 
 def _selection_score(metric: str, entry: dict) -> float:
@@ -218,12 +215,11 @@ def evaluate(
     weights: torch.Tensor | None = None,
     dist: Ranks = SINGLE,
     indices: np.ndarray | None = None,
-) -> tuple[dict, np.ndarray]:
+) -> dict:
     """Validation loss (class-weighted like the training loss when ``weights`` is given, so
     that on an imbalanced set the checkpoint is not chosen for the majority class alone),
     macro F1 and balanced accuracy of the rows ``indices`` of ``waveforms`` (all rows when
-    None), whose labels are ``labels``; and the probabilities they come from. Across ranks each
-    scores a part and all get every row."""
+    None), whose labels are ``labels``. Across ranks each scores a part and all get every row."""
     if indices is None:
         indices = np.arange(len(waveforms))
     part = np.asarray(indices, dtype=np.int64)[dist.shard(len(indices))]
@@ -247,7 +243,7 @@ def evaluate(
             f1_score(labels, pred, labels=list(range(n_classes)), average="macro", zero_division=0)
         ),
         "val_balanced_accuracy": float(bal),
-    }, probs
+    }
 
 
 def training_forward(
@@ -339,7 +335,6 @@ def train_fold(
         weights=None if optim.class_balance == "none" else balance, dist=dist, indices=val_idx,
     )  # fmt: skip
     history: list[dict] = []
-    epoch_probs: list[np.ndarray] = []  # the judged weights' validation probabilities, per epoch
     rule = CheckpointRule(
         min_epochs=optim.min_epochs, smoothing=optim.selection_smoothing, patience=optim.patience
     )
@@ -356,15 +351,13 @@ def train_fold(
         train_seconds += time.perf_counter() - epoch_start
         loss_sum, loss_n = dist.sum([tally.loss_sum, float(tally.loss_n)])
         seen += int(loss_n)
-        scores, probs = validate()
-        epoch_probs.append(probs.astype(np.float32))
         entry = {
             "epoch": epoch,
             "train_loss": loss_sum / max(loss_n, 1),
             "lr": optimizer.param_groups[0]["lr"],
             "backbone_frozen": bool(model.backbone_frozen),
             "skipped_steps": tally.skipped,
-            **scores,
+            **validate(),
             "seconds": time.perf_counter() - epoch_start,
         }
         history.append(entry)
@@ -388,7 +381,6 @@ def train_fold(
         best_epoch=rule.best_epoch or len(history),
         seconds=time.perf_counter() - start,
         samples_per_s=seen / train_seconds if train_seconds > 0 else 0.0,
-        val_epoch_probs=np.stack(epoch_probs) if epoch_probs else None,
     )
 
 
