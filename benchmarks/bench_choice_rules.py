@@ -2,15 +2,17 @@
 """The rule that chooses the deployed model, against alternatives, on runs already made.
 
     python benchmarks/bench_choice_rules.py [--runs runs/deploy] [--sets esec-surface pnw-eqex]
+    python benchmarks/bench_choice_rules.py --sets esec-surface --variant covering-window
 
-Reads the runs of ``benchmarks/bench_deploy.py`` (``runs/deploy/<set>/default/seed<S>/``): each
+Reads the runs of ``benchmarks/bench_deploy.py`` (``runs/deploy/<set>/<variant>/seed<S>/``): each
 fold's validation probabilities of the HybridViT (``folds/fold_<k>/val_predictions.csv``) and of
 the forest fitted on the fold's training part (``baseline_val_predictions.csv``), and each part's
 test probabilities. Each rule chooses, per fold and from the validation split alone, the
 HybridViT's weight; the thresholds are then calibrated as training does
 (``quake.training.choice.calibrate_thresholds``). The test folds only judge the rules. Prints,
 per set and rule, the event-level balanced accuracy and ROC AUC (mean over all folds of all
-seeds, the worst fold's balanced accuracy in brackets) and the forest alone beside it.
+seeds, the worst fold's balanced accuracy in brackets), the forest alone beside it, and in how
+many folds the rule deploys the forest.
 
 Rules:
 
@@ -18,6 +20,8 @@ Rules:
   of the best candidate's per-event log losses, of the best);
 - ``paired``: the same, the standard error that of each candidate's per-event loss difference
   from the best (a paired comparison on the same events);
+- ``paired t-test``: the smallest weight not significantly worse than the best, a one-sided
+  paired t-test on the per-event losses at 5 %;
 - ``smoothed forest``: the current rule on forest probabilities Laplace-smoothed by tree,
   ``(T p + 1) / (T + C)``, so that no class a station's trees never voted for vetoes it in the
   event's geometric pool.
@@ -65,6 +69,32 @@ def current_weight(validations, weights) -> float:
     return choose_weight(validations, weights)[0]
 
 
+def paired_t_weight(validations, weights) -> float:
+    """The smallest weight whose per-event losses are not significantly above the best's: a
+    one-sided paired t-test at 5 %."""
+    from scipy.stats import t as student_t
+
+    from quake.training.choice import event_losses, mix
+
+    per_event = {
+        float(w): np.concatenate(
+            [event_losses(mix(v.hybrid, v.forest, w), v.labels, v.groups) for v in validations]
+        )
+        for w in weights
+    }
+    best = min(per_event, key=lambda w: per_event[w].mean())
+    n = len(per_event[best])
+
+    def worse(w: float) -> bool:
+        diff = per_event[w] - per_event[best]
+        if n < 2 or diff.mean() <= 0.0:
+            return False
+        spread = diff.std(ddof=1)
+        return spread == 0.0 or diff.mean() / (spread / np.sqrt(n)) > student_t.ppf(0.95, n - 1)
+
+    return min(w for w in per_event if not worse(w))
+
+
 def smoothed(probs: np.ndarray) -> np.ndarray:
     return (TREES * probs + 1.0) / (TREES + probs.shape[1])
 
@@ -72,13 +102,14 @@ def smoothed(probs: np.ndarray) -> np.ndarray:
 RULES: dict[str, tuple[Callable, Callable[[np.ndarray], np.ndarray]]] = {
     "current": (current_weight, lambda p: p),
     "paired": (paired_weight, lambda p: p),
+    "paired t-test": (paired_t_weight, lambda p: p),
     "smoothed forest": (current_weight, smoothed),
 }
 
 
-def fold_scores(run: Path, rule: str) -> list[tuple[float, float, float, float]]:
+def fold_scores(run: Path, rule: str) -> list[tuple[float, ...]]:
     """Per fold of one run: the chosen model's and the forest alone's event balanced accuracy
-    and ROC AUC on the test fold."""
+    and ROC AUC on the test fold, and the chosen HybridViT weight."""
     from quake.deploy.combined import HYBRID_WEIGHTS
     from quake.probabilities import decide
     from quake.training.choice import Validation, calibrate_thresholds, class_priors, mix
@@ -109,9 +140,10 @@ def fold_scores(run: Path, rule: str) -> list[tuple[float, float, float, float]]
         priors = class_priors(labels[np.concatenate([fold["train"], fold["val"]])], len(classes))
         test, hybrid_t = fold_of(hybrid_test, k)
         _, forest_t = fold_of(forest_test, k)
-        row = []
+        row, chosen = [], None
         for weights in (HYBRID_WEIGHTS, (0.0,)):
             weight = choose_weight([validation], weights)
+            chosen = weight if chosen is None else chosen
             val_probs = mix(validation.hybrid, validation.forest, weight)
             thresholds, _ = calibrate_thresholds([val_probs], [validation], priors)
             probs = mix(hybrid_t, forest_probs(forest_t), weight)
@@ -119,7 +151,7 @@ def fold_scores(run: Path, rule: str) -> list[tuple[float, float, float, float]]
             auc = one_vs_rest_auc(truth, event_probs)  # the classes the test fold holds
             row += [balanced_accuracy(truth, decide(event_probs, thresholds)),
                     np.nan if auc is None else auc]  # fmt: skip
-        scores.append(tuple(row))
+        scores.append((*row, chosen))
     return scores
 
 
@@ -127,14 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "deploy")
     parser.add_argument("--sets", nargs="+", default=None, help="default: every set found")
+    parser.add_argument("--variant", default="default", help="bench_deploy.py's variant")
     args = parser.parse_args(argv)
-    sets = args.sets or sorted(p.parent.name for p in args.runs.glob("*/default"))
+    sets = args.sets or sorted(p.parent.name for p in args.runs.glob(f"*/{args.variant}"))
     print(
-        "| set | rule | deployed BA (worst) | deployed ROC AUC | forest alone BA | forest ROC AUC |"
+        "| set | rule | deployed BA (worst) | deployed ROC AUC | forest alone BA | forest ROC AUC "
+        "| folds deploying the forest |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for name in sets:
-        runs = sorted(r for r in (args.runs / name / "default").glob("seed*")
+        runs = sorted(r for r in (args.runs / name / args.variant).glob("seed*")
                       if (r / "metrics.json").is_file())  # finished runs  # fmt: skip
         if not runs:
             print(f"no runs of {name} under {args.runs}", file=sys.stderr)
@@ -143,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             s = np.array([row for run in runs for row in fold_scores(run, rule)])
             print(
                 f"| {name} | {rule} | {s[:, 0].mean():.3f} ({s[:, 0].min():.3f}) | "
-                f"{np.nanmean(s[:, 1]):.3f} | {s[:, 2].mean():.3f} | {np.nanmean(s[:, 3]):.3f} |"
+                f"{np.nanmean(s[:, 1]):.3f} | {s[:, 2].mean():.3f} | {np.nanmean(s[:, 3]):.3f} | "
+                f"{int((s[:, 4] == 0.0).sum())} of {len(s)} |"
             )
     return 0
 
