@@ -42,17 +42,22 @@ REPO = Path(__file__).resolve().parents[1]
 TREES = 300  # the default forest's trees (baseline.n_estimators)
 
 
-def paired_weight(validations, weights) -> float:
-    """The smallest weight whose mean per-event loss exceeds the best's by at most the standard
-    error of their paired differences."""
+def per_event_losses(validations, weights) -> dict[float, np.ndarray]:
+    """Each weight's event log losses over the validation events."""
     from quake.training.choice import event_losses, mix
 
-    per_event = {
+    return {
         float(w): np.concatenate(
             [event_losses(mix(v.hybrid, v.forest, w), v.labels, v.groups) for v in validations]
         )
         for w in weights
     }
+
+
+def paired_weight(validations, weights) -> float:
+    """The smallest weight whose mean per-event loss exceeds the best's by at most the standard
+    error of their paired differences."""
+    per_event = per_event_losses(validations, weights)
     best = min(per_event, key=lambda w: per_event[w].mean())
     n = len(per_event[best])
 
@@ -74,14 +79,7 @@ def paired_t_weight(validations, weights) -> float:
     one-sided paired t-test at 5 %."""
     from scipy.stats import t as student_t
 
-    from quake.training.choice import event_losses, mix
-
-    per_event = {
-        float(w): np.concatenate(
-            [event_losses(mix(v.hybrid, v.forest, w), v.labels, v.groups) for v in validations]
-        )
-        for w in weights
-    }
+    per_event = per_event_losses(validations, weights)
     best = min(per_event, key=lambda w: per_event[w].mean())
     n = len(per_event[best])
 
