@@ -42,21 +42,11 @@ REPO = Path(__file__).resolve().parents[1]
 TREES = 300  # the default forest's trees (baseline.n_estimators)
 
 
-def per_event_losses(validations, weights) -> dict[float, np.ndarray]:
-    """Each weight's event log losses over the validation events."""
-    from quake.training.choice import event_losses, mix
-
-    return {
-        float(w): np.concatenate(
-            [event_losses(mix(v.hybrid, v.forest, w), v.labels, v.groups) for v in validations]
-        )
-        for w in weights
-    }
-
-
 def paired_weight(validations, weights) -> float:
     """The smallest weight whose mean per-event loss exceeds the best's by at most the standard
     error of their paired differences."""
+    from quake.training.choice import per_event_losses
+
     per_event = per_event_losses(validations, weights)
     best = min(per_event, key=lambda w: per_event[w].mean())
     n = len(per_event[best])
@@ -78,6 +68,8 @@ def paired_t_weight(validations, weights) -> float:
     """The smallest weight whose per-event losses are not significantly above the best's: a
     one-sided paired t-test at 5 %."""
     from scipy.stats import t as student_t
+
+    from quake.training.choice import per_event_losses
 
     per_event = per_event_losses(validations, weights)
     best = min(per_event, key=lambda w: per_event[w].mean())
@@ -138,10 +130,10 @@ def fold_scores(run: Path, rule: str) -> list[tuple[float, ...]]:
         priors = class_priors(labels[np.concatenate([fold["train"], fold["val"]])], len(classes))
         test, hybrid_t = fold_of(hybrid_test, k)
         _, forest_t = fold_of(forest_test, k)
-        row, chosen = [], None
+        row, chosen = [], []
         for weights in (HYBRID_WEIGHTS, (0.0,)):
             weight = choose_weight([validation], weights)
-            chosen = weight if chosen is None else chosen
+            chosen.append(weight)
             val_probs = mix(validation.hybrid, validation.forest, weight)
             thresholds, _ = calibrate_thresholds([val_probs], [validation], priors)
             probs = mix(hybrid_t, forest_probs(forest_t), weight)
@@ -149,7 +141,7 @@ def fold_scores(run: Path, rule: str) -> list[tuple[float, ...]]:
             auc = one_vs_rest_auc(truth, event_probs)  # the classes the test fold holds
             row += [balanced_accuracy(truth, decide(event_probs, thresholds)),
                     np.nan if auc is None else auc]  # fmt: skip
-        scores.append((*row, chosen))
+        scores.append((*row, chosen[0]))  # the rule's weight (the second: the forest alone)
     return scores
 
 

@@ -108,6 +108,19 @@ def event_losses(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> n
     return -np.log(event_probs[np.arange(len(event_true)), event_true] + LOG_PROB_EPS)
 
 
+def per_event_losses(
+    validations: Sequence[Validation], weights: Sequence[float]
+) -> dict[float, np.ndarray]:
+    """Each weight's log loss of every validation event, the validations' events one after
+    another."""
+    return {
+        float(w): np.concatenate(
+            [event_losses(mix(v.hybrid, v.forest, w), v.labels, v.groups) for v in validations]
+        )
+        for w in weights
+    }
+
+
 def class_priors(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Class shares of ``labels``; a class without any gets a small share, not 0."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(float)
@@ -127,12 +140,7 @@ def choose_weight(
         raise ValueError(f"no validation probabilities for any of the weights {list(weights)}")
     if not usable:  # nothing to judge on: the first candidate
         return float(candidates[0]), {}, 0
-    per_event = {
-        float(w): np.concatenate(
-            [event_losses(mix(v.hybrid, v.forest, w), v.labels, v.groups) for v in usable]
-        )
-        for w in candidates
-    }
+    per_event = per_event_losses(usable, candidates)
     losses = {w: float(values.mean()) for w, values in per_event.items()}
     best = min(losses, key=losses.get)
     n_events = len(per_event[best])
