@@ -272,6 +272,27 @@ def test_a_window_without_pick_starts_where_the_recording_does(real_data_dir):
     np.testing.assert_array_equal(offset, data[:, 100 : 100 + CFG.window_samples])  # as asked
 
 
+SHORT_AFTER_DROPOUT = "phasenet_PG_AR_1997080110141265_noise"  # records from 10.8 s of 29 s
+
+
+def test_a_window_without_pick_is_padded_at_its_end_not_before_the_recording(real_data_dir):
+    """PG.AR's 1997 noise window records only its last 18.2 s: fewer than a window. Moving the
+    window back to end with the recording put 2.3 s of the writer's fill before the noise, an
+    onset at about the place a P pick puts one (the file holds a constant before it); the
+    window now starts where the recording does, and the 2.3 s it lacks are padding at its end."""
+    data, meta = _real_item(real_data_dir, SHORT_AFTER_DROPOUT)
+    first = int(np.flatnonzero((data != data[:, :1]).any(axis=0))[0])
+    recorded = data.shape[1] - first
+    assert 1000 < first and recorded < CFG.window_samples
+    window, quality = prepare_window(data, meta, CFG)
+    np.testing.assert_array_equal(window[:, :recorded], data[:, first:])
+    assert not window[:, recorded:].any()
+    assert (window[:, :10] != 0).all()  # no flat stretch before the noise
+    assert quality.coverage == pytest.approx(recorded / CFG.window_samples, abs=0.005)
+    assert set(quality.flags()) == {"dropout", "partial window"}
+    assert f"{(CFG.window_samples - recorded) / 100:.1f} s zero-padded" in quality.describe()
+
+
 def test_the_adapter_reads_a_dropout_item_the_same_way_every_epoch(real_data_dir, tmp_path):
     data, meta = _real_item(real_data_dir, LATE_START)
     with SeisBenchWriter(tmp_path / "set", sampling_rate_hz=100.0) as writer:

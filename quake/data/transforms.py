@@ -82,9 +82,9 @@ def window_start_sample(
     origin time when there is no P); without an anchor sample it falls back to the trace start.
     ``"start"``: the trace start. ``"offset"``: ``offset_s`` after the trace start.
     ``recorded``: ``[first, stop)`` of the samples backed by a recording; the trace start is
-    then its first recorded sample, moved back only as far as the window needs to end inside
-    the recording (a file that begins with a dropout must not put a flat stretch into every
-    window cut without an anchor).
+    then its first recorded sample, even where the recording ends before the window does (its
+    end is then padded): a file that begins with a dropout must not put a flat stretch and then
+    noise, which a spectrogram model reads as an onset, into a window cut without an anchor.
     """
     del n_samples  # the start never depends on the length; kept for a uniform signature
     return _first_window_start(config, anchor_sample, recorded) + window_index * (
@@ -98,8 +98,7 @@ def _first_window_start(
     if _starts_at_trace_start(config, anchor_sample):
         if recorded is None:
             return 0
-        first, stop = recorded
-        return max(min(first, stop - config.window_samples), 0)
+        return recorded[0]
     if config.anchor == "offset":
         return int(round(config.offset_s * config.sampling_rate_hz))
     return int(round(anchor_sample - config.pre_arrival_s * config.sampling_rate_hz))
