@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.setdefault(key, {})[str(seed)] = run_one(data_set, args.variant, seed)
                 RESULTS.write_text(json.dumps(results, indent=1) + "\n")
                 TABLE.write_text(table(results))
+    TABLE.write_text(table(results))
     print(table(results))
     return 0
 
