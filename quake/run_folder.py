@@ -51,11 +51,12 @@ def check_run_folder(folder: Path, config: Any, what: str, ignore: Iterable[str]
     empty (files named in ``ignore`` aside). A folder saved with other settings is a ValueError
     naming the differing keys; a folder that is not a run of ``what`` is one too.
 
-    ``config`` has ``from_dict``, ``result_dict`` (the settings that change results) and
-    ``to_yaml``, as TrainConfig and PretrainConfig do."""
+    ``config`` has ``from_saved`` (a saved config.yaml, keys it lacks at the values of the time
+    before they existed), ``result_dict`` (the settings that change results) and ``to_yaml``,
+    as TrainConfig and PretrainConfig do."""
     saved_path = folder / CONFIG_FILE
     if saved_path.is_file():
-        saved = type(config).from_dict(yaml.safe_load(saved_path.read_text()))
+        saved = type(config).from_saved(yaml.safe_load(saved_path.read_text()))
         diffs = config_differences(saved.result_dict(), config.result_dict())
         if diffs:
             raise ValueError(

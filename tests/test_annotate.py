@@ -13,9 +13,11 @@ import torch
 
 from quake.annotate import annotate_station, annotate_stream, channel_code, default_stride_s
 from quake.annotate.engine import stride_samples
-from quake.annotate.spectrogram import RecordingSpectrogram
+from quake.annotate.spectrogram import RecordingSpectrogram, shared_stft_applies
 from quake.data import PreprocessConfig, spectrogram_batch, window_from_stream
 from quake.deploy import load
+from quake.deploy.ensemble import EventClassifier
+from quake.models import HybridViT
 from quake.runtime import cpu_has_native_bf16
 
 #: Probabilities from spectrograms cut from the recording's STFT agree with those of windows
@@ -25,9 +27,18 @@ PROB_TOLERANCE = 1e-5
 SPEC_TOLERANCE = 1e-4
 
 
+#: The shared STFT applies where no filter runs: models saved before the default band-pass, or
+#: trained with the filters off. Most tests here are about it.
+UNFILTERED = PreprocessConfig(detrend="none", taper_fraction=0.0, bandpass_hz=None)
+
+
 @pytest.fixture(scope="module")
-def clf(model_dir):
-    return load(model_dir)
+def clf(tmp_path_factory):
+    """A random-init TINY depth-1 classifier (earthquake, explosion) without filters."""
+    torch.manual_seed(0)
+    model = HybridViT(depth=1, img_size=UNFILTERED.spectrogram_shape[1:],
+                      class_names=["earthquake", "explosion"])  # fmt: skip
+    return load(EventClassifier([model], UNFILTERED).save(tmp_path_factory.mktemp("m") / "m"))
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +80,20 @@ def test_windows_of_the_shared_stft_agree_with_windows_cut_the_normal_way(clf, t
     )
     own = spectrogram_batch(torch.from_numpy(windows), config)
     assert torch.allclose(cut, own, atol=SPEC_TOLERANCE, rtol=0)
+
+
+def test_a_model_with_the_default_filters_annotates_window_by_window(model_dir, three_component):
+    """The default band-pass filters each window on its own, so the shared STFT does not
+    apply: the windows are cut one by one and give the probabilities of windows cut the
+    normal way."""
+    filtered = load(model_dir)
+    config = filtered.config
+    assert config.filters_enabled and not shared_stft_applies(config, 512)
+    result = annotate_station(filtered, three_component, stride_s=5.12, precision="fp32")
+    assert result.n_windows == 1 + (18001 - config.window_samples) // 512
+    starts = [result.window_start(k) for k in range(result.n_windows)]
+    expected = filtered.predict_proba(normal_windows(three_component, config, starts))
+    assert np.abs(result.probabilities - expected).max() < PROB_TOLERANCE
 
 
 def test_the_per_window_path_gives_the_same_probabilities(clf, three_component):

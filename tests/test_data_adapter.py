@@ -153,8 +153,8 @@ def test_batched_access_matches_item_access(waveforms):
     stacked = np.stack([adapter.get_waveform(i) for i in range(len(adapter))])
     np.testing.assert_array_equal(adapter.load_waveforms(), stacked)
     batch = adapter.spectrograms([0, 3, 5])
-    for row, i in enumerate([0, 3, 5]):
-        torch.testing.assert_close(batch[row], adapter[i][0])
+    for row, i in enumerate([0, 3, 5]):  # the filters' float32 product rounds by batch size
+        torch.testing.assert_close(batch[row], adapter[i][0], rtol=1e-4, atol=1e-4)
 
 
 def test_adapter_on_streams_including_obspy_example():

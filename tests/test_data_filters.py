@@ -29,9 +29,10 @@ from quake.data import (
 from quake.data.filters import WaveformFilter
 from quake.deploy.ensemble import CLASSIFIER_FILE, EventClassifier
 from quake.models import Backbone, HybridViT
+from quake.run_folder import CONFIG_FILE, check_run_folder
 from quake.training.config import TrainConfig, load_config
 
-BASE = PreprocessConfig()
+BASE = PreprocessConfig(detrend="none", taper_fraction=0.0, bandpass_hz=None)  # filters off
 FS = BASE.sampling_rate_hz
 N = BASE.window_samples
 QUAKEXNET = BASE.replace(detrend="linear", taper_fraction=0.05, bandpass_hz=(1.0, 20.0))
@@ -70,6 +71,7 @@ def _reference(x: np.ndarray, config: PreprocessConfig) -> np.ndarray:
         if config.bandpass_hz is not None:
             nyquist = FS / 2
             low, high = config.bandpass_hz
+            high = 0.9 * nyquist if high is None else high  # an open high corner
             zpk = iirfilter(
                 config.bandpass_order,
                 [low / nyquist, high / nyquist],
@@ -104,6 +106,7 @@ def _assert_close_per_channel(got: np.ndarray, expected: np.ndarray, rtol: float
         {"bandpass_hz": (1.0, 20.0)},  # raw counts with their offsets: no detrend first
         {"bandpass_hz": (2.0, 8.0), "bandpass_order": 2},
         {"detrend": "linear", "taper_fraction": 0.05, "bandpass_hz": (1.0, 20.0)},
+        {"detrend": "linear", "taper_fraction": 0.05, "bandpass_hz": (1.0, None)},  # default
         {
             "detrend": "demean",
             "taper_fraction": 0.1,
@@ -206,11 +209,20 @@ def test_a_flat_channel_stays_flat_and_the_filter_keeps_float32_under_autocast()
 
 
 # --- config ------------------------------------------------------------------------------------
-def test_filters_are_off_by_default():
+def test_the_default_filters_take_out_what_lies_below_1_hz():
     config = PreprocessConfig()
-    assert (config.detrend, config.taper_fraction, config.bandpass_hz) == ("none", 0.0, None)
-    assert not config.filters_enabled
-    assert QUAKEXNET.filters_enabled
+    assert (config.detrend, config.taper_fraction) == ("linear", 0.05)
+    assert config.bandpass_hz == (1.0, None) and config.to_dict()["bandpass_hz"] == [1.0, None]
+    assert config.filters_enabled and not BASE.filters_enabled
+    assert load_config().data.preprocess_config() == config  # what training uses
+    for rate in (100.0, 32.0):  # the open high corner follows the rate: 0.9 x Nyquist
+        at_rate = config.replace(sampling_rate_hz=rate)
+        t = np.arange(at_rate.window_samples) / rate
+        inner = slice(len(t) // 4, 3 * len(t) // 4)  # away from the taper
+        for f, passed in ((0.2, False), (5.0, True), (0.97 * rate / 2, False)):
+            tone = np.sin(2 * np.pi * f * t).astype(np.float32)[None, None]
+            gain = np.abs(_filtered(tone, at_rate)[0, 0, inner]).max()
+            assert gain > 0.9 if passed else gain < 0.5, (rate, f, gain)
 
 
 @pytest.mark.parametrize(
@@ -254,11 +266,32 @@ def test_filter_settings_round_trip_through_json_and_yaml():
     assert TrainConfig.from_dict(yaml.safe_load(train.to_yaml())) == train
     assert train.data.preprocess_config().bandpass_hz == (1.0, 20.0)
 
-    # a run folder's config.yaml from before the filters resolves to the defaults (resumable)
-    old = yaml.safe_load(TrainConfig().validate().to_yaml())
+    # a config file that leaves the keys out takes the defaults
+    partial = yaml.safe_load(TrainConfig().validate().to_yaml())
     for key in ("detrend", "taper_fraction", "bandpass_hz", "bandpass_order"):
+        del partial["data"]["preprocess"][key]
+    assert TrainConfig.from_dict(partial) == TrainConfig().validate()
+
+
+def test_a_run_started_before_the_filters_is_not_resumed_with_them(tmp_path):
+    """A run folder's config.yaml without the filter keys was trained without filters: the
+    default command, which filters now, must not add folds of another preprocessing to it."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    old = yaml.safe_load(TrainConfig().validate().to_yaml())
+    for key in ("detrend", "taper_fraction", "bandpass_hz"):
         del old["data"]["preprocess"][key]
-    assert TrainConfig.from_dict(old) == TrainConfig().validate()
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(old))
+    with pytest.raises(ValueError, match=r"cannot resume .*bandpass_hz"):
+        check_run_folder(folder, load_config(), "training run")
+    unfiltered = load_config(
+        overrides={
+            "data.preprocess.detrend": "none",
+            "data.preprocess.taper_fraction": 0.0,
+            "data.preprocess.bandpass_hz": None,
+        }
+    )
+    assert check_run_folder(folder, unfiltered, "training run")  # its own settings resume it
 
 
 def test_a_classifier_saved_before_the_filters_existed_loads_without_them(tmp_path):

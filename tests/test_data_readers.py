@@ -105,8 +105,9 @@ def test_dataloader_workers_reopen_the_hdf5_file(eqnoise):
     assert sum(len(b[1]) for b in batches) == len(adapter)
     for i, (x, _) in enumerate(batches):
         # float32 spectrograms: a worker's single thread sums in another order than this
-        # process's threads (differences near 1e-6); a wrong trace differs at order 1
-        np.testing.assert_allclose(x[0].numpy(), adapter[8 * i][0].numpy(), rtol=1e-5, atol=1e-6)
+        # process's threads, and the filters' matrix product rounds by batch (differences
+        # near 1e-5); a wrong trace differs at order 1
+        np.testing.assert_allclose(x[0].numpy(), adapter[8 * i][0].numpy(), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("catalog", ["catalog.xml", "catalog.csv"])

@@ -140,25 +140,27 @@ def test_sidecar_holds_classes_preprocessing_and_parity(exported):
 
 
 def test_the_filters_are_in_the_graph(exported):
-    """With the filters on, the graph gives what the members give on windows filtered outside
-    it by obspy and scipy, and the sidecar names the filter settings."""
+    """The graph gives what the members give on windows filtered outside it by obspy and
+    scipy, and the sidecar names the filter settings (the default run: the default 1 Hz
+    band-pass, its open high corner at 0.9 x Nyquist; the other: QuakeXNet's 1-20 Hz)."""
     classifier, out = exported["classifier"], exported["dir"]
     config = classifier.config
     preprocess = read_export(out)["preprocess"]
-    if not config.filters_enabled:  # recorded as off
-        assert (preprocess["detrend"], preprocess["taper_fraction"]) == ("none", 0.0)
-        assert preprocess["bandpass_hz"] is None
-        return
+    assert config.filters_enabled
     assert preprocess["detrend"] == "linear" and preprocess["taper_fraction"] == 0.05
-    assert preprocess["bandpass_hz"] == [1.0, 20.0] and preprocess["bandpass_order"] == 4
+    assert preprocess["bandpass_hz"] == list(config.bandpass_hz)
+    assert preprocess["bandpass_order"] == 4
+    low, high = config.bandpass_hz
+    high = 0.9 * config.sampling_rate_hz / 2 if high is None else high
     x = parity_windows(config, 4, seed=11)
     outside = np.zeros_like(x)
-    sos = butter(4, (1.0, 20.0), btype="bandpass", fs=config.sampling_rate_hz, output="sos")
+    sos = butter(4, (low, high), btype="bandpass", fs=config.sampling_rate_hz, output="sos")
     for index in np.ndindex(x.shape[:-1]):
         trace = obspy.Trace(x[index].astype(np.float64), {"sampling_rate": 100.0})
         trace.detrend("linear").taper(max_percentage=0.05, type="hann")
         outside[index] = sosfiltfilt(sos, trace.data)
-    unfiltered = EventClassifier(classifier.models, PreprocessConfig())
+    off = config.replace(detrend="none", taper_fraction=0.0, bandpass_hz=None)
+    unfiltered = EventClassifier(classifier.models, off)
     got = onnx_predict_proba(out / "model.onnx", x)
     np.testing.assert_allclose(got, unfiltered.predict_proba(outside), atol=1e-4, rtol=0)
     assert np.abs(got - unfiltered.predict_proba(x)).max() > 1e-3  # the filter matters here

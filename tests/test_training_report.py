@@ -321,7 +321,7 @@ def test_combined_metrics_and_model_are_the_geometric_mean_of_both(eqnoise_run, 
     (older / "classifier.json").write_text(json.dumps(manifest))
     equal = _geometric_mean(hybrid.predict_proba(windows), forests.predict_proba(windows), 0.5)
     np.testing.assert_allclose(quake.load(older).predict_proba(windows), equal, atol=1e-6)
-    assert not np.allclose(equal, expected, atol=1e-3)
+    assert not np.allclose(np.log(equal), np.log(expected), atol=1e-2)  # the weight matters
 
     from quake.deploy.export import load_exportable
 

@@ -26,9 +26,10 @@ class TransformOP(enum.Flag):
       past the data is zero-padded and flagged (``trace_padded``); one with less than half of the
       window inside the data is dropped (reason ``too short``). With ``windows_per_recording``
       > 1 the recording's next windows follow the first back to back, each checked alike.
-    - filters (not a flag: on when configured, off by default): ``detrend``, ``taper_fraction``
-      and ``bandpass_hz`` / ``bandpass_order``, in that order, per item and channel
-      (:mod:`quake.data.filters`); a flat (dead) channel becomes zeros.
+    - filters (not a flag: on when configured; by default a linear detrend, a 5 % taper and a
+      1 Hz to 0.9 x Nyquist band-pass): ``detrend``, ``taper_fraction`` and ``bandpass_hz`` /
+      ``bandpass_order``, in that order, per item and channel (:mod:`quake.data.filters`); a
+      flat (dead) channel becomes zeros.
     - ``ZSCORE``: per item and channel, ``(x - mean) / std``; a flat (dead) channel becomes zeros.
     - ``SPECTROGRAM``: STFT magnitude per channel (Hann window of ``stft_nperseg`` samples, hop
       ``stft_hop``, no centre padding), ``log1p`` when ``log_spectrogram``: float32 ``(3, F, T)``
@@ -93,10 +94,14 @@ class PreprocessConfig:
     # cost of an epoch, for the same accuracy per epoch on the synthetic set.
     stft_hop: int = 64
     log_spectrogram: bool = True
-    # Filters of each window before the z-score (quake.data.filters), off by default.
-    detrend: str = "none"
-    taper_fraction: float = 0.0  # of the window, at each end (obspy's max_percentage)
-    bandpass_hz: tuple[float, float] | None = None  # (low, high) corners; None: no band-pass
+    # Filters of each window before the z-score (quake.data.filters): by default a linear
+    # detrend, a 5 % taper and a band-pass from 1 Hz to 90 % of the Nyquist frequency. Below
+    # 1 Hz lies microseism, which sets the z-score of a quiet station and hides a weak local
+    # event in the bands above it (benchmarks/results.md).
+    detrend: str = "linear"
+    taper_fraction: float = 0.05  # of the window, at each end (obspy's max_percentage)
+    # (low, high) corners in Hz; high None: 90 % of the Nyquist frequency; None: no band-pass
+    bandpass_hz: tuple[float, float | None] | None = (1.0, None)
     bandpass_order: int = 4  # Butterworth order (obspy's corners); zero-phase doubles it
     transforms: TransformOP = field(default=DEFAULT_TRANSFORMS)
     quality: QualityPolicy = field(default_factory=QualityPolicy)
@@ -189,13 +194,34 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
-        """A config from :meth:`to_dict`'s output; keys it lacks (a model saved before they
-        existed) take their defaults, which keep the behaviour of that time."""
+        """A config from :meth:`to_dict`'s output or a partial one; keys it lacks take the
+        defaults."""
         return from_known_keys(cls, d, "PreprocessConfig")
+
+    @classmethod
+    def from_saved(cls, d: dict[str, Any]) -> PreprocessConfig:
+        """The config a model was saved with: keys it lacks (a model saved before they
+        existed) take the values of that time, :data:`BEFORE_KEYS`, else the defaults."""
+        return cls.from_dict({**BEFORE_KEYS, **d})
 
     def replace(self, **changes: Any) -> PreprocessConfig:
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+#: What a saved model's preprocessing was where its config lacks the key: the filters were off
+#: before they existed, and stayed off by default until the 1 Hz band-pass became the default.
+BEFORE_KEYS: dict[str, Any] = {"detrend": "none", "taper_fraction": 0.0, "bandpass_hz": None}
+
+
+def with_keys_of_before(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run folder's saved config (``data.preprocess`` inside) whose preprocessing lacks keys
+    (a run started before they existed) with the values of that time, :data:`BEFORE_KEYS`: a
+    run started without filters is not resumed with those of today's defaults."""
+    preprocess = saved.get("data", {}).get("preprocess")
+    if not isinstance(preprocess, dict):
+        return saved
+    return {**saved, "data": {**saved["data"], "preprocess": {**BEFORE_KEYS, **preprocess}}}
 
 
 def _is_number(value: object) -> bool:
@@ -207,14 +233,44 @@ def _check_positive(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
-def _check_band(band: object, sampling_rate_hz: float) -> tuple[float, float]:
+#: The high corner of a band-pass whose high corner is left open (null), as a share of the
+#: Nyquist frequency: what the resampling's anti-alias filter leaves.
+OPEN_HIGH_CORNER = 0.9
+
+
+def band_corners(
+    band: tuple[float, float | None], sampling_rate_hz: float
+) -> tuple[float, float]:
+    """``(low, high)`` in Hz of a checked ``bandpass_hz``, an open high corner (None) made
+    :data:`OPEN_HIGH_CORNER` times the Nyquist frequency of ``sampling_rate_hz``."""
+    low, high = band
+    return (low, OPEN_HIGH_CORNER * sampling_rate_hz / 2 if high is None else high)
+
+
+def _check_band(band: object, sampling_rate_hz: float) -> tuple[float, float | None]:
     """``(low, high)`` in Hz with ``0 < low < high <`` Nyquist of the config's rate (every window
-    is resampled to it before filtering)."""
+    is resampled to it before filtering); ``high`` None is :func:`band_corners`' open corner."""
     nyquist = sampling_rate_hz / 2
-    expected = f"expected [low, high] with 0 < low < high < {nyquist:g} Hz"
+    expected = (
+        f"expected [low, high] with 0 < low < high < {nyquist:g} Hz, or [low, null] with "
+        f"low < {OPEN_HIGH_CORNER * nyquist:g} Hz"
+    )
     if isinstance(band, (str, bytes)) or not hasattr(band, "__len__") or len(band) != 2:
         raise ValueError(f"bandpass_hz must be two corners in Hz, got {band!r}; {expected}")
     low, high = band
+    if high is None:
+        if not _is_number(low) or not math.isfinite(low) or low <= 0:
+            raise ValueError(
+                f"bandpass_hz low corner must be a finite number > 0 Hz, got {low!r}; {expected}"
+            )
+        top = OPEN_HIGH_CORNER * nyquist
+        if low >= top:
+            raise ValueError(
+                f"bandpass_hz low corner {low!r} Hz is not below the open high corner "
+                f"{top:g} Hz ({OPEN_HIGH_CORNER:g} x the Nyquist frequency at "
+                f"sampling_rate_hz={sampling_rate_hz:g}); {expected}"
+            )
+        return (float(low), None)
     for name, value in (("low", low), ("high", high)):
         if not _is_number(value) or not math.isfinite(value) or value <= 0:
             raise ValueError(

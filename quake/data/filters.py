@@ -2,7 +2,8 @@
 
 They run on each trimmed window, per channel, in this order (as with obspy: ``detrend``,
 ``taper``, ``filter("bandpass", ...)``), before the z-score, when the
-:class:`~quake.data.PreprocessConfig` asks for them; all are off by default.
+:class:`~quake.data.PreprocessConfig` asks for them (by default: linear, 5 %, 1 Hz to 90 % of
+the Nyquist frequency; models saved before that default had them off).
 
 The three steps are linear in the window, so for a window of ``n`` samples the whole chain is
 one ``(n, n)`` matrix. :func:`filter_waveforms` (scipy, float64) defines the chain,
@@ -23,6 +24,8 @@ import torch
 from scipy.signal import butter, detrend, sosfiltfilt
 from torch import nn
 
+from quake.data.config import band_corners
+
 if TYPE_CHECKING:
     from quake.data.config import PreprocessConfig
 
@@ -33,7 +36,7 @@ class FilterSettings(NamedTuple):
     sampling_rate_hz: float
     detrend: str = "none"
     taper_fraction: float = 0.0
-    bandpass_hz: tuple[float, float] | None = None
+    bandpass_hz: tuple[float, float | None] | None = None
     bandpass_order: int = 4
 
     @classmethod
@@ -55,13 +58,14 @@ def cosine_taper(n: int, fraction: float) -> np.ndarray:
 
 
 def bandpass_sos(config: PreprocessConfig | FilterSettings) -> np.ndarray:
-    """Second-order sections of the Butterworth band-pass of ``bandpass_hz`` and
-    ``bandpass_order`` at the config's sampling rate (every window is resampled to it first)."""
+    """Second-order sections of the Butterworth band-pass of ``bandpass_hz`` (an open high
+    corner: :func:`~quake.data.config.band_corners`) and ``bandpass_order`` at the config's
+    sampling rate (every window is resampled to it first)."""
     if config.bandpass_hz is None:
         raise ValueError("bandpass_hz is None; expected (low, high) corners in Hz")
     return butter(
         config.bandpass_order,
-        config.bandpass_hz,
+        band_corners(config.bandpass_hz, config.sampling_rate_hz),
         btype="bandpass",
         fs=config.sampling_rate_hz,
         output="sos",

@@ -488,6 +488,12 @@ def spectrogram_batch(
         raise ValueError(
             f"waveforms must have shape (batch, 3, samples), got {tuple(waveforms.shape)}"
         )
+    n = waveforms.shape[-1]
+    if TransformOP.SPECTROGRAM in config.transforms and n < config.stft_nperseg:
+        raise ValueError(
+            f"waveforms have {n} samples, fewer than stft_nperseg={config.stft_nperseg}; "
+            "expected window-trimmed waveforms"
+        )
     x = waveforms.to(torch.float32)
     if config.filters_enabled:
         # a dead channel carries no signal: filtered, its float32 rounding would become noise
@@ -501,11 +507,6 @@ def spectrogram_batch(
     if TransformOP.SPECTROGRAM not in config.transforms:
         return x
     batch, channels, n = x.shape
-    if n < config.stft_nperseg:
-        raise ValueError(
-            f"waveforms have {n} samples, fewer than stft_nperseg={config.stft_nperseg}; "
-            "expected window-trimmed waveforms"
-        )
     spec = torch.stft(
         x.reshape(batch * channels, n),
         n_fft=config.stft_nperseg,

@@ -223,7 +223,7 @@ class EventClassifier(Classifier):
         try:
             classifier = cls(
                 models,
-                PreprocessConfig.from_dict(manifest["preprocess"]),
+                PreprocessConfig.from_saved(manifest["preprocess"]),
                 manifest["class_names"],
                 model_id=manifest["model_id"],
                 info=manifest.get("info", {}),

@@ -265,7 +265,7 @@ class BaselineClassifier(Classifier):
             {name: tensors[f"forest_{k}.{name}"] for name in _ARRAYS}
             for k in range(int(manifest["n_forests"]))
         ]
-        config = PreprocessConfig.from_dict(manifest["preprocess"])
+        config = PreprocessConfig.from_saved(manifest["preprocess"])
         check_features_fit(folder, manifest, forests, config)
         classifier = cls(
             forests,

@@ -186,7 +186,7 @@ class OnnxClassifier(Classifier):
             )
         verify_export_files(self.directory, sidecar)
         self.class_names = ClassNames(sidecar["class_names"])
-        self.config = PreprocessConfig.from_dict(sidecar["preprocess"])
+        self.config = PreprocessConfig.from_saved(sidecar["preprocess"])
         self.model_id = sidecar["model_id"]
         self.info = {"export": sidecar}
         self.card = read_card(self.directory)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from quake.data.config import with_keys_of_before
 from quake.data.readers.sds import parse_time
 from quake.models import Backbone
 from quake.training.config import (
@@ -245,6 +246,12 @@ class PretrainConfig:
     def from_dict(cls, data: dict) -> PretrainConfig:
         """Build and validate; unknown keys and wrong types raise ValueError naming them."""
         return _build(cls, data, prefix="").validate()
+
+    @classmethod
+    def from_saved(cls, data: dict) -> PretrainConfig:
+        """A run folder's config.yaml: preprocessing keys it lacks take the values of the time
+        before they existed (:func:`quake.data.config.with_keys_of_before`)."""
+        return cls.from_dict(with_keys_of_before(data))
 
 
 def load_pretrain_config(

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from quake.data import LabelSpec, PreprocessConfig
+from quake.data.config import with_keys_of_before
 from quake.deploy.combined import HYBRID_WEIGHT, HYBRID_WEIGHTS
 from quake.models import PRETRAINED_PATHS, Backbone, pretrained_path_problem
 from quake.models.context import parse_timezone
@@ -528,6 +529,12 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         """Build and validate; unknown keys and wrong types raise ValueError naming them."""
         return _build(cls, data, prefix="").validate()
+
+    @classmethod
+    def from_saved(cls, data: dict) -> TrainConfig:
+        """A run folder's config.yaml: preprocessing keys it lacks take the values of the time
+        before they existed (:func:`quake.data.config.with_keys_of_before`)."""
+        return cls.from_dict(with_keys_of_before(data))
 
 
 def _describe(tp: Any) -> str:
