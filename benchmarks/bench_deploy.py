@@ -61,7 +61,10 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
         "six stretches)",
         COVERING_WINDOW,
     ),
-    "covering-window-no-filters": ("the covering window, the filters off", {**COVERING_WINDOW, **NO_FILTERS}),
+    "covering-window-no-filters": (
+        "the covering window, the filters off",
+        {**COVERING_WINDOW, **NO_FILTERS},
+    ),
     "two-windows": (
         "two consecutive windows per recording (data.preprocess.windows_per_recording), pooled "
         "per station in classification; the filters off (measured before the 1 Hz band-pass)",

@@ -215,7 +215,11 @@ def test_spectrogram_shape_matches_config(nperseg, hop, rng):
 
 def test_spectrogram_values_match_framewise_fft(rng):
     cfg = PreprocessConfig(
-        window_s=5.12, stft_hop=32, log_spectrogram=False, detrend="none", taper_fraction=0.0,
+        window_s=5.12,
+        stft_hop=32,
+        log_spectrogram=False,
+        detrend="none",
+        taper_fraction=0.0,
         bandpass_hz=None,
     )
     transforms = TransformOP.SPECTROGRAM  # no filters, no z-score: compare raw magnitudes

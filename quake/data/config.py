@@ -238,9 +238,7 @@ def _check_positive(name: str, value: object) -> None:
 OPEN_HIGH_CORNER = 0.9
 
 
-def band_corners(
-    band: tuple[float, float | None], sampling_rate_hz: float
-) -> tuple[float, float]:
+def band_corners(band: tuple[float, float | None], sampling_rate_hz: float) -> tuple[float, float]:
     """``(low, high)`` in Hz of a checked ``bandpass_hz``, an open high corner (None) made
     :data:`OPEN_HIGH_CORNER` times the Nyquist frequency of ``sampling_rate_hz``."""
     low, high = band
