@@ -218,9 +218,10 @@ def with_keys_of_before(saved: dict[str, Any]) -> dict[str, Any]:
     """A run folder's saved config (``data.preprocess`` inside) whose preprocessing lacks keys
     (a run started before they existed) with the values of that time, :data:`BEFORE_KEYS`: a
     run started without filters is not resumed with those of today's defaults."""
-    preprocess = saved.get("data", {}).get("preprocess")
+    data = saved.get("data") if isinstance(saved, dict) else None
+    preprocess = data.get("preprocess") if isinstance(data, dict) else None
     if not isinstance(preprocess, dict):
-        return saved
+        return saved  # not a config: from_dict names what is wrong with it
     return {**saved, "data": {**saved["data"], "preprocess": {**BEFORE_KEYS, **preprocess}}}
 
 
