@@ -31,23 +31,21 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from quake.data.config import FILTERS_OFF  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "deploy_runs.json"
 TABLE = REPO / "benchmarks" / "deploy.md"
 SETS = ("pnw-eqex", "eqnoise-3c", "eqnoise-3c-checked", "esec-surface", "embedded")
-#: name -> (what it changes, the --set overrides on top of the default command)
-#: The filters off: the default before the 1 Hz band-pass (quake.data.config.BEFORE_KEYS).
-NO_FILTERS: dict[str, object] = {
-    "data.preprocess.detrend": "none",
-    "data.preprocess.taper_fraction": 0.0,
-    "data.preprocess.bandpass_hz": None,
-}
+#: The filters off: the default before the 1 Hz band-pass.
+NO_FILTERS: dict[str, object] = {f"data.preprocess.{k}": v for k, v in FILTERS_OFF.items()}
 COVERING_WINDOW: dict[str, object] = {
     "data.preprocess.window_s": 128.0,
     "data.preprocess.sampling_rate_hz": 32.0,
     "data.preprocess.stft_nperseg": 64,
     "data.preprocess.stft_hop": 64,
 }
+#: name -> (what it changes, the --set overrides on top of the default command)
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "default": ("the default config", {}),
     "no-filters": (

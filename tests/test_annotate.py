@@ -15,6 +15,7 @@ from quake.annotate import annotate_station, annotate_stream, channel_code, defa
 from quake.annotate.engine import stride_samples
 from quake.annotate.spectrogram import RecordingSpectrogram, shared_stft_applies
 from quake.data import PreprocessConfig, spectrogram_batch, window_from_stream
+from quake.data.config import FILTERS_OFF
 from quake.deploy import load
 from quake.deploy.ensemble import EventClassifier
 from quake.models import HybridViT
@@ -29,7 +30,7 @@ SPEC_TOLERANCE = 1e-4
 
 #: The shared STFT applies where no filter runs: models saved before the default band-pass, or
 #: trained with the filters off. Most tests here are about it.
-UNFILTERED = PreprocessConfig(detrend="none", taper_fraction=0.0, bandpass_hz=None)
+UNFILTERED = PreprocessConfig(**FILTERS_OFF)
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,14 @@ from quake.data import (
     spectrogram_batch,
     window_from_stream,
 )
+from quake.data.config import FILTERS_OFF
 from quake.data.filters import WaveformFilter
 from quake.deploy.ensemble import CLASSIFIER_FILE, EventClassifier
 from quake.models import Backbone, HybridViT
 from quake.run_folder import CONFIG_FILE, check_run_folder
 from quake.training.config import TrainConfig, load_config
 
-BASE = PreprocessConfig(detrend="none", taper_fraction=0.0, bandpass_hz=None)  # filters off
+BASE = PreprocessConfig(**FILTERS_OFF)
 FS = BASE.sampling_rate_hz
 N = BASE.window_samples
 QUAKEXNET = BASE.replace(detrend="linear", taper_fraction=0.05, bandpass_hz=(1.0, 20.0))

@@ -19,6 +19,7 @@ from quake.data import (
     window_from_array,
     zscore_batch,
 )
+from quake.data.config import FILTERS_OFF
 
 
 @pytest.fixture
@@ -214,14 +215,7 @@ def test_spectrogram_shape_matches_config(nperseg, hop, rng):
 
 
 def test_spectrogram_values_match_framewise_fft(rng):
-    cfg = PreprocessConfig(
-        window_s=5.12,
-        stft_hop=32,
-        log_spectrogram=False,
-        detrend="none",
-        taper_fraction=0.0,
-        bandpass_hz=None,
-    )
+    cfg = PreprocessConfig(window_s=5.12, stft_hop=32, log_spectrogram=False, **FILTERS_OFF)
     transforms = TransformOP.SPECTROGRAM  # no filters, no z-score: compare raw magnitudes
     x = rng.normal(size=(2, 3, cfg.window_samples)).astype(np.float32)
     spec = spectrogram_batch(torch.from_numpy(x), cfg.replace(transforms=transforms)).numpy()
@@ -242,7 +236,7 @@ def test_spectrogram_batch_equals_one_by_one_and_validates_shape(rng):
     single = torch.cat([spectrogram_batch(x[i : i + 1], cfg) for i in range(6)])
     # the default filters are a float32 matrix product, whose rounding depends on the batch
     torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-4)
-    unfiltered = cfg.replace(detrend="none", taper_fraction=0.0, bandpass_hz=None)
+    unfiltered = cfg.replace(**FILTERS_OFF)
     one_by_one = torch.cat([spectrogram_batch(x[i : i + 1], unfiltered) for i in range(6)])
     torch.testing.assert_close(spectrogram_batch(x, unfiltered), one_by_one)
     with pytest.raises(ValueError, match=r"shape \(batch, 3, samples\), got \(3, 2048\)"):

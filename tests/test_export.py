@@ -18,6 +18,7 @@ from scipy.signal import butter, sosfiltfilt
 
 import quake
 from quake.data import PreprocessConfig, WaveformDataAdapter, open_dataset, spectrogram_batch
+from quake.data.config import FILTERS_OFF
 from quake.deploy.combined import CombinedClassifier
 from quake.deploy.ensemble import EventClassifier
 from quake.deploy.export import (
@@ -159,8 +160,7 @@ def test_the_filters_are_in_the_graph(exported):
         trace = obspy.Trace(x[index].astype(np.float64), {"sampling_rate": 100.0})
         trace.detrend("linear").taper(max_percentage=0.05, type="hann")
         outside[index] = sosfiltfilt(sos, trace.data)
-    off = config.replace(detrend="none", taper_fraction=0.0, bandpass_hz=None)
-    unfiltered = EventClassifier(classifier.models, off)
+    unfiltered = EventClassifier(classifier.models, config.replace(**FILTERS_OFF))
     got = onnx_predict_proba(out / "model.onnx", x)
     np.testing.assert_allclose(got, unfiltered.predict_proba(outside), atol=1e-4, rtol=0)
     assert np.abs(got - unfiltered.predict_proba(x)).max() > 1e-3  # the filter matters here

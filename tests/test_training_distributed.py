@@ -24,6 +24,7 @@ import torch.multiprocessing as mp
 
 from quake.classes import ClassNames
 from quake.data import synthetic
+from quake.data.config import FILTERS_OFF
 from quake.deploy.ensemble import EventClassifier, weights_digest
 from quake.runtime import SINGLE, Ranks, joined_ranks, resolve_precision, torchrun_ranks
 from quake.training import load_config
@@ -45,14 +46,8 @@ def _free_port() -> int:
 def _preprocess():
     """The default preprocessing, the filters off: these tests compare training paths, and
     the filters' float32 product would add its own rounding to every comparison."""
-    return load_config(
-        overrides={
-            "data.preprocess.stft_hop": 64,
-            "data.preprocess.detrend": "none",
-            "data.preprocess.taper_fraction": 0.0,
-            "data.preprocess.bandpass_hz": None,
-        }
-    ).data.preprocess_config()
+    config = load_config(overrides={"data.preprocess.stft_hop": 64}).data.preprocess_config()
+    return config.replace(**FILTERS_OFF)
 
 
 def _fold_inputs(seed: int = 0):

@@ -201,28 +201,29 @@ class PreprocessConfig:
     @classmethod
     def from_saved(cls, d: dict[str, Any]) -> PreprocessConfig:
         """The config a model was saved with: keys it lacks (a model saved before they
-        existed) take the values of that time, :data:`BEFORE_KEYS`, else the defaults."""
-        return cls.from_dict({**BEFORE_KEYS, **d})
+        existed) take the values of that time, :data:`FILTERS_OFF`, else the defaults."""
+        return cls.from_dict({**FILTERS_OFF, **d})
 
     def replace(self, **changes: Any) -> PreprocessConfig:
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
 
-#: What a saved model's preprocessing was where its config lacks the key: the filters were off
-#: before they existed, and stayed off by default until the 1 Hz band-pass became the default.
-BEFORE_KEYS: dict[str, Any] = {"detrend": "none", "taper_fraction": 0.0, "bandpass_hz": None}
+#: The filters off. Also what a saved model's preprocessing was where its config lacks these
+#: keys: the filters were off before they existed, and stayed off by default until the 1 Hz
+#: band-pass became the default.
+FILTERS_OFF: dict[str, Any] = {"detrend": "none", "taper_fraction": 0.0, "bandpass_hz": None}
 
 
 def with_keys_of_before(saved: dict[str, Any]) -> dict[str, Any]:
     """A run folder's saved config (``data.preprocess`` inside) whose preprocessing lacks keys
-    (a run started before they existed) with the values of that time, :data:`BEFORE_KEYS`: a
+    (a run started before they existed) with the values of that time, :data:`FILTERS_OFF`: a
     run started without filters is not resumed with those of today's defaults."""
     data = saved.get("data") if isinstance(saved, dict) else None
     preprocess = data.get("preprocess") if isinstance(data, dict) else None
     if not isinstance(preprocess, dict):
         return saved  # not a config: from_dict names what is wrong with it
-    return {**saved, "data": {**saved["data"], "preprocess": {**BEFORE_KEYS, **preprocess}}}
+    return {**saved, "data": {**saved["data"], "preprocess": {**FILTERS_OFF, **preprocess}}}
 
 
 def _is_number(value: object) -> bool:
@@ -257,11 +258,15 @@ def _check_band(band: object, sampling_rate_hz: float) -> tuple[float, float | N
     if isinstance(band, (str, bytes)) or not hasattr(band, "__len__") or len(band) != 2:
         raise ValueError(f"bandpass_hz must be two corners in Hz, got {band!r}; {expected}")
     low, high = band
-    if high is None:
-        if not _is_number(low) or not math.isfinite(low) or low <= 0:
+    for name, value in (("low", low), ("high", high)):
+        if value is None and name == "high":
+            continue  # the open corner
+        if not _is_number(value) or not math.isfinite(value) or value <= 0:
             raise ValueError(
-                f"bandpass_hz low corner must be a finite number > 0 Hz, got {low!r}; {expected}"
+                f"bandpass_hz {name} corner must be a finite number > 0 Hz, got {value!r}; "
+                f"{expected}"
             )
+    if high is None:
         top = OPEN_HIGH_CORNER * nyquist
         if low >= top:
             raise ValueError(
@@ -270,12 +275,6 @@ def _check_band(band: object, sampling_rate_hz: float) -> tuple[float, float | N
                 f"sampling_rate_hz={sampling_rate_hz:g}); {expected}"
             )
         return (float(low), None)
-    for name, value in (("low", low), ("high", high)):
-        if not _is_number(value) or not math.isfinite(value) or value <= 0:
-            raise ValueError(
-                f"bandpass_hz {name} corner must be a finite number > 0 Hz, got {value!r}; "
-                f"{expected}"
-            )
     if high >= nyquist:
         raise ValueError(
             f"bandpass_hz high corner {high!r} Hz is not below the Nyquist frequency "
