@@ -18,9 +18,12 @@ from quake.training.choice import (
     Validation,
     calibrate_thresholds,
     choose,
+    choose_models,
     choose_weight,
     class_priors,
 )
+from quake.training.config import DeployConfig
+from quake.training.splits import Fold
 
 
 def _validation(n_events: int, seed: int, hybrid_skill: float, forest_skill: float):
@@ -81,7 +84,7 @@ def test_thresholds_undo_a_forest_drawn_to_the_common_class():
     assert (decide(probs) == 0).all()
     thresholds, power = calibrate_thresholds([probs], [v], priors)
     assert power > 0 and (decide(probs, thresholds) == labels).all()
-    decision = choose([v], priors, weights=(0.0,))
+    decision = choose([v], [v], priors, weights=(0.0,))
     assert decision.model == "forest"
     np.testing.assert_allclose(decision.thresholds, thresholds)
 
@@ -97,6 +100,59 @@ def test_on_few_events_the_thresholds_stay_near_the_balanced_rule():
     thresholds, power = calibrate_thresholds([probs], [v], np.array([0.8, 0.2]))
     assert power == 0.5
     np.testing.assert_allclose(thresholds, [2 / 3, 1 / 3])
+
+
+def _fold_predictions(n_folds: int, hybrid_skill: list[float], per_part: int = 30):
+    """``n_folds`` folds of ``per_part`` one-station events in each of train, val and test; the
+    HybridViT's skill on fold k's test part is ``hybrid_skill[k]``, on validation 0.9; the
+    forest's 0.8 everywhere. Returns what :func:`choose_models` takes."""
+    from types import SimpleNamespace
+
+    parts, folds, outcomes, forest_val, forest_test = [], [], [], [], []
+    for k in range(n_folds):
+        val = _validation(per_part, 100 + k, 0.9, 0.8)
+        test = _validation(per_part, 200 + k, hybrid_skill[k], 0.8)
+        start = 3 * per_part * k
+        train, val_idx, test_idx = (np.arange(start + i * per_part, start + (i + 1) * per_part)
+                                    for i in range(3))  # fmt: skip
+        parts += [np.zeros(per_part, dtype=int), val.labels, test.labels]
+        folds.append(Fold(index=k, train=train, val=val_idx, test=test_idx))
+        outcomes.append(SimpleNamespace(probs=test.hybrid, val_probs=val.hybrid))
+        forest_val.append(val.forest)
+        forest_test.append(test.forest)
+    labels = np.concatenate(parts)
+    data = SimpleNamespace(
+        labels=labels, source_ids=np.array([f"e{i}" for i in range(len(labels))]), n_classes=2
+    )
+    baseline = {"probs": forest_test, "val_probs": forest_val}
+    return data, folds, outcomes, baseline
+
+
+def test_a_fold_chooses_on_the_other_folds_test_parts_not_its_own():
+    """Three folds; the HybridViT is perfect on fold 0's test part and at chance on the others
+    (on every validation split it looks good). Fold 0's choice, which may not read its own test
+    part, sees only the chance HybridViT and takes the forest; model/'s choice reads all 90
+    out-of-fold events. The thresholds come from each fold's own validation split."""
+    data, folds, outcomes, baseline = _fold_predictions(3, [0.99, 0.5, 0.5])
+    choices = choose_models(data, folds, outcomes, baseline, DeployConfig())
+    first = choices.folds[0]
+    assert first.model == "forest" and first.n_events == 60 and first.chosen_on == "out-of-fold"
+    assert choices.deployed.n_events == 90
+    assert all(d.n_events == 60 for d in choices.folds)
+    val = Validation(data.labels[folds[0].val], data.source_ids[folds[0].val],
+                     outcomes[0].val_probs, baseline["val_probs"][0])  # fmt: skip
+    priors = class_priors(data.labels[np.concatenate([folds[0].train, folds[0].val])], 2)
+    expected, _ = calibrate_thresholds([val.forest], [val], priors)
+    np.testing.assert_allclose(first.thresholds, expected)
+
+
+def test_with_one_fold_its_validation_split_decides():
+    """``cv.strategy: predefined`` gives one fold: no other fold to score on, so the choice
+    falls back to its validation split (where the HybridViT is good), and model/ takes it."""
+    data, folds, outcomes, baseline = _fold_predictions(1, [0.5])
+    choices = choose_models(data, folds, outcomes, baseline, DeployConfig())
+    assert choices.folds[0].chosen_on == "validation" and choices.folds[0].hybrid_weight > 0.5
+    assert choices.deployed is choices.folds[0]
 
 
 def test_decide_names_bad_thresholds():

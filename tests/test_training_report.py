@@ -235,7 +235,8 @@ def _advice_metrics(model: str, weight: float, losses: dict) -> dict:
         return {"aggregate": agg, "folds": folds, "event_level": {"aggregate": agg, "folds": folds}}
 
     decision = {"model": model, "hybrid_weight": weight, "thresholds": [0.7, 0.3],
-                "prior_power": 1.0, "val_event_log_loss": losses, "n_val_events": 12}  # fmt: skip
+                "prior_power": 1.0, "event_log_loss": losses, "n_events": 12,
+                "chosen_on": "out-of-fold"}  # fmt: skip
     return {
         **block(0.8),
         "classes": ["earthquake", "explosion"],
@@ -252,7 +253,7 @@ def test_the_report_says_first_when_the_forest_is_deployed():
     assert lines[0].startswith(
         "**On this data the HybridViT does not help: the deployed model is the forest.**"
     )
-    assert "chosen on the validation splits of the 2 folds (12 events)" in lines[0]
+    assert "chosen on the out-of-fold predictions of the 2 folds (12 events" in lines[0]
     assert "HybridViT weight 0: 0.410, HybridViT weight 0.4: 0.450" in lines[0]
     assert "earthquake 0.700, explosion 0.300" in lines[0]
     table = "\n".join(lines)

@@ -1,39 +1,45 @@
-"""Which model a run deploys, and its decision thresholds, chosen on validation data only.
+"""Which model a run deploys, and its decision thresholds, chosen without the test fold.
 
 A set decides which model wins: on some the HybridViT carries the decision, on small real sets
-often the forest does. So the run does not read the answer off a table of other sets; inside
-each fold it scores the candidates on the fold's own validation split (never its test part):
+often the forest does. So the run does not read the answer off a table of other sets; it judges
+the candidates on the user's own data, each on events the model that scores them never saw:
 
-- **the model**: the combination of the fold's HybridViT and forest at each weight of
-  :data:`HYBRID_WEIGHTS` (0: the forest alone, 1: the HybridViT alone), scored by the event-level
-  log loss of the validation events (threshold-free: a model is judged by how it ranks and how
-  sure it is, not by where a 0.5 cut happens to fall). The one-standard-error rule of Breiman
-  et al. (CART, 1984) then picks the smallest weight whose loss is within one standard error
-  (of the best candidate's per-event losses) of the best: a handful of validation events cannot
-  tell a small difference from luck, and the smaller weight is the simpler, cheaper model (a
-  HybridViT at chance can still lower a log loss by softening an over-sure forest; that is not
-  a reason to deploy it). The margin comes from the user's own validation data, not from a
-  constant read off other sets.
-- **the decision thresholds** of that model: a class is decided by the largest ``p_c / t_c``
-  (:func:`quake.probabilities.decide`), ``t`` the class priors of the fold's training data
-  raised to a power from :data:`PRIOR_POWERS` (0: plain argmax; 1: the balanced rule for a
-  calibrated model, which maximises balanced accuracy in expectation). The same
-  one-standard-error rule: among the powers whose event-level balanced accuracy on validation
-  is within one (binomial) standard error of the best, the one nearest 1 (then the better
-  trace-level balanced accuracy). One parameter, not one per class, because a validation split
-  holds a handful of events: on five events the rule keeps the balanced default unless another
-  power is clearly better.
+- **the model**: the combination of the HybridViT and the forest at each weight of
+  :data:`HYBRID_WEIGHTS` (0: the forest alone, 1: the HybridViT alone), scored by the
+  event-level log loss (threshold-free: a model is judged by how it ranks and how sure it is,
+  not by where a 0.5 cut happens to fall) on the **out-of-fold predictions of the other folds**:
+  every event of fold ``j``'s test part, scored by fold ``j``'s HybridViT and forest, neither of
+  which trained on it. Fold ``k``'s choice reads none of fold ``k``'s test events, and rests on
+  about four fifths of the set rather than on its own validation split (on a set of 50-80
+  events, a split of about five, on which the choice is close to a coin toss). The HybridViT's out-of-fold probabilities are also honest where its
+  validation probabilities are not: it kept its best epochs on those very validation events.
+  The one-standard-error rule of Breiman et al. (CART, 1984) then picks the smallest weight
+  whose loss is within one standard error (of the best candidate's per-event losses) of the
+  best: the smaller weight is the simpler, cheaper model, and a HybridViT at chance can still
+  lower a log loss by softening an over-sure forest, which is no reason to deploy it. With a
+  single fold (``cv.strategy: predefined``) there are no other folds: the fold's validation
+  split decides.
+- **the decision thresholds** of that model, on **the fold's own validation split**: a
+  threshold places the boundaries on the probability scale of one model (how sure that fold's
+  HybridViT and forest are), which other folds' models do not share. A class is decided by the
+  largest ``p_c / t_c`` (:func:`quake.probabilities.decide`), ``t`` the class priors of the
+  fold's training data raised to a power from :data:`PRIOR_POWERS` (0: plain argmax; 1: the
+  balanced rule for a calibrated model, which maximises balanced accuracy in expectation).
+  The same one-standard-error rule: among the powers whose event-level balanced accuracy on
+  validation is within one (binomial) standard error of the best, the one nearest 1 (then the
+  better trace-level balanced accuracy). One parameter, not one per class, because a
+  validation split holds a handful of events.
 
-The cross-validated figures of the deployed model are those of this procedure, fold by fold (the
-test fold saw nothing of it). The model in ``model/`` applies the same procedure to the
-validation predictions of all folds pooled, with the priors of all the data.
+The model in ``model/`` applies the same procedure to all the data: the weight on the
+out-of-fold predictions of every fold, the thresholds on the validation predictions of all
+folds pooled, with the priors of all the data.
 
-The validation probabilities are not like for like: the HybridViT's are optimistic (it kept its
-best epochs on those very events: on esec-surface with the 128 s window, event log loss 1.04 on
-validation against 1.29 on test), the forest's a little pessimistic (fitted on the training
-part only, while the deployed forests also saw the validation part). Rules that correct for it
-(a paired t-test, epochs chosen without each validation event) are measured in
-``benchmarks/choice_rules.md``: none was better on every set.
+What the cross-validated figures are: those of each fold's model under its own choice, judged on
+a test fold that neither scored a candidate nor set a threshold. The other folds' models did
+train on fold ``k``'s test events (each fold model trains on four fifths of the set), so the
+choice is that of a cross-validation one level up, not of a fully nested one, which would
+train every fold's models again inside each fold. Other rules (a paired comparison, a t-test,
+the fold's own validation split) are measured in ``benchmarks/choice_rules.md``.
 """
 
 from __future__ import annotations
@@ -68,8 +74,9 @@ class Decision:
     hybrid_weight: float
     thresholds: np.ndarray
     prior_power: float
-    val_log_loss: dict[float, float] = field(default_factory=dict)  # per candidate weight
-    n_val_events: int = 0
+    event_log_loss: dict[float, float] = field(default_factory=dict)  # per candidate weight
+    n_events: int = 0  # the events the weight was chosen on
+    chosen_on: str = "out-of-fold"  # or "validation" (a single fold)
 
     @property
     def model(self) -> str:
@@ -88,8 +95,9 @@ class Decision:
             "hybrid_weight": self.hybrid_weight,
             "thresholds": [float(t) for t in self.thresholds],
             "prior_power": self.prior_power,
-            "val_event_log_loss": {f"{w:g}": loss for w, loss in self.val_log_loss.items()},
-            "n_val_events": self.n_val_events,
+            "event_log_loss": {f"{w:g}": loss for w, loss in self.event_log_loss.items()},
+            "n_events": self.n_events,
+            "chosen_on": self.chosen_on,
         }
 
 
@@ -200,29 +208,29 @@ def _thresholds(priors: np.ndarray, power: float) -> np.ndarray:
 
 
 def choose(
+    scored_on: Sequence[Validation],
     validations: Sequence[Validation],
     priors: np.ndarray,
     weights: Sequence[float] = HYBRID_WEIGHTS,
     calibrate: bool = True,
+    chosen_on: str = "out-of-fold",
 ) -> Decision:
-    """The model (among ``weights``) and its thresholds, from ``validations`` alone."""
-    weight, losses, n_events = choose_weight(validations, weights)
-    probs = [mix(v.hybrid, v.forest, weight) if len(v.labels) else None for v in validations]
+    """The model (among ``weights``) chosen on ``scored_on``, and its thresholds calibrated on
+    ``validations`` (the module doc says which predictions each is)."""
+    weight, losses, n_events = choose_weight(scored_on, weights)
+    usable = [v for v in validations if len(v.labels)]
     if calibrate:
-        thresholds, power = calibrate_thresholds(
-            [p for p in probs if p is not None],
-            [v for v in validations if len(v.labels)],
-            priors,
-        )
+        probs = [mix(v.hybrid, v.forest, weight) for v in usable]
+        thresholds, power = calibrate_thresholds(probs, usable, priors)
     else:
         thresholds, power = _thresholds(priors, 0.0), 0.0
-    return Decision(weight, thresholds, power, losses, n_events)
+    return Decision(weight, thresholds, power, losses, n_events, chosen_on)
 
 
 @dataclass
 class Choices:
-    """Each fold's decision for the deployed model and for each part alone (on the fold's
-    validation split), and the deployed model's decision on all folds' validation data."""
+    """Each fold's decision for the deployed model and for each part alone, and the decision
+    of the model in ``model/`` (the module doc says what each is chosen on)."""
 
     folds: list[Decision]  # the deployed model, per fold
     hybrid: list[Decision] | None  # the HybridViT alone, its thresholds, per fold
@@ -238,30 +246,45 @@ class Choices:
 
 
 def choose_models(data, folds, outcomes, baseline: dict | None, deploy) -> Choices:
-    """The decisions of a run (``deploy``: its ``DeployConfig``), from validation data only."""
-    validations = [
-        Validation(
-            labels=data.labels[f.val],
-            groups=data.source_ids[f.val],
-            hybrid=o.val_probs,
-            forest=None if baseline is None else baseline["val_probs"][k],
+    """The decisions of a run (``deploy``: its ``DeployConfig``), without the test folds."""
+
+    def predictions(part: str, k: int, f, o) -> Validation:
+        indices = getattr(f, part)
+        hybrid = o.val_probs if part == "val" else o.probs
+        forest = (
+            None if baseline is None else baseline["val_probs" if part == "val" else "probs"][k]
         )
-        for k, (f, o) in enumerate(zip(folds, outcomes, strict=True))
-    ]
+        return Validation(data.labels[indices], data.source_ids[indices], hybrid, forest)
+
+    pairs = list(enumerate(zip(folds, outcomes, strict=True)))
+    validations = [predictions("val", k, f, o) for k, (f, o) in pairs]
+    out_of_fold = [predictions("test", k, f, o) for k, (f, o) in pairs]
     weights = deploy.candidate_weights(baseline is not None)
     calibrate = deploy.thresholds == "calibrated"
     n = data.n_classes
 
     def per_fold(candidates: Sequence[float]) -> list[Decision]:
-        return [
-            choose([v], class_priors(data.labels[np.concatenate([f.train, f.val])], n),
-                   candidates, calibrate)
-            for f, v in zip(folds, validations, strict=True)
-        ]  # fmt: skip
+        decisions = []
+        for k, f in enumerate(folds):
+            priors = class_priors(data.labels[np.concatenate([f.train, f.val])], n)
+            if len(folds) > 1:
+                others = [p for j, p in enumerate(out_of_fold) if j != k]
+                decisions.append(choose(others, [validations[k]], priors, candidates, calibrate))
+            else:
+                decisions.append(choose(validations, validations, priors, candidates, calibrate,
+                                        chosen_on="validation"))  # fmt: skip
+        return decisions
 
+    fold_decisions = per_fold(weights)
+    if len(folds) > 1:
+        deployed = choose(
+            out_of_fold, validations, class_priors(data.labels, n), weights, calibrate
+        )
+    else:  # model/ is the one fold's model: its decision
+        deployed = fold_decisions[0]
     return Choices(
-        folds=per_fold(weights),
+        folds=fold_decisions,
         hybrid=per_fold((1.0,)),
         forest=None if baseline is None else per_fold((0.0,)),
-        deployed=choose(validations, class_priors(data.labels, n), weights, calibrate),
+        deployed=deployed,
     )

@@ -264,11 +264,16 @@ def deploy_advice(metrics: dict) -> list[str]:
     what = DEPLOYED_MODEL[model]
     if model == "combined":
         what += f", the HybridViT with {decision['hybrid_weight']:g} of the vote"
-    losses = decision.get("val_event_log_loss") or {}
+    losses = decision.get("event_log_loss") or {}
     if strategy == "auto" and len(losses) > 1:
+        scored = (
+            f"the out-of-fold predictions of the {len(metrics['folds'])} folds"
+            if decision.get("chosen_on") == "out-of-fold"
+            else "the validation split"
+        )
         how = (
-            f"chosen on the validation splits of the {len(metrics['folds'])} folds "
-            f"({decision.get('n_val_events', 0)} events) by event-level log loss ("
+            f"chosen on {scored} ({decision.get('n_events', 0)} events, each scored by "
+            "models that never trained on it) by event-level log loss ("
             + ", ".join(f"HybridViT weight {w}: {loss:.3f}" for w, loss in losses.items())
             + "; lower is better; the smallest HybridViT weight within one standard error of the "
             "best is taken)"
