@@ -7,16 +7,17 @@
 Reads the runs of ``benchmarks/bench_deploy.py`` (``runs/deploy/<set>/<variant>/seed<S>/``): each
 fold's validation probabilities of the HybridViT (``folds/fold_<k>/val_predictions.csv``) and of
 the forest fitted on the fold's training part (``baseline_val_predictions.csv``), and each part's
-test probabilities. Each rule chooses, per fold and from the validation split alone, the
-HybridViT's weight; the thresholds are then calibrated as training does
-(``quake.training.choice.calibrate_thresholds``). The test folds only judge the rules. Prints,
-per set and rule, the event-level balanced accuracy and ROC AUC (mean over all folds of all
+test probabilities. Each rule chooses, per fold, the HybridViT's weight on one of two sources:
+the other folds' test (out-of-fold) predictions, as training does, or the fold's own
+validation split, as training did before; the thresholds are then calibrated on the fold's
+validation split as training does (``quake.training.choice.calibrate_thresholds``). A fold's
+own test part only judges the rules. Prints, per set, source and rule, the event-level balanced accuracy and ROC AUC (mean over all folds of all
 seeds, the worst fold's balanced accuracy in brackets), the forest alone beside it, and in how
 many folds the rule deploys the forest.
 
 Rules:
 
-- ``current``: the run's own (``choose_weight``: the smallest weight within one standard error,
+- ``current``: training's (``choose_weight``: the smallest weight within one standard error,
   of the best candidate's per-event log losses, of the best);
 - ``paired``: the same, the standard error that of each candidate's per-event loss difference
   from the best (a paired comparison on the same events);
@@ -97,9 +98,15 @@ RULES: dict[str, tuple[Callable, Callable[[np.ndarray], np.ndarray]]] = {
 }
 
 
-def fold_scores(run: Path, rule: str) -> list[tuple[float, ...]]:
+#: Which predictions a rule scores the candidate weights on, per fold.
+SOURCES = ("out-of-fold", "validation split")
+
+
+def fold_scores(run: Path, rule: str, source: str) -> list[tuple[float, ...]]:
     """Per fold of one run: the chosen model's and the forest alone's event balanced accuracy
-    and ROC AUC on the test fold, and the chosen HybridViT weight."""
+    and ROC AUC on the test fold, and the chosen HybridViT weight. ``source``: the weight is
+    chosen on the other folds' test predictions (training's) or on the fold's own validation
+    split; the thresholds are calibrated on the fold's validation split either way."""
     from quake.deploy.combined import HYBRID_WEIGHTS
     from quake.probabilities import decide
     from quake.training.choice import Validation, calibrate_thresholds, class_priors, mix
@@ -120,24 +127,31 @@ def fold_scores(run: Path, rule: str) -> list[tuple[float, ...]]:
     forest_val = pd.read_csv(run / "baseline_val_predictions.csv")
     hybrid_test = pd.read_csv(run / "hybridvit_predictions.csv")
     forest_test = pd.read_csv(run / "baseline_predictions.csv")
-    scores = []
-    for k, fold in enumerate(folds):
+    validations, tests = [], []
+    for k in range(len(folds)):
         val, hybrid = fold_of(pd.read_csv(run / "folds" / f"fold_{k}" / "val_predictions.csv"), k)
         val_forest, forest = fold_of(forest_val, k)
         if not np.array_equal(val, val_forest):
             raise SystemExit(f"{run}: fold {k}'s validation items differ between the parts")
-        validation = Validation(labels[val], groups[val], hybrid, forest_probs(forest))
-        priors = class_priors(labels[np.concatenate([fold["train"], fold["val"]])], len(classes))
+        validations.append(Validation(labels[val], groups[val], hybrid, forest_probs(forest)))
         test, hybrid_t = fold_of(hybrid_test, k)
         _, forest_t = fold_of(forest_test, k)
+        tests.append(Validation(labels[test], groups[test], hybrid_t, forest_probs(forest_t)))
+    scores = []
+    for k, fold in enumerate(folds):
+        validation, test = validations[k], tests[k]
+        scored_on = (
+            [t for j, t in enumerate(tests) if j != k] if source == "out-of-fold" else [validation]
+        )
+        priors = class_priors(labels[np.concatenate([fold["train"], fold["val"]])], len(classes))
         row, chosen = [], []
         for weights in (HYBRID_WEIGHTS, (0.0,)):
-            weight = choose_weight([validation], weights)
+            weight = choose_weight(scored_on, weights)
             chosen.append(weight)
             val_probs = mix(validation.hybrid, validation.forest, weight)
             thresholds, _ = calibrate_thresholds([val_probs], [validation], priors)
-            probs = mix(hybrid_t, forest_probs(forest_t), weight)
-            event_probs, truth, _, _ = combine_by_event(probs, labels[test], groups[test])
+            probs = mix(test.hybrid, test.forest, weight)
+            event_probs, truth, _, _ = combine_by_event(probs, test.labels, test.groups)
             auc = one_vs_rest_auc(truth, event_probs)  # the classes the test fold holds
             row += [balanced_accuracy(truth, decide(event_probs, thresholds)),
                     np.nan if auc is None else auc]  # fmt: skip
@@ -153,20 +167,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sets = args.sets or sorted(p.parent.name for p in args.runs.glob(f"*/{args.variant}"))
     print(
-        "| set | rule | deployed BA (worst) | deployed ROC AUC | forest alone BA | forest ROC AUC "
-        "| folds deploying the forest |"
+        "| set | weight chosen on | rule | deployed BA (worst) | deployed ROC AUC "
+        "| forest alone BA | forest ROC AUC | folds deploying the forest |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name in sets:
         runs = sorted(r for r in (args.runs / name / args.variant).glob("seed*")
                       if (r / "metrics.json").is_file())  # finished runs  # fmt: skip
         if not runs:
             print(f"no runs of {name} under {args.runs}", file=sys.stderr)
             continue
-        for rule in RULES:
-            s = np.array([row for run in runs for row in fold_scores(run, rule)])
+        for source, rule in ((source, rule) for source in SOURCES for rule in RULES):
+            s = np.array([row for run in runs for row in fold_scores(run, rule, source)])
             print(
-                f"| {name} | {rule} | {s[:, 0].mean():.3f} ({s[:, 0].min():.3f}) | "
+                f"| {name} | {source} | {rule} | {s[:, 0].mean():.3f} ({s[:, 0].min():.3f}) | "
                 f"{np.nanmean(s[:, 1]):.3f} | {s[:, 2].mean():.3f} | {np.nanmean(s[:, 3]):.3f} | "
                 f"{int((s[:, 4] == 0.0).sum())} of {len(s)} |"
             )

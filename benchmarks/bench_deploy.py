@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The deployed model against each part alone, across sets: is the model a run chooses on its
-own validation data (quake.training.choice) at least the forest alone, at its saved thresholds?
+own data (quake.training.choice) at least the forest alone, at its saved thresholds?
 
     python benchmarks/bench_deploy.py                                   # every set, seeds 0 1 2
     python benchmarks/bench_deploy.py --sets eqnoise-3c --seeds 0
@@ -12,8 +12,9 @@ Each (set, variant, seed) is one ``scripts/train.py --backbone tiny --depth 4 [-
 with the variant's ``--set`` overrides, in ``runs/deploy/<set>/<variant>/seed<S>/`` (rerunning
 resumes it). Each finished run's event-level figures go to ``benchmarks/deploy_runs.json`` and
 the table (mean over all folds of all seeds, the worst fold in brackets) to
-``benchmarks/deploy.md``. The deployed model is the one in ``model/``: in each fold, chosen and
-thresholded on that fold's validation split; nothing here looks at a test fold to choose.
+``benchmarks/deploy.md``. The deployed model is the one in ``model/``: in each fold, chosen on
+the other folds' out-of-fold predictions and thresholded on the fold's validation split; no
+fold's choice looks at its own test fold.
 """
 
 from __future__ import annotations
@@ -151,8 +152,9 @@ def table(results: dict) -> str:
         "the default command on the set (`--data SET --seed S`, plus the variant's overrides); "
         "figures are the mean over all test folds of all seeds, the worst fold in brackets; "
         "each model at its own thresholds, chosen on validation. Deployed: in each fold the "
-        "model (HybridViT weight 0, 0.2, ..., 1) and thresholds chosen on that fold's "
-        "validation split; `model/` column: what the run deploys (per seed).",
+        "model (HybridViT weight 0, 0.2, ..., 1) chosen on the other folds' out-of-fold "
+        "predictions, its thresholds on the fold's validation split; `model/` column: what the "
+        "run deploys (per seed).",
         "",
         "| set | variant | seeds | model | event ROC AUC | event balanced acc. | "
         "trace macro F1 | `model/` |",
