@@ -1,5 +1,5 @@
 """The model a training run deploys in ``<run>/model/``: the HybridViT ensemble, the fold
-forests or their combination (chosen on validation data, :mod:`quake.training.choice`), its
+forests or their combination (chosen on out-of-fold predictions, :mod:`quake.training.choice`), its
 decision thresholds, the catalog context where trained with it, and what the report says of it."""
 
 from __future__ import annotations

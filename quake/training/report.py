@@ -642,8 +642,8 @@ def _confusion_lines(metrics: dict) -> list[str]:
 
 
 def _per_fold_lines(metrics: dict) -> list[str]:
-    """## Per fold: sizes, the HybridViT's chosen epoch, the model chosen on the fold's
-    validation split and the deployed model's scores on its test part."""
+    """## Per fold: sizes, the HybridViT's chosen epoch, the model chosen for the fold (on the
+    other folds' out-of-fold predictions) and the deployed model's scores on its test part."""
     lines = ["", "## Per fold (deployed model)", ""]
     rows = []
     for fold in metrics["folds"]:

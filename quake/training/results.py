@@ -97,8 +97,9 @@ def compute_metrics(
     tests = [(f.index, data.labels[f.test], data.source_ids[f.test]) for f in folds]
     result = {
         "classes": names,
-        "model": "the deployed model: in each fold, the model and thresholds chosen on that "
-        "fold's validation split (quake.training.choice), scored on its test part",
+        "model": "the deployed model: in each fold, the model chosen on the other folds' "
+        "out-of-fold predictions and its thresholds on the fold's validation split "
+        "(quake.training.choice), scored on its test part",
         "deployed_decision": choices.deployed.to_dict(),
         "folds": fold_entries,
         "aggregate": M.aggregate(fold_entries),
