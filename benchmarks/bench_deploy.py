@@ -76,6 +76,8 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
         {"data.preprocess.windows_per_recording": 6, **NO_FILTERS},
     ),
 }
+#: What runs made before the choice moved to out-of-fold predictions chose their weight on.
+VALIDATION_SPLIT = "validation split"
 MODELS = (("deployed", None), ("HybridViT alone", "hybridvit"), ("forest alone", "baseline"))
 FIGURES = (("event", "roc_auc"), ("event", "balanced_accuracy"), ("trace", "macro_f1"))
 
@@ -113,8 +115,10 @@ def _yaml_value(value: object) -> str:
 
 def summarise(metrics: dict) -> dict:
     """Per model, the per-fold figures of :data:`FIGURES`; the deployed model's choices."""
-    out: dict = {"deployed_model": metrics["deployed_decision"]["model"],
-                 "deployed_weight": metrics["deployed_decision"]["hybrid_weight"],
+    decision = metrics["deployed_decision"]
+    out: dict = {"deployed_model": decision["model"],
+                 "deployed_weight": decision["hybrid_weight"],
+                 "chosen_on": decision.get("chosen_on", VALIDATION_SPLIT),
                  "fold_models": [f["decision"]["model"] for f in metrics["folds"]]}  # fmt: skip
     for label, key in MODELS:
         block = metrics if key is None else metrics.get(key)
@@ -152,13 +156,14 @@ def table(results: dict) -> str:
         "the default command on the set (`--data SET --seed S`, plus the variant's overrides); "
         "figures are the mean over all test folds of all seeds, the worst fold in brackets; "
         "each model at its own thresholds, chosen on validation. Deployed: in each fold the "
-        "model (HybridViT weight 0, 0.2, ..., 1) chosen on the other folds' out-of-fold "
-        "predictions, its thresholds on the fold's validation split; `model/` column: what the "
-        "run deploys (per seed).",
+        "model (HybridViT weight 0, 0.2, ..., 1) chosen on what the `chosen on` column says "
+        "(`out-of-fold`: the other folds' test predictions, as training does now; "
+        "`validation split`: the fold's own, as runs made before did), its thresholds on the "
+        "fold's validation split; `model/` column: what the run deploys (per seed).",
         "",
         "| set | variant | seeds | model | event ROC AUC | event balanced acc. | "
-        "trace macro F1 | `model/` |",
-        "|---|---|---|---|---|---|---|---|",
+        "trace macro F1 | chosen on | `model/` |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted(results):
         data_set, variant = key.split("/")
@@ -171,6 +176,11 @@ def table(results: dict) -> str:
                 _cell([v for s in seeds for v in runs[s][label][f"{lvl}_{n}"]])
                 for lvl, n in FIGURES
             ]
+            chosen_on = (
+                ", ".join(sorted({runs[s].get("chosen_on", VALIDATION_SPLIT) for s in seeds}))
+                if label == "deployed"
+                else ""
+            )
             deployed = (
                 ", ".join(
                     runs[s]["deployed_model"]
@@ -187,7 +197,7 @@ def table(results: dict) -> str:
             lines.append(
                 f"| {data_set} | {variant} | {','.join(seeds)} | {label} | "
                 + " | ".join(cells)
-                + f" | {deployed} |"
+                + f" | {chosen_on} | {deployed} |"
             )
     lines += ["", "Commands:", ""]
     for key in sorted(results):
