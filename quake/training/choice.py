@@ -2,7 +2,8 @@
 
 A set decides which model wins: on some the HybridViT carries the decision, on small real sets
 often the forest does. So the run does not read the answer off a table of other sets; it judges
-the candidates on the user's own data, each on events the model that scores them never saw:
+the candidates on the user's own data, each on events the models that score them never trained
+on:
 
 - **the model**: the combination of the HybridViT and the forest at each weight of
   :data:`HYBRID_WEIGHTS` (0: the forest alone, 1: the HybridViT alone), scored by the
@@ -11,8 +12,9 @@ the candidates on the user's own data, each on events the model that scores them
   every event of fold ``j``'s test part, scored by fold ``j``'s HybridViT and forest, neither of
   which trained on it. Fold ``k``'s choice reads none of fold ``k``'s test events, and rests on
   about four fifths of the set rather than on its own validation split (on a set of 50-80
-  events, a split of about five, on which the choice is close to a coin toss). The HybridViT's out-of-fold probabilities are also honest where its
-  validation probabilities are not: it kept its best epochs on those very validation events.
+  events, a split of about five, on which the choice is close to a coin toss). The HybridViT's
+  out-of-fold probabilities are also honest where its validation probabilities are not: it
+  kept its best epochs on those very validation events.
   The one-standard-error rule of Breiman et al. (CART, 1984) then picks the smallest weight
   whose loss is within one standard error (of the best candidate's per-event losses) of the
   best: the smaller weight is the simpler, cheaper model, and a HybridViT at chance can still
@@ -248,17 +250,16 @@ class Choices:
 def choose_models(data, folds, outcomes, baseline: dict | None, deploy) -> Choices:
     """The decisions of a run (``deploy``: its ``DeployConfig``), without the test folds."""
 
-    def predictions(part: str, k: int, f, o) -> Validation:
-        indices = getattr(f, part)
-        hybrid = o.val_probs if part == "val" else o.probs
-        forest = (
-            None if baseline is None else baseline["val_probs" if part == "val" else "probs"][k]
-        )
+    def part(indices: np.ndarray, hybrid, forest) -> Validation:
         return Validation(data.labels[indices], data.source_ids[indices], hybrid, forest)
 
-    pairs = list(enumerate(zip(folds, outcomes, strict=True)))
-    validations = [predictions("val", k, f, o) for k, (f, o) in pairs]
-    out_of_fold = [predictions("test", k, f, o) for k, (f, o) in pairs]
+    no_forest = [None] * len(folds)
+    forest_val = no_forest if baseline is None else baseline["val_probs"]
+    forest_test = no_forest if baseline is None else baseline["probs"]
+    validations = [part(f.val, o.val_probs, forest_val[k])
+                   for k, (f, o) in enumerate(zip(folds, outcomes, strict=True))]  # fmt: skip
+    out_of_fold = [part(f.test, o.probs, forest_test[k])
+                   for k, (f, o) in enumerate(zip(folds, outcomes, strict=True))]  # fmt: skip
     weights = deploy.candidate_weights(baseline is not None)
     calibrate = deploy.thresholds == "calibrated"
     n = data.n_classes
