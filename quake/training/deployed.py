@@ -1,6 +1,7 @@
 """The model a training run deploys in ``<run>/model/``: the HybridViT ensemble, the fold
-forests or their combination (chosen on out-of-fold predictions, :mod:`quake.training.choice`), its
-decision thresholds, the catalog context where trained with it, and what the report says of it."""
+forests or their combination (chosen on out-of-fold predictions,
+:mod:`quake.training.choice`), its decision thresholds, the catalog context where trained with
+it, and what the report says of it."""
 
 from __future__ import annotations
 

@@ -98,8 +98,8 @@ def compute_metrics(
     result = {
         "classes": names,
         "model": "the deployed model: in each fold, the model chosen on the other folds' "
-        "out-of-fold predictions and its thresholds on the fold's validation split "
-        "(quake.training.choice), scored on its test part",
+        "out-of-fold predictions (with one fold, on its validation split) and its thresholds "
+        "on the fold's validation split (quake.training.choice), scored on its test part",
         "deployed_decision": choices.deployed.to_dict(),
         "folds": fold_entries,
         "aggregate": M.aggregate(fold_entries),
