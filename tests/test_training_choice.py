@@ -1,6 +1,7 @@
-"""The deployed model and its decision thresholds are chosen on validation data
-(quake.training.choice): the rule on crafted validation predictions, then a real run whose
-HybridViT cannot learn (learning rate ~0) deploying the forest."""
+"""The deployed model is chosen on out-of-fold predictions and its decision thresholds on
+validation data, never on a fold's own test part (quake.training.choice): the rules on crafted
+predictions, then a real run whose HybridViT cannot learn (learning rate ~0) deploying the
+forest."""
 
 from __future__ import annotations
 
