@@ -8,7 +8,8 @@ written as three miniSEED day files (STEIM2 of the rounded counts, as an archive
 One run measures, on the same machine and threads:
 
 - reading: ``obspy.read`` of the three day files;
-- annotation: ``annotate_station`` at the default stride (spectrograms cut from the day's STFT),
+- annotation: ``annotate_station`` at the default stride (spectrograms cut from the day's STFT
+  where the model's preprocessing allows it, i.e. without filters; the row says which path),
   in float32 and under bf16 autocast (``--precision bf16``; ``auto``, the default, takes it where
   the CPU has bf16 instructions), and the per-window path for comparison;
 - model only: ``predict_proba_with`` on spectrograms already made, the same number of windows.
@@ -71,9 +72,10 @@ def main() -> None:
     import torch
 
     from quake.annotate import annotate_station, default_stride_s
-    from quake.annotate.spectrogram import RecordingSpectrogram
+    from quake.annotate.spectrogram import shared_stft_applies
     from quake.data import PreprocessConfig
     from quake.data.components import stream_to_array_info
+    from quake.data.transforms import spectrogram_batch
     from quake.deploy import EventClassifier, load
     from quake.models import HybridViT
     from quake.runtime import cpu_has_native_bf16
@@ -103,9 +105,13 @@ def main() -> None:
     for precision in ("fp32", "bf16"):  # first calls (kernel choice, allocations) untimed
         annotate_station(clf, warm_up, precision=precision)
     reference = None
+    stride = int(round(default_stride_s(clf.config) * clf.config.sampling_rate_hz))
+    path = (
+        "shared STFT" if shared_stft_applies(clf.config, stride) else "per-window: filtered model"
+    )
     for label, options in (
-        ("annotate, float32", {"precision": "fp32"}),
-        ("annotate, bf16 autocast", {"precision": "bf16"}),
+        (f"annotate, float32 ({path})", {"precision": "fp32"}),
+        (f"annotate, bf16 autocast ({path})", {"precision": "bf16"}),
         ("annotate, per-window spectrograms, float32", {"shared_stft": False, "precision": "fp32"}),
     ):
         seconds, result = timed(lambda o=options: annotate_station(clf, stream, **o))
@@ -117,13 +123,12 @@ def main() -> None:
             rows[-1] = (label, seconds * scale, f"max probability difference {diff:.2g}")
     reading = stream_to_array_info(stream, clf.config)
     n = result.n_windows
-    step = int(round(default_stride_s(clf.config) * clf.config.sampling_rate_hz))
-    starts = np.arange(n) * step
+    starts = np.arange(n) * stride
     idx = starts[:, None] + np.arange(clf.config.window_samples)[None]
     specs = torch.cat([
-        RecordingSpectrogram(reading.data, clf.config).spectrograms(
+        spectrogram_batch(
             torch.from_numpy(reading.data[:, idx[k : k + 512]].transpose(1, 0, 2).copy()),
-            starts[k : k + 512],
+            clf.config,
         )
         for k in range(0, n, 512)
     ])  # fmt: skip
