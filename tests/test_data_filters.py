@@ -280,17 +280,13 @@ def test_a_run_started_before_the_filters_is_not_resumed_with_them(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     old = yaml.safe_load(TrainConfig().validate().to_yaml())
-    for key in ("detrend", "taper_fraction", "bandpass_hz"):
+    for key in FILTERS_OFF:
         del old["data"]["preprocess"][key]
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(old))
     with pytest.raises(ValueError, match=r"cannot resume .*bandpass_hz"):
         check_run_folder(folder, load_config(), "training run")
     unfiltered = load_config(
-        overrides={
-            "data.preprocess.detrend": "none",
-            "data.preprocess.taper_fraction": 0.0,
-            "data.preprocess.bandpass_hz": None,
-        }
+        overrides={f"data.preprocess.{key}": value for key, value in FILTERS_OFF.items()}
     )
     assert check_run_folder(folder, unfiltered, "training run")  # its own settings resume it
 
