@@ -256,10 +256,10 @@ def choose_models(data, folds, outcomes, baseline: dict | None, deploy) -> Choic
     no_forest = [None] * len(folds)
     forest_val = no_forest if baseline is None else baseline["val_probs"]
     forest_test = no_forest if baseline is None else baseline["probs"]
-    validations = [part(f.val, o.val_probs, forest_val[k])
-                   for k, (f, o) in enumerate(zip(folds, outcomes, strict=True))]  # fmt: skip
-    out_of_fold = [part(f.test, o.probs, forest_test[k])
-                   for k, (f, o) in enumerate(zip(folds, outcomes, strict=True))]  # fmt: skip
+    validations, out_of_fold = [], []
+    for k, (f, o) in enumerate(zip(folds, outcomes, strict=True)):
+        validations.append(part(f.val, o.val_probs, forest_val[k]))
+        out_of_fold.append(part(f.test, o.probs, forest_test[k]))
     weights = deploy.candidate_weights(baseline is not None)
     calibrate = deploy.thresholds == "calibrated"
     n = data.n_classes
